@@ -1,0 +1,56 @@
+//! `strata create`.
+
+use anyhow::Context;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use strata_runtime::{Container, CreateOptions};
+
+/// Flags of `create` (shared by `run`).
+#[derive(clap::Args, Debug)]
+pub struct CreateArgs {
+    /// Bundle directory (default: the current directory).
+    #[arg(short, long, default_value = ".")]
+    pub bundle: PathBuf,
+    /// Unix socket that receives the terminal's master fd.
+    #[arg(long = "console-socket")]
+    pub console_socket: Option<PathBuf>,
+    /// File to write the container's init pid to.
+    #[arg(long = "pid-file")]
+    pub pid_file: Option<PathBuf>,
+    /// Pass N extra file descriptors (3..3+N) to the container.
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    pub preserve_fds: u32,
+    /// Do not use pivot_root (for a rootfs on ramfs).
+    #[arg(long = "no-pivot")]
+    pub no_pivot: bool,
+    /// Accepted for runc compatibility: strata never creates a session keyring.
+    #[arg(long = "no-new-keyring")]
+    pub no_new_keyring: bool,
+    /// Container id.
+    pub id: String,
+}
+
+impl CreateArgs {
+    /// Library options; `console` is a connected console socket, if any.
+    pub fn options(&self, console: Option<i32>) -> CreateOptions {
+        CreateOptions {
+            bundle: self.bundle.clone(),
+            console_socket: console,
+            pid_file: self.pid_file.as_ref().map(|p| absolute(p)),
+            preserve_fds: self.preserve_fds,
+            no_pivot: self.no_pivot,
+        }
+    }
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// Runs `strata create`.
+pub fn run(args: CreateArgs, root: &Path) -> anyhow::Result<i32> {
+    let console = args.console_socket.as_deref().map(super::connect_console).transpose()?;
+    Container::create(root, &args.id, &args.options(console.as_ref().map(|c| c.as_raw_fd())))
+        .with_context(|| format!("create container {:?}", args.id))?;
+    Ok(0)
+}

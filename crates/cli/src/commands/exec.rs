@@ -1,0 +1,141 @@
+//! `strata exec`.
+
+use crate::foreground;
+use anyhow::Context;
+use oci_spec::runtime::{Capabilities, Capability, Process};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use strata_runtime::{Container, ExecOptions};
+
+/// Flags of `exec`, as runc's.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// JSON file with the process to run (overrides the other process flags).
+    #[arg(short, long)]
+    pub process: Option<PathBuf>,
+    /// Allocate a terminal.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Unix socket that receives the terminal's master fd.
+    #[arg(long = "console-socket")]
+    pub console_socket: Option<PathBuf>,
+    /// Working directory.
+    #[arg(long)]
+    pub cwd: Option<PathBuf>,
+    /// Extra environment variables (KEY=VALUE).
+    #[arg(short, long)]
+    pub env: Vec<String>,
+    /// User as uid[:gid].
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Supplementary group ids.
+    #[arg(short = 'g', long = "additional-gids")]
+    pub additional_gids: Vec<u32>,
+    /// Extra capabilities.
+    #[arg(short, long)]
+    pub cap: Vec<String>,
+    /// Set no_new_privs.
+    #[arg(long = "no-new-privs")]
+    pub no_new_privs: bool,
+    /// Return once the process is started.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// File to write the process's pid to.
+    #[arg(long = "pid-file")]
+    pub pid_file: Option<PathBuf>,
+    /// Pass N extra file descriptors (3..3+N) to the process.
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    pub preserve_fds: u32,
+    /// Container id.
+    pub id: String,
+    /// Command and arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+/// Runs `strata exec`; the exit code is the process's.
+pub fn run(args: Args, root: &Path) -> anyhow::Result<i32> {
+    let container = Container::load(root, &args.id)?;
+    let process = build_process(&args, &container)?;
+    let terminal = process.terminal().unwrap_or(false);
+    if !args.detach {
+        foreground::block_signals()?;
+    }
+    let (console, internal) = match (&args.console_socket, terminal) {
+        (Some(p), _) => (Some(super::connect_console(p)?), None),
+        (None, true) if args.detach => anyhow::bail!("a terminal with --detach needs --console-socket"),
+        (None, true) => {
+            let (ours, theirs) = UnixStream::pair().context("socketpair for the terminal")?;
+            (Some(theirs.into()), Some(ours))
+        }
+        (None, false) => (None, None),
+    };
+    let opts = ExecOptions {
+        console_socket: console.as_ref().map(|c: &std::os::fd::OwnedFd| c.as_raw_fd()),
+        pid_file: args.pid_file.as_ref().map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
+        preserve_fds: args.preserve_fds,
+    };
+    let pid = container.exec(&process, &opts).with_context(|| format!("exec in container {:?}", args.id))?;
+    drop(console);
+    if args.detach {
+        return Ok(0);
+    }
+    let master = internal.map(|s| strata_runtime::tty::recv_master(s.as_raw_fd())).transpose()?;
+    foreground::wait(pid, master)
+}
+
+/// The process to run: from --process, or the container's own process with the
+/// command line's changes (as runc does).
+fn build_process(args: &Args, container: &Container) -> anyhow::Result<Process> {
+    if let Some(path) = &args.process {
+        let data = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+        return serde_json::from_slice(&data).with_context(|| format!("parse {}", path.display()));
+    }
+    if args.command.is_empty() {
+        anyhow::bail!("exec needs a command (or --process)");
+    }
+    let state = container.state()?;
+    let mut p = state.config.process().clone().unwrap_or_default();
+    p.set_args(Some(args.command.clone()));
+    p.set_terminal(Some(args.tty));
+    if let Some(cwd) = &args.cwd {
+        p.set_cwd(cwd.clone());
+    }
+    let mut env = p.env().clone().unwrap_or_default();
+    for e in &args.env {
+        let key = e.split('=').next().unwrap_or_default();
+        env.retain(|x| x.split('=').next() != Some(key));
+        env.push(e.clone());
+    }
+    p.set_env(Some(env));
+    if let Some(u) = &args.user {
+        let (uid, gid) = match u.split_once(':') {
+            Some((a, b)) => (a, Some(b)),
+            None => (u.as_str(), None),
+        };
+        let user = p.user_mut();
+        user.set_uid(uid.parse().with_context(|| format!("--user {u:?}: uid must be a number"))?);
+        user.set_gid(gid.map(|g| g.parse()).transpose().with_context(|| format!("--user {u:?}: gid must be a number"))?.unwrap_or(0));
+    }
+    if !args.additional_gids.is_empty() {
+        p.user_mut().set_additional_gids(Some(args.additional_gids.clone()));
+    }
+    if !args.cap.is_empty() {
+        let mut caps = p.capabilities().clone().unwrap_or_default();
+        let mut extra = Capabilities::new();
+        for c in &args.cap {
+            let cap: Capability = serde_json::from_value(serde_json::Value::String(c.clone())).map_err(|_| anyhow::anyhow!("--cap: unknown capability {c:?}"))?;
+            extra.insert(cap);
+        }
+        let add = |set: &Option<Capabilities>| Some(set.clone().unwrap_or_default().union(&extra).copied().collect::<Capabilities>());
+        caps.set_bounding(add(caps.bounding()));
+        caps.set_effective(add(caps.effective()));
+        caps.set_permitted(add(caps.permitted()));
+        p.set_capabilities(Some(caps));
+    }
+    if args.no_new_privs {
+        p.set_no_new_privileges(Some(true));
+    }
+    Ok(p)
+}

@@ -1,0 +1,22 @@
+//! One module per CLI command.
+
+pub mod create;
+pub mod delete;
+pub mod exec;
+pub mod kill;
+pub mod list;
+pub mod run;
+pub mod spec;
+pub mod start;
+pub mod state;
+
+use anyhow::Context;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+/// Connects to a `--console-socket` path.
+pub fn connect_console(path: &Path) -> anyhow::Result<OwnedFd> {
+    let s = UnixStream::connect(path).with_context(|| format!("connect to console socket {}", path.display()))?;
+    Ok(OwnedFd::from(s))
+}

@@ -1,0 +1,75 @@
+//! `strata run`: create + start, then (unless --detach) wait and delete.
+
+use crate::foreground;
+use crate::logging::Logger;
+use anyhow::Context;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use strata_runtime::Container;
+
+/// Flags of `run`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub create: super::create::CreateArgs,
+    /// Return once the container is started.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Keep the container's state after it exits.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// Runs `strata run`; the exit code is the container process's.
+pub fn run(args: Args, root: &Path, log: &Logger) -> anyhow::Result<i32> {
+    let id = args.create.id.clone();
+    if !args.detach {
+        foreground::block_signals()?;
+    }
+    // Without --console-socket, a terminal is proxied by this process: the init
+    // sends the master over an internal socket pair.
+    let (console, internal) = match &args.create.console_socket {
+        Some(p) => (Some(super::connect_console(p)?), None),
+        None => {
+            let (ours, theirs) = UnixStream::pair().context("socketpair for the terminal")?;
+            (Some(theirs.into()), Some(ours))
+        }
+    };
+    let state = Container::create(root, &id, &args.create.options(console.as_ref().map(|c| c.as_raw_fd())))
+        .with_context(|| format!("create container {id:?}"))?;
+    drop(console);
+    let terminal = state.config.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
+    let container = Container::load(root, &id)?;
+    let cleanup = |c: &Container| {
+        if !args.keep {
+            if let Ok(warnings) = c.delete(true) {
+                warnings.iter().for_each(|w| log.warn(w));
+            }
+        }
+    };
+    let master = match (&internal, terminal) {
+        (Some(sock), true) => {
+            if args.detach {
+                cleanup(&container);
+                anyhow::bail!("a terminal with --detach needs --console-socket");
+            }
+            Some(strata_runtime::tty::recv_master(sock.as_raw_fd())?)
+        }
+        _ => None,
+    };
+    drop(internal);
+    match container.start() {
+        Ok(warnings) => warnings.iter().for_each(|w| log.warn(w)),
+        Err(e) => {
+            let _ = container.delete(true);
+            return Err(anyhow::Error::new(e).context(format!("start container {id:?}")));
+        }
+    }
+    if args.detach {
+        return Ok(0);
+    }
+    let code = foreground::wait(state.pid, master)?;
+    cleanup(&container);
+    Ok(code)
+}

@@ -1,0 +1,105 @@
+//! `strata`: a runc-compatible command line over the Strata runtime library.
+//! One file per command under `commands/`; this file parses flags, sets up logging
+//! and turns errors into one line and runc's exit codes.
+
+mod commands;
+mod foreground;
+mod logging;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Global flags, as runc spells them.
+#[derive(Parser, Debug)]
+#[command(name = "strata", about = "Run OCI containers", disable_version_flag = true)]
+pub struct Cli {
+    /// Directory holding container state.
+    #[arg(long, global = true, default_value = strata_runtime::DEFAULT_ROOT)]
+    root: PathBuf,
+    /// Write log messages to this file (default: stderr).
+    #[arg(long, global = true)]
+    log: Option<PathBuf>,
+    /// Log format: text or json.
+    #[arg(long = "log-format", global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    /// Log debug messages too.
+    #[arg(long, global = true)]
+    debug: bool,
+    /// Use systemd to manage cgroups (not supported).
+    #[arg(long = "systemd-cgroup", global = true)]
+    systemd_cgroup: bool,
+    /// Print the version.
+    #[arg(short = 'v', long = "version")]
+    version: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a container from a bundle (it waits for `start`).
+    Create(commands::create::CreateArgs),
+    /// Start a created container.
+    Start(commands::start::Args),
+    /// Print a container's state as JSON.
+    State(commands::state::Args),
+    /// Send a signal to a container.
+    Kill(commands::kill::Args),
+    /// Delete a container.
+    Delete(commands::delete::Args),
+    /// Create and start a container, then wait for it (unless --detach).
+    Run(commands::run::Args),
+    /// Run a new process in a running container.
+    Exec(commands::exec::Args),
+    /// List containers.
+    #[command(alias = "ls")]
+    List(commands::list::Args),
+    /// Write a default config.json.
+    Spec(commands::spec::Args),
+}
+
+fn version() -> String {
+    format!("{}\nspec: {}", env!("CARGO_PKG_VERSION"), strata_runtime::OCI_VERSION)
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if cli.version {
+        println!("strata version {}", version());
+        return;
+    }
+    let log = logging::Logger::new(cli.log.as_deref(), &cli.log_format, cli.debug);
+    let Some(command) = cli.command else {
+        eprintln!("strata: no command given; see strata --help");
+        std::process::exit(1);
+    };
+    let is_exec = matches!(command, Command::Exec(_));
+    let result = if cli.systemd_cgroup {
+        Err(anyhow::anyhow!("--systemd-cgroup is not supported: strata manages cgroups itself"))
+    } else {
+        run(command, &cli.root, &log)
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            log.error(&format!("{e:#}"));
+            // runc's convention: exec reports runtime failures as 255 so they cannot be
+            // confused with the process's own exit code.
+            std::process::exit(if is_exec { 255 } else { 1 });
+        }
+    }
+}
+
+fn run(command: Command, root: &std::path::Path, log: &logging::Logger) -> anyhow::Result<i32> {
+    match command {
+        Command::Create(a) => commands::create::run(a, root),
+        Command::Start(a) => commands::start::run(a, root, log),
+        Command::State(a) => commands::state::run(a, root),
+        Command::Kill(a) => commands::kill::run(a, root),
+        Command::Delete(a) => commands::delete::run(a, root, log),
+        Command::Run(a) => commands::run::run(a, root, log),
+        Command::Exec(a) => commands::exec::run(a, root),
+        Command::List(a) => commands::list::run(a, root),
+        Command::Spec(a) => commands::spec::run(a),
+    }
+}

@@ -1,0 +1,89 @@
+//! Capability sets of the container process: the five sets of the spec, applied in
+//! the order the kernel's rules allow.
+
+use crate::{Error, Result};
+use caps::{CapSet, CapsHashSet, Capability};
+use oci_spec::runtime::LinuxCapabilities;
+use std::str::FromStr;
+
+/// The five sets, translated to the `caps` crate's types and limited to what the
+/// running kernel knows.
+#[derive(Debug, Default, Clone)]
+pub struct CapabilityPlan {
+    /// Bounding set to keep (everything else is dropped).
+    pub bounding: CapsHashSet,
+    /// Effective set.
+    pub effective: CapsHashSet,
+    /// Permitted set.
+    pub permitted: CapsHashSet,
+    /// Inheritable set.
+    pub inheritable: CapsHashSet,
+    /// Ambient set.
+    pub ambient: CapsHashSet,
+    /// Names from the config the running kernel does not know (dropped).
+    pub unknown_to_kernel: Vec<String>,
+}
+
+impl CapabilityPlan {
+    /// Translates the config's sets; capabilities missing from a set are dropped.
+    pub fn new(spec: Option<&LinuxCapabilities>) -> Result<Self> {
+        let supported = caps::runtime::thread_all_supported();
+        let mut plan = CapabilityPlan::default();
+        let Some(spec) = spec else { return Ok(plan) };
+        let mut convert = |set: &Option<oci_spec::runtime::Capabilities>, field: &str| -> Result<CapsHashSet> {
+            let mut out = CapsHashSet::new();
+            for c in set.iter().flatten() {
+                let name = format!("CAP_{c}");
+                let cap = Capability::from_str(&name)
+                    .map_err(|_| Error::config(format!("process.capabilities.{field}"), format!("unknown capability {name}")))?;
+                if supported.contains(&cap) {
+                    out.insert(cap);
+                } else if !plan.unknown_to_kernel.contains(&name) {
+                    plan.unknown_to_kernel.push(name);
+                }
+            }
+            Ok(out)
+        };
+        let bounding = convert(spec.bounding(), "bounding")?;
+        let effective = convert(spec.effective(), "effective")?;
+        let permitted = convert(spec.permitted(), "permitted")?;
+        let inheritable = convert(spec.inheritable(), "inheritable")?;
+        let ambient = convert(spec.ambient(), "ambient")?;
+        plan.bounding = bounding;
+        plan.effective = effective;
+        plan.permitted = permitted;
+        plan.inheritable = inheritable;
+        plan.ambient = ambient;
+        Ok(plan)
+    }
+
+    /// Drops the bounding set; must run while the process still has CAP_SETPCAP.
+    pub fn drop_bounding(&self) -> Result<()> {
+        for cap in caps::runtime::thread_all_supported() {
+            if !self.bounding.contains(&cap) {
+                caps::drop(None, CapSet::Bounding, cap).map_err(|e| cap_err("bounding", e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the inheritable, effective, permitted and ambient sets, in an order the
+    /// kernel accepts (inheritable needs CAP_SETPCAP; effective must stay a subset of
+    /// permitted; ambient needs both permitted and inheritable).
+    pub fn apply(&self) -> Result<()> {
+        caps::set(None, CapSet::Inheritable, &self.inheritable).map_err(|e| cap_err("inheritable", e))?;
+        let effective: CapsHashSet = self.effective.intersection(&self.permitted).copied().collect();
+        caps::set(None, CapSet::Effective, &effective).map_err(|e| cap_err("effective", e))?;
+        caps::set(None, CapSet::Permitted, &self.permitted).map_err(|e| cap_err("permitted", e))?;
+        for cap in &self.ambient {
+            if self.permitted.contains(cap) && self.inheritable.contains(cap) {
+                caps::raise(None, CapSet::Ambient, *cap).map_err(|e| cap_err("ambient", e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn cap_err(set: &str, e: caps::errors::CapsError) -> Error {
+    Error::Init(format!("set {set} capabilities: {e}"))
+}

@@ -1,0 +1,182 @@
+//! `create`: set the container up and leave its init blocked on the exec fifo.
+
+use super::{Container, EXEC_FIFO};
+use crate::namespaces::NamespacePlan;
+use crate::process::init::{self, InitContext};
+use crate::process::plan::ProcessPlan;
+use crate::process::{spawn, write_id_map, SpawnSpec};
+use crate::rootfs::devices;
+use crate::state::{now_rfc3339, ContainerState, StateDir};
+use crate::sync::Msg;
+use crate::{config, hooks, Error, Result, Status};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use oci_spec::runtime::LinuxNamespaceType;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+/// Options of `create`.
+#[derive(Debug, Default, Clone)]
+pub struct CreateOptions {
+    /// Bundle directory holding config.json.
+    pub bundle: PathBuf,
+    /// Connected unix socket that receives the terminal master (for `terminal: true`).
+    pub console_socket: Option<RawFd>,
+    /// File to write the init's host pid to.
+    pub pid_file: Option<PathBuf>,
+    /// Caller descriptors 3..3+N passed to the container.
+    pub preserve_fds: u32,
+    /// Use move + chroot instead of pivot_root.
+    pub no_pivot: bool,
+}
+
+impl Container {
+    /// Creates container `id` from `opts.bundle`. On any failure nothing is left
+    /// behind: no state directory, no process, no mount.
+    pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<ContainerState> {
+        crate::id::validate(id)?;
+        let bundle = std::fs::canonicalize(&opts.bundle).map_err(|e| Error::io("open bundle", &opts.bundle, e))?;
+        let spec = config::load(&bundle)?;
+        config::validate(&spec, &bundle)?;
+        let rootfs = std::fs::canonicalize(config::rootfs_path(&spec, &bundle)?).map_err(|e| Error::io("open", "root.path", e))?;
+        let process_spec = spec.process().as_ref().ok_or_else(|| Error::config("process", "missing"))?;
+        let process = ProcessPlan::new(process_spec, "process")?;
+        let linux = spec.linux().as_ref().ok_or_else(|| Error::config("linux", "missing"))?;
+        let mut device_list = devices::defaults();
+        for (i, d) in linux.devices().iter().flatten().enumerate() {
+            let d = devices::from_spec(d, i)?;
+            device_list.retain(|x| x.path != d.path);
+            device_list.push(d);
+        }
+        let ns_list = linux.namespaces().clone().unwrap_or_default();
+        let namespaces = NamespacePlan::from_spec(&ns_list)?;
+        check_preserved_fds(opts.preserve_fds)?;
+        if process.terminal && opts.console_socket.is_none() {
+            return Err(Error::config("process.terminal", "a terminal needs --console-socket"));
+        }
+
+        let dir = StateDir::create(root, id)?;
+        let mut pid = 0;
+        let result = (|| -> Result<ContainerState> {
+            let fifo_path = dir.path().join(EXEC_FIFO);
+            nix::unistd::mkfifo(&fifo_path, nix::sys::stat::Mode::from_bits_truncate(0o600)).map_err(|e| Error::sys("mkfifo", fifo_path.display(), e))?;
+            // Read-write, so the init's blocking read never sees end-of-file while no
+            // `start` has opened the fifo yet.
+            let fifo = nix::fcntl::open(&fifo_path, nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+                .map_err(|e| Error::sys("open", fifo_path.display(), e))?;
+            // SAFETY: `open` returned a new descriptor that nothing else owns.
+            let fifo = unsafe { OwnedFd::from_raw_fd(fifo) };
+            let joined_mount_ns = namespaces.join.iter().any(|(t, _)| *t == LinuxNamespaceType::Mount);
+            let ctx = InitContext {
+                spec: &spec,
+                bundle: &bundle,
+                rootfs: &rootfs,
+                process: &process,
+                new_user_ns: namespaces.new_user(),
+                joined_mount_ns,
+                no_pivot: opts.no_pivot,
+                exec_fifo: fifo.as_raw_fd(),
+                console_socket: opts.console_socket,
+                preserve_fds: opts.preserve_fds,
+                devices: &device_list,
+            };
+            let mut keep = vec![fifo.as_raw_fd()];
+            keep.extend(opts.console_socket);
+            let spawn_spec = SpawnSpec {
+                namespaces: &namespaces,
+                time_offsets: linux.time_offsets().as_ref(),
+                cgroup: None,
+                keep_fds: keep,
+                preserve_fds: opts.preserve_fds,
+            };
+            let (init_pid, mut sync) = spawn(&spawn_spec, |sync| init::main(&ctx, sync))?;
+            pid = init_pid;
+            drop(fifo);
+            let mut state = ContainerState {
+                id: id.to_string(),
+                pid,
+                status: Status::Creating,
+                bundle: bundle.clone(),
+                rootfs: rootfs.clone(),
+                created: now_rfc3339(),
+                annotations: spec.annotations().clone().unwrap_or_default(),
+                owner: owner(),
+                init_start_time: crate::state::proc_stat(pid).map(|(_, t)| t).unwrap_or(0),
+                config: spec.clone(),
+            };
+            // Recorded before anything else can fail, so `delete --force` finds the
+            // process even if this `create` is killed.
+            dir.save(&state)?;
+            if namespaces.new_user() {
+                write_id_map(pid, "uid_map", linux.uid_mappings().as_deref().unwrap_or_default())?;
+                write_id_map(pid, "gid_map", linux.gid_mappings().as_deref().unwrap_or_default())?;
+            }
+            let state_json = state.oci_json().to_string();
+            sync.send(&Msg::State(state_json.clone())).map_err(|e| Error::io("write", "sync channel", e))?;
+            sync.expect(&Msg::RunRuntimeHooks, "create")?;
+            if let Some(h) = spec.hooks() {
+                #[allow(deprecated)]
+                hooks::run_all("prestart", h.prestart().as_deref().unwrap_or_default(), &state_json)?;
+                hooks::run_all("createRuntime", h.create_runtime().as_deref().unwrap_or_default(), &state_json)?;
+            }
+            sync.send(&Msg::RuntimeHooksDone).map_err(|e| Error::io("write", "sync channel", e))?;
+            sync.expect(&Msg::Ready, "create")?;
+            state.status = Status::Created;
+            dir.save(&state)?;
+            if let Some(pid_file) = &opts.pid_file {
+                write_pid_file(pid_file, pid)?;
+            }
+            Ok(state)
+        })();
+        match result {
+            Ok(state) => Ok(state),
+            Err(e) => {
+                if pid > 0 {
+                    reap(pid);
+                }
+                let _ = dir.remove();
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Kills and reaps a process this runtime created (it is our child through
+/// CLONE_PARENT).
+pub(super) fn reap(pid: i32) {
+    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    loop {
+        match nix::sys::wait::waitpid(Pid::from_raw(pid), None) {
+            Err(nix::Error::EINTR) => continue,
+            _ => break,
+        }
+    }
+}
+
+/// Descriptors the caller promised to pass must really be open: otherwise the
+/// runtime's own descriptors could land on those numbers and leak into the container.
+fn check_preserved_fds(n: u32) -> Result<()> {
+    for fd in 3..3 + n as RawFd {
+        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).map_err(|e| Error::sys("fcntl", format!("--preserve-fds: fd {fd}"), e))?;
+    }
+    Ok(())
+}
+
+/// Writes `pid` to `path` atomically (temporary file, then rename).
+pub(crate) fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, pid.to_string()).map_err(|e| Error::io("write", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))
+}
+
+/// The owner field of the state: empty for root, as runc reports it, else the uid.
+fn owner() -> String {
+    let uid = nix::unistd::geteuid();
+    if uid.is_root() {
+        String::new()
+    } else {
+        uid.to_string()
+    }
+}

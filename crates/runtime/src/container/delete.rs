@@ -1,0 +1,56 @@
+//! `delete`: stop what is left of the container, run `poststop` hooks, remove its state.
+
+use super::{is_alive, wrong_status, Container};
+use crate::state::StateDir;
+use crate::{hooks, Result, Status};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::os::fd::AsFd;
+
+impl Container {
+    /// Deletes the container. A running (or paused) container needs `force`, which
+    /// kills it first. Returns warnings (failed `poststop` hooks).
+    pub fn delete(&self, force: bool) -> Result<Vec<String>> {
+        let dir = StateDir::open(&self.root, &self.id)?;
+        let Some(mut st) = dir.load()? else {
+            // `create` died before recording anything: nothing runs, only the directory.
+            dir.remove()?;
+            return Ok(Vec::new());
+        };
+        st.refresh_status();
+        if matches!(st.status, Status::Running | Status::Paused) && !force {
+            return Err(wrong_status(&st, "stop it first or use --force"));
+        }
+        if is_alive(st.status) {
+            kill_and_wait(st.pid, st.init_start_time);
+        }
+        let mut warnings = Vec::new();
+        if let Some(list) = st.config.hooks().as_ref().and_then(|h| h.poststop().clone()) {
+            st.status = Status::Stopped;
+            let json = st.oci_json().to_string();
+            for h in &list {
+                if let Err(e) = hooks::run("poststop", h, &json) {
+                    warnings.push(e.to_string());
+                }
+            }
+        }
+        dir.remove()?;
+        Ok(warnings)
+    }
+}
+
+/// SIGKILLs the container's processes and waits (up to 10 s) until the init is gone.
+fn kill_and_wait(pid: i32, start_time: u64) {
+    // The pidfd pins the process: after the start-time check, the pid cannot be reused.
+    let Ok(pidfd) = crate::sys::pidfd_open(pid) else { return };
+    if !crate::state::process_alive(pid, start_time) {
+        return;
+    }
+    for p in super::kill::container_pids(pid) {
+        let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+    }
+    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+    let _ = poll(&mut fds, PollTimeout::from(10_000u16));
+}

@@ -1,0 +1,95 @@
+//! `exec`: run another process in a running container's namespaces.
+
+use super::{wrong_status, Container};
+use crate::namespaces::{clone_flag, proc_name, NamespacePlan, ALL};
+use crate::process::exec::{self, ExecContext};
+use crate::process::plan::ProcessPlan;
+use crate::process::{spawn, SpawnSpec};
+use crate::state::StateDir;
+use crate::{Error, Result, Status};
+use oci_spec::runtime::Process;
+use std::fs::File;
+use std::os::fd::RawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+/// Options of `exec`.
+#[derive(Debug, Default, Clone)]
+pub struct ExecOptions {
+    /// Connected unix socket that receives the terminal master.
+    pub console_socket: Option<RawFd>,
+    /// File to write the new process's host pid to.
+    pub pid_file: Option<PathBuf>,
+    /// Caller descriptors 3..3+N passed to the process.
+    pub preserve_fds: u32,
+}
+
+impl Container {
+    /// Starts `process` inside the container; returns its host pid. The process is
+    /// a child of the caller, which reaps it.
+    pub fn exec(&self, process: &Process, opts: &ExecOptions) -> Result<i32> {
+        let plan = ProcessPlan::new(process, "process")?;
+        if plan.terminal && opts.console_socket.is_none() {
+            return Err(Error::config("process.terminal", "a terminal needs --console-socket"));
+        }
+        let st = {
+            let dir = StateDir::open(&self.root, &self.id)?;
+            Self::load_state(&dir, &self.id)?
+        };
+        if !matches!(st.status, Status::Created | Status::Running) {
+            return Err(wrong_status(&st, "cannot exec in a container that is not running"));
+        }
+        let namespaces = container_namespaces(st.pid)?;
+        // The init must still be the same process once its namespaces are open.
+        if !crate::state::process_alive(st.pid, st.init_start_time) {
+            return Err(Error::WrongStatus { id: st.id, status: Status::Stopped, reason: "cannot exec in a stopped container" });
+        }
+        let ctx = ExecContext { process: &plan, console_socket: opts.console_socket, preserve_fds: opts.preserve_fds };
+        let spawn_spec = SpawnSpec {
+            namespaces: &namespaces,
+            time_offsets: None,
+            cgroup: None,
+            keep_fds: opts.console_socket.into_iter().collect(),
+            preserve_fds: opts.preserve_fds,
+        };
+        let (pid, mut sync) = spawn(&spawn_spec, |sync| exec::main(&ctx, sync))?;
+        // End-of-file means execve succeeded (the channel is close-on-exec).
+        match sync.recv() {
+            Ok(None) => {}
+            Ok(Some(crate::sync::Msg::Error(e))) => {
+                super::create::reap(pid);
+                return Err(Error::Init(e));
+            }
+            Ok(Some(other)) => {
+                super::create::reap(pid);
+                return Err(Error::Init(format!("exec: unexpected message {other:?}")));
+            }
+            Err(e) => {
+                super::create::reap(pid);
+                return Err(Error::io("read", "sync channel", e));
+            }
+        }
+        if let Some(p) = &opts.pid_file {
+            super::create::write_pid_file(p, pid)?;
+        }
+        Ok(pid)
+    }
+}
+
+/// Opens the namespaces of `pid` that differ from the runtime's own.
+fn container_namespaces(pid: i32) -> Result<NamespacePlan> {
+    let mut plan = NamespacePlan::default();
+    for t in ALL {
+        let name = proc_name(t);
+        let theirs = format!("/proc/{pid}/ns/{name}");
+        let Ok(their_meta) = std::fs::metadata(&theirs) else { continue };
+        let ours = std::fs::metadata(format!("/proc/self/ns/{name}")).ok();
+        if ours.is_some_and(|m| m.ino() == their_meta.ino() && m.dev() == their_meta.dev()) {
+            continue;
+        }
+        let f = File::open(&theirs).map_err(|e| Error::io("open", &theirs, e))?;
+        let _ = clone_flag(t);
+        plan.join.push((t, f));
+    }
+    Ok(plan)
+}

@@ -1,0 +1,69 @@
+//! Container lifecycle operations, one file per operation. A [`Container`] is a
+//! handle on `<root>/<id>`; every operation locks the state directory, re-reads
+//! the state and checks the status the spec requires.
+
+mod create;
+mod delete;
+mod exec;
+mod kill;
+mod start;
+
+pub use create::CreateOptions;
+pub use exec::ExecOptions;
+
+use crate::state::{self, ContainerState, StateDir};
+use crate::{Error, Result, Status};
+use std::path::{Path, PathBuf};
+
+/// Name of the create→start gate in the state directory.
+const EXEC_FIFO: &str = "exec.fifo";
+
+/// A container known to the runtime.
+#[derive(Debug, Clone)]
+pub struct Container {
+    root: PathBuf,
+    id: String,
+}
+
+impl Container {
+    /// A handle on an existing container (fails if it does not exist).
+    pub fn load(root: &Path, id: &str) -> Result<Self> {
+        crate::id::validate(id)?;
+        if !root.join(id).is_dir() {
+            return Err(Error::NotFound(id.to_string()));
+        }
+        Ok(Container { root: root.to_path_buf(), id: id.to_string() })
+    }
+
+    /// The container's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Current state, with the status re-derived from the kernel.
+    pub fn state(&self) -> Result<ContainerState> {
+        let dir = StateDir::open(&self.root, &self.id)?;
+        Self::load_state(&dir, &self.id)
+    }
+
+    fn load_state(dir: &StateDir, id: &str) -> Result<ContainerState> {
+        let mut st = dir.load()?.ok_or_else(|| Error::State { id: id.to_string(), reason: "creation did not finish; use delete --force".into() })?;
+        st.refresh_status();
+        Ok(st)
+    }
+
+    /// States of all containers under `root`, sorted by id. Containers whose state
+    /// cannot be read are skipped.
+    pub fn list(root: &Path) -> Result<Vec<ContainerState>> {
+        Ok(state::list_ids(root)?.into_iter().filter_map(|id| Container { root: root.to_path_buf(), id }.state().ok()).collect())
+    }
+}
+
+fn wrong_status(st: &ContainerState, reason: &'static str) -> Error {
+    Error::WrongStatus { id: st.id.clone(), status: st.status, reason }
+}
+
+/// Whether a status means the init process may still be alive.
+fn is_alive(status: Status) -> bool {
+    matches!(status, Status::Creating | Status::Created | Status::Running | Status::Paused)
+}

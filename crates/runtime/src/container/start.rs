@@ -1,0 +1,47 @@
+//! `start`: open the gate the init is blocked on, then run `poststart` hooks.
+
+use super::{wrong_status, Container, EXEC_FIFO};
+use crate::state::StateDir;
+use crate::{hooks, Error, Result, Status};
+use nix::fcntl::OFlag;
+use std::io::Write;
+use std::os::fd::FromRawFd;
+
+impl Container {
+    /// Starts a created container. Returns warnings (failed `poststart` hooks, which
+    /// the spec says must not fail the start).
+    pub fn start(&self) -> Result<Vec<String>> {
+        let dir = StateDir::open(&self.root, &self.id)?;
+        let mut st = Self::load_state(&dir, &self.id)?;
+        if st.status != Status::Created {
+            return Err(wrong_status(&st, "only a created container can be started"));
+        }
+        let fifo_path = dir.path().join(EXEC_FIFO);
+        let fd = match nix::fcntl::open(&fifo_path, OFlag::O_WRONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()) {
+            Ok(fd) => fd,
+            // No reader: the init died between our status check and now.
+            Err(nix::Error::ENXIO) => {
+                st.status = Status::Stopped;
+                return Err(wrong_status(&st, "its init process exited before start"));
+            }
+            Err(e) => return Err(Error::sys("open", fifo_path.display(), e)),
+        };
+        // SAFETY: `open` returned a new descriptor that nothing else owns.
+        let mut fifo = unsafe { std::fs::File::from_raw_fd(fd) };
+        fifo.write_all(&[0]).map_err(|e| Error::io("write", &fifo_path, e))?;
+        drop(fifo);
+        let _ = std::fs::remove_file(&fifo_path);
+        st.status = Status::Running;
+        dir.save(&st)?;
+        let mut warnings = Vec::new();
+        if let Some(list) = st.config.hooks().as_ref().and_then(|h| h.poststart().clone()) {
+            let json = st.oci_json().to_string();
+            for h in &list {
+                if let Err(e) = hooks::run("poststart", h, &json) {
+                    warnings.push(e.to_string());
+                }
+            }
+        }
+        Ok(warnings)
+    }
+}

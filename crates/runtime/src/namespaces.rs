@@ -1,0 +1,113 @@
+//! Which namespaces a container gets: new ones (clone flags) and existing ones to join
+//! (open descriptors, taken before any fork so paths resolve in the runtime's view).
+
+use crate::{Error, Result};
+use nix::sched::CloneFlags;
+use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType};
+use std::fs::File;
+use std::os::fd::AsFd;
+
+/// Clone flag of a namespace type.
+pub fn clone_flag(t: LinuxNamespaceType) -> CloneFlags {
+    match t {
+        LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
+        LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+        LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+        LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+        LinuxNamespaceType::User => CloneFlags::CLONE_NEWUSER,
+        LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
+        LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
+        // CLONE_NEWTIME shares its value with CSIGNAL; nix has no constant for it.
+        LinuxNamespaceType::Time => CloneFlags::from_bits_retain(libc::CLONE_NEWTIME),
+    }
+}
+
+/// Name of the namespace's file under /proc/PID/ns.
+pub fn proc_name(t: LinuxNamespaceType) -> &'static str {
+    match t {
+        LinuxNamespaceType::Mount => "mnt",
+        LinuxNamespaceType::Cgroup => "cgroup",
+        LinuxNamespaceType::Uts => "uts",
+        LinuxNamespaceType::Ipc => "ipc",
+        LinuxNamespaceType::User => "user",
+        LinuxNamespaceType::Pid => "pid",
+        LinuxNamespaceType::Network => "net",
+        LinuxNamespaceType::Time => "time",
+    }
+}
+
+/// All namespace types, the user namespace first: joining it first gives the
+/// privileges needed to join the namespaces it owns.
+pub const ALL: [LinuxNamespaceType; 8] = [
+    LinuxNamespaceType::User,
+    LinuxNamespaceType::Pid,
+    LinuxNamespaceType::Uts,
+    LinuxNamespaceType::Ipc,
+    LinuxNamespaceType::Network,
+    LinuxNamespaceType::Cgroup,
+    LinuxNamespaceType::Time,
+    LinuxNamespaceType::Mount,
+];
+
+/// The namespaces of a process about to be created.
+pub struct NamespacePlan {
+    /// Namespaces to create with the clone (everything but time).
+    pub clone_flags: CloneFlags,
+    /// Whether a new time namespace is unshared before the clone (its offsets must be
+    /// written before any process lives in it).
+    pub new_time: bool,
+    /// Existing namespaces to join, user namespace first, mount namespace last.
+    pub join: Vec<(LinuxNamespaceType, File)>,
+}
+
+impl Default for NamespacePlan {
+    fn default() -> Self {
+        NamespacePlan { clone_flags: CloneFlags::empty(), new_time: false, join: Vec::new() }
+    }
+}
+
+impl NamespacePlan {
+    /// Builds the plan from the config's namespace list.
+    pub fn from_spec(namespaces: &[LinuxNamespace]) -> Result<Self> {
+        let mut plan = NamespacePlan::default();
+        for t in ALL {
+            let Some((i, ns)) = namespaces.iter().enumerate().find(|(_, n)| n.typ() == t) else { continue };
+            match ns.path() {
+                Some(path) => {
+                    let f = File::open(path).map_err(|e| Error::config(format!("linux.namespaces[{i}].path"), format!("{}: {e}", path.display())))?;
+                    plan.join.push((t, f));
+                }
+                None if t == LinuxNamespaceType::Time => plan.new_time = true,
+                None => plan.clone_flags |= clone_flag(t),
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Whether the container gets a new user namespace.
+    pub fn new_user(&self) -> bool {
+        self.clone_flags.contains(CloneFlags::CLONE_NEWUSER)
+    }
+
+    /// Whether the container gets a new pid namespace.
+    pub fn new_pid(&self) -> bool {
+        self.clone_flags.contains(CloneFlags::CLONE_NEWPID)
+    }
+
+    /// Joins every namespace in `join` (in the calling, single-threaded process).
+    pub fn join_all(&self) -> Result<()> {
+        for (t, f) in &self.join {
+            nix::sched::setns(f.as_fd(), clone_flag(*t)).map_err(|e| Error::sys("setns", proc_name(*t), e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes time namespace offsets for the namespace the caller just unshared.
+pub fn write_time_offsets(offsets: &std::collections::HashMap<String, oci_spec::runtime::LinuxTimeOffset>) -> Result<()> {
+    let mut text = String::new();
+    for (clock, off) in offsets {
+        text.push_str(&format!("{clock} {} {}\n", off.secs().unwrap_or(0), off.nanosecs().unwrap_or(0)));
+    }
+    std::fs::write("/proc/self/timens_offsets", text).map_err(|e| Error::io("write", "/proc/self/timens_offsets", e))
+}

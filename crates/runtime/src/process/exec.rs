@@ -1,0 +1,63 @@
+//! A process started in a running container (`strata exec`): it has already joined
+//! the container's namespaces (the mount namespace puts it at the container's root);
+//! it sets up its terminal, limits, user and capabilities, and execs. Success is
+//! seen by the runtime as end-of-file on the sync channel (closed by execve).
+
+use super::plan::ProcessPlan;
+use crate::sync::SyncChannel;
+use crate::{Error, Result};
+use nix::fcntl::OFlag;
+use nix::sys::stat::{fstat, Mode, SFlag};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// What the exec'd process needs, prepared before the fork.
+pub struct ExecContext<'a> {
+    /// The process to run.
+    pub process: &'a ProcessPlan,
+    /// Connected console socket for a terminal.
+    pub console_socket: Option<RawFd>,
+    /// Number of caller descriptors after stdio to pass on.
+    pub preserve_fds: u32,
+}
+
+/// Runs the exec'd process; returns only with the error that stopped it.
+pub fn main(ctx: &ExecContext<'_>, _sync: &mut SyncChannel) -> Error {
+    match setup(ctx) {
+        Ok(program) => ctx.process.exec(&program),
+        Err(e) => e,
+    }
+}
+
+fn setup(ctx: &ExecContext<'_>) -> Result<std::ffi::CString> {
+    if ctx.process.terminal {
+        nix::unistd::setsid().map_err(|e| Error::sys("setsid", "exec", e))?;
+        let socket = ctx.console_socket.ok_or_else(|| Error::config("process.terminal", "a terminal needs --console-socket"))?;
+        let slave = open_terminal(socket, ctx.process.console_size)?;
+        crate::tty::make_controlling(&slave)?;
+    }
+    ctx.process.apply_limits()?;
+    ctx.process.apply_user_and_caps(true)?;
+    ctx.process.enter_cwd()?;
+    let program = ctx.process.resolve_program()?;
+    super::init::prepare_fds(ctx.preserve_fds)?;
+    Ok(program)
+}
+
+/// Opens a new pty from the container's devpts and sends its master away.
+fn open_terminal(socket: RawFd, size: Option<(u16, u16)>) -> Result<OwnedFd> {
+    let fd = nix::fcntl::open("/dev/pts/ptmx", OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| Error::sys("open", "/dev/pts/ptmx in the container", e))?;
+    // SAFETY: `open` returned a new descriptor that nothing else owns.
+    let master = unsafe { OwnedFd::from_raw_fd(fd) };
+    let st = fstat(master.as_raw_fd()).map_err(|e| Error::sys("fstat", "/dev/pts/ptmx", e))?;
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFCHR || libc::major(st.st_rdev) != 5 {
+        return Err(Error::Init("/dev/pts/ptmx in the container is not a pty multiplexer".into()));
+    }
+    crate::tty::unlock(&master)?;
+    let slave = crate::tty::open_peer(&master)?;
+    if let Some((w, h)) = size {
+        crate::tty::resize(slave.as_raw_fd(), w, h)?;
+    }
+    crate::tty::send_master(socket, master.as_raw_fd())?;
+    Ok(slave)
+}

@@ -1,0 +1,279 @@
+//! The container's init process, from clone to execve.
+//!
+//! Order matters and follows the OCI runtime spec's lifecycle:
+//! 1. wait for the runtime to write uid/gid maps and send the state;
+//! 2. prepare the rootfs in the new mount namespace (mounts, devices, console);
+//! 3. let the runtime run `prestart`/`createRuntime` hooks, then run
+//!    `createContainer` hooks here, still before pivot_root;
+//! 4. sysctls, masked and read-only paths, limits, pivot_root, read-only root;
+//! 5. hostname, user, capabilities, cwd; check the program exists;
+//! 6. report ready, block on the exec fifo until `start`, run `startContainer`
+//!    hooks, execve.
+
+use super::plan::ProcessPlan;
+use crate::rootfs::{devices, mounts, paths, pivot};
+use crate::sync::{Msg, SyncChannel};
+use crate::{hooks, Error, Result};
+use nix::fcntl::OFlag;
+use nix::mount::{mount, MsFlags};
+use oci_spec::runtime::{Hook, Spec};
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+/// Everything the init process needs, prepared by the runtime before the fork.
+pub struct InitContext<'a> {
+    /// The container's config.
+    pub spec: &'a Spec,
+    /// Bundle directory (relative bind sources resolve against it).
+    pub bundle: &'a Path,
+    /// Absolute rootfs path.
+    pub rootfs: &'a Path,
+    /// The process to run.
+    pub process: &'a ProcessPlan,
+    /// Whether the container has a new user namespace.
+    pub new_user_ns: bool,
+    /// Whether the container joined an existing mount namespace (no rootfs setup).
+    pub joined_mount_ns: bool,
+    /// Use move + chroot instead of pivot_root.
+    pub no_pivot: bool,
+    /// The exec fifo, opened read-write.
+    pub exec_fifo: RawFd,
+    /// Connected console socket for a terminal.
+    pub console_socket: Option<RawFd>,
+    /// Number of caller descriptors after stdio to pass on.
+    pub preserve_fds: u32,
+    /// Device nodes to create.
+    pub devices: &'a [devices::DeviceNode],
+}
+
+/// Runs the init process; returns only with the error that stopped it.
+pub fn main(ctx: &InitContext<'_>, sync: &mut SyncChannel) -> Error {
+    let state = match sync.recv() {
+        Ok(Some(Msg::State(s))) => s,
+        Ok(Some(Msg::Error(e))) => return Error::Init(e),
+        // The runtime went away: abandon the half-created container.
+        _ => crate::sys::exit_now(1),
+    };
+    match setup(ctx, sync, &state) {
+        Ok(ready) => {
+            let err = wait_and_exec(ctx, ready, &state);
+            // Nobody listens on the channel any more: tell the container's stderr.
+            let _ = nix::unistd::write(std::io::stderr(), format!("strata: {err}\n").as_bytes());
+            crate::sys::exit_now(127)
+        }
+        Err(e) => e,
+    }
+}
+
+/// What is left to do after the container is created.
+struct Ready {
+    program: std::ffi::CString,
+}
+
+fn setup(ctx: &InitContext<'_>, sync: &mut SyncChannel, state: &str) -> Result<Ready> {
+    if ctx.new_user_ns {
+        let root_gid = nix::unistd::Gid::from_raw(0);
+        let root_uid = nix::unistd::Uid::from_raw(0);
+        nix::unistd::setresgid(root_gid, root_gid, root_gid).map_err(|e| Error::sys("setresgid", "0 in user namespace", e))?;
+        nix::unistd::setresuid(root_uid, root_uid, root_uid).map_err(|e| Error::sys("setresuid", "0 in user namespace", e))?;
+    }
+    // A session of its own: the container is not part of the caller's job control.
+    nix::unistd::setsid().map_err(|e| Error::sys("setsid", "init", e))?;
+
+    let linux = ctx.spec.linux().as_ref();
+    let mut console: Option<OwnedFd> = None;
+    if ctx.joined_mount_ns {
+        run_hook_handshake(ctx, sync, state)?;
+    } else {
+        let root = prepare_rootfs(ctx)?;
+        if ctx.process.terminal {
+            console = Some(setup_console(ctx, &root)?);
+        }
+        paths::mkdir_all_in_root(&root, &ctx.process.cwd)?;
+        run_hook_handshake(ctx, sync, state)?;
+        for (key, value) in linux.and_then(|l| l.sysctl().as_ref()).into_iter().flatten() {
+            let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+            std::fs::write(&path, value).map_err(|e| Error::io("write sysctl", path, e))?;
+        }
+        let null = mounts::open_null()?;
+        for p in linux.and_then(|l| l.masked_paths().as_ref()).into_iter().flatten() {
+            mounts::mask(&root, Path::new(p), &null)?;
+        }
+        for p in linux.and_then(|l| l.readonly_paths().as_ref()).into_iter().flatten() {
+            mounts::make_readonly(&root, Path::new(p))?;
+        }
+        drop(null);
+        drop(root);
+        ctx.process.apply_limits()?;
+        if ctx.no_pivot {
+            pivot::move_root(ctx.rootfs)?;
+        } else {
+            pivot::pivot_root(ctx.rootfs)?;
+        }
+        if let Some(prop) = linux.and_then(|l| l.rootfs_propagation().as_deref()) {
+            let flags = crate::rootfs::options::propagation(prop).unwrap_or(MsFlags::empty());
+            mount(None::<&str>, "/", None::<&str>, flags, None::<&str>).map_err(|e| Error::sys("mount", format!("rootfsPropagation {prop}"), e))?;
+        }
+        if ctx.spec.root().as_ref().is_some_and(|r| r.readonly() == Some(true)) {
+            let rootfd = open_path(Path::new("/"))?;
+            mounts::remount_bind(&rootfd, MsFlags::MS_RDONLY, Path::new("/"))?;
+        }
+    }
+    if ctx.joined_mount_ns {
+        ctx.process.apply_limits()?;
+    }
+    if let Some(h) = ctx.spec.hostname() {
+        nix::unistd::sethostname(h).map_err(|e| Error::sys("sethostname", h, e))?;
+    }
+    if let Some(d) = ctx.spec.domainname() {
+        // SAFETY: the pointer and length describe `d`'s bytes for the duration of the call.
+        if unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) } != 0 {
+            return Err(Error::sys("setdomainname", d, nix::Error::last()));
+        }
+    }
+    if let Some(p) = linux.and_then(|l| l.personality().as_ref()) {
+        set_personality(p)?;
+    }
+    if let Some(slave) = &console {
+        crate::tty::make_controlling(slave)?;
+    }
+    drop(console);
+    ctx.process.apply_user_and_caps(true)?;
+    ctx.process.enter_cwd()?;
+    let program = ctx.process.resolve_program()?;
+    prepare_fds(ctx.preserve_fds)?;
+    sync.send(&Msg::Ready).map_err(|e| Error::io("write", "sync channel", e))?;
+    Ok(Ready { program })
+}
+
+fn run_hook_handshake(ctx: &InitContext<'_>, sync: &mut SyncChannel, state: &str) -> Result<()> {
+    sync.send(&Msg::RunRuntimeHooks).map_err(|e| Error::io("write", "sync channel", e))?;
+    sync.expect(&Msg::RuntimeHooksDone, "runtime hooks")?;
+    let hooks: &[Hook] = ctx.spec.hooks().as_ref().and_then(|h| h.create_container().as_deref()).unwrap_or_default();
+    hooks::run_all("createContainer", hooks, state)
+}
+
+fn prepare_rootfs(ctx: &InitContext<'_>) -> Result<OwnedFd> {
+    let linux = ctx.spec.linux().as_ref();
+    // Our mount events must never reach the host: slave (or the requested
+    // propagation) for everything we inherited.
+    let prop = linux
+        .and_then(|l| l.rootfs_propagation().as_deref())
+        .and_then(crate::rootfs::options::propagation)
+        .map(|f| if f.contains(MsFlags::MS_SHARED) { MsFlags::MS_SLAVE | MsFlags::MS_REC } else { f | MsFlags::MS_REC })
+        .unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
+    mount(None::<&str>, "/", None::<&str>, prop, None::<&str>).map_err(|e| Error::sys("mount", "/ (propagation)", e))?;
+    // pivot_root needs the new root to be a mount point.
+    mount(Some(ctx.rootfs), ctx.rootfs, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+        .map_err(|e| Error::sys("mount", format!("bind rootfs {}", ctx.rootfs.display()), e))?;
+    let root = open_path(ctx.rootfs)?;
+    let mut dev_is_bound = false;
+    for (i, m) in ctx.spec.mounts().iter().flatten().enumerate() {
+        mounts::apply(&root, ctx.bundle, m, i)?;
+        if m.destination() == Path::new("/dev") && m.options().iter().flatten().any(|o| o == "bind" || o == "rbind") {
+            dev_is_bound = true;
+        }
+    }
+    for d in ctx.devices {
+        let is_default = devices::defaults().iter().any(|x| x.path == d.path);
+        if dev_is_bound && is_default {
+            continue;
+        }
+        devices::create(&root, d, ctx.new_user_ns)?;
+    }
+    if !dev_is_bound && paths::exists_in_root(&root, Path::new("/dev"))? {
+        devices::create_symlinks(&root)?;
+    }
+    Ok(root)
+}
+
+/// Allocates the container's terminal from its own devpts, binds it over
+/// /dev/console and hands the master to the caller. Returns the slave.
+fn setup_console(ctx: &InitContext<'_>, root: &OwnedFd) -> Result<OwnedFd> {
+    let socket = ctx.console_socket.ok_or_else(|| Error::config("process.terminal", "a terminal needs --console-socket"))?;
+    let master = paths::open_in_root(root, Path::new("/dev/pts/ptmx"), OFlag::O_RDWR | OFlag::O_NOCTTY)
+        .map_err(|e| Error::Init(format!("process.terminal needs a devpts mount at /dev/pts: {e}")))?;
+    crate::tty::unlock(&master)?;
+    let slave = crate::tty::open_peer(&master)?;
+    if let Some((w, h)) = ctx.process.console_size {
+        crate::tty::resize(slave.as_raw_fd(), w, h)?;
+    }
+    // /dev/console must be a plain file we created: a symlink planted by the rootfs
+    // could otherwise redirect the bind mount (CVE-2025-52565).
+    let dev = paths::open_in_root(root, Path::new("/dev"), OFlag::O_DIRECTORY | OFlag::O_RDONLY)?;
+    let _ = nix::unistd::unlinkat(Some(dev.as_raw_fd()), "console", nix::unistd::UnlinkatFlags::NoRemoveDir);
+    let target = paths::create_file_in_root(root, Path::new("/dev/console"))?;
+    mount(Some(paths::fd_path(&slave).as_str()), paths::fd_path(&target).as_str(), None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .map_err(|e| Error::sys("mount", "terminal on /dev/console", e))?;
+    crate::tty::send_master(socket, master.as_raw_fd())?;
+    Ok(slave)
+}
+
+fn wait_and_exec(ctx: &InitContext<'_>, ready: Ready, state: &str) -> Error {
+    // SAFETY: the runtime opened the fifo for us and nothing else in this process
+    // owns or closes this descriptor.
+    let mut fifo = unsafe { std::fs::File::from_raw_fd(ctx.exec_fifo) };
+    let mut byte = [0u8; 1];
+    loop {
+        match fifo.read(&mut byte) {
+            Ok(1) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Ok(_) => return Error::Init("exec fifo closed before start".into()),
+            Err(e) => return Error::io("read", "exec fifo", e),
+        }
+    }
+    drop(fifo);
+    if let Some(hooks) = ctx.spec.hooks().as_ref().and_then(|h| h.start_container().as_deref()) {
+        let state = state.replacen("\"status\":\"creating\"", "\"status\":\"running\"", 1);
+        if let Err(e) = hooks::run_all("startContainer", hooks, &state) {
+            return e;
+        }
+    }
+    ctx.process.exec(&ready.program)
+}
+
+/// Marks every descriptor past stdio and the preserved ones close-on-exec, so
+/// nothing of the runtime leaks into the container (CVE-2024-21626).
+pub fn prepare_fds(preserve_fds: u32) -> Result<()> {
+    crate::sys::cloexec_from(3 + preserve_fds).map_err(|e| Error::sys("close_range", "descriptors", e))?;
+    for fd in 3..3 + preserve_fds as RawFd {
+        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty())).map_err(|e| Error::sys("fcntl", format!("preserved fd {fd}"), e))?;
+    }
+    Ok(())
+}
+
+fn open_path(p: &Path) -> Result<OwnedFd> {
+    let fd = nix::fcntl::open(p, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()).map_err(|e| Error::sys("open", p.display(), e))?;
+    // SAFETY: `open` returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn set_personality(p: &oci_spec::runtime::LinuxPersonality) -> Result<()> {
+    use oci_spec::runtime::LinuxPersonalityDomain as D;
+    let mut persona: libc::c_ulong = match p.domain() {
+        D::PerLinux => 0x0000,
+        D::PerLinux32 => 0x0008,
+    };
+    for f in p.flags().iter().flatten() {
+        persona |= match f.as_str() {
+            "ADDR_NO_RANDOMIZE" => 0x0040000,
+            "ADDR_COMPAT_LAYOUT" => 0x0200000,
+            "READ_IMPLIES_EXEC" => 0x0400000,
+            "ADDR_LIMIT_32BIT" => 0x0800000,
+            "SHORT_INODE" => 0x1000000,
+            "WHOLE_SECONDS" => 0x2000000,
+            "STICKY_TIMEOUTS" => 0x4000000,
+            "ADDR_LIMIT_3GB" => 0x8000000,
+            "MMAP_PAGE_ZERO" => 0x0100000,
+            "UNAME26" => 0x0020000,
+            "FDPIC_FUNCPTRS" => 0x0080000,
+            other => return Err(Error::config("linux.personality.flags", format!("unknown flag {other:?}"))),
+        };
+    }
+    // SAFETY: personality takes a plain integer and only changes this process.
+    if unsafe { libc::personality(persona) } < 0 {
+        return Err(Error::sys("personality", format!("{persona:#x}"), nix::Error::last()));
+    }
+    Ok(())
+}

@@ -1,0 +1,159 @@
+//! Creating container processes without re-executing the runtime.
+//!
+//! The runtime forks once (through libc, so a multi-threaded caller such as a shim
+//! is safe: the child may allocate). That intermediate child is single-threaded; it
+//! joins existing namespaces, unshares a time namespace if asked (offsets must be
+//! written before anything lives in it), and clone3()s the real process with all
+//! new-namespace flags and CLONE_PARENT, so the container process becomes a direct
+//! child of the caller. The intermediate reports the pid and exits.
+
+pub mod exec;
+pub mod init;
+pub mod plan;
+
+use crate::namespaces::NamespacePlan;
+use crate::sync::{Msg, SyncChannel};
+use crate::sys::{self, Forked};
+use crate::{Error, Result};
+use nix::sched::CloneFlags;
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, RawFd};
+
+/// How to create the process.
+pub struct SpawnSpec<'a> {
+    /// Namespaces to create and to join.
+    pub namespaces: &'a NamespacePlan,
+    /// Time namespace offsets, written when a new time namespace is unshared.
+    pub time_offsets: Option<&'a HashMap<String, oci_spec::runtime::LinuxTimeOffset>>,
+    /// Cgroup directory to clone into (CLONE_INTO_CGROUP).
+    pub cgroup: Option<RawFd>,
+    /// Descriptors the container process needs besides stdio and the preserved
+    /// ones; every other descriptor of the caller is closed in the child, so a
+    /// multi-threaded caller's unrelated files (and locks) never reach it.
+    pub keep_fds: Vec<RawFd>,
+    /// Caller descriptors 3..3+N passed on to the container.
+    pub preserve_fds: u32,
+}
+
+/// Creates the container process, which runs `main` with its end of the sync
+/// channel and must never return normally (it execs or exits). Returns the host pid
+/// and the runtime's end of the channel.
+pub fn spawn<F>(spec: &SpawnSpec<'_>, main: F) -> Result<(i32, SyncChannel)>
+where
+    F: FnOnce(&mut SyncChannel) -> Error,
+{
+    let (mut parent_end, mut child_end) = SyncChannel::pair()?;
+    match sys::fork().map_err(|e| Error::sys("fork", "container process", e))? {
+        Forked::Child => {
+            drop(parent_end);
+            let mut keep: Vec<RawFd> = spec.keep_fds.clone();
+            keep.extend(spec.namespaces.join.iter().map(|(_, f)| f.as_raw_fd()));
+            keep.extend(spec.cgroup);
+            keep.push(child_end.as_stream().as_raw_fd());
+            close_all_but(3 + spec.preserve_fds as RawFd, &mut keep);
+            // Never run destructors or atexit handlers of the caller's state here.
+            let code = intermediate(spec, &mut child_end, main);
+            sys::exit_now(code);
+        }
+        Forked::Parent(pid) => {
+            drop(child_end);
+            let reaped = loop {
+                match waitpid(Pid::from_raw(pid), None) {
+                    Err(nix::Error::EINTR) => continue,
+                    other => break other,
+                }
+            };
+            reaped.map_err(|e| Error::sys("waitpid", "intermediate process", e))?;
+            match parent_end.recv() {
+                Ok(Some(Msg::Pid(p))) => Ok((p, parent_end)),
+                Ok(Some(Msg::Error(e))) => Err(Error::Init(e)),
+                Ok(_) => Err(Error::Init("container process: no pid reported".into())),
+                Err(e) => Err(Error::io("read", "sync channel", e)),
+            }
+        }
+    }
+}
+
+fn intermediate<F>(spec: &SpawnSpec<'_>, sync: &mut SyncChannel, main: F) -> i32
+where
+    F: FnOnce(&mut SyncChannel) -> Error,
+{
+    // Nobody may read /proc/PID/exe of a runtime process from inside the container
+    // (CVE-2019-5736): non-dumpable processes only expose it to the host's root.
+    // The flag is inherited by the clone below and reset by the final execve.
+    let _ = nix::sys::prctl::set_dumpable(false);
+    reset_signals();
+    let result = (|| -> Result<i32> {
+        spec.namespaces.join_all()?;
+        if spec.namespaces.new_time {
+            nix::sched::unshare(CloneFlags::from_bits_retain(libc::CLONE_NEWTIME)).map_err(|e| Error::sys("unshare", "time namespace", e))?;
+            if let Some(offsets) = spec.time_offsets {
+                crate::namespaces::write_time_offsets(offsets)?;
+            }
+        }
+        let flags = spec.namespaces.clone_flags.bits() as u64 | libc::CLONE_PARENT as u64;
+        match sys::clone3_fork(flags, spec.cgroup).map_err(|e| Error::sys("clone3", "container process", e))? {
+            Forked::Child => {
+                let err = main(sync);
+                let _ = sync.send(&Msg::Error(err.to_string()));
+                sys::exit_now(1);
+            }
+            Forked::Parent(pid) => Ok(pid),
+        }
+    })();
+    match result {
+        Ok(pid) => match sync.send(&Msg::Pid(pid)) {
+            Ok(()) => 0,
+            Err(_) => 1,
+        },
+        Err(e) => {
+            let _ = sync.send(&Msg::Error(e.to_string()));
+            1
+        }
+    }
+}
+
+/// Gives the container a clean signal state: the caller may block signals (to
+/// forward them) or ignore some (Rust ignores SIGPIPE), and both survive execve.
+fn reset_signals() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for sig in Signal::iterator() {
+        if sig != Signal::SIGKILL && sig != Signal::SIGSTOP {
+            // SAFETY: installing SIG_DFL runs no code of ours in signal context.
+            let _ = unsafe { sigaction(sig, &dfl) };
+        }
+    }
+    let _ = nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+}
+
+/// Closes every descriptor from `first` up except those in `keep`.
+fn close_all_but(first: RawFd, keep: &mut Vec<RawFd>) {
+    keep.retain(|&fd| fd >= first);
+    keep.sort_unstable();
+    keep.dedup();
+    let mut from = first as u32;
+    for &fd in keep.iter() {
+        if fd as u32 > from {
+            // SAFETY: close_range only closes descriptors; none in this range is in use.
+            unsafe { libc::syscall(libc::SYS_close_range, from, fd as u32 - 1, 0) };
+        }
+        from = fd as u32 + 1;
+    }
+    // SAFETY: as above.
+    unsafe { libc::syscall(libc::SYS_close_range, from, u32::MAX, 0) };
+}
+
+/// Writes a uid or gid map for `pid` ("uid_map" or "gid_map").
+pub fn write_id_map(pid: i32, file: &str, maps: &[oci_spec::runtime::LinuxIdMapping]) -> Result<()> {
+    let text: String = maps.iter().map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size())).collect();
+    let path = format!("/proc/{pid}/{file}");
+    std::fs::write(&path, text).map_err(|e| Error::io("write", path, e))
+}
+
+/// Raw descriptor of the channel, for processes that must close it selectively.
+pub fn channel_fd(c: &SyncChannel) -> RawFd {
+    c.as_stream().as_raw_fd()
+}

@@ -1,0 +1,321 @@
+//! What the container process becomes just before execve: user and groups,
+//! capabilities, rlimits, scheduling, working directory, environment. Built in the
+//! runtime (so bad values fail before anything is created) and applied in the
+//! forked process.
+
+use crate::capabilities::CapabilityPlan;
+use crate::{Error, Result};
+use oci_spec::runtime::{PosixRlimitType, Process};
+use std::ffi::{CStr, CString};
+use std::path::{Path, PathBuf};
+
+/// Default PATH when the process's environment has none (as runc).
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Everything about the process to run, ready to apply without further parsing.
+pub struct ProcessPlan {
+    /// argv.
+    pub args: Vec<CString>,
+    /// envp.
+    pub env: Vec<CString>,
+    /// Working directory inside the container.
+    pub cwd: PathBuf,
+    /// uid inside the container.
+    pub uid: u32,
+    /// gid inside the container.
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+    /// umask (runc's default 0022).
+    pub umask: u32,
+    /// (resource, soft, hard).
+    pub rlimits: Vec<(libc::__rlimit_resource_t, u64, u64, &'static str)>,
+    /// Capability sets.
+    pub caps: CapabilityPlan,
+    /// Set PR_SET_NO_NEW_PRIVS.
+    pub no_new_privs: bool,
+    /// Value for /proc/self/oom_score_adj.
+    pub oom_score_adj: Option<i32>,
+    /// sched_setattr(2) attributes.
+    pub scheduler: Option<SchedAttr>,
+    /// ioprio_set(2) value.
+    pub ioprio: Option<i32>,
+    /// CPUs the process may run on.
+    pub cpu_affinity: Option<Vec<usize>>,
+    /// Whether the process gets a terminal.
+    pub terminal: bool,
+    /// Initial terminal size (width, height).
+    pub console_size: Option<(u16, u16)>,
+}
+
+/// `struct sched_attr` of sched_setattr(2).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SchedAttr {
+    size: u32,
+    policy: u32,
+    flags: u64,
+    nice: i32,
+    priority: u32,
+    runtime: u64,
+    deadline: u64,
+    period: u64,
+}
+
+fn cstrings<'a>(items: impl Iterator<Item = &'a String>, field: &str) -> Result<Vec<CString>> {
+    items.map(|s| CString::new(s.as_str()).map_err(|_| Error::config(field, "contains a NUL byte"))).collect()
+}
+
+impl ProcessPlan {
+    /// Builds the plan for `process` (`field` names it in errors).
+    pub fn new(process: &Process, field: &str) -> Result<Self> {
+        crate::config::validate_process(process, field)?;
+        let user = process.user();
+        let mut rlimits = Vec::new();
+        for r in process.rlimits().iter().flatten() {
+            let (res, name) = rlimit_resource(r.typ());
+            rlimits.push((res, r.soft(), r.hard(), name));
+        }
+        let scheduler = process.scheduler().as_ref().map(|s| sched_attr(s, field)).transpose()?;
+        let ioprio = process.io_priority().as_ref().map(|p| {
+            use oci_spec::runtime::IOPriorityClass as C;
+            let class = match p.class() {
+                C::IoprioClassRt => 1,
+                C::IoprioClassBe => 2,
+                C::IoprioClassIdle => 3,
+            };
+            if !(0..=7).contains(&p.priority()) {
+                return Err(Error::config(format!("{field}.ioPriority.priority"), format!("{} is outside 0..7", p.priority())));
+            }
+            Ok((class << 13) | p.priority() as i32)
+        });
+        let affinity = process.exec_cpu_affinity().as_ref().and_then(|a| a.cpu_affinity_final().clone().or_else(|| a.initial().clone()));
+        let cpu_affinity = affinity.map(|s| parse_cpu_list(&s).map_err(|e| Error::config(format!("{field}.execCPUAffinity"), e))).transpose()?;
+        let caps = CapabilityPlan::new(process.capabilities().as_ref())?;
+        Ok(ProcessPlan {
+            args: cstrings(process.args().iter().flatten(), &format!("{field}.args"))?,
+            env: cstrings(process.env().iter().flatten(), &format!("{field}.env"))?,
+            cwd: process.cwd().clone(),
+            uid: user.uid(),
+            gid: user.gid(),
+            groups: user.additional_gids().clone().unwrap_or_default(),
+            umask: user.umask().unwrap_or(0o022),
+            rlimits,
+            caps,
+            no_new_privs: process.no_new_privileges().unwrap_or(false),
+            oom_score_adj: process.oom_score_adj(),
+            scheduler,
+            ioprio: ioprio.transpose()?,
+            cpu_affinity,
+            terminal: process.terminal().unwrap_or(false),
+            console_size: process.console_size().map(|b| (b.width() as u16, b.height() as u16)),
+        })
+    }
+
+    /// Value of `name` in the process's environment.
+    pub fn env_var(&self, name: &str) -> Option<&str> {
+        self.env.iter().filter_map(|e| e.to_str().ok()).find_map(|e| e.strip_prefix(name).and_then(|r| r.strip_prefix('=')))
+    }
+
+    /// Finds the program to run: args[0] as a path, or looked up in the process's
+    /// PATH (in the current root), checking it is an executable file.
+    pub fn resolve_program(&self) -> Result<CString> {
+        let arg0 = self.args.first().and_then(|a| a.to_str().ok()).unwrap_or_default();
+        let not_found = |why: &str| Error::Init(format!("exec: {arg0:?}: {why}"));
+        let candidates: Vec<PathBuf> = if arg0.contains('/') {
+            vec![if Path::new(arg0).is_absolute() { PathBuf::from(arg0) } else { self.cwd.join(arg0) }]
+        } else {
+            self.env_var("PATH").unwrap_or(DEFAULT_PATH).split(':').filter(|d| !d.is_empty()).map(|d| Path::new(d).join(arg0)).collect()
+        };
+        for c in &candidates {
+            let Ok(meta) = std::fs::metadata(c) else { continue };
+            if meta.is_dir() {
+                continue;
+            }
+            let cs = CString::new(c.as_os_str().as_encoded_bytes()).map_err(|_| not_found("contains a NUL byte"))?;
+            if nix::unistd::access(cs.as_c_str(), nix::unistd::AccessFlags::X_OK).is_ok() {
+                return Ok(cs);
+            }
+            if arg0.contains('/') {
+                return Err(not_found("permission denied"));
+            }
+        }
+        Err(not_found(if arg0.contains('/') { "no such file or directory" } else { "executable file not found in $PATH" }))
+    }
+
+    /// Applies the settings that need no privileges to drop first: oom score,
+    /// rlimits, scheduling, I/O priority, CPU affinity, umask.
+    pub fn apply_limits(&self) -> Result<()> {
+        if let Some(adj) = self.oom_score_adj {
+            std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(|e| Error::io("write", "/proc/self/oom_score_adj", e))?;
+        }
+        for &(res, soft, hard, name) in &self.rlimits {
+            let lim = libc::rlimit { rlim_cur: soft, rlim_max: hard };
+            // SAFETY: `lim` is a valid rlimit for the duration of the call.
+            if unsafe { libc::setrlimit(res, &lim) } != 0 {
+                let errno = nix::Error::last();
+                let hint = if errno == nix::Error::EPERM { " (raising a hard limit needs CAP_SYS_RESOURCE)" } else { "" };
+                return Err(Error::Init(format!("setrlimit {name} soft={soft} hard={hard}: {errno}{hint}")));
+            }
+        }
+        if let Some(attr) = &self.scheduler {
+            // SAFETY: `attr` is a properly sized sched_attr alive for the call.
+            if unsafe { libc::syscall(libc::SYS_sched_setattr, 0, attr as *const SchedAttr, 0) } != 0 {
+                return Err(Error::sys("sched_setattr", "process.scheduler", nix::Error::last()));
+            }
+        }
+        if let Some(prio) = self.ioprio {
+            // SAFETY: plain syscall with integer arguments (IOPRIO_WHO_PROCESS, self).
+            if unsafe { libc::syscall(libc::SYS_ioprio_set, 1, 0, prio) } != 0 {
+                return Err(Error::sys("ioprio_set", "process.ioPriority", nix::Error::last()));
+            }
+        }
+        if let Some(cpus) = &self.cpu_affinity {
+            let mut set = nix::sched::CpuSet::new();
+            for &c in cpus {
+                set.set(c).map_err(|e| Error::sys("sched_setaffinity", format!("cpu {c}"), e))?;
+            }
+            nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).map_err(|e| Error::sys("sched_setaffinity", "process.execCPUAffinity", e))?;
+        }
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(self.umask));
+        Ok(())
+    }
+
+    /// Switches to the process's user and groups and sets its capabilities.
+    /// `setgroups_allowed` is false in a user namespace whose setgroups is denied.
+    pub fn apply_user_and_caps(&self, setgroups_allowed: bool) -> Result<()> {
+        self.caps.drop_bounding()?;
+        if setgroups_allowed {
+            let groups: Vec<nix::unistd::Gid> = self.groups.iter().map(|&g| nix::unistd::Gid::from_raw(g)).collect();
+            nix::unistd::setgroups(&groups).map_err(|e| Error::sys("setgroups", "process.user.additionalGids", e))?;
+        }
+        // Keep the permitted set across the uid change; the sets are set right after.
+        nix::sys::prctl::set_keepcaps(true).map_err(|e| Error::sys("prctl", "PR_SET_KEEPCAPS", e))?;
+        let gid = nix::unistd::Gid::from_raw(self.gid);
+        nix::unistd::setresgid(gid, gid, gid).map_err(|e| Error::sys("setresgid", format!("gid {}", self.gid), e))?;
+        let uid = nix::unistd::Uid::from_raw(self.uid);
+        nix::unistd::setresuid(uid, uid, uid).map_err(|e| Error::sys("setresuid", format!("uid {}", self.uid), e))?;
+        nix::sys::prctl::set_keepcaps(false).map_err(|e| Error::sys("prctl", "PR_SET_KEEPCAPS", e))?;
+        self.caps.apply()?;
+        if self.no_new_privs {
+            nix::sys::prctl::set_no_new_privs().map_err(|e| Error::sys("prctl", "PR_SET_NO_NEW_PRIVS", e))?;
+        }
+        Ok(())
+    }
+
+    /// Changes to the working directory and refuses one that lies outside the root
+    /// (such as a directory reached through a leaked descriptor).
+    pub fn enter_cwd(&self) -> Result<()> {
+        nix::unistd::chdir(&self.cwd).map_err(|e| Error::sys("chdir", format!("process.cwd {}", self.cwd.display()), e))?;
+        let cwd = nix::unistd::getcwd().map_err(|e| Error::sys("getcwd", self.cwd.display(), e))?;
+        if !cwd.is_absolute() {
+            return Err(Error::Init(format!("process.cwd {} is outside the container's root", self.cwd.display())));
+        }
+        Ok(())
+    }
+
+    /// Replaces the process image; returns only on failure.
+    pub fn exec(&self, program: &CStr) -> Error {
+        let errno = nix::unistd::execve(program, &self.args, &self.env).err().unwrap_or(nix::Error::UnknownErrno);
+        Error::sys("execve", program.to_string_lossy(), errno)
+    }
+}
+
+fn rlimit_resource(t: PosixRlimitType) -> (libc::__rlimit_resource_t, &'static str) {
+    use PosixRlimitType as T;
+    match t {
+        T::RlimitCpu => (libc::RLIMIT_CPU, "RLIMIT_CPU"),
+        T::RlimitFsize => (libc::RLIMIT_FSIZE, "RLIMIT_FSIZE"),
+        T::RlimitData => (libc::RLIMIT_DATA, "RLIMIT_DATA"),
+        T::RlimitStack => (libc::RLIMIT_STACK, "RLIMIT_STACK"),
+        T::RlimitCore => (libc::RLIMIT_CORE, "RLIMIT_CORE"),
+        T::RlimitRss => (libc::RLIMIT_RSS, "RLIMIT_RSS"),
+        T::RlimitNproc => (libc::RLIMIT_NPROC, "RLIMIT_NPROC"),
+        T::RlimitNofile => (libc::RLIMIT_NOFILE, "RLIMIT_NOFILE"),
+        T::RlimitMemlock => (libc::RLIMIT_MEMLOCK, "RLIMIT_MEMLOCK"),
+        T::RlimitAs => (libc::RLIMIT_AS, "RLIMIT_AS"),
+        T::RlimitLocks => (libc::RLIMIT_LOCKS, "RLIMIT_LOCKS"),
+        T::RlimitSigpending => (libc::RLIMIT_SIGPENDING, "RLIMIT_SIGPENDING"),
+        T::RlimitMsgqueue => (libc::RLIMIT_MSGQUEUE, "RLIMIT_MSGQUEUE"),
+        T::RlimitNice => (libc::RLIMIT_NICE, "RLIMIT_NICE"),
+        T::RlimitRtprio => (libc::RLIMIT_RTPRIO, "RLIMIT_RTPRIO"),
+        T::RlimitRttime => (libc::RLIMIT_RTTIME, "RLIMIT_RTTIME"),
+    }
+}
+
+fn sched_attr(s: &oci_spec::runtime::Scheduler, field: &str) -> Result<SchedAttr> {
+    use oci_spec::runtime::{LinuxSchedulerFlag as F, LinuxSchedulerPolicy as P};
+    let policy = match s.policy() {
+        P::SchedOther => 0,
+        P::SchedFifo => 1,
+        P::SchedRr => 2,
+        P::SchedBatch => 3,
+        P::SchedIso => return Err(Error::config(format!("{field}.scheduler.policy"), "SCHED_ISO is not implemented by Linux")),
+        P::SchedIdle => 5,
+        P::SchedDeadline => 6,
+    };
+    let mut flags = 0u64;
+    for f in s.flags().iter().flatten() {
+        flags |= match f {
+            F::SchedResetOnFork => 0x01,
+            F::SchedFlagReclaim => 0x02,
+            F::SchedFlagDLOverrun => 0x04,
+            F::SchedFlagKeepPolicy => 0x08,
+            F::SchedFlagKeepParams => 0x10,
+            F::SchedFlagUtilClampMin => 0x20,
+            F::SchedFlagUtilClampMax => 0x40,
+        };
+    }
+    let nice = s.nice().unwrap_or(0);
+    if !(-20..=19).contains(&nice) {
+        return Err(Error::config(format!("{field}.scheduler.nice"), format!("{nice} is outside -20..19")));
+    }
+    Ok(SchedAttr {
+        size: std::mem::size_of::<SchedAttr>() as u32,
+        policy,
+        flags,
+        nice,
+        priority: s.priority().unwrap_or(0).max(0) as u32,
+        runtime: s.runtime().unwrap_or(0),
+        deadline: s.deadline().unwrap_or(0),
+        period: s.period().unwrap_or(0),
+    })
+}
+
+/// Parses a CPU list such as `0-3,7`.
+pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || format!("invalid CPU list {s:?}");
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a.parse::<usize>().map_err(|_| bad())?, b.parse::<usize>().map_err(|_| bad())?),
+            None => {
+                let n = part.parse::<usize>().map_err(|_| bad())?;
+                (n, n)
+            }
+        };
+        if a > b || b >= nix::sched::CpuSet::count() {
+            return Err(bad());
+        }
+        out.extend(a..=b);
+    }
+    if out.is_empty() {
+        return Err(format!("empty CPU list {s:?}"));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0-2,5"), Ok(vec![0, 1, 2, 5]));
+        assert_eq!(parse_cpu_list("3"), Ok(vec![3]));
+        assert!(parse_cpu_list("2-1").is_err());
+        assert!(parse_cpu_list("x").is_err());
+        assert!(parse_cpu_list("").is_err());
+        assert!(parse_cpu_list("0-99999").is_err());
+    }
+}

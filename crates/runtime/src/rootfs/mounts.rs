@@ -1,0 +1,166 @@
+//! The config's `mounts`, masked paths and read-only paths, applied inside the
+//! container's mount namespace before pivot_root. Targets are always resolved inside
+//! the rootfs (see [`super::paths`]).
+
+use super::options::{self, MountOptions};
+use super::paths::{create_file_in_root, exists_in_root, fd_path, mkdir_all_in_root, open_in_root};
+use crate::sys::mount_setattr;
+use crate::{Error, Result};
+use nix::fcntl::OFlag;
+use nix::mount::{mount, MsFlags};
+use nix::sys::stat::{fstat, SFlag};
+use nix::sys::statvfs::{statvfs, FsFlags};
+use oci_spec::runtime::Mount;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+fn mount_err(what: &str, dest: &Path, e: nix::Error) -> Error {
+    Error::sys("mount", format!("{what} on {}", dest.display()), e)
+}
+
+/// Mounts one entry of the config's `mounts` (index `i`) inside `root`.
+pub fn apply(root: &OwnedFd, bundle: &Path, m: &Mount, i: usize) -> Result<()> {
+    let field = format!("mounts[{i}]");
+    let opts = options::parse(m.options().as_deref().unwrap_or_default(), &field)?;
+    let dest = m.destination();
+    let typ = m.typ().as_deref().unwrap_or(if opts.is_bind() { "bind" } else { "" });
+    let source: Option<PathBuf> = m.source().as_ref().map(|s| if s.is_relative() && opts.is_bind() { bundle.join(s) } else { s.clone() });
+
+    // The mount point: a file for a bind mount of a file, else a directory.
+    let bind_of_file = opts.is_bind() && source.as_ref().is_some_and(|s| std::fs::metadata(s).map(|md| !md.is_dir()).unwrap_or(false));
+    let target = if bind_of_file { create_file_in_root(root, dest)? } else { mkdir_all_in_root(root, dest)? };
+    let target_path = fd_path(&target);
+
+    if opts.is_bind() {
+        let src = source.ok_or_else(|| Error::config(format!("{field}.source"), "a bind mount needs a source"))?;
+        // Open the source first so a racing rename cannot swap what is mounted.
+        let src_fd = nix::fcntl::open(&src, OFlag::O_PATH | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+            .map_err(|e| Error::config(format!("{field}.source"), format!("{}: {e}", src.display())))?;
+        // SAFETY: `open` returned a new descriptor that nothing else owns.
+        let src_fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(src_fd) };
+        let bind_flags = MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC);
+        mount(Some(fd_path(&src_fd).as_str()), target_path.as_str(), None::<&str>, bind_flags, None::<&str>)
+            .map_err(|e| mount_err(&format!("bind {}", src.display()), dest, e))?;
+        let remount = opts.remount_flags();
+        if !remount.is_empty() {
+            let mounted = open_in_root(root, dest, OFlag::O_PATH)?;
+            remount_bind(&mounted, remount, dest)?;
+        }
+    } else {
+        let fstype = match typ {
+            "cgroup" => "cgroup2",
+            t => t,
+        };
+        let src = source.as_ref().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| fstype.to_string());
+        let data = if opts.data.is_empty() { None } else { Some(opts.data.as_str()) };
+        let flags = opts.flags & !MsFlags::MS_REC;
+        if let Err(e) = mount(Some(src.as_str()), target_path.as_str(), Some(fstype), flags, data) {
+            // Without its own network namespace (or owning user namespace) a fresh sysfs
+            // is refused; the host's, bound read-only, is what the container gets then.
+            if fstype == "sysfs" && e == nix::Error::EPERM {
+                mount(Some("/sys"), target_path.as_str(), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+                    .map_err(|e| mount_err("bind /sys", dest, e))?;
+                let mounted = open_in_root(root, dest, OFlag::O_PATH)?;
+                mount_setattr(mounted.as_fd(), true, options::attr::RDONLY | options::attr::NOSUID | options::attr::NODEV | options::attr::NOEXEC, 0)
+                    .map_err(|e| mount_err("read-only sysfs", dest, e))?;
+            } else {
+                return Err(mount_err(fstype, dest, e));
+            }
+        }
+    }
+    apply_after(root, dest, &opts)
+}
+
+/// Propagation and recursive attributes, applied to the mount now at `dest`.
+fn apply_after(root: &OwnedFd, dest: &Path, opts: &MountOptions) -> Result<()> {
+    if opts.propagation.is_empty() && opts.rec_set == 0 && opts.rec_clear == 0 {
+        return Ok(());
+    }
+    let mounted = open_in_root(root, dest, OFlag::O_PATH)?;
+    if !opts.propagation.is_empty() {
+        mount(None::<&str>, fd_path(&mounted).as_str(), None::<&str>, opts.propagation, None::<&str>)
+            .map_err(|e| mount_err("propagation", dest, e))?;
+    }
+    if opts.rec_set != 0 || opts.rec_clear != 0 {
+        mount_setattr(mounted.as_fd(), true, opts.rec_set, opts.rec_clear).map_err(|e| Error::sys("mount_setattr", dest.display(), e))?;
+    }
+    Ok(())
+}
+
+/// Remounts the bind mount at `mounted` with `flags`, keeping the flags the kernel
+/// locks on mounts inherited from a more privileged namespace.
+pub fn remount_bind(mounted: &OwnedFd, flags: MsFlags, dest: &Path) -> Result<()> {
+    let path = fd_path(mounted);
+    let base = MsFlags::MS_BIND | MsFlags::MS_REMOUNT;
+    match mount(None::<&str>, path.as_str(), None::<&str>, base | flags, None::<&str>) {
+        Err(nix::Error::EPERM) => {
+            let locked = statvfs(path.as_str()).map(|s| locked_flags(s.flags())).unwrap_or(MsFlags::empty());
+            mount(None::<&str>, path.as_str(), None::<&str>, base | flags | locked, None::<&str>).map_err(|e| mount_err("remount", dest, e))
+        }
+        other => other.map_err(|e| mount_err("remount", dest, e)),
+    }
+}
+
+fn locked_flags(f: FsFlags) -> MsFlags {
+    let mut out = MsFlags::empty();
+    for (fs, ms) in [
+        (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if f.contains(fs) {
+            out |= ms;
+        }
+    }
+    out
+}
+
+/// Hides `path`: a directory gets an empty read-only tmpfs, anything else the host's
+/// /dev/null bound over it. `null` is an open descriptor of the host's /dev/null,
+/// checked to be the real device (a rootfs cannot substitute its own).
+pub fn mask(root: &OwnedFd, path: &Path, null: &OwnedFd) -> Result<()> {
+    let target = match open_in_root(root, path, OFlag::O_PATH) {
+        Ok(t) => t,
+        Err(Error::Sys { errno: nix::Error::ENOENT, .. }) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let st = fstat(std::os::fd::AsRawFd::as_raw_fd(&target)).map_err(|e| Error::sys("fstat", path.display(), e))?;
+    let tp = fd_path(&target);
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
+        mount(Some("tmpfs"), tp.as_str(), Some("tmpfs"), MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, Some("size=0,mode=755"))
+            .map_err(|e| mount_err("masking tmpfs", path, e))
+    } else {
+        mount(Some(fd_path(null).as_str()), tp.as_str(), None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(|e| mount_err("/dev/null mask", path, e))
+    }
+}
+
+/// Opens the host's /dev/null and checks it is the null device.
+pub fn open_null() -> Result<OwnedFd> {
+    let fd = nix::fcntl::open("/dev/null", OFlag::O_PATH | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+        .map_err(|e| Error::sys("open", "/dev/null", e))?;
+    // SAFETY: `open` returned a new descriptor that nothing else owns.
+    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let st = fstat(std::os::fd::AsRawFd::as_raw_fd(&fd)).map_err(|e| Error::sys("fstat", "/dev/null", e))?;
+    let is_chr = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR;
+    if !is_chr || libc::major(st.st_rdev) != 1 || libc::minor(st.st_rdev) != 3 {
+        return Err(Error::Init("/dev/null is not the null device".into()));
+    }
+    Ok(fd)
+}
+
+/// Makes `path` (and every mount below it) read-only.
+pub fn make_readonly(root: &OwnedFd, path: &Path) -> Result<()> {
+    if !exists_in_root(root, path)? {
+        return Ok(());
+    }
+    let target = open_in_root(root, path, OFlag::O_PATH)?;
+    let tp = fd_path(&target);
+    mount(Some(tp.as_str()), tp.as_str(), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>).map_err(|e| mount_err("read-only bind", path, e))?;
+    let mounted = open_in_root(root, path, OFlag::O_PATH)?;
+    mount_setattr(mounted.as_fd(), true, options::attr::RDONLY | options::attr::NOSUID | options::attr::NODEV | options::attr::NOEXEC, 0)
+        .map_err(|e| Error::sys("mount_setattr", format!("read-only {}", path.display()), e))
+}

@@ -1,0 +1,253 @@
+//! The per-container state directory: `<root>/<id>/state.json`, written atomically
+//! (write to a temporary file, then rename) while holding an exclusive `flock` on the
+//! directory, so concurrent front ends never see or produce a torn file.
+
+use crate::{Error, Result};
+use nix::fcntl::{Flock, FlockArg};
+use oci_spec::runtime::Spec;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const STATE_FILE: &str = "state.json";
+
+/// Lifecycle status of a container, as the OCI runtime spec names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// `create` is still setting the container up.
+    Creating,
+    /// Set up and waiting for `start`.
+    Created,
+    /// The user process has been started and is alive.
+    Running,
+    /// The container's processes are frozen.
+    Paused,
+    /// The container's init process has exited.
+    Stopped,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Creating => "creating",
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Stopped => "stopped",
+        })
+    }
+}
+
+/// What the runtime remembers about one container between CLI calls.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerState {
+    /// Container id.
+    pub id: String,
+    /// Host pid of the container's init process (0 before it exists).
+    pub pid: i32,
+    /// Status recorded by the last lifecycle operation.
+    pub status: Status,
+    /// Absolute path of the bundle.
+    pub bundle: PathBuf,
+    /// Absolute path of the root filesystem on the host.
+    pub rootfs: PathBuf,
+    /// Creation time, RFC 3339 in UTC.
+    pub created: String,
+    /// Annotations from the config.
+    #[serde(default)]
+    pub annotations: HashMap<String, String>,
+    /// User that created the container.
+    pub owner: String,
+    /// Start time of the init process in clock ticks since boot (field 22 of
+    /// `/proc/PID/stat`), to tell our process from a later one reusing its pid.
+    #[serde(default)]
+    pub init_start_time: u64,
+    /// The config the container was created from.
+    pub config: Spec,
+}
+
+impl ContainerState {
+    /// The state JSON the OCI spec defines (what `strata state` prints and hooks read).
+    pub fn oci_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "ociVersion": crate::OCI_VERSION,
+            "id": self.id,
+            "pid": self.pid,
+            "status": self.status,
+            "bundle": self.bundle,
+            "rootfs": self.rootfs,
+            "created": self.created,
+            "annotations": self.annotations,
+            "owner": self.owner,
+        })
+    }
+
+    /// Re-derives the status from the kernel: an init that exited (or whose pid was
+    /// reused) means `stopped`.
+    pub fn refresh_status(&mut self) {
+        if matches!(self.status, Status::Stopped) || self.pid <= 0 {
+            return;
+        }
+        if !process_alive(self.pid, self.init_start_time) {
+            self.status = Status::Stopped;
+        }
+    }
+}
+
+/// Reads the start time (field 22) and the state letter of `/proc/PID/stat`.
+pub fn proc_stat(pid: i32) -> Option<(char, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ');
+    let state = fields.next()?.chars().next()?;
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
+}
+
+/// Whether `pid` is a live (not zombie) process that started at `start_time`.
+pub fn process_alive(pid: i32, start_time: u64) -> bool {
+    match proc_stat(pid) {
+        Some((state, start)) => state != 'Z' && state != 'X' && (start_time == 0 || start == start_time),
+        None => false,
+    }
+}
+
+/// An open, locked container state directory.
+pub struct StateDir {
+    path: PathBuf,
+    lock: Flock<File>,
+}
+
+impl StateDir {
+    /// Creates `<root>/<id>` exclusively (the existence of the directory is what
+    /// reserves the id) and locks it.
+    pub fn create(root: &Path, id: &str) -> Result<Self> {
+        std::fs::create_dir_all(root).map_err(|e| Error::io("create", root, e))?;
+        let path = root.join(id);
+        match std::fs::create_dir(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::AlreadyExists(id.to_string()))
+            }
+            Err(e) => return Err(Error::io("create", &path, e)),
+        }
+        Self::lock(path)
+    }
+
+    /// Opens and locks an existing `<root>/<id>`.
+    pub fn open(root: &Path, id: &str) -> Result<Self> {
+        let path = root.join(id);
+        if !path.is_dir() {
+            return Err(Error::NotFound(id.to_string()));
+        }
+        Self::lock(path)
+    }
+
+    fn lock(path: PathBuf) -> Result<Self> {
+        let lock = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
+        let lock = Flock::lock(lock, FlockArg::LockExclusive).map_err(|(_, e)| Error::sys("flock", path.display(), e))?;
+        Ok(StateDir { path, lock })
+    }
+
+    /// Directory path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads `state.json`; `None` when `create` died before writing it.
+    pub fn load(&self) -> Result<Option<ContainerState>> {
+        let file = self.path.join(STATE_FILE);
+        let data = match std::fs::read(&file) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("read", file, e)),
+        };
+        let id = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        serde_json::from_slice(&data).map(Some).map_err(|e| Error::State { id, reason: e.to_string() })
+    }
+
+    /// Writes `state.json` atomically.
+    pub fn save(&self, state: &ContainerState) -> Result<()> {
+        let tmp = self.path.join(".state.json.tmp");
+        let data = serde_json::to_vec(state).map_err(|e| Error::State { id: state.id.clone(), reason: e.to_string() })?;
+        let mut f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+        f.write_all(&data).map_err(|e| Error::io("write", &tmp, e))?;
+        std::fs::rename(&tmp, self.path.join(STATE_FILE)).map_err(|e| Error::io("rename", &tmp, e))
+    }
+
+    /// Removes the directory and everything in it.
+    pub fn remove(self) -> Result<()> {
+        std::fs::remove_dir_all(&self.path).map_err(|e| Error::io("remove", &self.path, e))?;
+        drop(self.lock);
+        Ok(())
+    }
+}
+
+/// Lists the ids of all containers under `root`, sorted.
+pub fn list_ids(root: &Path) -> Result<Vec<String>> {
+    let entries = match std::fs::read_dir(root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("read", root, e)),
+    };
+    let mut ids: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|id| crate::id::validate(id).is_ok())
+        .collect();
+    ids.sort();
+    Ok(ids)
+}
+
+/// The current time as RFC 3339 with nanoseconds, in UTC.
+pub fn now_rfc3339() -> String {
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    format_rfc3339(d.as_secs() as i64, d.subsec_nanos())
+}
+
+fn format_rfc3339(secs: i64, nanos: u32) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil-from-days (proleptic Gregorian), valid for the whole i64 day range we use.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_known_dates() {
+        assert_eq!(format_rfc3339(0, 0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(format_rfc3339(951_782_400, 5), "2000-02-29T00:00:00.000000005Z");
+        assert_eq!(format_rfc3339(1_795_000_000, 0), "2026-11-18T11:06:40.000000000Z");
+    }
+
+    #[test]
+    fn proc_stat_of_self() {
+        let (state, start) = proc_stat(std::process::id() as i32).expect("own stat");
+        assert!(state == 'R' || state == 'S');
+        assert!(process_alive(std::process::id() as i32, start));
+        assert!(!process_alive(std::process::id() as i32, start + 1));
+    }
+}

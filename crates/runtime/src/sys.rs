@@ -1,0 +1,153 @@
+//! Thin safe wrappers over the system calls that neither `nix` nor `libc` wrap here:
+//! clone3, openat2, mount_setattr and close_range.
+
+use std::ffi::CStr;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+/// `struct clone_args` of clone3(2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Result of [`clone3_fork`] as seen by each side.
+pub enum Forked {
+    /// In the parent, with the child's pid.
+    Parent(i32),
+    /// In the child.
+    Child,
+}
+
+/// Forks like fork(2) but with extra clone flags (namespaces, CLONE_PARENT) and,
+/// when `cgroup` is given, directly into that cgroup (CLONE_INTO_CGROUP).
+///
+/// Must only be called from a single-threaded process: the child continues with a
+/// copy of the caller's memory without any of libc's fork handlers having run.
+pub fn clone3_fork(flags: u64, cgroup: Option<RawFd>) -> nix::Result<Forked> {
+    // With CLONE_PARENT the child inherits our exit signal; the kernel insists on 0 here.
+    let exit_signal = if flags & libc::CLONE_PARENT as u64 != 0 { 0 } else { libc::SIGCHLD as u64 };
+    let mut args = CloneArgs { flags, exit_signal, ..Default::default() };
+    if let Some(fd) = cgroup {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = fd as u64;
+    }
+    // SAFETY: clone3 without CLONE_VM and without a stack behaves like fork(2): the child
+    // gets a private copy of the address space and returns here with 0. `args` lives on
+    // our stack for the duration of the call and its size is passed alongside.
+    let ret = unsafe { libc::syscall(libc::SYS_clone3, &mut args as *mut CloneArgs, std::mem::size_of::<CloneArgs>()) };
+    match ret {
+        -1 => Err(nix::Error::last()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid as i32)),
+    }
+}
+
+/// CLONE_INTO_CGROUP (Linux 5.7).
+pub const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `struct open_how` of openat2(2).
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+/// openat2's RESOLVE_NO_MAGICLINKS.
+pub const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+/// openat2's RESOLVE_IN_ROOT.
+pub const RESOLVE_IN_ROOT: u64 = 0x10;
+
+/// openat2(2): opens `path` relative to `dirfd` with `resolve` restrictions.
+pub fn openat2(dirfd: BorrowedFd<'_>, path: &CStr, flags: i32, mode: u32, resolve: u64) -> nix::Result<OwnedFd> {
+    let how = OpenHow { flags: (flags | libc::O_CLOEXEC) as u64, mode: u64::from(mode), resolve };
+    // SAFETY: `path` is a valid NUL-terminated string and `how` a properly sized struct,
+    // both alive for the duration of the call.
+    let ret = unsafe {
+        libc::syscall(libc::SYS_openat2, dirfd.as_raw_fd(), path.as_ptr(), &how as *const OpenHow, std::mem::size_of::<OpenHow>())
+    };
+    if ret < 0 {
+        return Err(nix::Error::last());
+    }
+    // SAFETY: the kernel just returned this new descriptor and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+}
+
+/// `struct mount_attr` of mount_setattr(2).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// mount_setattr(2) on the mount at `fd`, recursively when `recursive`.
+pub fn mount_setattr(fd: BorrowedFd<'_>, recursive: bool, set: u64, clear: u64) -> nix::Result<()> {
+    let attr = MountAttr { attr_set: set, attr_clr: clear, propagation: 0, userns_fd: 0 };
+    let mut flags = libc::AT_EMPTY_PATH as u32;
+    if recursive {
+        flags |= libc::AT_RECURSIVE as u32;
+    }
+    // SAFETY: the empty path with AT_EMPTY_PATH makes the call act on `fd`; `attr` is a
+    // properly sized struct alive for the duration of the call.
+    let ret = unsafe {
+        libc::syscall(libc::SYS_mount_setattr, fd.as_raw_fd(), c"".as_ptr(), flags, &attr as *const MountAttr, std::mem::size_of::<MountAttr>())
+    };
+    if ret < 0 {
+        return Err(nix::Error::last());
+    }
+    Ok(())
+}
+
+/// Marks every descriptor from `first` up close-on-exec (close_range, Linux 5.11).
+pub fn cloexec_from(first: u32) -> nix::Result<()> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on descriptors; it
+    // cannot invalidate memory or descriptors still in use before exec.
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    if ret < 0 {
+        return Err(nix::Error::last());
+    }
+    Ok(())
+}
+
+/// pidfd_open(2).
+pub fn pidfd_open(pid: i32) -> nix::Result<OwnedFd> {
+    // SAFETY: plain syscall with integer arguments.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if ret < 0 {
+        return Err(nix::Error::last());
+    }
+    // SAFETY: the kernel just returned this new descriptor and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+}
+
+/// fork(2) through libc, which runs libc's atfork handlers: safe to call from a
+/// multi-threaded process (the child may allocate), unlike a raw clone.
+pub fn fork() -> nix::Result<Forked> {
+    // SAFETY: the child only runs code of this crate that avoids locks other threads of
+    // the parent could hold (no environment access, no stdio locks); glibc's fork resets
+    // the allocator's locks so allocation in the child is safe.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Parent { child } => Ok(Forked::Parent(child.as_raw())),
+        nix::unistd::ForkResult::Child => Ok(Forked::Child),
+    }
+}
+
+/// Exits the current process immediately, without running atexit handlers or
+/// unwinding: used by forked children that must not touch the parent's state.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and has no preconditions.
+    unsafe { libc::_exit(code) }
+}
