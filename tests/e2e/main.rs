@@ -1,1 +1,14 @@
+//! End-to-end suite: real containers run by the runtime binary, as root.
+//! Each check looks from inside the container (busybox commands) or at the host.
+//! `STRATA_TEST_RUNTIME=runc cargo test -p strata-tests` runs the same checks
+//! against runc to validate them.
 
+mod errors;
+mod hooks;
+mod library;
+mod lifecycle;
+mod namespaces;
+mod process;
+mod rootfs;
+mod security;
+mod terminal;

@@ -1,1 +1,322 @@
-//! Helpers for the end-to-end suite.
+//! Helpers for the end-to-end suite: locating the runtime binary and the busybox
+//! rootfs, building bundles in temporary directories, running containers, and
+//! cleaning up after every test, whatever its outcome.
+
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Top of the source tree.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// The runtime under test: `$STRATA_TEST_RUNTIME` (e.g. `runc`, to validate the
+/// suite's checks against it), else the freshly built `target/debug/strata`.
+pub fn runtime_bin() -> PathBuf {
+    if let Ok(bin) = std::env::var("STRATA_TEST_RUNTIME") {
+        return PathBuf::from(bin);
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join("target"));
+    let bin = target.join("debug/strata");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build` first (hack/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Whether the runtime under test is strata (some checks are strata-specific).
+pub fn is_strata() -> bool {
+    runtime_bin().file_name().is_some_and(|n| n == "strata")
+}
+
+/// The shared busybox rootfs (built by hack/mkrootfs.sh when missing).
+pub fn shared_rootfs() -> PathBuf {
+    let dir = repo_root().join("bundles/hello/rootfs");
+    if !dir.join("bin/busybox").exists() {
+        let st = Command::new(repo_root().join("hack/mkrootfs.sh"))
+            .arg(&dir)
+            .status()
+            .expect("run hack/mkrootfs.sh");
+        assert!(st.success(), "hack/mkrootfs.sh failed");
+    }
+    dir
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A scratch directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// A new empty directory under /tmp.
+    pub fn new(tag: &str) -> TempDir {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let p = std::env::temp_dir().join(format!("strata-e2e-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+
+    /// Path of the directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The config every test starts from: busybox, no terminal, the usual namespaces,
+/// mounts, masked and read-only paths.
+pub fn base_config(args: &[&str]) -> Value {
+    json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": { "uid": 0, "gid": 0 },
+            "args": args,
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"],
+            "cwd": "/",
+            "capabilities": {
+                "bounding": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
+                "effective": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
+                "permitted": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+            },
+            "rlimits": [{ "type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024 }],
+            "noNewPrivileges": true
+        },
+        "root": { "path": "rootfs", "readonly": true },
+        "hostname": "e2e",
+        "mounts": [
+            { "destination": "/proc", "type": "proc", "source": "proc" },
+            { "destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"] },
+            { "destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"] },
+            { "destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] },
+            { "destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"] },
+            { "destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"] }
+        ],
+        "linux": {
+            "namespaces": [
+                { "type": "pid" }, { "type": "network" }, { "type": "ipc" }, { "type": "uts" }, { "type": "mount" }, { "type": "cgroup" }
+            ],
+            "maskedPaths": ["/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+        }
+    })
+}
+
+/// A bundle in a temporary directory, with its own state root. Dropping it
+/// force-deletes every container left in that root and checks nothing leaked.
+pub struct Bundle {
+    /// Bundle directory.
+    pub dir: TempDir,
+    /// The runtime's --root for this test.
+    pub root: TempDir,
+    /// The config written on each run.
+    pub config: Value,
+}
+
+impl Bundle {
+    /// A bundle whose rootfs is the shared busybox rootfs (read-only in the config).
+    pub fn new(args: &[&str]) -> Bundle {
+        let dir = TempDir::new("bundle");
+        std::os::unix::fs::symlink(shared_rootfs(), dir.path().join("rootfs"))
+            .expect("symlink rootfs");
+        Bundle {
+            dir,
+            root: TempDir::new("root"),
+            config: base_config(args),
+        }
+    }
+
+    /// A bundle with a private copy of the busybox rootfs (the test may change it).
+    pub fn private_rootfs(args: &[&str]) -> Bundle {
+        let dir = TempDir::new("bundle");
+        let rootfs = dir.path().join("rootfs");
+        let st = Command::new("cp")
+            .arg("-a")
+            .arg(shared_rootfs())
+            .arg(&rootfs)
+            .status()
+            .expect("cp");
+        assert!(st.success());
+        Bundle {
+            dir,
+            root: TempDir::new("root"),
+            config: base_config(args),
+        }
+    }
+
+    /// The rootfs directory.
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.path().join("rootfs")
+    }
+
+    /// Writes config.json.
+    pub fn write_config(&self) {
+        std::fs::write(
+            self.dir.path().join("config.json"),
+            serde_json::to_vec_pretty(&self.config).expect("json"),
+        )
+        .expect("write config");
+    }
+
+    /// A runtime command with this bundle's --root.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(runtime_bin());
+        c.arg("--root").arg(self.root.path()).args(args);
+        c
+    }
+
+    /// Runs a runtime command to completion with no stdin. Output goes through
+    /// files, not pipes: a created container inherits the caller's stdio and keeps
+    /// it open long after the runtime command has exited.
+    pub fn rt(&self, args: &[&str]) -> Out {
+        run_to_files(self.cmd(args).stdin(Stdio::null()))
+    }
+
+    /// `run` of this bundle as container `id` (config written first).
+    pub fn run(&self, id: &str) -> Out {
+        self.write_config();
+        let b = self.dir.path().to_string_lossy().into_owned();
+        self.rt(&["run", "--bundle", &b, id])
+    }
+
+    /// `create` of this bundle as container `id` (config written first).
+    pub fn create(&self, id: &str) -> Out {
+        self.write_config();
+        let b = self.dir.path().to_string_lossy().into_owned();
+        self.rt(&["create", "--bundle", &b, id])
+    }
+
+    /// `state` of `id` parsed, or None when the command fails.
+    pub fn state(&self, id: &str) -> Option<Value> {
+        let o = self.rt(&["state", id]);
+        if o.code != 0 {
+            return None;
+        }
+        serde_json::from_str(&o.stdout).ok()
+    }
+
+    /// Status string of `id`.
+    pub fn status(&self, id: &str) -> String {
+        self.state(id)
+            .and_then(|s| s["status"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    /// Ids present in the state root.
+    pub fn leftover_state(&self) -> Vec<String> {
+        std::fs::read_dir(self.root.path())
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Runs `sh -c SCRIPT` in a fresh container of this bundle and returns its output.
+    pub fn sh(&mut self, script: &str) -> Out {
+        self.config["process"]["args"] = json!(["sh", "-c", script]);
+        let id = format!("sh{}", COUNTER.fetch_add(1, Ordering::SeqCst));
+        self.run(&id)
+    }
+}
+
+impl Drop for Bundle {
+    fn drop(&mut self) {
+        for id in self.leftover_state() {
+            let _ = self.rt(&["delete", "--force", &id]);
+        }
+    }
+}
+
+/// Runs `cmd` with stdout and stderr sent to temporary files and collects them.
+pub fn run_to_files(cmd: &mut Command) -> Out {
+    let dir = TempDir::new("out");
+    let out_path = dir.path().join("stdout");
+    let err_path = dir.path().join("stderr");
+    let status = cmd
+        .stdout(std::fs::File::create(&out_path).expect("stdout file"))
+        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
+        .status()
+        .expect("spawn runtime");
+    Out::from(Output {
+        status,
+        stdout: std::fs::read(&out_path).unwrap_or_default(),
+        stderr: std::fs::read(&err_path).unwrap_or_default(),
+    })
+}
+
+/// Output of a finished command.
+#[derive(Debug, Clone)]
+pub struct Out {
+    /// Exit code (128+N for a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl From<Output> for Out {
+    fn from(o: Output) -> Out {
+        use std::os::unix::process::ExitStatusExt;
+        let code = o
+            .status
+            .code()
+            .unwrap_or_else(|| 128 + o.status.signal().unwrap_or(0));
+        Out {
+            code,
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Out {
+    /// Asserts success and returns stdout.
+    #[track_caller]
+    pub fn ok(&self) -> &str {
+        assert_eq!(self.code, 0, "command failed: {self:?}");
+        &self.stdout
+    }
+
+    /// Asserts failure and returns stderr.
+    #[track_caller]
+    pub fn failed(&self) -> &str {
+        assert_ne!(self.code, 0, "command unexpectedly succeeded: {self:?}");
+        &self.stderr
+    }
+}
+
+/// Mount points whose path mentions `needle` in the host's mount table.
+pub fn host_mounts_mentioning(needle: &str) -> usize {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+/// Prints that a test is skipped and why (the test then returns early).
+pub fn skip(test: &str, why: &str) {
+    eprintln!("skipped: {test}: {why}");
+}
+
+/// Whether we run as root (the suite needs it).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}

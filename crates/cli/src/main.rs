@@ -11,7 +11,11 @@ use std::path::PathBuf;
 
 /// Global flags, as runc spells them.
 #[derive(Parser, Debug)]
-#[command(name = "strata", about = "Run OCI containers", disable_version_flag = true)]
+#[command(
+    name = "strata",
+    about = "Run OCI containers",
+    disable_version_flag = true
+)]
 pub struct Cli {
     /// Directory holding container state.
     #[arg(long, global = true, default_value = strata_runtime::DEFAULT_ROOT)]
@@ -59,7 +63,11 @@ enum Command {
 }
 
 fn version() -> String {
-    format!("{}\nspec: {}", env!("CARGO_PKG_VERSION"), strata_runtime::OCI_VERSION)
+    format!(
+        "{}\nspec: {}",
+        env!("CARGO_PKG_VERSION"),
+        strata_runtime::OCI_VERSION
+    )
 }
 
 fn main() {
@@ -75,7 +83,9 @@ fn main() {
     };
     let is_exec = matches!(command, Command::Exec(_));
     let result = if cli.systemd_cgroup {
-        Err(anyhow::anyhow!("--systemd-cgroup is not supported: strata manages cgroups itself"))
+        Err(anyhow::anyhow!(
+            "--systemd-cgroup is not supported: strata manages cgroups itself"
+        ))
     } else {
         run(command, &cli.root, &log)
     };

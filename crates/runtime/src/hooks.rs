@@ -20,16 +20,27 @@ pub fn run_all(kind: &'static str, hooks: &[Hook], state_json: &str) -> Result<(
 
 /// Runs one hook to completion (or until its timeout) with `state_json` on stdin.
 pub fn run(kind: &'static str, hook: &Hook, state_json: &str) -> Result<()> {
-    let fail = |reason: String| Error::Hook { kind, path: hook.path().clone(), reason };
+    let fail = |reason: String| Error::Hook {
+        kind,
+        path: hook.path().clone(),
+        reason,
+    };
     let cstr = |s: &str| CString::new(s).map_err(|_| fail("argument contains a NUL byte".into()));
     let path = cstr(&hook.path().to_string_lossy())?;
     let args: Vec<CString> = match hook.args() {
         Some(a) if !a.is_empty() => a.iter().map(|s| cstr(s)).collect::<Result<_>>()?,
         _ => vec![path.clone()],
     };
-    let env: Vec<CString> = hook.env().iter().flatten().map(|s| cstr(s)).collect::<Result<_>>()?;
-    let (stdin_r, stdin_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| fail(format!("pipe: {e}")))?;
-    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| fail(format!("pipe: {e}")))?;
+    let env: Vec<CString> = hook
+        .env()
+        .iter()
+        .flatten()
+        .map(|s| cstr(s))
+        .collect::<Result<_>>()?;
+    let (stdin_r, stdin_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| fail(format!("pipe: {e}")))?;
+    let (err_r, err_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| fail(format!("pipe: {e}")))?;
 
     let child = match crate::sys::fork().map_err(|e| fail(format!("fork: {e}")))? {
         crate::sys::Forked::Child => {
@@ -50,19 +61,31 @@ pub fn run(kind: &'static str, hook: &Hook, state_json: &str) -> Result<()> {
     let _ = stdin.write_all(state_json.as_bytes());
     drop(stdin);
 
-    let deadline = hook.timeout().map(|t| Instant::now() + Duration::from_secs(t as u64));
-    let pidfd = crate::sys::pidfd_open(child.as_raw()).map_err(|e| fail(format!("pidfd_open: {e}")))?;
+    let deadline = hook
+        .timeout()
+        .map(|t| Instant::now() + Duration::from_secs(t as u64));
+    let pidfd =
+        crate::sys::pidfd_open(child.as_raw()).map_err(|e| fail(format!("pidfd_open: {e}")))?;
     loop {
         let wait_ms = match deadline {
-            Some(d) => d.saturating_duration_since(Instant::now()).as_millis().min(i32::MAX as u128) as i32,
+            Some(d) => d
+                .saturating_duration_since(Instant::now())
+                .as_millis()
+                .min(i32::MAX as u128) as i32,
             None => -1,
         };
         let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::try_from(wait_ms).unwrap_or(PollTimeout::NONE)) {
+        match poll(
+            &mut fds,
+            PollTimeout::try_from(wait_ms).unwrap_or(PollTimeout::NONE),
+        ) {
             Ok(0) => {
                 let _ = kill(child, Signal::SIGKILL);
                 let _ = waitpid(child, None);
-                return Err(fail(format!("timed out after {}s", hook.timeout().unwrap_or(0))));
+                return Err(fail(format!(
+                    "timed out after {}s",
+                    hook.timeout().unwrap_or(0)
+                )));
             }
             Ok(_) => break,
             Err(nix::Error::EINTR) => continue,
@@ -76,9 +99,15 @@ pub fn run(kind: &'static str, hook: &Hook, state_json: &str) -> Result<()> {
         }
     };
     let mut stderr = String::new();
-    let _ = std::fs::File::from(err_r).take(4096).read_to_string(&mut stderr);
+    let _ = std::fs::File::from(err_r)
+        .take(4096)
+        .read_to_string(&mut stderr);
     let stderr = stderr.trim();
-    let detail = if stderr.is_empty() { String::new() } else { format!(": {stderr}") };
+    let detail = if stderr.is_empty() {
+        String::new()
+    } else {
+        format!(": {stderr}")
+    };
     match status {
         WaitStatus::Exited(_, 0) => Ok(()),
         WaitStatus::Exited(_, code) => Err(fail(format!("exited with status {code}{detail}"))),

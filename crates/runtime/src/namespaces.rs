@@ -62,7 +62,11 @@ pub struct NamespacePlan {
 
 impl Default for NamespacePlan {
     fn default() -> Self {
-        NamespacePlan { clone_flags: CloneFlags::empty(), new_time: false, join: Vec::new() }
+        NamespacePlan {
+            clone_flags: CloneFlags::empty(),
+            new_time: false,
+            join: Vec::new(),
+        }
     }
 }
 
@@ -71,10 +75,17 @@ impl NamespacePlan {
     pub fn from_spec(namespaces: &[LinuxNamespace]) -> Result<Self> {
         let mut plan = NamespacePlan::default();
         for t in ALL {
-            let Some((i, ns)) = namespaces.iter().enumerate().find(|(_, n)| n.typ() == t) else { continue };
+            let Some((i, ns)) = namespaces.iter().enumerate().find(|(_, n)| n.typ() == t) else {
+                continue;
+            };
             match ns.path() {
                 Some(path) => {
-                    let f = File::open(path).map_err(|e| Error::config(format!("linux.namespaces[{i}].path"), format!("{}: {e}", path.display())))?;
+                    let f = File::open(path).map_err(|e| {
+                        Error::config(
+                            format!("linux.namespaces[{i}].path"),
+                            format!("{}: {e}", path.display()),
+                        )
+                    })?;
                     plan.join.push((t, f));
                 }
                 None if t == LinuxNamespaceType::Time => plan.new_time = true,
@@ -97,17 +108,25 @@ impl NamespacePlan {
     /// Joins every namespace in `join` (in the calling, single-threaded process).
     pub fn join_all(&self) -> Result<()> {
         for (t, f) in &self.join {
-            nix::sched::setns(f.as_fd(), clone_flag(*t)).map_err(|e| Error::sys("setns", proc_name(*t), e))?;
+            nix::sched::setns(f.as_fd(), clone_flag(*t))
+                .map_err(|e| Error::sys("setns", proc_name(*t), e))?;
         }
         Ok(())
     }
 }
 
 /// Writes time namespace offsets for the namespace the caller just unshared.
-pub fn write_time_offsets(offsets: &std::collections::HashMap<String, oci_spec::runtime::LinuxTimeOffset>) -> Result<()> {
+pub fn write_time_offsets(
+    offsets: &std::collections::HashMap<String, oci_spec::runtime::LinuxTimeOffset>,
+) -> Result<()> {
     let mut text = String::new();
     for (clock, off) in offsets {
-        text.push_str(&format!("{clock} {} {}\n", off.secs().unwrap_or(0), off.nanosecs().unwrap_or(0)));
+        text.push_str(&format!(
+            "{clock} {} {}\n",
+            off.secs().unwrap_or(0),
+            off.nanosecs().unwrap_or(0)
+        ));
     }
-    std::fs::write("/proc/self/timens_offsets", text).map_err(|e| Error::io("write", "/proc/self/timens_offsets", e))
+    std::fs::write("/proc/self/timens_offsets", text)
+        .map_err(|e| Error::io("write", "/proc/self/timens_offsets", e))
 }

@@ -32,7 +32,7 @@ pub enum Status {
 
 impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             Status::Creating => "creating",
             Status::Created => "created",
             Status::Running => "running",
@@ -112,7 +112,9 @@ pub fn proc_stat(pid: i32) -> Option<(char, u64)> {
 /// Whether `pid` is a live (not zombie) process that started at `start_time`.
 pub fn process_alive(pid: i32, start_time: u64) -> bool {
     match proc_stat(pid) {
-        Some((state, start)) => state != 'Z' && state != 'X' && (start_time == 0 || start == start_time),
+        Some((state, start)) => {
+            state != 'Z' && state != 'X' && (start_time == 0 || start == start_time)
+        }
         None => false,
     }
 }
@@ -150,7 +152,8 @@ impl StateDir {
 
     fn lock(path: PathBuf) -> Result<Self> {
         let lock = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
-        let lock = Flock::lock(lock, FlockArg::LockExclusive).map_err(|(_, e)| Error::sys("flock", path.display(), e))?;
+        let lock = Flock::lock(lock, FlockArg::LockExclusive)
+            .map_err(|(_, e)| Error::sys("flock", path.display(), e))?;
         Ok(StateDir { path, lock })
     }
 
@@ -167,16 +170,29 @@ impl StateDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io("read", file, e)),
         };
-        let id = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        serde_json::from_slice(&data).map(Some).map_err(|e| Error::State { id, reason: e.to_string() })
+        let id = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        serde_json::from_slice(&data)
+            .map(Some)
+            .map_err(|e| Error::State {
+                id,
+                reason: e.to_string(),
+            })
     }
 
     /// Writes `state.json` atomically.
     pub fn save(&self, state: &ContainerState) -> Result<()> {
         let tmp = self.path.join(".state.json.tmp");
-        let data = serde_json::to_vec(state).map_err(|e| Error::State { id: state.id.clone(), reason: e.to_string() })?;
+        let data = serde_json::to_vec(state).map_err(|e| Error::State {
+            id: state.id.clone(),
+            reason: e.to_string(),
+        })?;
         let mut f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-        f.write_all(&data).map_err(|e| Error::io("write", &tmp, e))?;
+        f.write_all(&data)
+            .map_err(|e| Error::io("write", &tmp, e))?;
         std::fs::rename(&tmp, self.path.join(STATE_FILE)).map_err(|e| Error::io("rename", &tmp, e))
     }
 
@@ -207,7 +223,9 @@ pub fn list_ids(root: &Path) -> Result<Vec<String>> {
 
 /// The current time as RFC 3339 with nanoseconds, in UTC.
 pub fn now_rfc3339() -> String {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     format_rfc3339(d.as_secs() as i64, d.subsec_nanos())
 }
 
@@ -239,8 +257,14 @@ mod tests {
     #[test]
     fn rfc3339_known_dates() {
         assert_eq!(format_rfc3339(0, 0), "1970-01-01T00:00:00.000000000Z");
-        assert_eq!(format_rfc3339(951_782_400, 5), "2000-02-29T00:00:00.000000005Z");
-        assert_eq!(format_rfc3339(1_795_000_000, 0), "2026-11-18T11:06:40.000000000Z");
+        assert_eq!(
+            format_rfc3339(951_782_400, 5),
+            "2000-02-29T00:00:00.000000005Z"
+        );
+        assert_eq!(
+            format_rfc3339(1_795_000_000, 0),
+            "2026-11-18T11:06:40.000000000Z"
+        );
     }
 
     #[test]

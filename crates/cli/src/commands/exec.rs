@@ -64,7 +64,9 @@ pub fn run(args: Args, root: &Path) -> anyhow::Result<i32> {
     }
     let (console, internal) = match (&args.console_socket, terminal) {
         (Some(p), _) => (Some(super::connect_console(p)?), None),
-        (None, true) if args.detach => anyhow::bail!("a terminal with --detach needs --console-socket"),
+        (None, true) if args.detach => {
+            anyhow::bail!("a terminal with --detach needs --console-socket")
+        }
         (None, true) => {
             let (ours, theirs) = UnixStream::pair().context("socketpair for the terminal")?;
             (Some(theirs.into()), Some(ours))
@@ -72,16 +74,25 @@ pub fn run(args: Args, root: &Path) -> anyhow::Result<i32> {
         (None, false) => (None, None),
     };
     let opts = ExecOptions {
-        console_socket: console.as_ref().map(|c: &std::os::fd::OwnedFd| c.as_raw_fd()),
-        pid_file: args.pid_file.as_ref().map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
+        console_socket: console
+            .as_ref()
+            .map(|c: &std::os::fd::OwnedFd| c.as_raw_fd()),
+        pid_file: args
+            .pid_file
+            .as_ref()
+            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
         preserve_fds: args.preserve_fds,
     };
-    let pid = container.exec(&process, &opts).with_context(|| format!("exec in container {:?}", args.id))?;
+    let pid = container
+        .exec(&process, &opts)
+        .with_context(|| format!("exec in container {:?}", args.id))?;
     drop(console);
     if args.detach {
         return Ok(0);
     }
-    let master = internal.map(|s| strata_runtime::tty::recv_master(s.as_raw_fd())).transpose()?;
+    let master = internal
+        .map(|s| strata_runtime::tty::recv_master(s.as_raw_fd()))
+        .transpose()?;
     foreground::wait(pid, master)
 }
 
@@ -115,20 +126,38 @@ fn build_process(args: &Args, container: &Container) -> anyhow::Result<Process> 
             None => (u.as_str(), None),
         };
         let user = p.user_mut();
-        user.set_uid(uid.parse().with_context(|| format!("--user {u:?}: uid must be a number"))?);
-        user.set_gid(gid.map(|g| g.parse()).transpose().with_context(|| format!("--user {u:?}: gid must be a number"))?.unwrap_or(0));
+        user.set_uid(
+            uid.parse()
+                .with_context(|| format!("--user {u:?}: uid must be a number"))?,
+        );
+        user.set_gid(
+            gid.map(|g| g.parse())
+                .transpose()
+                .with_context(|| format!("--user {u:?}: gid must be a number"))?
+                .unwrap_or(0),
+        );
     }
     if !args.additional_gids.is_empty() {
-        p.user_mut().set_additional_gids(Some(args.additional_gids.clone()));
+        p.user_mut()
+            .set_additional_gids(Some(args.additional_gids.clone()));
     }
     if !args.cap.is_empty() {
         let mut caps = p.capabilities().clone().unwrap_or_default();
         let mut extra = Capabilities::new();
         for c in &args.cap {
-            let cap: Capability = serde_json::from_value(serde_json::Value::String(c.clone())).map_err(|_| anyhow::anyhow!("--cap: unknown capability {c:?}"))?;
+            let cap: Capability = serde_json::from_value(serde_json::Value::String(c.clone()))
+                .map_err(|_| anyhow::anyhow!("--cap: unknown capability {c:?}"))?;
             extra.insert(cap);
         }
-        let add = |set: &Option<Capabilities>| Some(set.clone().unwrap_or_default().union(&extra).copied().collect::<Capabilities>());
+        let add = |set: &Option<Capabilities>| {
+            Some(
+                set.clone()
+                    .unwrap_or_default()
+                    .union(&extra)
+                    .copied()
+                    .collect::<Capabilities>(),
+            )
+        };
         caps.set_bounding(add(caps.bounding()));
         caps.set_effective(add(caps.effective()));
         caps.set_permitted(add(caps.permitted()));

@@ -35,13 +35,21 @@ impl Container {
     /// behind: no state directory, no process, no mount.
     pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<ContainerState> {
         crate::id::validate(id)?;
-        let bundle = std::fs::canonicalize(&opts.bundle).map_err(|e| Error::io("open bundle", &opts.bundle, e))?;
+        let bundle = std::fs::canonicalize(&opts.bundle)
+            .map_err(|e| Error::io("open bundle", &opts.bundle, e))?;
         let spec = config::load(&bundle)?;
         config::validate(&spec, &bundle)?;
-        let rootfs = std::fs::canonicalize(config::rootfs_path(&spec, &bundle)?).map_err(|e| Error::io("open", "root.path", e))?;
-        let process_spec = spec.process().as_ref().ok_or_else(|| Error::config("process", "missing"))?;
+        let rootfs = std::fs::canonicalize(config::rootfs_path(&spec, &bundle)?)
+            .map_err(|e| Error::io("open", "root.path", e))?;
+        let process_spec = spec
+            .process()
+            .as_ref()
+            .ok_or_else(|| Error::config("process", "missing"))?;
         let process = ProcessPlan::new(process_spec, "process")?;
-        let linux = spec.linux().as_ref().ok_or_else(|| Error::config("linux", "missing"))?;
+        let linux = spec
+            .linux()
+            .as_ref()
+            .ok_or_else(|| Error::config("linux", "missing"))?;
         let mut device_list = devices::defaults();
         for (i, d) in linux.devices().iter().flatten().enumerate() {
             let d = devices::from_spec(d, i)?;
@@ -52,21 +60,32 @@ impl Container {
         let namespaces = NamespacePlan::from_spec(&ns_list)?;
         check_preserved_fds(opts.preserve_fds)?;
         if process.terminal && opts.console_socket.is_none() {
-            return Err(Error::config("process.terminal", "a terminal needs --console-socket"));
+            return Err(Error::config(
+                "process.terminal",
+                "a terminal needs --console-socket",
+            ));
         }
 
         let dir = StateDir::create(root, id)?;
         let mut pid = 0;
         let result = (|| -> Result<ContainerState> {
             let fifo_path = dir.path().join(EXEC_FIFO);
-            nix::unistd::mkfifo(&fifo_path, nix::sys::stat::Mode::from_bits_truncate(0o600)).map_err(|e| Error::sys("mkfifo", fifo_path.display(), e))?;
+            nix::unistd::mkfifo(&fifo_path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                .map_err(|e| Error::sys("mkfifo", fifo_path.display(), e))?;
             // Read-write, so the init's blocking read never sees end-of-file while no
             // `start` has opened the fifo yet.
-            let fifo = nix::fcntl::open(&fifo_path, nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-                .map_err(|e| Error::sys("open", fifo_path.display(), e))?;
+            let fifo = nix::fcntl::open(
+                &fifo_path,
+                nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(|e| Error::sys("open", fifo_path.display(), e))?;
             // SAFETY: `open` returned a new descriptor that nothing else owns.
             let fifo = unsafe { OwnedFd::from_raw_fd(fifo) };
-            let joined_mount_ns = namespaces.join.iter().any(|(t, _)| *t == LinuxNamespaceType::Mount);
+            let joined_mount_ns = namespaces
+                .join
+                .iter()
+                .any(|(t, _)| *t == LinuxNamespaceType::Mount);
             let ctx = InitContext {
                 spec: &spec,
                 bundle: &bundle,
@@ -108,18 +127,36 @@ impl Container {
             // process even if this `create` is killed.
             dir.save(&state)?;
             if namespaces.new_user() {
-                write_id_map(pid, "uid_map", linux.uid_mappings().as_deref().unwrap_or_default())?;
-                write_id_map(pid, "gid_map", linux.gid_mappings().as_deref().unwrap_or_default())?;
+                write_id_map(
+                    pid,
+                    "uid_map",
+                    linux.uid_mappings().as_deref().unwrap_or_default(),
+                )?;
+                write_id_map(
+                    pid,
+                    "gid_map",
+                    linux.gid_mappings().as_deref().unwrap_or_default(),
+                )?;
             }
             let state_json = state.oci_json().to_string();
-            sync.send(&Msg::State(state_json.clone())).map_err(|e| Error::io("write", "sync channel", e))?;
+            sync.send(&Msg::State(state_json.clone()))
+                .map_err(|e| Error::io("write", "sync channel", e))?;
             sync.expect(&Msg::RunRuntimeHooks, "create")?;
             if let Some(h) = spec.hooks() {
                 #[allow(deprecated)]
-                hooks::run_all("prestart", h.prestart().as_deref().unwrap_or_default(), &state_json)?;
-                hooks::run_all("createRuntime", h.create_runtime().as_deref().unwrap_or_default(), &state_json)?;
+                hooks::run_all(
+                    "prestart",
+                    h.prestart().as_deref().unwrap_or_default(),
+                    &state_json,
+                )?;
+                hooks::run_all(
+                    "createRuntime",
+                    h.create_runtime().as_deref().unwrap_or_default(),
+                    &state_json,
+                )?;
             }
-            sync.send(&Msg::RuntimeHooksDone).map_err(|e| Error::io("write", "sync channel", e))?;
+            sync.send(&Msg::RuntimeHooksDone)
+                .map_err(|e| Error::io("write", "sync channel", e))?;
             sync.expect(&Msg::Ready, "create")?;
             state.status = Status::Created;
             dir.save(&state)?;
@@ -145,27 +182,29 @@ impl Container {
 /// CLONE_PARENT).
 pub(super) fn reap(pid: i32) {
     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-    loop {
-        match nix::sys::wait::waitpid(Pid::from_raw(pid), None) {
-            Err(nix::Error::EINTR) => continue,
-            _ => break,
-        }
-    }
+    while let Err(nix::Error::EINTR) = nix::sys::wait::waitpid(Pid::from_raw(pid), None) {}
 }
 
 /// Descriptors the caller promised to pass must really be open: otherwise the
 /// runtime's own descriptors could land on those numbers and leak into the container.
 fn check_preserved_fds(n: u32) -> Result<()> {
     for fd in 3..3 + n as RawFd {
-        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).map_err(|e| Error::sys("fcntl", format!("--preserve-fds: fd {fd}"), e))?;
+        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD)
+            .map_err(|e| Error::sys("fcntl", format!("--preserve-fds: fd {fd}"), e))?;
     }
     Ok(())
 }
 
 /// Writes `pid` to `path` atomically (temporary file, then rename).
 pub(crate) fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp"));
     std::fs::write(&tmp, pid.to_string()).map_err(|e| Error::io("write", &tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))

@@ -26,7 +26,12 @@ impl Container {
             kill_and_wait(st.pid, st.init_start_time);
         }
         let mut warnings = Vec::new();
-        if let Some(list) = st.config.hooks().as_ref().and_then(|h| h.poststop().clone()) {
+        if let Some(list) = st
+            .config
+            .hooks()
+            .as_ref()
+            .and_then(|h| h.poststop().clone())
+        {
             st.status = Status::Stopped;
             let json = st.oci_json().to_string();
             for h in &list {
@@ -43,7 +48,9 @@ impl Container {
 /// SIGKILLs the container's processes and waits (up to 10 s) until the init is gone.
 fn kill_and_wait(pid: i32, start_time: u64) {
     // The pidfd pins the process: after the start-time check, the pid cannot be reused.
-    let Ok(pidfd) = crate::sys::pidfd_open(pid) else { return };
+    let Ok(pidfd) = crate::sys::pidfd_open(pid) else {
+        return;
+    };
     if !crate::state::process_alive(pid, start_time) {
         return;
     }

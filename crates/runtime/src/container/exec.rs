@@ -30,21 +30,35 @@ impl Container {
     pub fn exec(&self, process: &Process, opts: &ExecOptions) -> Result<i32> {
         let plan = ProcessPlan::new(process, "process")?;
         if plan.terminal && opts.console_socket.is_none() {
-            return Err(Error::config("process.terminal", "a terminal needs --console-socket"));
+            return Err(Error::config(
+                "process.terminal",
+                "a terminal needs --console-socket",
+            ));
         }
         let st = {
             let dir = StateDir::open(&self.root, &self.id)?;
             Self::load_state(&dir, &self.id)?
         };
         if !matches!(st.status, Status::Created | Status::Running) {
-            return Err(wrong_status(&st, "cannot exec in a container that is not running"));
+            return Err(wrong_status(
+                &st,
+                "cannot exec in a container that is not running",
+            ));
         }
         let namespaces = container_namespaces(st.pid)?;
         // The init must still be the same process once its namespaces are open.
         if !crate::state::process_alive(st.pid, st.init_start_time) {
-            return Err(Error::WrongStatus { id: st.id, status: Status::Stopped, reason: "cannot exec in a stopped container" });
+            return Err(Error::WrongStatus {
+                id: st.id,
+                status: Status::Stopped,
+                reason: "cannot exec in a stopped container",
+            });
         }
-        let ctx = ExecContext { process: &plan, console_socket: opts.console_socket, preserve_fds: opts.preserve_fds };
+        let ctx = ExecContext {
+            process: &plan,
+            console_socket: opts.console_socket,
+            preserve_fds: opts.preserve_fds,
+        };
         let spawn_spec = SpawnSpec {
             namespaces: &namespaces,
             time_offsets: None,
@@ -82,7 +96,9 @@ fn container_namespaces(pid: i32) -> Result<NamespacePlan> {
     for t in ALL {
         let name = proc_name(t);
         let theirs = format!("/proc/{pid}/ns/{name}");
-        let Ok(their_meta) = std::fs::metadata(&theirs) else { continue };
+        let Ok(their_meta) = std::fs::metadata(&theirs) else {
+            continue;
+        };
         let ours = std::fs::metadata(format!("/proc/self/ns/{name}")).ok();
         if ours.is_some_and(|m| m.ino() == their_meta.ino() && m.dev() == their_meta.dev()) {
             continue;

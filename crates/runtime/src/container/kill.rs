@@ -21,19 +21,28 @@ impl Container {
                 let _ = kill(Pid::from_raw(pid), signal);
             }
         }
-        kill(Pid::from_raw(st.pid), signal).map_err(|e| Error::sys("kill", format!("pid {}", st.pid), e))
+        kill(Pid::from_raw(st.pid), signal)
+            .map_err(|e| Error::sys("kill", format!("pid {}", st.pid), e))
     }
 }
 
 /// Host pids of the processes in the same pid namespace as `init`, when that
 /// namespace is not the runtime's own (else just `init`).
 pub(super) fn container_pids(init: i32) -> Vec<i32> {
-    let ns_of = |pid: &str| std::fs::metadata(format!("/proc/{pid}/ns/pid")).map(|m| (m.dev(), m.ino())).ok();
-    let Some(target) = ns_of(&init.to_string()) else { return Vec::new() };
+    let ns_of = |pid: &str| {
+        std::fs::metadata(format!("/proc/{pid}/ns/pid"))
+            .map(|m| (m.dev(), m.ino()))
+            .ok()
+    };
+    let Some(target) = ns_of(&init.to_string()) else {
+        return Vec::new();
+    };
     if ns_of("self") == Some(target) {
         return vec![init];
     }
-    let Ok(entries) = std::fs::read_dir("/proc") else { return vec![init] };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return vec![init];
+    };
     entries
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|name| name.bytes().all(|b| b.is_ascii_digit()))

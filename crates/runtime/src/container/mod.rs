@@ -32,7 +32,10 @@ impl Container {
         if !root.join(id).is_dir() {
             return Err(Error::NotFound(id.to_string()));
         }
-        Ok(Container { root: root.to_path_buf(), id: id.to_string() })
+        Ok(Container {
+            root: root.to_path_buf(),
+            id: id.to_string(),
+        })
     }
 
     /// The container's id.
@@ -47,7 +50,10 @@ impl Container {
     }
 
     fn load_state(dir: &StateDir, id: &str) -> Result<ContainerState> {
-        let mut st = dir.load()?.ok_or_else(|| Error::State { id: id.to_string(), reason: "creation did not finish; use delete --force".into() })?;
+        let mut st = dir.load()?.ok_or_else(|| Error::State {
+            id: id.to_string(),
+            reason: "creation did not finish; use delete --force".into(),
+        })?;
         st.refresh_status();
         Ok(st)
     }
@@ -55,15 +61,32 @@ impl Container {
     /// States of all containers under `root`, sorted by id. Containers whose state
     /// cannot be read are skipped.
     pub fn list(root: &Path) -> Result<Vec<ContainerState>> {
-        Ok(state::list_ids(root)?.into_iter().filter_map(|id| Container { root: root.to_path_buf(), id }.state().ok()).collect())
+        Ok(state::list_ids(root)?
+            .into_iter()
+            .filter_map(|id| {
+                Container {
+                    root: root.to_path_buf(),
+                    id,
+                }
+                .state()
+                .ok()
+            })
+            .collect())
     }
 }
 
 fn wrong_status(st: &ContainerState, reason: &'static str) -> Error {
-    Error::WrongStatus { id: st.id.clone(), status: st.status, reason }
+    Error::WrongStatus {
+        id: st.id.clone(),
+        status: st.status,
+        reason,
+    }
 }
 
 /// Whether a status means the init process may still be alive.
 fn is_alive(status: Status) -> bool {
-    matches!(status, Status::Creating | Status::Created | Status::Running | Status::Paused)
+    matches!(
+        status,
+        Status::Creating | Status::Created | Status::Running | Status::Paused
+    )
 }

@@ -17,7 +17,11 @@ impl Container {
             return Err(wrong_status(&st, "only a created container can be started"));
         }
         let fifo_path = dir.path().join(EXEC_FIFO);
-        let fd = match nix::fcntl::open(&fifo_path, OFlag::O_WRONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()) {
+        let fd = match nix::fcntl::open(
+            &fifo_path,
+            OFlag::O_WRONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        ) {
             Ok(fd) => fd,
             // No reader: the init died between our status check and now.
             Err(nix::Error::ENXIO) => {
@@ -28,13 +32,19 @@ impl Container {
         };
         // SAFETY: `open` returned a new descriptor that nothing else owns.
         let mut fifo = unsafe { std::fs::File::from_raw_fd(fd) };
-        fifo.write_all(&[0]).map_err(|e| Error::io("write", &fifo_path, e))?;
+        fifo.write_all(&[0])
+            .map_err(|e| Error::io("write", &fifo_path, e))?;
         drop(fifo);
         let _ = std::fs::remove_file(&fifo_path);
         st.status = Status::Running;
         dir.save(&st)?;
         let mut warnings = Vec::new();
-        if let Some(list) = st.config.hooks().as_ref().and_then(|h| h.poststart().clone()) {
+        if let Some(list) = st
+            .config
+            .hooks()
+            .as_ref()
+            .and_then(|h| h.poststart().clone())
+        {
             let json = st.oci_json().to_string();
             for h in &list {
                 if let Err(e) = hooks::run("poststart", h, &json) {

@@ -88,13 +88,16 @@ where
     let result = (|| -> Result<i32> {
         spec.namespaces.join_all()?;
         if spec.namespaces.new_time {
-            nix::sched::unshare(CloneFlags::from_bits_retain(libc::CLONE_NEWTIME)).map_err(|e| Error::sys("unshare", "time namespace", e))?;
+            nix::sched::unshare(CloneFlags::from_bits_retain(libc::CLONE_NEWTIME))
+                .map_err(|e| Error::sys("unshare", "time namespace", e))?;
             if let Some(offsets) = spec.time_offsets {
                 crate::namespaces::write_time_offsets(offsets)?;
             }
         }
         let flags = spec.namespaces.clone_flags.bits() as u64 | libc::CLONE_PARENT as u64;
-        match sys::clone3_fork(flags, spec.cgroup).map_err(|e| Error::sys("clone3", "container process", e))? {
+        match sys::clone3_fork(flags, spec.cgroup)
+            .map_err(|e| Error::sys("clone3", "container process", e))?
+        {
             Forked::Child => {
                 let err = main(sync);
                 let _ = sync.send(&Msg::Error(err.to_string()));
@@ -126,7 +129,11 @@ fn reset_signals() {
             let _ = unsafe { sigaction(sig, &dfl) };
         }
     }
-    let _ = nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::empty()),
+        None,
+    );
 }
 
 /// Closes every descriptor from `first` up except those in `keep`.
@@ -147,8 +154,15 @@ fn close_all_but(first: RawFd, keep: &mut Vec<RawFd>) {
 }
 
 /// Writes a uid or gid map for `pid` ("uid_map" or "gid_map").
-pub fn write_id_map(pid: i32, file: &str, maps: &[oci_spec::runtime::LinuxIdMapping]) -> Result<()> {
-    let text: String = maps.iter().map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size())).collect();
+pub fn write_id_map(
+    pid: i32,
+    file: &str,
+    maps: &[oci_spec::runtime::LinuxIdMapping],
+) -> Result<()> {
+    let text: String = maps
+        .iter()
+        .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+        .collect();
     let path = format!("/proc/{pid}/{file}");
     std::fs::write(&path, text).map_err(|e| Error::io("write", path, e))
 }

@@ -63,7 +63,9 @@ pub struct SchedAttr {
 }
 
 fn cstrings<'a>(items: impl Iterator<Item = &'a String>, field: &str) -> Result<Vec<CString>> {
-    items.map(|s| CString::new(s.as_str()).map_err(|_| Error::config(field, "contains a NUL byte"))).collect()
+    items
+        .map(|s| CString::new(s.as_str()).map_err(|_| Error::config(field, "contains a NUL byte")))
+        .collect()
 }
 
 impl ProcessPlan {
@@ -76,7 +78,11 @@ impl ProcessPlan {
             let (res, name) = rlimit_resource(r.typ());
             rlimits.push((res, r.soft(), r.hard(), name));
         }
-        let scheduler = process.scheduler().as_ref().map(|s| sched_attr(s, field)).transpose()?;
+        let scheduler = process
+            .scheduler()
+            .as_ref()
+            .map(|s| sched_attr(s, field))
+            .transpose()?;
         let ioprio = process.io_priority().as_ref().map(|p| {
             use oci_spec::runtime::IOPriorityClass as C;
             let class = match p.class() {
@@ -85,12 +91,23 @@ impl ProcessPlan {
                 C::IoprioClassIdle => 3,
             };
             if !(0..=7).contains(&p.priority()) {
-                return Err(Error::config(format!("{field}.ioPriority.priority"), format!("{} is outside 0..7", p.priority())));
+                return Err(Error::config(
+                    format!("{field}.ioPriority.priority"),
+                    format!("{} is outside 0..7", p.priority()),
+                ));
             }
             Ok((class << 13) | p.priority() as i32)
         });
-        let affinity = process.exec_cpu_affinity().as_ref().and_then(|a| a.cpu_affinity_final().clone().or_else(|| a.initial().clone()));
-        let cpu_affinity = affinity.map(|s| parse_cpu_list(&s).map_err(|e| Error::config(format!("{field}.execCPUAffinity"), e))).transpose()?;
+        let affinity = process.exec_cpu_affinity().as_ref().and_then(|a| {
+            a.cpu_affinity_final()
+                .clone()
+                .or_else(|| a.initial().clone())
+        });
+        let cpu_affinity = affinity
+            .map(|s| {
+                parse_cpu_list(&s).map_err(|e| Error::config(format!("{field}.execCPUAffinity"), e))
+            })
+            .transpose()?;
         let caps = CapabilityPlan::new(process.capabilities().as_ref())?;
         Ok(ProcessPlan {
             args: cstrings(process.args().iter().flatten(), &format!("{field}.args"))?,
@@ -108,31 +125,52 @@ impl ProcessPlan {
             ioprio: ioprio.transpose()?,
             cpu_affinity,
             terminal: process.terminal().unwrap_or(false),
-            console_size: process.console_size().map(|b| (b.width() as u16, b.height() as u16)),
+            console_size: process
+                .console_size()
+                .map(|b| (b.width() as u16, b.height() as u16)),
         })
     }
 
     /// Value of `name` in the process's environment.
     pub fn env_var(&self, name: &str) -> Option<&str> {
-        self.env.iter().filter_map(|e| e.to_str().ok()).find_map(|e| e.strip_prefix(name).and_then(|r| r.strip_prefix('=')))
+        self.env
+            .iter()
+            .filter_map(|e| e.to_str().ok())
+            .find_map(|e| e.strip_prefix(name).and_then(|r| r.strip_prefix('=')))
     }
 
     /// Finds the program to run: args[0] as a path, or looked up in the process's
     /// PATH (in the current root), checking it is an executable file.
     pub fn resolve_program(&self) -> Result<CString> {
-        let arg0 = self.args.first().and_then(|a| a.to_str().ok()).unwrap_or_default();
+        let arg0 = self
+            .args
+            .first()
+            .and_then(|a| a.to_str().ok())
+            .unwrap_or_default();
         let not_found = |why: &str| Error::Init(format!("exec: {arg0:?}: {why}"));
         let candidates: Vec<PathBuf> = if arg0.contains('/') {
-            vec![if Path::new(arg0).is_absolute() { PathBuf::from(arg0) } else { self.cwd.join(arg0) }]
+            vec![if Path::new(arg0).is_absolute() {
+                PathBuf::from(arg0)
+            } else {
+                self.cwd.join(arg0)
+            }]
         } else {
-            self.env_var("PATH").unwrap_or(DEFAULT_PATH).split(':').filter(|d| !d.is_empty()).map(|d| Path::new(d).join(arg0)).collect()
+            self.env_var("PATH")
+                .unwrap_or(DEFAULT_PATH)
+                .split(':')
+                .filter(|d| !d.is_empty())
+                .map(|d| Path::new(d).join(arg0))
+                .collect()
         };
         for c in &candidates {
-            let Ok(meta) = std::fs::metadata(c) else { continue };
+            let Ok(meta) = std::fs::metadata(c) else {
+                continue;
+            };
             if meta.is_dir() {
                 continue;
             }
-            let cs = CString::new(c.as_os_str().as_encoded_bytes()).map_err(|_| not_found("contains a NUL byte"))?;
+            let cs = CString::new(c.as_os_str().as_encoded_bytes())
+                .map_err(|_| not_found("contains a NUL byte"))?;
             if nix::unistd::access(cs.as_c_str(), nix::unistd::AccessFlags::X_OK).is_ok() {
                 return Ok(cs);
             }
@@ -140,42 +178,68 @@ impl ProcessPlan {
                 return Err(not_found("permission denied"));
             }
         }
-        Err(not_found(if arg0.contains('/') { "no such file or directory" } else { "executable file not found in $PATH" }))
+        Err(not_found(if arg0.contains('/') {
+            "no such file or directory"
+        } else {
+            "executable file not found in $PATH"
+        }))
     }
 
     /// Applies the settings that need no privileges to drop first: oom score,
     /// rlimits, scheduling, I/O priority, CPU affinity, umask.
     pub fn apply_limits(&self) -> Result<()> {
         if let Some(adj) = self.oom_score_adj {
-            std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(|e| Error::io("write", "/proc/self/oom_score_adj", e))?;
+            std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+                .map_err(|e| Error::io("write", "/proc/self/oom_score_adj", e))?;
         }
         for &(res, soft, hard, name) in &self.rlimits {
-            let lim = libc::rlimit { rlim_cur: soft, rlim_max: hard };
+            let lim = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
             // SAFETY: `lim` is a valid rlimit for the duration of the call.
             if unsafe { libc::setrlimit(res, &lim) } != 0 {
                 let errno = nix::Error::last();
-                let hint = if errno == nix::Error::EPERM { " (raising a hard limit needs CAP_SYS_RESOURCE)" } else { "" };
-                return Err(Error::Init(format!("setrlimit {name} soft={soft} hard={hard}: {errno}{hint}")));
+                let hint = if errno == nix::Error::EPERM {
+                    " (raising a hard limit needs CAP_SYS_RESOURCE)"
+                } else {
+                    ""
+                };
+                return Err(Error::Init(format!(
+                    "setrlimit {name} soft={soft} hard={hard}: {errno}{hint}"
+                )));
             }
         }
         if let Some(attr) = &self.scheduler {
             // SAFETY: `attr` is a properly sized sched_attr alive for the call.
-            if unsafe { libc::syscall(libc::SYS_sched_setattr, 0, attr as *const SchedAttr, 0) } != 0 {
-                return Err(Error::sys("sched_setattr", "process.scheduler", nix::Error::last()));
+            if unsafe { libc::syscall(libc::SYS_sched_setattr, 0, attr as *const SchedAttr, 0) }
+                != 0
+            {
+                return Err(Error::sys(
+                    "sched_setattr",
+                    "process.scheduler",
+                    nix::Error::last(),
+                ));
             }
         }
         if let Some(prio) = self.ioprio {
             // SAFETY: plain syscall with integer arguments (IOPRIO_WHO_PROCESS, self).
             if unsafe { libc::syscall(libc::SYS_ioprio_set, 1, 0, prio) } != 0 {
-                return Err(Error::sys("ioprio_set", "process.ioPriority", nix::Error::last()));
+                return Err(Error::sys(
+                    "ioprio_set",
+                    "process.ioPriority",
+                    nix::Error::last(),
+                ));
             }
         }
         if let Some(cpus) = &self.cpu_affinity {
             let mut set = nix::sched::CpuSet::new();
             for &c in cpus {
-                set.set(c).map_err(|e| Error::sys("sched_setaffinity", format!("cpu {c}"), e))?;
+                set.set(c)
+                    .map_err(|e| Error::sys("sched_setaffinity", format!("cpu {c}"), e))?;
             }
-            nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).map_err(|e| Error::sys("sched_setaffinity", "process.execCPUAffinity", e))?;
+            nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+                .map_err(|e| Error::sys("sched_setaffinity", "process.execCPUAffinity", e))?;
         }
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(self.umask));
         Ok(())
@@ -186,19 +250,29 @@ impl ProcessPlan {
     pub fn apply_user_and_caps(&self, setgroups_allowed: bool) -> Result<()> {
         self.caps.drop_bounding()?;
         if setgroups_allowed {
-            let groups: Vec<nix::unistd::Gid> = self.groups.iter().map(|&g| nix::unistd::Gid::from_raw(g)).collect();
-            nix::unistd::setgroups(&groups).map_err(|e| Error::sys("setgroups", "process.user.additionalGids", e))?;
+            let groups: Vec<nix::unistd::Gid> = self
+                .groups
+                .iter()
+                .map(|&g| nix::unistd::Gid::from_raw(g))
+                .collect();
+            nix::unistd::setgroups(&groups)
+                .map_err(|e| Error::sys("setgroups", "process.user.additionalGids", e))?;
         }
         // Keep the permitted set across the uid change; the sets are set right after.
-        nix::sys::prctl::set_keepcaps(true).map_err(|e| Error::sys("prctl", "PR_SET_KEEPCAPS", e))?;
+        nix::sys::prctl::set_keepcaps(true)
+            .map_err(|e| Error::sys("prctl", "PR_SET_KEEPCAPS", e))?;
         let gid = nix::unistd::Gid::from_raw(self.gid);
-        nix::unistd::setresgid(gid, gid, gid).map_err(|e| Error::sys("setresgid", format!("gid {}", self.gid), e))?;
+        nix::unistd::setresgid(gid, gid, gid)
+            .map_err(|e| Error::sys("setresgid", format!("gid {}", self.gid), e))?;
         let uid = nix::unistd::Uid::from_raw(self.uid);
-        nix::unistd::setresuid(uid, uid, uid).map_err(|e| Error::sys("setresuid", format!("uid {}", self.uid), e))?;
-        nix::sys::prctl::set_keepcaps(false).map_err(|e| Error::sys("prctl", "PR_SET_KEEPCAPS", e))?;
+        nix::unistd::setresuid(uid, uid, uid)
+            .map_err(|e| Error::sys("setresuid", format!("uid {}", self.uid), e))?;
+        nix::sys::prctl::set_keepcaps(false)
+            .map_err(|e| Error::sys("prctl", "PR_SET_KEEPCAPS", e))?;
         self.caps.apply()?;
         if self.no_new_privs {
-            nix::sys::prctl::set_no_new_privs().map_err(|e| Error::sys("prctl", "PR_SET_NO_NEW_PRIVS", e))?;
+            nix::sys::prctl::set_no_new_privs()
+                .map_err(|e| Error::sys("prctl", "PR_SET_NO_NEW_PRIVS", e))?;
         }
         Ok(())
     }
@@ -206,17 +280,23 @@ impl ProcessPlan {
     /// Changes to the working directory and refuses one that lies outside the root
     /// (such as a directory reached through a leaked descriptor).
     pub fn enter_cwd(&self) -> Result<()> {
-        nix::unistd::chdir(&self.cwd).map_err(|e| Error::sys("chdir", format!("process.cwd {}", self.cwd.display()), e))?;
+        nix::unistd::chdir(&self.cwd)
+            .map_err(|e| Error::sys("chdir", format!("process.cwd {}", self.cwd.display()), e))?;
         let cwd = nix::unistd::getcwd().map_err(|e| Error::sys("getcwd", self.cwd.display(), e))?;
         if !cwd.is_absolute() {
-            return Err(Error::Init(format!("process.cwd {} is outside the container's root", self.cwd.display())));
+            return Err(Error::Init(format!(
+                "process.cwd {} is outside the container's root",
+                self.cwd.display()
+            )));
         }
         Ok(())
     }
 
     /// Replaces the process image; returns only on failure.
     pub fn exec(&self, program: &CStr) -> Error {
-        let errno = nix::unistd::execve(program, &self.args, &self.env).err().unwrap_or(nix::Error::UnknownErrno);
+        let errno = nix::unistd::execve(program, &self.args, &self.env)
+            .err()
+            .unwrap_or(nix::Error::UnknownErrno);
         Error::sys("execve", program.to_string_lossy(), errno)
     }
 }
@@ -250,7 +330,12 @@ fn sched_attr(s: &oci_spec::runtime::Scheduler, field: &str) -> Result<SchedAttr
         P::SchedFifo => 1,
         P::SchedRr => 2,
         P::SchedBatch => 3,
-        P::SchedIso => return Err(Error::config(format!("{field}.scheduler.policy"), "SCHED_ISO is not implemented by Linux")),
+        P::SchedIso => {
+            return Err(Error::config(
+                format!("{field}.scheduler.policy"),
+                "SCHED_ISO is not implemented by Linux",
+            ))
+        }
         P::SchedIdle => 5,
         P::SchedDeadline => 6,
     };
@@ -268,7 +353,10 @@ fn sched_attr(s: &oci_spec::runtime::Scheduler, field: &str) -> Result<SchedAttr
     }
     let nice = s.nice().unwrap_or(0);
     if !(-20..=19).contains(&nice) {
-        return Err(Error::config(format!("{field}.scheduler.nice"), format!("{nice} is outside -20..19")));
+        return Err(Error::config(
+            format!("{field}.scheduler.nice"),
+            format!("{nice} is outside -20..19"),
+        ));
     }
     Ok(SchedAttr {
         size: std::mem::size_of::<SchedAttr>() as u32,
@@ -288,7 +376,10 @@ pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let bad = || format!("invalid CPU list {s:?}");
         let (a, b) = match part.split_once('-') {
-            Some((a, b)) => (a.parse::<usize>().map_err(|_| bad())?, b.parse::<usize>().map_err(|_| bad())?),
+            Some((a, b)) => (
+                a.parse::<usize>().map_err(|_| bad())?,
+                b.parse::<usize>().map_err(|_| bad())?,
+            ),
             None => {
                 let n = part.parse::<usize>().map_err(|_| bad())?;
                 (n, n)

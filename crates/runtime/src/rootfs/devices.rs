@@ -32,10 +32,25 @@ pub struct DeviceNode {
 
 /// The devices every container gets.
 pub fn defaults() -> Vec<DeviceNode> {
-    [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)]
-        .into_iter()
-        .map(|(name, major, minor)| DeviceNode { path: Path::new("/dev").join(name), kind: SFlag::S_IFCHR, major, minor, mode: 0o666, uid: 0, gid: 0 })
-        .collect()
+    [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ]
+    .into_iter()
+    .map(|(name, major, minor)| DeviceNode {
+        path: Path::new("/dev").join(name),
+        kind: SFlag::S_IFCHR,
+        major,
+        minor,
+        mode: 0o666,
+        uid: 0,
+        gid: 0,
+    })
+    .collect()
 }
 
 /// Translates `linux.devices[i]`.
@@ -46,7 +61,12 @@ pub fn from_spec(d: &oci_spec::runtime::LinuxDevice, i: usize) -> Result<DeviceN
         T::C | T::U => SFlag::S_IFCHR,
         T::B => SFlag::S_IFBLK,
         T::P => SFlag::S_IFIFO,
-        T::A => return Err(Error::config(format!("{field}.type"), "\"a\" is only valid in device cgroup rules")),
+        T::A => {
+            return Err(Error::config(
+                format!("{field}.type"),
+                "\"a\" is only valid in device cgroup rules",
+            ))
+        }
     };
     if kind != SFlag::S_IFIFO && (d.major() < 0 || d.minor() < 0) {
         return Err(Error::config(field, "negative major or minor number"));
@@ -65,21 +85,48 @@ pub fn from_spec(d: &oci_spec::runtime::LinuxDevice, i: usize) -> Result<DeviceN
 /// Creates `dev` inside `root`; `bind` selects bind-mounting the host's node.
 pub fn create(root: &OwnedFd, dev: &DeviceNode, bind: bool) -> Result<()> {
     let parent = dev.path.parent().unwrap_or(Path::new("/dev"));
-    let name = dev.path.file_name().ok_or_else(|| Error::config("linux.devices.path", format!("{} has no file name", dev.path.display())))?;
+    let name = dev.path.file_name().ok_or_else(|| {
+        Error::config(
+            "linux.devices.path",
+            format!("{} has no file name", dev.path.display()),
+        )
+    })?;
     if bind {
         let target = create_file_in_root(root, &dev.path)?;
-        return mount(Some(dev.path.as_path()), fd_path(&target).as_str(), None::<&str>, MsFlags::MS_BIND, None::<&str>)
-            .map_err(|e| Error::sys("mount", format!("bind {}", dev.path.display()), e));
+        return mount(
+            Some(dev.path.as_path()),
+            fd_path(&target).as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| Error::sys("mount", format!("bind {}", dev.path.display()), e));
     }
     mkdir_all_in_root(root, parent)?;
     let dir = open_in_root(root, parent, OFlag::O_DIRECTORY | OFlag::O_RDONLY)?;
-    let cname = CString::new(name.as_encoded_bytes()).map_err(|_| Error::config("linux.devices.path", "contains a NUL byte"))?;
+    let cname = CString::new(name.as_encoded_bytes())
+        .map_err(|_| Error::config("linux.devices.path", "contains a NUL byte"))?;
     // An existing entry (a file, or a symlink planted by the rootfs) is replaced.
-    let _ = nix::unistd::unlinkat(Some(dir.as_raw_fd()), cname.as_c_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
-    mknodat(Some(dir.as_raw_fd()), cname.as_c_str(), dev.kind, Mode::from_bits_truncate(dev.mode), makedev(dev.major, dev.minor))
-        .map_err(|e| Error::sys("mknod", dev.path.display(), e))?;
-    nix::sys::stat::fchmodat(Some(dir.as_raw_fd()), cname.as_c_str(), Mode::from_bits_truncate(dev.mode), nix::sys::stat::FchmodatFlags::NoFollowSymlink)
-        .map_err(|e| Error::sys("chmod", dev.path.display(), e))?;
+    let _ = nix::unistd::unlinkat(
+        Some(dir.as_raw_fd()),
+        cname.as_c_str(),
+        nix::unistd::UnlinkatFlags::NoRemoveDir,
+    );
+    mknodat(
+        Some(dir.as_raw_fd()),
+        cname.as_c_str(),
+        dev.kind,
+        Mode::from_bits_truncate(dev.mode),
+        makedev(dev.major, dev.minor),
+    )
+    .map_err(|e| Error::sys("mknod", dev.path.display(), e))?;
+    nix::sys::stat::fchmodat(
+        Some(dir.as_raw_fd()),
+        cname.as_c_str(),
+        Mode::from_bits_truncate(dev.mode),
+        nix::sys::stat::FchmodatFlags::NoFollowSymlink,
+    )
+    .map_err(|e| Error::sys("chmod", dev.path.display(), e))?;
     nix::unistd::fchownat(
         Some(dir.as_raw_fd()),
         cname.as_c_str(),
@@ -92,8 +139,18 @@ pub fn create(root: &OwnedFd, dev: &DeviceNode, bind: bool) -> Result<()> {
 
 /// The standard /dev symlinks (fd, stdin, stdout, stderr, ptmx).
 pub fn create_symlinks(root: &OwnedFd) -> Result<()> {
-    let dev = open_in_root(root, Path::new("/dev"), OFlag::O_DIRECTORY | OFlag::O_RDONLY)?;
-    for (target, name) in [("/proc/self/fd", "fd"), ("/proc/self/fd/0", "stdin"), ("/proc/self/fd/1", "stdout"), ("/proc/self/fd/2", "stderr"), ("pts/ptmx", "ptmx")] {
+    let dev = open_in_root(
+        root,
+        Path::new("/dev"),
+        OFlag::O_DIRECTORY | OFlag::O_RDONLY,
+    )?;
+    for (target, name) in [
+        ("/proc/self/fd", "fd"),
+        ("/proc/self/fd/0", "stdin"),
+        ("/proc/self/fd/1", "stdout"),
+        ("/proc/self/fd/2", "stderr"),
+        ("pts/ptmx", "ptmx"),
+    ] {
         match nix::unistd::symlinkat(target, Some(dev.as_raw_fd()), name) {
             Ok(()) | Err(nix::Error::EEXIST) => {}
             Err(e) => return Err(Error::sys("symlink", format!("/dev/{name}"), e)),

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs every test: installs what is missing (hack/setup.sh), builds the busybox
+# rootfs, checks formatting and lints, then runs unit and end-to-end tests.
+# The end-to-end suite runs real containers and needs root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+hack/setup.sh
+hack/mkrootfs.sh bundles/hello/rootfs
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo build --workspace
+cargo test --workspace

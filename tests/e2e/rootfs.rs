@@ -1,0 +1,120 @@
+//! Root filesystem: mounts and their flags, devices, masked and read-only paths,
+//! read-only root, pivot_root and --no-pivot.
+
+use serde_json::json;
+use strata_tests::*;
+
+#[test]
+fn readonly_root_and_writable_tmpfs() {
+    let mut b = Bundle::new(&["true"]);
+    b.config["mounts"].as_array_mut().expect("array").push(json!({ "destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "noexec", "size=1m"] }));
+    let out = b.sh("touch /newfile 2>/dev/null && echo root-writable || echo root-ro; echo x > /tmp/f && cat /tmp/f; grep ' /tmp ' /proc/self/mountinfo");
+    let text = out.ok().to_string();
+    assert!(text.starts_with("root-ro\nx\n"), "{text}");
+    let tmp_line = text.lines().nth(2).unwrap_or_default();
+    for flag in ["nosuid", "nodev", "noexec"] {
+        assert!(tmp_line.contains(flag), "/tmp lacks {flag}: {tmp_line}");
+    }
+}
+
+#[test]
+fn bind_mounts_read_only_and_read_write() {
+    let shared = TempDir::new("bind");
+    std::fs::write(shared.path().join("in.txt"), "from host").expect("write");
+    let file = shared.path().join("single.txt");
+    std::fs::write(&file, "one file").expect("write");
+    let mut b = Bundle::new(&["true"]);
+    let mounts = b.config["mounts"].as_array_mut().expect("array");
+    mounts.push(json!({ "destination": "/mnt/ro", "type": "bind", "source": shared.path(), "options": ["rbind", "ro"] }));
+    mounts.push(json!({ "destination": "/mnt/rw", "type": "bind", "source": shared.path(), "options": ["bind", "rw"] }));
+    mounts.push(
+        json!({ "destination": "/etc/single.txt", "source": file, "options": ["bind", "ro"] }),
+    );
+    let out = b.sh("cat /mnt/ro/in.txt; echo; echo nope > /mnt/ro/x 2>/dev/null || echo ro-refused; echo yes > /mnt/rw/out.txt && echo rw-ok; cat /etc/single.txt");
+    assert_eq!(out.ok(), "from host\nro-refused\nrw-ok\none file");
+    assert_eq!(
+        std::fs::read_to_string(shared.path().join("out.txt")).expect("written through"),
+        "yes\n"
+    );
+}
+
+#[test]
+fn recursive_read_only_option() {
+    let shared = TempDir::new("rro");
+    std::fs::create_dir_all(shared.path().join("sub")).expect("mkdir");
+    let mut b = Bundle::new(&["true"]);
+    let mounts = b.config["mounts"].as_array_mut().expect("array");
+    mounts.push(json!({ "destination": "/mnt/a", "type": "bind", "source": shared.path(), "options": ["rbind", "rro", "rnosuid"] }));
+    let out = b.sh("grep ' /mnt/a ' /proc/self/mountinfo; touch /mnt/a/f 2>/dev/null && echo writable || echo ro");
+    let text = out.ok().to_string();
+    assert!(text.contains(" ro,") && text.contains("nosuid"), "{text}");
+    assert!(text.ends_with("ro\n"), "{text}");
+}
+
+#[test]
+fn default_devices_and_links() {
+    let mut b = Bundle::new(&["true"]);
+    let out = b.sh("for d in null zero full random urandom tty; do stat -c '%n %F %t:%T %a' /dev/$d; done; readlink /dev/fd; readlink /dev/stdin; readlink /dev/ptmx; echo data > /dev/null && head -c 3 /dev/zero | wc -c");
+    let want = "/dev/null character special file 1:3 666\n/dev/zero character special file 1:5 666\n/dev/full character special file 1:7 666\n/dev/random character special file 1:8 666\n/dev/urandom character special file 1:9 666\n/dev/tty character special file 5:0 666\n/proc/self/fd\n/proc/self/fd/0\npts/ptmx\n3\n";
+    assert_eq!(out.ok(), want);
+}
+
+#[test]
+fn config_devices_are_created() {
+    let mut b = Bundle::new(&["true"]);
+    b.config["linux"]["devices"] = json!([
+        { "path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 438, "uid": 0, "gid": 0 },
+        { "path": "/dev/custom/loopx", "type": "b", "major": 7, "minor": 200, "fileMode": 416, "uid": 1000, "gid": 1000 }
+    ]);
+    let out = b.sh("stat -c '%n %F %t:%T %a %u:%g' /dev/fuse /dev/custom/loopx");
+    assert_eq!(out.ok(), "/dev/fuse character special file a:e5 666 0:0\n/dev/custom/loopx block special file 7:c8 640 1000:1000\n");
+}
+
+#[test]
+fn masked_and_readonly_paths() {
+    let mut b = Bundle::new(&["true"]);
+    // (/proc/kcore is absent on kernels built without it: use files every kernel has.)
+    let out = b.sh("wc -c < /proc/timer_list; stat -c %t:%T /proc/keys; ls /sys/firmware | wc -l; echo 1 > /proc/sys/kernel/printk 2>/dev/null && echo sys-writable || echo sys-ro; echo h > /proc/sysrq-trigger 2>/dev/null && echo sysrq-writable || echo sysrq-ro");
+    assert_eq!(out.ok(), "0\n1:3\n0\nsys-ro\nsysrq-ro\n");
+}
+
+#[test]
+fn propagation_options_apply() {
+    let shared = TempDir::new("prop");
+    let mut b = Bundle::new(&["true"]);
+    b.config["mounts"].as_array_mut().expect("array").push(json!({ "destination": "/mnt/p", "type": "bind", "source": shared.path(), "options": ["rbind", "rshared"] }));
+    b.config["linux"]["rootfsPropagation"] = json!("private");
+    let out = b.sh("grep ' /mnt/p ' /proc/self/mountinfo");
+    assert!(out.ok().contains("shared:"), "{}", out.stdout);
+}
+
+#[test]
+fn no_pivot_runs_the_container() {
+    let b = Bundle::new(&["true"]);
+    let mut b = b;
+    b.config["process"]["args"] = json!([
+        "sh",
+        "-c",
+        "test -x /bin/busybox && test -e /proc/self/status && test ! -e /work && echo contained"
+    ]);
+    b.write_config();
+    let out = b.rt(&[
+        "run",
+        "--no-pivot",
+        "--bundle",
+        &b.dir.path().to_string_lossy(),
+        "nopivot",
+    ]);
+    assert_eq!(out.ok(), "contained\n");
+}
+
+#[test]
+fn nothing_of_the_container_is_mounted_on_the_host() {
+    let mut b = Bundle::new(&["true"]);
+    b.sh("true").ok();
+    assert_eq!(host_mounts_mentioning(&b.dir.path().to_string_lossy()), 0);
+    assert_eq!(
+        host_mounts_mentioning(&shared_rootfs().to_string_lossy()),
+        0
+    );
+}
