@@ -74,6 +74,13 @@ fn bad_configs_fail_with_one_clear_line() {
         let mut b = Bundle::new(&["true"]);
         edit(&mut b.config);
         let out = b.create("bad");
+        if !is_strata() && out.code == 0 {
+            // Stricter than runc 1.1.5 (it supports seccomp and finds a missing
+            // binary only at start).
+            eprintln!("note: {what}: accepted by {}", runtime_bin().display());
+            b.rt(&["delete", "--force", "bad"]);
+            continue;
+        }
         assert_clean(&b, &out);
         if is_strata() {
             assert!(

@@ -10,6 +10,14 @@ fn logging_hook(sh: &str, name: &str, log: &str) -> serde_json::Value {
 
 #[test]
 fn hooks_run_in_order_with_the_state_on_stdin() {
+    if !is_strata() {
+        // runc 1.1.5 gives createContainer hooks the pid inside the container (the
+        // spec asks for the host's) and skips startContainer/poststop here.
+        return skip(
+            "hooks_run_in_order_with_the_state_on_stdin",
+            "runc 1.1.5 deviates from the spec here",
+        );
+    }
     let logdir = TempDir::new("hooklog");
     let host_log = logdir.path().join("log").to_string_lossy().into_owned();
     let mut b = Bundle::new(&["true"]);

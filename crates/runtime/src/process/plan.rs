@@ -292,9 +292,32 @@ impl ProcessPlan {
         Ok(())
     }
 
+    /// Like runc, a process without HOME gets its user's home directory from the
+    /// container's /etc/passwd (or `/`). Reads the current root's /etc/passwd.
+    fn env_with_home(&self) -> std::borrow::Cow<'_, [CString]> {
+        if self.env_var("HOME").is_some() {
+            return std::borrow::Cow::Borrowed(&self.env);
+        }
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        let home = passwd
+            .lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f.len() >= 6 && f[2].parse::<u32>().ok() == Some(self.uid))
+            .map(|f| f[5].to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "/".to_string());
+        let mut env = self.env.clone();
+        // A home directory with a NUL byte cannot come out of a text line split on ':'.
+        if let Ok(var) = CString::new(format!("HOME={home}")) {
+            env.push(var);
+        }
+        std::borrow::Cow::Owned(env)
+    }
+
     /// Replaces the process image; returns only on failure.
     pub fn exec(&self, program: &CStr) -> Error {
-        let errno = nix::unistd::execve(program, &self.args, &self.env)
+        let env = self.env_with_home();
+        let errno = nix::unistd::execve(program, &self.args, &env)
             .err()
             .unwrap_or(nix::Error::UnknownErrno);
         Error::sys("execve", program.to_string_lossy(), errno)
