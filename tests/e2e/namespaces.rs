@@ -129,3 +129,60 @@ fn hostname_domainname_and_sysctl() {
         "host sysctl changed"
     );
 }
+
+#[test]
+fn exec_joins_the_user_namespace() {
+    let mut b = Bundle::new(&["sleep", "100"]);
+    b.config["linux"]["namespaces"]
+        .as_array_mut()
+        .expect("array")
+        .push(json!({ "type": "user" }));
+    b.config["linux"]["uidMappings"] =
+        json!([{ "containerID": 0, "hostID": 200000, "size": 65536 }]);
+    b.config["linux"]["gidMappings"] =
+        json!([{ "containerID": 0, "hostID": 200000, "size": 65536 }]);
+    b.config["mounts"]
+        .as_array_mut()
+        .expect("array")
+        .retain(|m| m["destination"] != "/sys");
+    b.create("uexec").ok();
+    b.rt(&["start", "uexec"]).ok();
+    let pid = b.state("uexec").expect("state")["pid"]
+        .as_i64()
+        .expect("pid");
+    let init_user = std::fs::read_link(format!("/proc/{pid}/ns/user")).expect("ns");
+    let out = b.rt(&[
+        "exec",
+        "uexec",
+        "sh",
+        "-c",
+        "id -u; readlink /proc/self/ns/user; touch /tmp/x 2>/dev/null || echo ro",
+    ]);
+    assert_eq!(
+        out.ok(),
+        format!("0\n{}\nro\n", init_user.to_string_lossy())
+    );
+    // Seen from the host, the exec'd process runs as the mapped uid.
+    let pidfile = b.dir.path().join("e.pid");
+    b.rt(&[
+        "exec",
+        "--detach",
+        "--pid-file",
+        &pidfile.to_string_lossy(),
+        "uexec",
+        "sleep",
+        "50",
+    ])
+    .ok();
+    let epid = std::fs::read_to_string(&pidfile)
+        .expect("pid")
+        .trim()
+        .to_string();
+    let status = std::fs::read_to_string(format!("/proc/{epid}/status")).expect("status");
+    let uid_line = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(uid_line.starts_with("Uid:\t200000\t"), "{uid_line}");
+}
