@@ -6,69 +6,53 @@ use strata_tests::*;
 
 fn assert_clean(b: &Bundle, out: &Out) {
     assert_ne!(out.code, 0);
-    assert!(
-        b.leftover_state().is_empty(),
-        "state left: {:?}",
-        b.leftover_state()
-    );
+    assert!(b.leftover_state().is_empty(), "state left: {:?}", b.leftover_state());
     assert_eq!(host_mounts_mentioning(&b.dir.path().to_string_lossy()), 0);
 }
 
 /// (what, change to the base config, text the error must contain).
-type Case = (
-    &'static str,
-    Box<dyn Fn(&mut serde_json::Value)>,
-    &'static str,
-);
+type Case = (&'static str, Box<dyn Fn(&mut serde_json::Value)>, &'static str);
 
 #[test]
 fn bad_configs_fail_with_one_clear_line() {
     let cases: Vec<Case> = vec![
-        (
-            "missing args",
-            Box::new(|c| c["process"]["args"] = json!([])),
-            "process.args",
-        ),
-        (
-            "wrong type",
-            Box::new(|c| c["process"]["user"]["uid"] = json!("root")),
-            "invalid type",
-        ),
-        (
-            "unknown namespace",
-            Box::new(|c| c["linux"]["namespaces"][0]["type"] = json!("nope")),
-            "unknown variant",
-        ),
+        ("missing args", Box::new(|c| c["process"]["args"] = json!([])), "process.args"),
+        ("wrong type", Box::new(|c| c["process"]["user"]["uid"] = json!("root")), "invalid type"),
+        ("unknown namespace", Box::new(|c| c["linux"]["namespaces"][0]["type"] = json!("nope")), "unknown variant"),
         (
             "relative hook",
             Box::new(|c| c["hooks"] = json!({ "createRuntime": [{ "path": "true" }] })),
             "hooks.createRuntime[0].path",
         ),
-        (
-            "missing rootfs",
-            Box::new(|c| c["root"]["path"] = json!("no-such-dir")),
-            "root.path",
-        ),
-        (
-            "negative uid",
-            Box::new(|c| c["process"]["user"]["uid"] = json!(-1)),
-            "invalid value",
-        ),
+        ("missing rootfs", Box::new(|c| c["root"]["path"] = json!("no-such-dir")), "root.path"),
+        ("negative uid", Box::new(|c| c["process"]["user"]["uid"] = json!(-1)), "invalid value"),
         (
             "seccomp",
             Box::new(|c| c["linux"]["seccomp"] = json!({ "defaultAction": "SCMP_ACT_ERRNO" })),
             "linux.seccomp",
         ),
+        ("uid -1", Box::new(|c| c["process"]["user"]["uid"] = json!(4294967295u32)), "process.user"),
         (
-            "missing binary",
-            Box::new(|c| c["process"]["args"] = json!(["/no/such/binary"])),
-            "/no/such/binary",
+            "huge console",
+            Box::new(|c| c["process"]["consoleSize"] = json!({ "height": 70000, "width": 80 })),
+            "consoleSize",
         ),
         (
-            "missing in PATH",
-            Box::new(|c| c["process"]["args"] = json!(["no-such-cmd"])),
-            "executable file not found",
+            "device path dots",
+            Box::new(|c| {
+                c["linux"]["devices"] = json!([{ "path": "/dev/../etc/passwd", "type": "c", "major": 1, "minor": 3 }])
+            }),
+            "linux.devices[0].path",
         ),
+        (
+            "huge hook timeout",
+            Box::new(|c| {
+                c["hooks"] = json!({ "createRuntime": [{ "path": "/bin/false", "timeout": 9223372036854775807i64 }] })
+            }),
+            "createRuntime",
+        ),
+        ("missing binary", Box::new(|c| c["process"]["args"] = json!(["/no/such/binary"])), "/no/such/binary"),
+        ("missing in PATH", Box::new(|c| c["process"]["args"] = json!(["no-such-cmd"])), "executable file not found"),
     ];
     for (what, edit, want) in cases {
         let mut b = Bundle::new(&["true"]);
@@ -83,17 +67,8 @@ fn bad_configs_fail_with_one_clear_line() {
         }
         assert_clean(&b, &out);
         if is_strata() {
-            assert!(
-                out.stderr.contains(want),
-                "{what}: {:?} lacks {want:?}",
-                out.stderr
-            );
-            assert_eq!(
-                out.stderr.trim().lines().count(),
-                1,
-                "{what}: {:?}",
-                out.stderr
-            );
+            assert!(out.stderr.contains(want), "{what}: {:?} lacks {want:?}", out.stderr);
+            assert_eq!(out.stderr.trim().lines().count(), 1, "{what}: {:?}", out.stderr);
         }
     }
 }
@@ -110,13 +85,7 @@ fn unparsable_config_and_bad_ids() {
         let out = b.rt(&["create", "--bundle", &bd, id]);
         assert_clean(&b, &out);
     }
-    assert!(!b
-        .root
-        .path()
-        .parent()
-        .expect("parent")
-        .join("escape")
-        .exists());
+    assert!(!b.root.path().parent().expect("parent").join("escape").exists());
 }
 
 #[test]
@@ -138,18 +107,9 @@ fn operations_on_missing_containers_fail() {
 #[test]
 fn delete_force_cleans_up_after_a_killed_create() {
     let mut b = Bundle::new(&["sleep", "100"]);
-    b.config["hooks"] =
-        json!({ "createRuntime": [{ "path": "/bin/sleep", "args": ["sleep", "3"] }] });
+    b.config["hooks"] = json!({ "createRuntime": [{ "path": "/bin/sleep", "args": ["sleep", "3"] }] });
     b.write_config();
-    let mut child = b
-        .cmd(&[
-            "create",
-            "--bundle",
-            &b.dir.path().to_string_lossy(),
-            "killed",
-        ])
-        .spawn()
-        .expect("spawn");
+    let mut child = b.cmd(&["create", "--bundle", &b.dir.path().to_string_lossy(), "killed"]).spawn().expect("spawn");
     let state_file = b.root.path().join("killed/state.json");
     for _ in 0..200 {
         if state_file.exists() {
@@ -168,9 +128,7 @@ fn delete_force_cleans_up_after_a_killed_create() {
     assert!(b.leftover_state().is_empty());
     if let Some(pid) = pid {
         std::thread::sleep(Duration::from_millis(100));
-        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| !s.contains(") Z"))
-            .unwrap_or(false);
+        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| !s.contains(") Z")).unwrap_or(false);
         assert!(!alive, "init {pid} survived");
     }
 }

@@ -8,10 +8,7 @@ use strata_tests::*;
 #[test]
 fn concurrent_creates_from_threads() {
     if !is_strata() {
-        return skip(
-            "concurrent_creates_from_threads",
-            "uses the strata library directly",
-        );
+        return skip("concurrent_creates_from_threads", "uses the strata library directly");
     }
     let b = Bundle::new(&["sh", "-c", "exit 5"]);
     b.write_config();
@@ -30,10 +27,7 @@ fn concurrent_creates_from_threads() {
 }
 
 fn run_one(root: &Path, bundle: &Path, id: &str) -> i32 {
-    let opts = CreateOptions {
-        bundle: bundle.to_path_buf(),
-        ..Default::default()
-    };
+    let opts = CreateOptions { bundle: bundle.to_path_buf(), ..Default::default() };
     let st = Container::create(root, id, &opts).expect("create");
     let c = Container::load(root, id).expect("load");
     c.start().expect("start");

@@ -6,17 +6,9 @@ use strata_tests::*;
 #[test]
 fn hello_bundle_prints_its_greeting() {
     let b = Bundle::new(&["true"]);
-    let out = b.rt(&[
-        "run",
-        "--bundle",
-        &repo_root().join("bundles/hello").to_string_lossy(),
-        "hello",
-    ]);
+    let out = b.rt(&["run", "--bundle", &repo_root().join("bundles/hello").to_string_lossy(), "hello"]);
     assert_eq!(out.ok(), "Hello from a Strata container!\n");
-    assert!(
-        b.leftover_state().is_empty(),
-        "run must delete the container"
-    );
+    assert!(b.leftover_state().is_empty(), "run must delete the container");
 }
 
 #[test]
@@ -75,14 +67,10 @@ fn duplicate_id_fails_and_leaves_the_first_container_alone() {
 fn delete_of_a_created_container_kills_its_init() {
     let b = Bundle::new(&["sleep", "100"]);
     b.create("cdel").ok();
-    let pid = b.state("cdel").expect("state")["pid"]
-        .as_i64()
-        .expect("pid");
+    let pid = b.state("cdel").expect("state")["pid"].as_i64().expect("pid");
     b.rt(&["delete", "cdel"]).ok();
     std::thread::sleep(std::time::Duration::from_millis(50));
-    let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.contains(") Z"))
-        .unwrap_or(false);
+    let alive = std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| !s.contains(") Z")).unwrap_or(false);
     assert!(!alive, "init {pid} survived delete");
 }
 
@@ -108,8 +96,7 @@ fn list_shows_containers() {
     b.create("lb").ok();
     let q = b.rt(&["list", "-q"]);
     assert_eq!(q.ok(), "la\nlb\n");
-    let j: serde_json::Value =
-        serde_json::from_str(b.rt(&["list", "--format", "json"]).ok()).expect("json");
+    let j: serde_json::Value = serde_json::from_str(b.rt(&["list", "--format", "json"]).ok()).expect("json");
     assert_eq!(j.as_array().map(|a| a.len()), Some(2));
     assert_eq!(j[0]["status"], "created");
 }
@@ -138,35 +125,21 @@ fn pid_file_holds_the_init_pid() {
     b.write_config();
     let pidfile = b.dir.path().join("init.pid");
     let bd = b.dir.path().to_string_lossy().into_owned();
-    b.rt(&[
-        "create",
-        "--bundle",
-        &bd,
-        "--pid-file",
-        &pidfile.to_string_lossy(),
-        "pf",
-    ])
-    .ok();
+    b.rt(&["create", "--bundle", &bd, "--pid-file", &pidfile.to_string_lossy(), "pf"]).ok();
     let written = std::fs::read_to_string(&pidfile).expect("pid file");
-    assert_eq!(
-        written.trim(),
-        b.state("pf").expect("state")["pid"].to_string()
-    );
+    assert_eq!(written.trim(), b.state("pf").expect("state")["pid"].to_string());
 }
 
 #[test]
 fn spec_writes_a_config_that_runs() {
     let d = TempDir::new("spec");
     let b = Bundle::new(&["true"]);
-    b.rt(&["spec", "--bundle", &d.path().to_string_lossy()])
-        .ok();
+    b.rt(&["spec", "--bundle", &d.path().to_string_lossy()]).ok();
     let mut config: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(d.path().join("config.json")).expect("config"))
-            .expect("json");
+        serde_json::from_slice(&std::fs::read(d.path().join("config.json")).expect("config")).expect("json");
     assert_eq!(config["process"]["args"], json!(["sh"]));
     // A second spec must not overwrite it.
-    b.rt(&["spec", "--bundle", &d.path().to_string_lossy()])
-        .failed();
+    b.rt(&["spec", "--bundle", &d.path().to_string_lossy()]).failed();
     // Run it without a terminal: the default device rules must not stop it.
     config["process"]["terminal"] = json!(false);
     config["process"]["args"] = json!(["echo", "from-spec"]);

@@ -12,10 +12,7 @@ fn exit_codes_propagate() {
     // A container killed by a signal reports 128+N, like a shell.
     b.config["process"]["args"] = json!(["sleep", "100"]);
     b.write_config();
-    let mut child = b
-        .cmd(&["run", "--bundle", &b.dir.path().to_string_lossy(), "sig"])
-        .spawn()
-        .expect("spawn");
+    let mut child = b.cmd(&["run", "--bundle", &b.dir.path().to_string_lossy(), "sig"]).spawn().expect("spawn");
     for _ in 0..200 {
         if b.status("sig") == "running" {
             break;
@@ -42,12 +39,7 @@ fn stdio_is_the_callers() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"through the pipe\n")
-        .expect("write");
+    child.stdin.take().expect("stdin").write_all(b"through the pipe\n").expect("write");
     let out = child.wait_with_output().expect("wait");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "through the pipe\n");
 }
@@ -57,19 +49,14 @@ fn env_and_cwd() {
     let mut b = Bundle::new(&["true"]);
     b.config["process"]["env"] = json!(["PATH=/bin", "GREETING=hi there"]);
     b.config["process"]["cwd"] = json!("/tmp/made/by/runtime");
-    let out =
-        b.sh("echo \"$GREETING\"; pwd; env | sort | grep -v -e '^PWD=' -e '^SHLVL=' -e '^_='");
-    assert_eq!(
-        out.ok(),
-        "hi there\n/tmp/made/by/runtime\nGREETING=hi there\nHOME=/root\nPATH=/bin\n"
-    );
+    let out = b.sh("echo \"$GREETING\"; pwd; env | sort | grep -v -e '^PWD=' -e '^SHLVL=' -e '^_='");
+    assert_eq!(out.ok(), "hi there\n/tmp/made/by/runtime\nGREETING=hi there\nHOME=/root\nPATH=/bin\n");
 }
 
 #[test]
 fn user_groups_and_umask() {
     let mut b = Bundle::new(&["true"]);
-    b.config["process"]["user"] =
-        json!({ "uid": 1000, "gid": 1001, "additionalGids": [5, 100], "umask": 63 });
+    b.config["process"]["user"] = json!({ "uid": 1000, "gid": 1001, "additionalGids": [5, 100], "umask": 63 });
     let out = b.sh("id -u; id -g; cat /proc/self/status | grep ^Groups; umask");
     assert_eq!(out.ok(), "1000\n1001\nGroups:\t5 100 \n0077\n");
 }
@@ -87,10 +74,7 @@ fn rlimits_are_applied() {
 
 #[test]
 fn raising_a_hard_rlimit_fails_clearly() {
-    let mut cur = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut cur = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes into the valid struct.
     unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut cur) };
     let caps = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -100,15 +84,11 @@ fn raising_a_hard_rlimit_fails_clearly() {
         .and_then(|l| u64::from_str_radix(l[7..].trim(), 16).ok())
         .unwrap_or(0);
     if eff & (1 << 24) != 0 {
-        return skip(
-            "raising_a_hard_rlimit_fails_clearly",
-            "this process has CAP_SYS_RESOURCE",
-        );
+        return skip("raising_a_hard_rlimit_fails_clearly", "this process has CAP_SYS_RESOURCE");
     }
     let mut b = Bundle::new(&["true"]);
     let hard = cur.rlim_max + 1;
-    b.config["process"]["rlimits"] =
-        json!([{ "type": "RLIMIT_NOFILE", "hard": hard, "soft": hard }]);
+    b.config["process"]["rlimits"] = json!([{ "type": "RLIMIT_NOFILE", "hard": hard, "soft": hard }]);
     let out = b.run("rl");
     let err = out.failed();
     if is_strata() {
@@ -127,10 +107,7 @@ fn oom_score_adj_is_applied() {
 #[test]
 fn personality_affinity_and_scheduler() {
     if !is_strata() {
-        return skip(
-            "personality_affinity_and_scheduler",
-            "runc 1.1.5 predates these fields",
-        );
+        return skip("personality_affinity_and_scheduler", "runc 1.1.5 predates these fields");
     }
     let mut b = Bundle::new(&["true"]);
     b.config["linux"]["personality"] = json!({ "domain": "LINUX32" });
@@ -165,10 +142,7 @@ fn capabilities_match_the_config() {
 fn no_new_privileges_is_set() {
     let mut b = Bundle::new(&["true"]);
     b.config["process"]["noNewPrivileges"] = json!(true);
-    assert_eq!(
-        b.sh("grep NoNewPrivs /proc/self/status").ok(),
-        "NoNewPrivs:\t1\n"
-    );
+    assert_eq!(b.sh("grep NoNewPrivs /proc/self/status").ok(), "NoNewPrivs:\t1\n");
 }
 
 #[test]
@@ -176,13 +150,7 @@ fn exec_runs_in_the_container() {
     let b = Bundle::new(&["sleep", "100"]);
     b.create("ex").ok();
     b.rt(&["start", "ex"]).ok();
-    let out = b.rt(&[
-        "exec",
-        "ex",
-        "sh",
-        "-c",
-        "hostname; cat /proc/1/cmdline | tr '\\0' ' '; echo; pwd; id -u",
-    ]);
+    let out = b.rt(&["exec", "ex", "sh", "-c", "hostname; cat /proc/1/cmdline | tr '\\0' ' '; echo; pwd; id -u"]);
     assert_eq!(out.ok(), "e2e\nsleep 100 \n/\n0\n");
     assert_eq!(b.rt(&["exec", "ex", "sh", "-c", "exit 7"]).code, 7);
     let out = b.rt(&[
@@ -219,27 +187,10 @@ fn exec_with_a_process_file_and_detach() {
         "args": ["sh", "-c", "exit 9"], "env": ["PATH=/bin"]
     });
     std::fs::write(&marker, proc_json.to_string()).expect("write");
-    assert_eq!(
-        b.rt(&["exec", "--process", &marker.to_string_lossy(), "exp"])
-            .code,
-        9
-    );
+    assert_eq!(b.rt(&["exec", "--process", &marker.to_string_lossy(), "exp"]).code, 9);
     let pidfile = b.dir.path().join("exec.pid");
-    b.rt(&[
-        "exec",
-        "--detach",
-        "--pid-file",
-        &pidfile.to_string_lossy(),
-        "exp",
-        "sleep",
-        "50",
-    ])
-    .ok();
-    let pid: i32 = std::fs::read_to_string(&pidfile)
-        .expect("pid file")
-        .trim()
-        .parse()
-        .expect("pid");
+    b.rt(&["exec", "--detach", "--pid-file", &pidfile.to_string_lossy(), "exp", "sleep", "50"]).ok();
+    let pid: i32 = std::fs::read_to_string(&pidfile).expect("pid file").trim().parse().expect("pid");
     let cmd = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).expect("process alive");
     assert!(cmd.starts_with("sleep"), "{cmd}");
 }
@@ -248,14 +199,7 @@ fn exec_with_a_process_file_and_detach() {
 fn exec_in_a_stopped_container_fails() {
     let b = Bundle::new(&["true"]);
     b.write_config();
-    b.rt(&[
-        "run",
-        "--keep",
-        "--bundle",
-        &b.dir.path().to_string_lossy(),
-        "exs",
-    ])
-    .ok();
+    b.rt(&["run", "--keep", "--bundle", &b.dir.path().to_string_lossy(), "exs"]).ok();
     let out = b.rt(&["exec", "exs", "true"]);
     assert_eq!(out.code, 255, "{out:?}");
 }
@@ -279,8 +223,5 @@ fn preserved_fds_reach_the_container() {
             .arg(&out_path),
     );
     out.ok();
-    assert_eq!(
-        std::fs::read_to_string(&out_path).expect("read"),
-        "via-fd3\n"
-    );
+    assert_eq!(std::fs::read_to_string(&out_path).expect("read"), "via-fd3\n");
 }

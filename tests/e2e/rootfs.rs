@@ -25,17 +25,14 @@ fn bind_mounts_read_only_and_read_write() {
     std::fs::write(&file, "one file").expect("write");
     let mut b = Bundle::new(&["true"]);
     let mounts = b.config["mounts"].as_array_mut().expect("array");
-    mounts.push(json!({ "destination": "/mnt/ro", "type": "bind", "source": shared.path(), "options": ["rbind", "ro"] }));
-    mounts.push(json!({ "destination": "/mnt/rw", "type": "bind", "source": shared.path(), "options": ["bind", "rw"] }));
-    mounts.push(
-        json!({ "destination": "/etc/single.txt", "source": file, "options": ["bind", "ro"] }),
-    );
+    mounts
+        .push(json!({ "destination": "/mnt/ro", "type": "bind", "source": shared.path(), "options": ["rbind", "ro"] }));
+    mounts
+        .push(json!({ "destination": "/mnt/rw", "type": "bind", "source": shared.path(), "options": ["bind", "rw"] }));
+    mounts.push(json!({ "destination": "/etc/single.txt", "source": file, "options": ["bind", "ro"] }));
     let out = b.sh("cat /mnt/ro/in.txt; echo; echo nope > /mnt/ro/x 2>/dev/null || echo ro-refused; echo yes > /mnt/rw/out.txt && echo rw-ok; cat /etc/single.txt");
     assert_eq!(out.ok(), "from host\nro-refused\nrw-ok\none file");
-    assert_eq!(
-        std::fs::read_to_string(shared.path().join("out.txt")).expect("written through"),
-        "yes\n"
-    );
+    assert_eq!(std::fs::read_to_string(shared.path().join("out.txt")).expect("written through"), "yes\n");
 }
 
 #[test]
@@ -67,7 +64,10 @@ fn config_devices_are_created() {
         { "path": "/dev/custom/loopx", "type": "b", "major": 7, "minor": 200, "fileMode": 416, "uid": 1000, "gid": 1000 }
     ]);
     let out = b.sh("stat -c '%n %F %t:%T %a %u:%g' /dev/fuse /dev/custom/loopx");
-    assert_eq!(out.ok(), "/dev/fuse character special file a:e5 666 0:0\n/dev/custom/loopx block special file 7:c8 640 1000:1000\n");
+    assert_eq!(
+        out.ok(),
+        "/dev/fuse character special file a:e5 666 0:0\n/dev/custom/loopx block special file 7:c8 640 1000:1000\n"
+    );
 }
 
 #[test]
@@ -82,7 +82,9 @@ fn masked_and_readonly_paths() {
 fn propagation_options_apply() {
     let shared = TempDir::new("prop");
     let mut b = Bundle::new(&["true"]);
-    b.config["mounts"].as_array_mut().expect("array").push(json!({ "destination": "/mnt/p", "type": "bind", "source": shared.path(), "options": ["rbind", "rshared"] }));
+    b.config["mounts"].as_array_mut().expect("array").push(
+        json!({ "destination": "/mnt/p", "type": "bind", "source": shared.path(), "options": ["rbind", "rshared"] }),
+    );
     b.config["linux"]["rootfsPropagation"] = json!("private");
     let out = b.sh("grep ' /mnt/p ' /proc/self/mountinfo");
     assert!(out.ok().contains("shared:"), "{}", out.stdout);
@@ -92,19 +94,10 @@ fn propagation_options_apply() {
 fn no_pivot_runs_the_container() {
     let b = Bundle::new(&["true"]);
     let mut b = b;
-    b.config["process"]["args"] = json!([
-        "sh",
-        "-c",
-        "test -x /bin/busybox && test -e /proc/self/status && test ! -e /work && echo contained"
-    ]);
+    b.config["process"]["args"] =
+        json!(["sh", "-c", "test -x /bin/busybox && test -e /proc/self/status && test ! -e /work && echo contained"]);
     b.write_config();
-    let out = b.rt(&[
-        "run",
-        "--no-pivot",
-        "--bundle",
-        &b.dir.path().to_string_lossy(),
-        "nopivot",
-    ]);
+    let out = b.rt(&["run", "--no-pivot", "--bundle", &b.dir.path().to_string_lossy(), "nopivot"]);
     assert_eq!(out.ok(), "contained\n");
 }
 
@@ -113,8 +106,46 @@ fn nothing_of_the_container_is_mounted_on_the_host() {
     let mut b = Bundle::new(&["true"]);
     b.sh("true").ok();
     assert_eq!(host_mounts_mentioning(&b.dir.path().to_string_lossy()), 0);
-    assert_eq!(
-        host_mounts_mentioning(&shared_rootfs().to_string_lossy()),
-        0
-    );
+    assert_eq!(host_mounts_mentioning(&shared_rootfs().to_string_lossy()), 0);
+}
+
+#[test]
+fn a_bound_dev_is_left_untouched() {
+    let fake_dev = TempDir::new("fakedev");
+    std::fs::write(fake_dev.path().join("console"), "").expect("write");
+    std::fs::write(fake_dev.path().join("null"), "").expect("write");
+    let mut b = Bundle::new(&["true"]);
+    let mounts = b.config["mounts"].as_array_mut().expect("array");
+    mounts.retain(|m| !m["destination"].as_str().unwrap_or_default().starts_with("/dev"));
+    mounts.push(json!({ "destination": "/dev", "type": "bind", "source": fake_dev.path(), "options": ["rbind"] }));
+    b.config["linux"]["devices"] = json!([{ "path": "/dev/fuse", "type": "c", "major": 10, "minor": 229 }]);
+    b.sh("true").ok();
+    let mut names: Vec<String> = std::fs::read_dir(fake_dev.path())
+        .expect("dir")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["console", "null"], "the bound /dev was changed");
+}
+
+#[test]
+fn readonly_paths_keep_exec() {
+    let mut b = Bundle::new(&["true"]);
+    b.config["linux"]["readonlyPaths"] = json!(["/bin"]);
+    b.config["linux"]["maskedPaths"] = json!([]);
+    let out = b.sh("/bin/echo still-runs; touch /bin/x 2>/dev/null || echo ro");
+    assert_eq!(out.ok(), "still-runs\nro\n");
+}
+
+#[test]
+fn readonly_root_without_proc() {
+    if !is_strata() {
+        return skip("readonly_root_without_proc", "runc needs /proc in the container");
+    }
+    let mut b = Bundle::new(&["true"]);
+    b.config["mounts"].as_array_mut().expect("array").retain(|m| m["destination"] != "/proc");
+    b.config["linux"]["maskedPaths"] = json!([]);
+    b.config["linux"]["readonlyPaths"] = json!([]);
+    let out = b.sh("test -e /proc/self || echo no-proc; touch /x 2>/dev/null || echo ro");
+    assert_eq!(out.ok(), "no-proc\nro\n");
 }

@@ -52,15 +52,8 @@ fn terminal_via_console_socket() {
     b.config["process"]["terminal"] = json!(true);
     b.config["process"]["consoleSize"] = json!({ "height": 30, "width": 100 });
     b.write_config();
-    b.rt(&[
-        "create",
-        "--bundle",
-        &b.dir.path().to_string_lossy(),
-        "--console-socket",
-        &sock.to_string_lossy(),
-        "tty",
-    ])
-    .ok();
+    b.rt(&["create", "--bundle", &b.dir.path().to_string_lossy(), "--console-socket", &sock.to_string_lossy(), "tty"])
+        .ok();
     let master = got.join().expect("master");
     b.rt(&["start", "tty"]).ok();
     let text = read_all(master);
@@ -88,10 +81,7 @@ fn exec_with_a_terminal() {
     ])
     .ok();
     let text = read_all(got.join().expect("master"));
-    assert!(
-        text.starts_with("/dev/pts/") && text.ends_with("ok\n"),
-        "{text:?}"
-    );
+    assert!(text.starts_with("/dev/pts/") && text.ends_with("ok\n"), "{text:?}");
 }
 
 #[test]

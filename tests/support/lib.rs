@@ -9,10 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Top of the source tree.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
 /// The runtime under test: `$STRATA_TEST_RUNTIME` (e.g. `runc`, to validate the
@@ -21,15 +18,9 @@ pub fn runtime_bin() -> PathBuf {
     if let Ok(bin) = std::env::var("STRATA_TEST_RUNTIME") {
         return PathBuf::from(bin);
     }
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| repo_root().join("target"));
+    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| repo_root().join("target"));
     let bin = target.join("debug/strata");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build` first (hack/test.sh does)",
-        bin.display()
-    );
+    assert!(bin.exists(), "{} is missing: run `cargo build` first (hack/test.sh does)", bin.display());
     bin
 }
 
@@ -42,10 +33,7 @@ pub fn is_strata() -> bool {
 pub fn shared_rootfs() -> PathBuf {
     let dir = repo_root().join("bundles/hello/rootfs");
     if !dir.join("bin/busybox").exists() {
-        let st = Command::new(repo_root().join("hack/mkrootfs.sh"))
-            .arg(&dir)
-            .status()
-            .expect("run hack/mkrootfs.sh");
+        let st = Command::new(repo_root().join("hack/mkrootfs.sh")).arg(&dir).status().expect("run hack/mkrootfs.sh");
         assert!(st.success(), "hack/mkrootfs.sh failed");
     }
     dir
@@ -135,29 +123,16 @@ impl Bundle {
         let mut config = base_config(args);
         // An absolute root.path (runc refuses a rootfs that is a symlink).
         config["root"]["path"] = json!(shared_rootfs());
-        Bundle {
-            dir,
-            root: TempDir::new("root"),
-            config,
-        }
+        Bundle { dir, root: TempDir::new("root"), config }
     }
 
     /// A bundle with a private copy of the busybox rootfs (the test may change it).
     pub fn private_rootfs(args: &[&str]) -> Bundle {
         let dir = TempDir::new("bundle");
         let rootfs = dir.path().join("rootfs");
-        let st = Command::new("cp")
-            .arg("-a")
-            .arg(shared_rootfs())
-            .arg(&rootfs)
-            .status()
-            .expect("cp");
+        let st = Command::new("cp").arg("-a").arg(shared_rootfs()).arg(&rootfs).status().expect("cp");
         assert!(st.success());
-        Bundle {
-            dir,
-            root: TempDir::new("root"),
-            config: base_config(args),
-        }
+        Bundle { dir, root: TempDir::new("root"), config: base_config(args) }
     }
 
     /// The rootfs directory.
@@ -170,11 +145,8 @@ impl Bundle {
 
     /// Writes config.json.
     pub fn write_config(&self) {
-        std::fs::write(
-            self.dir.path().join("config.json"),
-            serde_json::to_vec_pretty(&self.config).expect("json"),
-        )
-        .expect("write config");
+        std::fs::write(self.dir.path().join("config.json"), serde_json::to_vec_pretty(&self.config).expect("json"))
+            .expect("write config");
     }
 
     /// A runtime command with this bundle's --root.
@@ -216,18 +188,13 @@ impl Bundle {
 
     /// Status string of `id`.
     pub fn status(&self, id: &str) -> String {
-        self.state(id)
-            .and_then(|s| s["status"].as_str().map(str::to_string))
-            .unwrap_or_default()
+        self.state(id).and_then(|s| s["status"].as_str().map(str::to_string)).unwrap_or_default()
     }
 
     /// Ids present in the state root.
     pub fn leftover_state(&self) -> Vec<String> {
         std::fs::read_dir(self.root.path())
-            .map(|d| {
-                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
-                    .collect()
-            })
+            .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
             .unwrap_or_default()
     }
 
@@ -278,10 +245,7 @@ pub struct Out {
 impl From<Output> for Out {
     fn from(o: Output) -> Out {
         use std::os::unix::process::ExitStatusExt;
-        let code = o
-            .status
-            .code()
-            .unwrap_or_else(|| 128 + o.status.signal().unwrap_or(0));
+        let code = o.status.code().unwrap_or_else(|| 128 + o.status.signal().unwrap_or(0));
         Out {
             code,
             stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -308,11 +272,7 @@ impl Out {
 
 /// Mount points whose path mentions `needle` in the host's mount table.
 pub fn host_mounts_mentioning(needle: &str) -> usize {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains(needle))
-        .count()
+    std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default().lines().filter(|l| l.contains(needle)).count()
 }
 
 /// Prints that a test is skipped and why (the test then returns early).

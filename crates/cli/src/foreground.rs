@@ -18,12 +18,7 @@ fn forwarded() -> SigSet {
     for sig in Signal::iterator() {
         if !matches!(
             sig,
-            Signal::SIGKILL
-                | Signal::SIGSTOP
-                | Signal::SIGSEGV
-                | Signal::SIGBUS
-                | Signal::SIGILL
-                | Signal::SIGFPE
+            Signal::SIGKILL | Signal::SIGSTOP | Signal::SIGSEGV | Signal::SIGBUS | Signal::SIGILL | Signal::SIGFPE
         ) {
             set.add(sig);
         }
@@ -34,8 +29,7 @@ fn forwarded() -> SigSet {
 /// Blocks the forwarded signals so none is lost between spawning the process and
 /// waiting for it (the runtime library resets the mask in the container process).
 pub fn block_signals() -> anyhow::Result<()> {
-    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&forwarded()), None)
-        .context("block signals")
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&forwarded()), None).context("block signals")
 }
 
 /// Restores the terminal's mode when dropped.
@@ -61,12 +55,7 @@ impl Drop for RawMode {
 }
 
 fn copy_winsize(from: BorrowedFd<'_>, to: BorrowedFd<'_>) {
-    let mut ws = libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
+    let mut ws = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
     // SAFETY: TIOCGWINSZ writes a winsize through the valid pointer.
     if unsafe { libc::ioctl(from.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) } == 0 {
         // SAFETY: TIOCSWINSZ reads a winsize through the valid pointer.
@@ -98,10 +87,7 @@ pub fn wait(pid: i32, master: Option<OwnedFd>) -> anyhow::Result<i32> {
             Err(nix::Error::EINTR) => continue,
             r => r.context("poll")?,
         };
-        let ready: Vec<bool> = fds
-            .iter()
-            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-            .collect();
+        let ready: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
         drop(fds);
         let mut idx = 1;
         if let (true, Some(m)) = (master_open, &master) {
@@ -161,9 +147,7 @@ fn reap(pid: i32) -> Option<i32> {
     loop {
         match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(p, code)) if p.as_raw() == pid => result = Some(code),
-            Ok(WaitStatus::Signaled(p, sig, _)) if p.as_raw() == pid => {
-                result = Some(128 + sig as i32)
-            }
+            Ok(WaitStatus::Signaled(p, sig, _)) if p.as_raw() == pid => result = Some(128 + sig as i32),
             Ok(WaitStatus::StillAlive) | Err(_) => return result,
             Ok(_) => {}
         }
@@ -172,10 +156,7 @@ fn reap(pid: i32) -> Option<i32> {
 
 /// Copies what the container wrote to its terminal before exiting.
 fn drain(master: &OwnedFd) {
-    let _ = nix::fcntl::fcntl(
-        master.as_raw_fd(),
-        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-    );
+    let _ = nix::fcntl::fcntl(master.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
     let mut buf = [0u8; 8192];
     let mut out = std::io::stdout().lock();
     while let Ok(n) = nix::unistd::read(master.as_raw_fd(), &mut buf) {

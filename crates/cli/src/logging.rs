@@ -14,29 +14,17 @@ pub struct Logger {
 impl Logger {
     /// Opens the log file (appending) if one is given; falls back to stderr only.
     pub fn new(path: Option<&Path>, format: &str, debug: bool) -> Self {
-        let file = path.and_then(|p| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .ok()
-        });
-        Logger {
-            file,
-            json: format == "json",
-            debug,
-        }
+        let file = path.and_then(|p| std::fs::OpenOptions::new().create(true).append(true).open(p).ok());
+        Logger { file, json: format == "json", debug }
     }
 
     fn write(&self, level: &str, msg: &str) {
         if let Some(mut f) = self.file.as_ref() {
             let line = if self.json {
-                serde_json::json!({ "level": level, "msg": msg, "time": strata_runtime::state::now_rfc3339() }).to_string()
+                serde_json::json!({ "level": level, "msg": msg, "time": strata_runtime::state::now_rfc3339() })
+                    .to_string()
             } else {
-                format!(
-                    "time=\"{}\" level={level} msg={msg:?}",
-                    strata_runtime::state::now_rfc3339()
-                )
+                format!("time=\"{}\" level={level} msg={msg:?}", strata_runtime::state::now_rfc3339())
             };
             let _ = writeln!(f, "{line}");
         }

@@ -11,11 +11,7 @@ use std::path::PathBuf;
 
 /// Global flags, as runc spells them.
 #[derive(Parser, Debug)]
-#[command(
-    name = "strata",
-    about = "Run OCI containers",
-    disable_version_flag = true
-)]
+#[command(name = "strata", about = "Run OCI containers", disable_version_flag = true)]
 pub struct Cli {
     /// Directory holding container state.
     #[arg(long, global = true, default_value = strata_runtime::DEFAULT_ROOT)]
@@ -63,11 +59,7 @@ enum Command {
 }
 
 fn version() -> String {
-    format!(
-        "{}\nspec: {}",
-        env!("CARGO_PKG_VERSION"),
-        strata_runtime::OCI_VERSION
-    )
+    format!("{}\nspec: {}", env!("CARGO_PKG_VERSION"), strata_runtime::OCI_VERSION)
 }
 
 fn main() {
@@ -76,6 +68,18 @@ fn main() {
         println!("strata version {}", version());
         return;
     }
+    // Preserved descriptors are checked before this process opens anything (the log
+    // file, a console socket) that could take one of their numbers.
+    let preserve = match &cli.command {
+        Some(Command::Create(a)) => a.preserve_fds,
+        Some(Command::Run(a)) => a.create.preserve_fds,
+        Some(Command::Exec(a)) => a.preserve_fds,
+        _ => 0,
+    };
+    if let Err(e) = strata_runtime::container::check_preserved_fds(preserve) {
+        eprintln!("strata: {e}");
+        std::process::exit(if matches!(cli.command, Some(Command::Exec(_))) { 255 } else { 1 });
+    }
     let log = logging::Logger::new(cli.log.as_deref(), &cli.log_format, cli.debug);
     let Some(command) = cli.command else {
         eprintln!("strata: no command given; see strata --help");
@@ -83,9 +87,7 @@ fn main() {
     };
     let is_exec = matches!(command, Command::Exec(_));
     let result = if cli.systemd_cgroup {
-        Err(anyhow::anyhow!(
-            "--systemd-cgroup is not supported: strata manages cgroups itself"
-        ))
+        Err(anyhow::anyhow!("--systemd-cgroup is not supported: strata manages cgroups itself"))
     } else {
         run(command, &cli.root, &log)
     };

@@ -30,25 +30,21 @@ impl CapabilityPlan {
         let supported = caps::runtime::thread_all_supported();
         let mut plan = CapabilityPlan::default();
         let Some(spec) = spec else { return Ok(plan) };
-        let mut convert =
-            |set: &Option<oci_spec::runtime::Capabilities>, field: &str| -> Result<CapsHashSet> {
-                let mut out = CapsHashSet::new();
-                for c in set.iter().flatten() {
-                    let name = format!("CAP_{c}");
-                    let cap = Capability::from_str(&name).map_err(|_| {
-                        Error::config(
-                            format!("process.capabilities.{field}"),
-                            format!("unknown capability {name}"),
-                        )
-                    })?;
-                    if supported.contains(&cap) {
-                        out.insert(cap);
-                    } else if !plan.unknown_to_kernel.contains(&name) {
-                        plan.unknown_to_kernel.push(name);
-                    }
+        let mut convert = |set: &Option<oci_spec::runtime::Capabilities>, field: &str| -> Result<CapsHashSet> {
+            let mut out = CapsHashSet::new();
+            for c in set.iter().flatten() {
+                let name = format!("CAP_{c}");
+                let cap = Capability::from_str(&name).map_err(|_| {
+                    Error::config(format!("process.capabilities.{field}"), format!("unknown capability {name}"))
+                })?;
+                if supported.contains(&cap) {
+                    out.insert(cap);
+                } else if !plan.unknown_to_kernel.contains(&name) {
+                    plan.unknown_to_kernel.push(name);
                 }
-                Ok(out)
-            };
+            }
+            Ok(out)
+        };
         let bounding = convert(spec.bounding(), "bounding")?;
         let effective = convert(spec.effective(), "effective")?;
         let permitted = convert(spec.permitted(), "permitted")?;
@@ -76,13 +72,8 @@ impl CapabilityPlan {
     /// kernel accepts (inheritable needs CAP_SETPCAP; effective must stay a subset of
     /// permitted; ambient needs both permitted and inheritable).
     pub fn apply(&self) -> Result<()> {
-        caps::set(None, CapSet::Inheritable, &self.inheritable)
-            .map_err(|e| cap_err("inheritable", e))?;
-        let effective: CapsHashSet = self
-            .effective
-            .intersection(&self.permitted)
-            .copied()
-            .collect();
+        caps::set(None, CapSet::Inheritable, &self.inheritable).map_err(|e| cap_err("inheritable", e))?;
+        let effective: CapsHashSet = self.effective.intersection(&self.permitted).copied().collect();
         caps::set(None, CapSet::Effective, &effective).map_err(|e| cap_err("effective", e))?;
         caps::set(None, CapSet::Permitted, &self.permitted).map_err(|e| cap_err("permitted", e))?;
         for cap in &self.ambient {

@@ -12,10 +12,7 @@ const MAX_CONFIG_SIZE: u64 = 16 << 20;
 /// Reads and parses `<bundle>/config.json`.
 pub fn load(bundle: &Path) -> Result<Spec> {
     let path = bundle.join("config.json");
-    let err = |reason: String| Error::ConfigLoad {
-        path: path.clone(),
-        reason,
-    };
+    let err = |reason: String| Error::ConfigLoad { path: path.clone(), reason };
     let meta = std::fs::metadata(&path).map_err(|e| err(e.to_string()))?;
     if meta.len() > MAX_CONFIG_SIZE {
         return Err(err(format!("larger than {MAX_CONFIG_SIZE} bytes")));
@@ -29,79 +26,45 @@ pub fn load(bundle: &Path) -> Result<Spec> {
 
 /// Parses config JSON (used for config.json and, for `exec`, process.json's parent).
 pub fn parse(data: &[u8]) -> Result<Spec> {
-    serde_json::from_slice(data).map_err(|e| Error::ConfigLoad {
-        path: PathBuf::from("config.json"),
-        reason: e.to_string(),
-    })
+    serde_json::from_slice(data)
+        .map_err(|e| Error::ConfigLoad { path: PathBuf::from("config.json"), reason: e.to_string() })
 }
 
 /// The absolute root filesystem path of `spec` in `bundle`.
 pub fn rootfs_path(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
-    let root = spec
-        .root()
-        .as_ref()
-        .ok_or_else(|| Error::config("root", "missing"))?;
+    let root = spec.root().as_ref().ok_or_else(|| Error::config("root", "missing"))?;
     let p = root.path();
     if p.as_os_str().is_empty() {
         return Err(Error::config("root.path", "empty"));
     }
-    Ok(if p.is_absolute() {
-        p.clone()
-    } else {
-        bundle.join(p)
-    })
+    Ok(if p.is_absolute() { p.clone() } else { bundle.join(p) })
 }
 
 /// Checks everything about `spec` that can be checked before creating anything.
 pub fn validate(spec: &Spec, bundle: &Path) -> Result<()> {
     let version = spec.version();
     if !version.starts_with("1.") {
-        return Err(Error::config(
-            "ociVersion",
-            format!("{version:?} is not a 1.x version"),
-        ));
+        return Err(Error::config("ociVersion", format!("{version:?} is not a 1.x version")));
     }
     let rootfs = rootfs_path(spec, bundle)?;
     match std::fs::metadata(&rootfs) {
         Ok(m) if m.is_dir() => {}
-        Ok(_) => {
-            return Err(Error::config(
-                "root.path",
-                format!("{} is not a directory", rootfs.display()),
-            ))
-        }
-        Err(e) => {
-            return Err(Error::config(
-                "root.path",
-                format!("{}: {e}", rootfs.display()),
-            ))
-        }
+        Ok(_) => return Err(Error::config("root.path", format!("{} is not a directory", rootfs.display()))),
+        Err(e) => return Err(Error::config("root.path", format!("{}: {e}", rootfs.display()))),
     }
-    let process = spec
-        .process()
-        .as_ref()
-        .ok_or_else(|| Error::config("process", "missing"))?;
+    let process = spec.process().as_ref().ok_or_else(|| Error::config("process", "missing"))?;
     validate_process(process, "process")?;
 
-    let linux = spec
-        .linux()
-        .as_ref()
-        .ok_or_else(|| Error::config("linux", "missing"))?;
+    let linux = spec.linux().as_ref().ok_or_else(|| Error::config("linux", "missing"))?;
     let namespaces = linux.namespaces().clone().unwrap_or_default();
     let mut seen = HashSet::new();
     for (i, ns) in namespaces.iter().enumerate() {
         if !seen.insert(ns.typ()) {
-            return Err(Error::config(
-                format!("linux.namespaces[{i}]"),
-                format!("duplicate {:?} namespace", ns.typ()),
-            ));
+            return Err(Error::config(format!("linux.namespaces[{i}]"), format!("duplicate {:?} namespace", ns.typ())));
         }
         if let Some(path) = ns.path() {
             if !path.is_absolute() {
-                return Err(Error::config(
-                    format!("linux.namespaces[{i}].path"),
-                    "must be absolute",
-                ));
+                return Err(Error::config(format!("linux.namespaces[{i}].path"), "must be absolute"));
             }
             if !path.exists() {
                 return Err(Error::config(
@@ -111,45 +74,22 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<()> {
             }
         }
     }
-    let has_new = |t| {
-        namespaces
-            .iter()
-            .any(|n| n.typ() == t && n.path().is_none())
-    };
+    let has_new = |t| namespaces.iter().any(|n| n.typ() == t && n.path().is_none());
     let has = |t| namespaces.iter().any(|n| n.typ() == t);
-    if (linux.uid_mappings().is_some() || linux.gid_mappings().is_some())
-        && !has_new(LinuxNamespaceType::User)
-    {
-        return Err(Error::config(
-            "linux.uidMappings",
-            "id mappings need a new user namespace",
-        ));
+    if (linux.uid_mappings().is_some() || linux.gid_mappings().is_some()) && !has_new(LinuxNamespaceType::User) {
+        return Err(Error::config("linux.uidMappings", "id mappings need a new user namespace"));
     }
-    if has_new(LinuxNamespaceType::User)
-        && (linux.uid_mappings().is_none() || linux.gid_mappings().is_none())
-    {
-        return Err(Error::config(
-            "linux.uidMappings",
-            "a new user namespace needs uidMappings and gidMappings",
-        ));
+    if has_new(LinuxNamespaceType::User) && (linux.uid_mappings().is_none() || linux.gid_mappings().is_none()) {
+        return Err(Error::config("linux.uidMappings", "a new user namespace needs uidMappings and gidMappings"));
     }
     if spec.hostname().is_some() && !has_new(LinuxNamespaceType::Uts) {
-        return Err(Error::config(
-            "hostname",
-            "setting a hostname needs a new uts namespace",
-        ));
+        return Err(Error::config("hostname", "setting a hostname needs a new uts namespace"));
     }
     if spec.domainname().is_some() && !has_new(LinuxNamespaceType::Uts) {
-        return Err(Error::config(
-            "domainname",
-            "setting a domainname needs a new uts namespace",
-        ));
+        return Err(Error::config("domainname", "setting a domainname needs a new uts namespace"));
     }
     if linux.time_offsets().is_some() && !has_new(LinuxNamespaceType::Time) {
-        return Err(Error::config(
-            "linux.timeOffsets",
-            "time offsets need a new time namespace",
-        ));
+        return Err(Error::config("linux.timeOffsets", "time offsets need a new time namespace"));
     }
     if let Some(offsets) = linux.time_offsets() {
         for clock in offsets.keys() {
@@ -161,11 +101,12 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<()> {
             }
         }
     }
+    let joined_mnt = namespaces.iter().any(|n| n.typ() == LinuxNamespaceType::Mount && n.path().is_some());
+    if joined_mnt && process.terminal() == Some(true) {
+        return Err(Error::Unsupported { field: "process.terminal with a joined mount namespace".into() });
+    }
     if !has(LinuxNamespaceType::Mount) {
-        return Err(Error::config(
-            "linux.namespaces",
-            "a mount namespace is required",
-        ));
+        return Err(Error::config("linux.namespaces", "a mount namespace is required"));
     }
     if let Some(sysctl) = linux.sysctl() {
         for key in sysctl.keys() {
@@ -174,10 +115,7 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<()> {
     }
     if let Some(prop) = linux.rootfs_propagation() {
         if crate::rootfs::options::propagation(prop).is_none() {
-            return Err(Error::config(
-                "linux.rootfsPropagation",
-                format!("unknown propagation {prop:?}"),
-            ));
+            return Err(Error::config("linux.rootfsPropagation", format!("unknown propagation {prop:?}")));
         }
     }
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
@@ -190,26 +128,19 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<()> {
         }
         crate::rootfs::options::parse(m.options().as_deref().unwrap_or_default(), &field)?;
         if m.uid_mappings().is_some() || m.gid_mappings().is_some() {
-            return Err(Error::Unsupported {
-                field: format!("{field}.uidMappings (idmapped mounts)"),
-            });
+            return Err(Error::Unsupported { field: format!("{field}.uidMappings (idmapped mounts)") });
         }
     }
     for (i, d) in linux.devices().iter().flatten().enumerate() {
-        if !d.path().is_absolute() || !d.path().starts_with("/dev") {
+        let dots = d.path().components().any(|c| c == std::path::Component::ParentDir);
+        if !d.path().is_absolute() || !d.path().starts_with("/dev") || dots {
             return Err(Error::config(
                 format!("linux.devices[{i}].path"),
                 format!("{} is not under /dev", d.path().display()),
             ));
         }
     }
-    for (i, p) in linux
-        .masked_paths()
-        .iter()
-        .flatten()
-        .chain(linux.readonly_paths().iter().flatten())
-        .enumerate()
-    {
+    for (i, p) in linux.masked_paths().iter().flatten().chain(linux.readonly_paths().iter().flatten()).enumerate() {
         if !p.starts_with('/') {
             return Err(Error::config(
                 format!("linux.maskedPaths/readonlyPaths[{i}]"),
@@ -236,10 +167,7 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<()> {
                     ));
                 }
                 if h.timeout() == Some(0) || h.timeout().is_some_and(|t| t < 0) {
-                    return Err(Error::config(
-                        format!("hooks.{kind}[{i}].timeout"),
-                        "must be greater than zero",
-                    ));
+                    return Err(Error::config(format!("hooks.{kind}[{i}].timeout"), "must be greater than zero"));
                 }
             }
         }
@@ -251,77 +179,54 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<()> {
 pub fn validate_process(process: &oci_spec::runtime::Process, field: &str) -> Result<()> {
     let args = process.args().as_deref().unwrap_or_default();
     if args.is_empty() || args[0].is_empty() {
-        return Err(Error::config(
-            format!("{field}.args"),
-            "must name a program",
-        ));
+        return Err(Error::config(format!("{field}.args"), "must name a program"));
+    }
+    // (u32::MAX would reach setresuid as -1, "leave unchanged": the process would
+    // stay root.)
+    let user = process.user();
+    if user.uid() == u32::MAX
+        || user.gid() == u32::MAX
+        || user.additional_gids().iter().flatten().any(|&g| g == u32::MAX)
+    {
+        return Err(Error::config(format!("{field}.user"), "4294967295 is not a valid id"));
+    }
+    if let Some(size) = process.console_size() {
+        if size.width() > u64::from(u16::MAX) || size.height() > u64::from(u16::MAX) {
+            return Err(Error::config(format!("{field}.consoleSize"), "width and height must fit in 16 bits"));
+        }
     }
     if !process.cwd().is_absolute() {
-        return Err(Error::config(
-            format!("{field}.cwd"),
-            format!("{} is not absolute", process.cwd().display()),
-        ));
+        return Err(Error::config(format!("{field}.cwd"), format!("{} is not absolute", process.cwd().display())));
     }
     for (i, e) in process.env().iter().flatten().enumerate() {
         if !e.contains('=') || e.starts_with('=') {
-            return Err(Error::config(
-                format!("{field}.env[{i}]"),
-                format!("{e:?} is not KEY=VALUE"),
-            ));
+            return Err(Error::config(format!("{field}.env[{i}]"), format!("{e:?} is not KEY=VALUE")));
         }
     }
-    for (i, s) in args
-        .iter()
-        .chain(process.env().iter().flatten())
-        .enumerate()
-    {
+    for (i, s) in args.iter().chain(process.env().iter().flatten()).enumerate() {
         if s.contains('\0') {
-            return Err(Error::config(
-                format!("{field}.args/env[{i}]"),
-                "contains a NUL byte",
-            ));
+            return Err(Error::config(format!("{field}.args/env[{i}]"), "contains a NUL byte"));
         }
     }
     if let Some(adj) = process.oom_score_adj() {
         if !(-1000..=1000).contains(&adj) {
-            return Err(Error::config(
-                format!("{field}.oomScoreAdj"),
-                format!("{adj} is outside -1000..1000"),
-            ));
+            return Err(Error::config(format!("{field}.oomScoreAdj"), format!("{adj} is outside -1000..1000")));
         }
     }
     let mut seen = HashSet::new();
     for (i, r) in process.rlimits().iter().flatten().enumerate() {
         if !seen.insert(format!("{:?}", r.typ())) {
-            return Err(Error::config(
-                format!("{field}.rlimits[{i}]"),
-                format!("duplicate {:?}", r.typ()),
-            ));
+            return Err(Error::config(format!("{field}.rlimits[{i}]"), format!("duplicate {:?}", r.typ())));
         }
         if r.soft() > r.hard() {
-            return Err(Error::config(
-                format!("{field}.rlimits[{i}]"),
-                "soft limit is above the hard limit",
-            ));
+            return Err(Error::config(format!("{field}.rlimits[{i}]"), "soft limit is above the hard limit"));
         }
     }
-    if process
-        .selinux_label()
-        .as_deref()
-        .is_some_and(|s| !s.is_empty())
-    {
-        return Err(Error::Unsupported {
-            field: format!("{field}.selinuxLabel"),
-        });
+    if process.selinux_label().as_deref().is_some_and(|s| !s.is_empty()) {
+        return Err(Error::Unsupported { field: format!("{field}.selinuxLabel") });
     }
-    if process
-        .apparmor_profile()
-        .as_deref()
-        .is_some_and(|s| !s.is_empty())
-    {
-        return Err(Error::Unsupported {
-            field: format!("{field}.apparmorProfile"),
-        });
+    if process.apparmor_profile().as_deref().is_some_and(|s| !s.is_empty()) {
+        return Err(Error::Unsupported { field: format!("{field}.apparmorProfile") });
     }
     Ok(())
 }
@@ -335,11 +240,7 @@ fn validate_sysctl(key: &str, namespaces: &[oci_spec::runtime::LinuxNamespace]) 
     {
         return Err(Error::config(field, "not a valid sysctl name"));
     }
-    let has_new = |t| {
-        namespaces
-            .iter()
-            .any(|n: &oci_spec::runtime::LinuxNamespace| n.typ() == t && n.path().is_none())
-    };
+    let has_new = |t| namespaces.iter().any(|n: &oci_spec::runtime::LinuxNamespace| n.typ() == t && n.path().is_none());
     let key = key.replace('/', ".");
     let ipc = [
         "kernel.msgmax",
@@ -358,16 +259,10 @@ fn validate_sysctl(key: &str, namespaces: &[oci_spec::runtime::LinuxNamespace]) 
     } else if key == "kernel.hostname" || key == "kernel.domainname" {
         has_new(LinuxNamespaceType::Uts)
     } else {
-        return Err(Error::config(
-            field,
-            "not a namespaced sysctl: it would change the host",
-        ));
+        return Err(Error::config(field, "not a namespaced sysctl: it would change the host"));
     };
     if !ok {
-        return Err(Error::config(
-            field,
-            "needs the container to have its own namespace for it",
-        ));
+        return Err(Error::config(field, "needs the container to have its own namespace for it"));
     }
     Ok(())
 }
@@ -377,19 +272,11 @@ fn refuse_unimplemented(spec: &Spec) -> Result<()> {
     let Some(linux) = spec.linux() else {
         return Ok(());
     };
-    let unsupported = |f: &str| {
-        Err(Error::Unsupported {
-            field: f.to_string(),
-        })
-    };
+    let unsupported = |f: &str| Err(Error::Unsupported { field: f.to_string() });
     if linux.seccomp().is_some() {
         return unsupported("linux.seccomp");
     }
-    if linux
-        .mount_label()
-        .as_deref()
-        .is_some_and(|s| !s.is_empty())
-    {
+    if linux.mount_label().as_deref().is_some_and(|s| !s.is_empty()) {
         return unsupported("linux.mountLabel");
     }
     if linux.intel_rdt().is_some() {
@@ -409,16 +296,10 @@ fn refuse_unimplemented(spec: &Spec) -> Result<()> {
             ("cpu", r.cpu().is_some()),
             ("pids", r.pids().is_some()),
             ("blockIO", r.block_io().is_some()),
-            (
-                "hugepageLimits",
-                r.hugepage_limits().as_ref().is_some_and(|v| !v.is_empty()),
-            ),
+            ("hugepageLimits", r.hugepage_limits().as_ref().is_some_and(|v| !v.is_empty())),
             ("network", r.network().is_some()),
             ("rdma", r.rdma().as_ref().is_some_and(|v| !v.is_empty())),
-            (
-                "unified",
-                r.unified().as_ref().is_some_and(|v| !v.is_empty()),
-            ),
+            ("unified", r.unified().as_ref().is_some_and(|v| !v.is_empty())),
         ];
         if let Some((name, _)) = fields.iter().find(|(_, set)| *set) {
             return unsupported(&format!("linux.resources.{name}"));
@@ -502,50 +383,20 @@ mod tests {
     }
 
     /// (name, change to the default config, text the error must contain).
-    type Case = (
-        &'static str,
-        Box<dyn FnOnce(&mut serde_json::Value)>,
-        &'static str,
-    );
+    type Case = (&'static str, Box<dyn FnOnce(&mut serde_json::Value)>, &'static str);
 
     #[test]
     fn bad_configs_name_the_field() {
         let cases: Vec<Case> = vec![
-            (
-                "noproc",
-                Box::new(|c| drop(c.as_object_mut().map(|o| o.remove("process")))),
-                "process: missing",
-            ),
-            (
-                "noargs",
-                Box::new(|c| c["process"]["args"] = serde_json::json!([])),
-                "process.args",
-            ),
-            (
-                "relcwd",
-                Box::new(|c| c["process"]["cwd"] = "tmp".into()),
-                "process.cwd",
-            ),
-            (
-                "cwdtype",
-                Box::new(|c| c["process"]["cwd"] = 5.into()),
-                "invalid type",
-            ),
-            (
-                "nsunknown",
-                Box::new(|c| c["linux"]["namespaces"][0]["type"] = "bogus".into()),
-                "unknown variant",
-            ),
-            (
-                "nsdup",
-                Box::new(|c| c["linux"]["namespaces"][1]["type"] = "pid".into()),
-                "duplicate",
-            ),
+            ("noproc", Box::new(|c| drop(c.as_object_mut().map(|o| o.remove("process")))), "process: missing"),
+            ("noargs", Box::new(|c| c["process"]["args"] = serde_json::json!([])), "process.args"),
+            ("relcwd", Box::new(|c| c["process"]["cwd"] = "tmp".into()), "process.cwd"),
+            ("cwdtype", Box::new(|c| c["process"]["cwd"] = 5.into()), "invalid type"),
+            ("nsunknown", Box::new(|c| c["linux"]["namespaces"][0]["type"] = "bogus".into()), "unknown variant"),
+            ("nsdup", Box::new(|c| c["linux"]["namespaces"][1]["type"] = "pid".into()), "duplicate"),
             (
                 "nomnt",
-                Box::new(|c| {
-                    c["linux"]["namespaces"] = serde_json::json!([{"type": "pid"}, {"type": "uts"}])
-                }),
+                Box::new(|c| c["linux"]["namespaces"] = serde_json::json!([{"type": "pid"}, {"type": "uts"}])),
                 "mount namespace",
             ),
             (
@@ -553,21 +404,9 @@ mod tests {
                 Box::new(|c| c["hooks"] = serde_json::json!({"prestart": [{"path": "bin/true"}]})),
                 "hooks.prestart[0].path",
             ),
-            (
-                "noroot",
-                Box::new(|c| c["root"]["path"] = "missing".into()),
-                "root.path",
-            ),
-            (
-                "version",
-                Box::new(|c| c["ociVersion"] = "2.0.0".into()),
-                "ociVersion",
-            ),
-            (
-                "mountrel",
-                Box::new(|c| c["mounts"][0]["destination"] = "proc".into()),
-                "mounts[0].destination",
-            ),
+            ("noroot", Box::new(|c| c["root"]["path"] = "missing".into()), "root.path"),
+            ("version", Box::new(|c| c["ociVersion"] = "2.0.0".into()), "ociVersion"),
+            ("mountrel", Box::new(|c| c["mounts"][0]["destination"] = "proc".into()), "mounts[0].destination"),
             (
                 "sysctl",
                 Box::new(|c| c["linux"]["sysctl"] = serde_json::json!({"kernel.panic": "1"})),
@@ -575,80 +414,45 @@ mod tests {
             ),
             (
                 "seccomp",
-                Box::new(|c| {
-                    c["linux"]["seccomp"] = serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW"})
-                }),
+                Box::new(|c| c["linux"]["seccomp"] = serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW"})),
                 "linux.seccomp is not supported yet",
             ),
             (
                 "selinux",
-                Box::new(|c| {
-                    c["process"]["selinuxLabel"] = "system_u:system_r:svirt_lxc_net_t:s0".into()
-                }),
+                Box::new(|c| c["process"]["selinuxLabel"] = "system_u:system_r:svirt_lxc_net_t:s0".into()),
                 "process.selinuxLabel is not supported yet",
             ),
             (
                 "maps",
                 Box::new(|c| {
-                    c["linux"]["uidMappings"] =
-                        serde_json::json!([{"containerID": 0, "hostID": 1000, "size": 1}])
+                    c["linux"]["uidMappings"] = serde_json::json!([{"containerID": 0, "hostID": 1000, "size": 1}])
                 }),
                 "linux.uidMappings",
             ),
-            (
-                "oom",
-                Box::new(|c| c["process"]["oomScoreAdj"] = 5000.into()),
-                "process.oomScoreAdj",
-            ),
-            (
-                "rlimit",
-                Box::new(|c| c["process"]["rlimits"][0]["soft"] = 4096.into()),
-                "soft limit",
-            ),
-            (
-                "env",
-                Box::new(|c| c["process"]["env"] = serde_json::json!(["NOEQUALS"])),
-                "process.env[0]",
-            ),
-            (
-                "hostname",
-                Box::new(|c| c["linux"]["namespaces"] = serde_json::json!([{"type": "mount"}])),
-                "hostname",
-            ),
+            ("oom", Box::new(|c| c["process"]["oomScoreAdj"] = 5000.into()), "process.oomScoreAdj"),
+            ("rlimit", Box::new(|c| c["process"]["rlimits"][0]["soft"] = 4096.into()), "soft limit"),
+            ("env", Box::new(|c| c["process"]["env"] = serde_json::json!(["NOEQUALS"])), "process.env[0]"),
+            ("hostname", Box::new(|c| c["linux"]["namespaces"] = serde_json::json!([{"type": "mount"}])), "hostname"),
             (
                 "memory",
-                Box::new(|c| {
-                    c["linux"]["resources"]["memory"] = serde_json::json!({"limit": 1048576})
-                }),
+                Box::new(|c| c["linux"]["resources"]["memory"] = serde_json::json!({"limit": 1048576})),
                 "linux.resources.memory",
             ),
-            (
-                "idmap",
-                Box::new(|c| c["mounts"][0]["options"] = serde_json::json!(["idmap"])),
-                "mounts[0]",
-            ),
+            ("idmap", Box::new(|c| c["mounts"][0]["options"] = serde_json::json!(["idmap"])), "mounts[0]"),
             (
                 "timeoff",
-                Box::new(|c| {
-                    c["linux"]["timeOffsets"] = serde_json::json!({"monotonic": {"secs": 1}})
-                }),
+                Box::new(|c| c["linux"]["timeOffsets"] = serde_json::json!({"monotonic": {"secs": 1}})),
                 "linux.timeOffsets",
             ),
             (
                 "hooktimeout",
-                Box::new(|c| {
-                    c["hooks"] =
-                        serde_json::json!({"poststop": [{"path": "/bin/true", "timeout": 0}]})
-                }),
+                Box::new(|c| c["hooks"] = serde_json::json!({"poststop": [{"path": "/bin/true", "timeout": 0}]})),
                 "hooks.poststop[0].timeout",
             ),
         ];
         for (tag, edit, want) in cases {
             let got = error_of(tag, edit);
-            assert!(
-                got.contains(want),
-                "{tag}: expected an error containing {want:?}, got {got:?}"
-            );
+            assert!(got.contains(want), "{tag}: expected an error containing {want:?}, got {got:?}");
         }
     }
 }

@@ -34,35 +34,19 @@ pub enum Error {
 
     /// The operation is not allowed in the container's current status.
     #[error("container {id:?} is {status}: {reason}")]
-    WrongStatus {
-        id: String,
-        status: crate::Status,
-        reason: &'static str,
-    },
+    WrongStatus { id: String, status: crate::Status, reason: &'static str },
 
     /// A system call failed.
     #[error("{syscall} {target}: {errno}")]
-    Sys {
-        syscall: &'static str,
-        target: String,
-        errno: nix::Error,
-    },
+    Sys { syscall: &'static str, target: String, errno: nix::Error },
 
     /// An I/O operation on a file failed.
     #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { op: &'static str, path: PathBuf, source: std::io::Error },
 
     /// A hook failed or timed out.
     #[error("{kind} hook {path}: {reason}")]
-    Hook {
-        kind: &'static str,
-        path: PathBuf,
-        reason: String,
-    },
+    Hook { kind: &'static str, path: PathBuf, reason: String },
 
     /// The container's init process reported a failure while setting up.
     #[error("{0}")]
@@ -76,27 +60,16 @@ pub enum Error {
 impl Error {
     /// Builds an [`Error::Sys`] from a failed call on `target`.
     pub fn sys(syscall: &'static str, target: impl std::fmt::Display, errno: nix::Error) -> Self {
-        Error::Sys {
-            syscall,
-            target: target.to_string(),
-            errno,
-        }
+        Error::Sys { syscall, target: target.to_string(), errno }
     }
 
     /// Builds an [`Error::Io`] for `op` on `path`.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            op,
-            path: path.into(),
-            source,
-        }
+        Error::Io { op, path: path.into(), source }
     }
 
     /// Builds an [`Error::InvalidConfig`] for `field`.
     pub fn config(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Error::InvalidConfig {
-            field: field.into(),
-            reason: reason.into(),
-        }
+        Error::InvalidConfig { field: field.into(), reason: reason.into() }
     }
 }

@@ -8,12 +8,7 @@ pub const MAX_ID_LEN: usize = 255;
 
 /// Checks that `id` is a safe, single path component made of `[A-Za-z0-9_.+-]`.
 pub fn validate(id: &str) -> Result<()> {
-    let bad = |reason| {
-        Err(Error::InvalidId {
-            id: id.to_string(),
-            reason,
-        })
-    };
+    let bad = |reason| Err(Error::InvalidId { id: id.to_string(), reason });
     if id.is_empty() {
         return bad("must not be empty");
     }
@@ -23,10 +18,7 @@ pub fn validate(id: &str) -> Result<()> {
     if id == "." || id == ".." {
         return bad("must not be . or ..");
     }
-    if !id
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'+' | b'-'))
-    {
+    if !id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'+' | b'-')) {
         return bad("only letters, digits and _ . + - are allowed");
     }
     Ok(())
@@ -45,17 +37,7 @@ mod tests {
 
     #[test]
     fn rejects_path_like_ids() {
-        for id in [
-            "",
-            ".",
-            "..",
-            "a/b",
-            "../x",
-            "a b",
-            "a\0b",
-            &"x".repeat(256),
-            "é",
-        ] {
+        for id in ["", ".", "..", "a/b", "../x", "a b", "a\0b", &"x".repeat(256), "é"] {
             assert!(validate(id).is_err(), "{id:?}");
         }
     }

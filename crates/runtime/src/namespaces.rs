@@ -62,11 +62,7 @@ pub struct NamespacePlan {
 
 impl Default for NamespacePlan {
     fn default() -> Self {
-        NamespacePlan {
-            clone_flags: CloneFlags::empty(),
-            new_time: false,
-            join: Vec::new(),
-        }
+        NamespacePlan { clone_flags: CloneFlags::empty(), new_time: false, join: Vec::new() }
     }
 }
 
@@ -81,10 +77,7 @@ impl NamespacePlan {
             match ns.path() {
                 Some(path) => {
                     let f = File::open(path).map_err(|e| {
-                        Error::config(
-                            format!("linux.namespaces[{i}].path"),
-                            format!("{}: {e}", path.display()),
-                        )
+                        Error::config(format!("linux.namespaces[{i}].path"), format!("{}: {e}", path.display()))
                     })?;
                     plan.join.push((t, f));
                 }
@@ -108,8 +101,7 @@ impl NamespacePlan {
     /// Joins every namespace in `join` (in the calling, single-threaded process).
     pub fn join_all(&self) -> Result<()> {
         for (t, f) in &self.join {
-            nix::sched::setns(f.as_fd(), clone_flag(*t))
-                .map_err(|e| Error::sys("setns", proc_name(*t), e))?;
+            nix::sched::setns(f.as_fd(), clone_flag(*t)).map_err(|e| Error::sys("setns", proc_name(*t), e))?;
         }
         Ok(())
     }
@@ -121,12 +113,7 @@ pub fn write_time_offsets(
 ) -> Result<()> {
     let mut text = String::new();
     for (clock, off) in offsets {
-        text.push_str(&format!(
-            "{clock} {} {}\n",
-            off.secs().unwrap_or(0),
-            off.nanosecs().unwrap_or(0)
-        ));
+        text.push_str(&format!("{clock} {} {}\n", off.secs().unwrap_or(0), off.nanosecs().unwrap_or(0)));
     }
-    std::fs::write("/proc/self/timens_offsets", text)
-        .map_err(|e| Error::io("write", "/proc/self/timens_offsets", e))
+    std::fs::write("/proc/self/timens_offsets", text).map_err(|e| Error::io("write", "/proc/self/timens_offsets", e))
 }

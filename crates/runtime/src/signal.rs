@@ -10,11 +10,7 @@ pub fn parse(s: &str) -> Result<Signal, String> {
         return Signal::try_from(n).map_err(|_| err());
     }
     let upper = s.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
+    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
     Signal::from_str(&name).map_err(|_| err())
 }
 

@@ -86,6 +86,14 @@ impl ContainerState {
         })
     }
 
+    /// Whether the container created a pid namespace of its own (rather than joining
+    /// one or sharing the runtime's).
+    pub fn has_own_pid_ns(&self) -> bool {
+        self.config.linux().as_ref().and_then(|l| l.namespaces().as_ref()).is_some_and(|ns| {
+            ns.iter().any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Pid && n.path().is_none())
+        })
+    }
+
     /// Re-derives the status from the kernel: an init that exited (or whose pid was
     /// reused) means `stopped`.
     pub fn refresh_status(&mut self) {
@@ -112,9 +120,7 @@ pub fn proc_stat(pid: i32) -> Option<(char, u64)> {
 /// Whether `pid` is a live (not zombie) process that started at `start_time`.
 pub fn process_alive(pid: i32, start_time: u64) -> bool {
     match proc_stat(pid) {
-        Some((state, start)) => {
-            state != 'Z' && state != 'X' && (start_time == 0 || start == start_time)
-        }
+        Some((state, start)) => state != 'Z' && state != 'X' && (start_time == 0 || start == start_time),
         None => false,
     }
 }
@@ -152,8 +158,8 @@ impl StateDir {
 
     fn lock(path: PathBuf) -> Result<Self> {
         let lock = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
-        let lock = Flock::lock(lock, FlockArg::LockExclusive)
-            .map_err(|(_, e)| Error::sys("flock", path.display(), e))?;
+        let lock =
+            Flock::lock(lock, FlockArg::LockExclusive).map_err(|(_, e)| Error::sys("flock", path.display(), e))?;
         Ok(StateDir { path, lock })
     }
 
@@ -164,35 +170,17 @@ impl StateDir {
 
     /// Reads `state.json`; `None` when `create` died before writing it.
     pub fn load(&self) -> Result<Option<ContainerState>> {
-        let file = self.path.join(STATE_FILE);
-        let data = match std::fs::read(&file) {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io("read", file, e)),
-        };
-        let id = self
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        serde_json::from_slice(&data)
-            .map(Some)
-            .map_err(|e| Error::State {
-                id,
-                reason: e.to_string(),
-            })
+        let id = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        read_file(&self.path, &id)
     }
 
     /// Writes `state.json` atomically.
     pub fn save(&self, state: &ContainerState) -> Result<()> {
         let tmp = self.path.join(".state.json.tmp");
-        let data = serde_json::to_vec(state).map_err(|e| Error::State {
-            id: state.id.clone(),
-            reason: e.to_string(),
-        })?;
+        let data =
+            serde_json::to_vec(state).map_err(|e| Error::State { id: state.id.clone(), reason: e.to_string() })?;
         let mut f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-        f.write_all(&data)
-            .map_err(|e| Error::io("write", &tmp, e))?;
+        f.write_all(&data).map_err(|e| Error::io("write", &tmp, e))?;
         std::fs::rename(&tmp, self.path.join(STATE_FILE)).map_err(|e| Error::io("rename", &tmp, e))
     }
 
@@ -202,6 +190,25 @@ impl StateDir {
         drop(self.lock);
         Ok(())
     }
+}
+
+/// Reads `<root>/<id>/state.json` without locking (writers replace it atomically).
+pub fn read(root: &Path, id: &str) -> Result<Option<ContainerState>> {
+    let dir = root.join(id);
+    if !dir.is_dir() {
+        return Err(Error::NotFound(id.to_string()));
+    }
+    read_file(&dir, id)
+}
+
+fn read_file(dir: &Path, id: &str) -> Result<Option<ContainerState>> {
+    let file = dir.join(STATE_FILE);
+    let data = match std::fs::read(&file) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("read", file, e)),
+    };
+    serde_json::from_slice(&data).map(Some).map_err(|e| Error::State { id: id.to_string(), reason: e.to_string() })
 }
 
 /// Lists the ids of all containers under `root`, sorted.
@@ -223,9 +230,7 @@ pub fn list_ids(root: &Path) -> Result<Vec<String>> {
 
 /// The current time as RFC 3339 with nanoseconds, in UTC.
 pub fn now_rfc3339() -> String {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     format_rfc3339(d.as_secs() as i64, d.subsec_nanos())
 }
 
@@ -242,12 +247,7 @@ fn format_rfc3339(secs: i64, nanos: u32) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 #[cfg(test)]
@@ -257,14 +257,8 @@ mod tests {
     #[test]
     fn rfc3339_known_dates() {
         assert_eq!(format_rfc3339(0, 0), "1970-01-01T00:00:00.000000000Z");
-        assert_eq!(
-            format_rfc3339(951_782_400, 5),
-            "2000-02-29T00:00:00.000000005Z"
-        );
-        assert_eq!(
-            format_rfc3339(1_795_000_000, 0),
-            "2026-11-18T11:06:40.000000000Z"
-        );
+        assert_eq!(format_rfc3339(951_782_400, 5), "2000-02-29T00:00:00.000000005Z");
+        assert_eq!(format_rfc3339(1_795_000_000, 0), "2026-11-18T11:06:40.000000000Z");
     }
 
     #[test]

@@ -67,11 +67,8 @@ impl SyncChannel {
             Err(e) => return Err(e),
         }
         let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
-        if len > 1 << 20 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "sync message too long",
-            ));
+        if len > 64 << 20 {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "sync message too long"));
         }
         let mut payload = vec![0u8; len];
         self.0.read_exact(&mut payload)?;
@@ -93,9 +90,7 @@ impl SyncChannel {
             Ok(Some(m)) if &m == want => Ok(()),
             Ok(Some(Msg::Error(e))) => Err(Error::Init(e)),
             Ok(Some(other)) => Err(Error::Init(format!("{what}: unexpected message {other:?}"))),
-            Ok(None) => Err(Error::Init(format!(
-                "{what}: container process exited during setup"
-            ))),
+            Ok(None) => Err(Error::Init(format!("{what}: container process exited during setup"))),
             Err(e) => Err(Error::io("read", "sync channel", e)),
         }
     }
@@ -108,12 +103,7 @@ mod tests {
     #[test]
     fn round_trip_and_eof() {
         let (mut a, mut b) = SyncChannel::pair().expect("pair");
-        for m in [
-            Msg::Pid(42),
-            Msg::State("{}".into()),
-            Msg::Ready,
-            Msg::Error("mount /proc: EPERM".into()),
-        ] {
+        for m in [Msg::Pid(42), Msg::State("{}".into()), Msg::Ready, Msg::Error("mount /proc: EPERM".into())] {
             a.send(&m).expect("send");
             assert_eq!(b.recv().expect("recv"), Some(m));
         }

@@ -36,16 +36,8 @@ pub enum Forked {
 /// copy of the caller's memory without any of libc's fork handlers having run.
 pub fn clone3_fork(flags: u64, cgroup: Option<RawFd>) -> nix::Result<Forked> {
     // With CLONE_PARENT the child inherits our exit signal; the kernel insists on 0 here.
-    let exit_signal = if flags & libc::CLONE_PARENT as u64 != 0 {
-        0
-    } else {
-        libc::SIGCHLD as u64
-    };
-    let mut args = CloneArgs {
-        flags,
-        exit_signal,
-        ..Default::default()
-    };
+    let exit_signal = if flags & libc::CLONE_PARENT as u64 != 0 { 0 } else { libc::SIGCHLD as u64 };
+    let mut args = CloneArgs { flags, exit_signal, ..Default::default() };
     if let Some(fd) = cgroup {
         args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = fd as u64;
@@ -53,13 +45,7 @@ pub fn clone3_fork(flags: u64, cgroup: Option<RawFd>) -> nix::Result<Forked> {
     // SAFETY: clone3 without CLONE_VM and without a stack behaves like fork(2): the child
     // gets a private copy of the address space and returns here with 0. `args` lives on
     // our stack for the duration of the call and its size is passed alongside.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &mut args as *mut CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
+    let ret = unsafe { libc::syscall(libc::SYS_clone3, &mut args as *mut CloneArgs, std::mem::size_of::<CloneArgs>()) };
     match ret {
         -1 => Err(nix::Error::last()),
         0 => Ok(Forked::Child),
@@ -84,18 +70,8 @@ pub const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
 pub const RESOLVE_IN_ROOT: u64 = 0x10;
 
 /// openat2(2): opens `path` relative to `dirfd` with `resolve` restrictions.
-pub fn openat2(
-    dirfd: BorrowedFd<'_>,
-    path: &CStr,
-    flags: i32,
-    mode: u32,
-    resolve: u64,
-) -> nix::Result<OwnedFd> {
-    let how = OpenHow {
-        flags: (flags | libc::O_CLOEXEC) as u64,
-        mode: u64::from(mode),
-        resolve,
-    };
+pub fn openat2(dirfd: BorrowedFd<'_>, path: &CStr, flags: i32, mode: u32, resolve: u64) -> nix::Result<OwnedFd> {
+    let how = OpenHow { flags: (flags | libc::O_CLOEXEC) as u64, mode: u64::from(mode), resolve };
     // SAFETY: `path` is a valid NUL-terminated string and `how` a properly sized struct,
     // both alive for the duration of the call.
     let ret = unsafe {
@@ -125,12 +101,7 @@ struct MountAttr {
 
 /// mount_setattr(2) on the mount at `fd`, recursively when `recursive`.
 pub fn mount_setattr(fd: BorrowedFd<'_>, recursive: bool, set: u64, clear: u64) -> nix::Result<()> {
-    let attr = MountAttr {
-        attr_set: set,
-        attr_clr: clear,
-        propagation: 0,
-        userns_fd: 0,
-    };
+    let attr = MountAttr { attr_set: set, attr_clr: clear, propagation: 0, userns_fd: 0 };
     let mut flags = libc::AT_EMPTY_PATH as u32;
     if recursive {
         flags |= libc::AT_RECURSIVE as u32;
@@ -157,14 +128,7 @@ pub fn mount_setattr(fd: BorrowedFd<'_>, recursive: bool, set: u64, clear: u64) 
 pub fn cloexec_from(first: u32) -> nix::Result<()> {
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on descriptors; it
     // cannot invalidate memory or descriptors still in use before exec.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            first,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    };
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
     if ret < 0 {
         return Err(nix::Error::last());
     }

@@ -12,13 +12,8 @@ nix::ioctl_write_ptr_bad!(set_winsize, libc::TIOCSWINSZ, libc::winsize);
 /// (TIOCGPTPEER), so a hostile rootfs cannot substitute another file.
 pub fn open_peer(master: &OwnedFd) -> Result<OwnedFd> {
     // SAFETY: TIOCGPTPEER takes open flags as its argument and returns a new fd.
-    let fd = unsafe {
-        libc::ioctl(
-            master.as_raw_fd(),
-            libc::TIOCGPTPEER,
-            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
-        )
-    };
+    let fd =
+        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
     if fd < 0 {
         return Err(Error::sys("ioctl", "TIOCGPTPEER", nix::Error::last()));
     }
@@ -38,12 +33,7 @@ pub fn unlock(master: &OwnedFd) -> Result<()> {
 
 /// Sets the window size of a terminal.
 pub fn resize(fd: RawFd, width: u16, height: u16) -> Result<()> {
-    let ws = libc::winsize {
-        ws_row: height,
-        ws_col: width,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
+    let ws = libc::winsize { ws_row: height, ws_col: width, ws_xpixel: 0, ws_ypixel: 0 };
     // SAFETY: `ws` is a valid winsize for the duration of the call.
     unsafe { set_winsize(fd, &ws) }.map_err(|e| Error::sys("ioctl", "TIOCSWINSZ", e))?;
     Ok(())
@@ -57,8 +47,7 @@ pub fn make_controlling(slave: &OwnedFd) -> Result<()> {
         return Err(Error::sys("ioctl", "TIOCSCTTY", nix::Error::last()));
     }
     for target in 0..3 {
-        nix::unistd::dup2(slave.as_raw_fd(), target)
-            .map_err(|e| Error::sys("dup2", "terminal", e))?;
+        nix::unistd::dup2(slave.as_raw_fd(), target).map_err(|e| Error::sys("dup2", "terminal", e))?;
     }
     Ok(())
 }
@@ -80,17 +69,9 @@ pub fn recv_master(socket: RawFd) -> Result<OwnedFd> {
     let mut buf = [0u8; 256];
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
     let mut space = nix::cmsg_space!([RawFd; 1]);
-    let msg = nix::sys::socket::recvmsg::<()>(
-        socket,
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(|e| Error::sys("recvmsg", "console socket", e))?;
-    for c in msg
-        .cmsgs()
-        .map_err(|e| Error::sys("recvmsg", "console socket", e))?
-    {
+    let msg = nix::sys::socket::recvmsg::<()>(socket, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+        .map_err(|e| Error::sys("recvmsg", "console socket", e))?;
+    for c in msg.cmsgs().map_err(|e| Error::sys("recvmsg", "console socket", e))? {
         if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
             if let Some(&fd) = fds.first() {
                 // SAFETY: the kernel installed this descriptor for us; we own it now.
@@ -98,7 +79,5 @@ pub fn recv_master(socket: RawFd) -> Result<OwnedFd> {
             }
         }
     }
-    Err(Error::Init(
-        "console socket: message carried no terminal".into(),
-    ))
+    Err(Error::Init("console socket: message carried no terminal".into()))
 }

@@ -49,16 +49,8 @@ fn absolute(p: &Path) -> PathBuf {
 
 /// Runs `strata create`.
 pub fn run(args: CreateArgs, root: &Path) -> anyhow::Result<i32> {
-    let console = args
-        .console_socket
-        .as_deref()
-        .map(super::connect_console)
-        .transpose()?;
-    Container::create(
-        root,
-        &args.id,
-        &args.options(console.as_ref().map(|c| c.as_raw_fd())),
-    )
-    .with_context(|| format!("create container {:?}", args.id))?;
+    let console = args.console_socket.as_deref().map(super::connect_console).transpose()?;
+    Container::create(root, &args.id, &args.options(console.as_ref().map(|c| c.as_raw_fd())))
+        .with_context(|| format!("create container {:?}", args.id))?;
     Ok(0)
 }

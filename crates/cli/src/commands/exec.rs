@@ -74,25 +74,16 @@ pub fn run(args: Args, root: &Path) -> anyhow::Result<i32> {
         (None, false) => (None, None),
     };
     let opts = ExecOptions {
-        console_socket: console
-            .as_ref()
-            .map(|c: &std::os::fd::OwnedFd| c.as_raw_fd()),
-        pid_file: args
-            .pid_file
-            .as_ref()
-            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
+        console_socket: console.as_ref().map(|c: &std::os::fd::OwnedFd| c.as_raw_fd()),
+        pid_file: args.pid_file.as_ref().map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
         preserve_fds: args.preserve_fds,
     };
-    let pid = container
-        .exec(&process, &opts)
-        .with_context(|| format!("exec in container {:?}", args.id))?;
+    let pid = container.exec(&process, &opts).with_context(|| format!("exec in container {:?}", args.id))?;
     drop(console);
     if args.detach {
         return Ok(0);
     }
-    let master = internal
-        .map(|s| strata_runtime::tty::recv_master(s.as_raw_fd()))
-        .transpose()?;
+    let master = internal.map(|s| strata_runtime::tty::recv_master(s.as_raw_fd())).transpose()?;
     foreground::wait(pid, master)
 }
 
@@ -126,10 +117,7 @@ fn build_process(args: &Args, container: &Container) -> anyhow::Result<Process> 
             None => (u.as_str(), None),
         };
         let user = p.user_mut();
-        user.set_uid(
-            uid.parse()
-                .with_context(|| format!("--user {u:?}: uid must be a number"))?,
-        );
+        user.set_uid(uid.parse().with_context(|| format!("--user {u:?}: uid must be a number"))?);
         user.set_gid(
             gid.map(|g| g.parse())
                 .transpose()
@@ -138,11 +126,21 @@ fn build_process(args: &Args, container: &Container) -> anyhow::Result<Process> 
         );
     }
     if !args.additional_gids.is_empty() {
-        p.user_mut()
-            .set_additional_gids(Some(args.additional_gids.clone()));
+        p.user_mut().set_additional_gids(Some(args.additional_gids.clone()));
     }
     if !args.cap.is_empty() {
-        let mut caps = p.capabilities().clone().unwrap_or_default();
+        // Without capabilities in the config, start from none (the library type's
+        // default would grant a few in every set, ambient included).
+        let none = || Some(Capabilities::new());
+        let mut caps = p.capabilities().clone().unwrap_or_else(|| {
+            let mut c = oci_spec::runtime::LinuxCapabilities::default();
+            c.set_bounding(none());
+            c.set_effective(none());
+            c.set_permitted(none());
+            c.set_inheritable(none());
+            c.set_ambient(none());
+            c
+        });
         let mut extra = Capabilities::new();
         for c in &args.cap {
             let cap: Capability = serde_json::from_value(serde_json::Value::String(c.clone()))
@@ -150,13 +148,7 @@ fn build_process(args: &Args, container: &Container) -> anyhow::Result<Process> 
             extra.insert(cap);
         }
         let add = |set: &Option<Capabilities>| {
-            Some(
-                set.clone()
-                    .unwrap_or_default()
-                    .union(&extra)
-                    .copied()
-                    .collect::<Capabilities>(),
-            )
+            Some(set.clone().unwrap_or_default().union(&extra).copied().collect::<Capabilities>())
         };
         caps.set_bounding(add(caps.bounding()));
         caps.set_effective(add(caps.effective()));

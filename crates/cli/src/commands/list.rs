@@ -25,16 +25,9 @@ pub fn run(args: Args, root: &Path) -> anyhow::Result<i32> {
         let items: Vec<serde_json::Value> = all.iter().map(|s| s.oci_json()).collect();
         println!("{}", serde_json::Value::Array(items));
     } else {
-        println!(
-            "{:<20} {:<8} {:<10} {:<40} {:<32} OWNER",
-            "ID", "PID", "STATUS", "BUNDLE", "CREATED"
-        );
+        println!("{:<20} {:<8} {:<10} {:<40} {:<32} OWNER", "ID", "PID", "STATUS", "BUNDLE", "CREATED");
         for st in &all {
-            let pid = if st.status == strata_runtime::Status::Stopped {
-                0
-            } else {
-                st.pid
-            };
+            let pid = if st.status == strata_runtime::Status::Stopped { 0 } else { st.pid };
             println!(
                 "{:<20} {:<8} {:<10} {:<40} {:<32} {}",
                 st.id,

@@ -17,7 +17,6 @@ use std::path::Path;
 
 /// Connects to a `--console-socket` path.
 pub fn connect_console(path: &Path) -> anyhow::Result<OwnedFd> {
-    let s = UnixStream::connect(path)
-        .with_context(|| format!("connect to console socket {}", path.display()))?;
+    let s = UnixStream::connect(path).with_context(|| format!("connect to console socket {}", path.display()))?;
     Ok(OwnedFd::from(s))
 }

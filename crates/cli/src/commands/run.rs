@@ -36,19 +36,10 @@ pub fn run(args: Args, root: &Path, log: &Logger) -> anyhow::Result<i32> {
             (Some(theirs.into()), Some(ours))
         }
     };
-    let state = Container::create(
-        root,
-        &id,
-        &args.create.options(console.as_ref().map(|c| c.as_raw_fd())),
-    )
-    .with_context(|| format!("create container {id:?}"))?;
+    let state = Container::create(root, &id, &args.create.options(console.as_ref().map(|c| c.as_raw_fd())))
+        .with_context(|| format!("create container {id:?}"))?;
     drop(console);
-    let terminal = state
-        .config
-        .process()
-        .as_ref()
-        .and_then(|p| p.terminal())
-        .unwrap_or(false);
+    let terminal = state.config.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
     let container = Container::load(root, &id)?;
     let cleanup = |c: &Container| {
         if !args.keep {
@@ -60,7 +51,7 @@ pub fn run(args: Args, root: &Path, log: &Logger) -> anyhow::Result<i32> {
     let master = match (&internal, terminal) {
         (Some(sock), true) => {
             if args.detach {
-                cleanup(&container);
+                let _ = container.delete(true);
                 anyhow::bail!("a terminal with --detach needs --console-socket");
             }
             Some(strata_runtime::tty::recv_master(sock.as_raw_fd())?)

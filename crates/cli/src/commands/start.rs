@@ -15,10 +15,7 @@ pub struct Args {
 /// Runs `strata start`.
 pub fn run(args: Args, root: &Path, log: &Logger) -> anyhow::Result<i32> {
     let c = Container::load(root, &args.id)?;
-    for w in c
-        .start()
-        .with_context(|| format!("start container {:?}", args.id))?
-    {
+    for w in c.start().with_context(|| format!("start container {:?}", args.id))? {
         log.warn(&w);
     }
     Ok(0)

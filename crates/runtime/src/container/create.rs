@@ -9,8 +9,6 @@ use crate::rootfs::devices;
 use crate::state::{now_rfc3339, ContainerState, StateDir};
 use crate::sync::Msg;
 use crate::{config, hooks, Error, Result, Status};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use oci_spec::runtime::LinuxNamespaceType;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -35,21 +33,14 @@ impl Container {
     /// behind: no state directory, no process, no mount.
     pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<ContainerState> {
         crate::id::validate(id)?;
-        let bundle = std::fs::canonicalize(&opts.bundle)
-            .map_err(|e| Error::io("open bundle", &opts.bundle, e))?;
+        let bundle = std::fs::canonicalize(&opts.bundle).map_err(|e| Error::io("open bundle", &opts.bundle, e))?;
         let spec = config::load(&bundle)?;
         config::validate(&spec, &bundle)?;
         let rootfs = std::fs::canonicalize(config::rootfs_path(&spec, &bundle)?)
             .map_err(|e| Error::io("open", "root.path", e))?;
-        let process_spec = spec
-            .process()
-            .as_ref()
-            .ok_or_else(|| Error::config("process", "missing"))?;
+        let process_spec = spec.process().as_ref().ok_or_else(|| Error::config("process", "missing"))?;
         let process = ProcessPlan::new(process_spec, "process")?;
-        let linux = spec
-            .linux()
-            .as_ref()
-            .ok_or_else(|| Error::config("linux", "missing"))?;
+        let linux = spec.linux().as_ref().ok_or_else(|| Error::config("linux", "missing"))?;
         let mut device_list = devices::defaults();
         for (i, d) in linux.devices().iter().flatten().enumerate() {
             let d = devices::from_spec(d, i)?;
@@ -60,10 +51,7 @@ impl Container {
         let namespaces = NamespacePlan::from_spec(&ns_list)?;
         check_preserved_fds(opts.preserve_fds)?;
         if process.terminal && opts.console_socket.is_none() {
-            return Err(Error::config(
-                "process.terminal",
-                "a terminal needs --console-socket",
-            ));
+            return Err(Error::config("process.terminal", "a terminal needs --console-socket"));
         }
 
         let dir = StateDir::create(root, id)?;
@@ -82,16 +70,14 @@ impl Container {
             .map_err(|e| Error::sys("open", fifo_path.display(), e))?;
             // SAFETY: `open` returned a new descriptor that nothing else owns.
             let fifo = unsafe { OwnedFd::from_raw_fd(fifo) };
-            let joined_mount_ns = namespaces
-                .join
-                .iter()
-                .any(|(t, _)| *t == LinuxNamespaceType::Mount);
+            let joined_mount_ns = namespaces.join.iter().any(|(t, _)| *t == LinuxNamespaceType::Mount);
             let ctx = InitContext {
                 spec: &spec,
                 bundle: &bundle,
                 rootfs: &rootfs,
                 process: &process,
-                new_user_ns: namespaces.new_user(),
+                in_user_ns: namespaces.new_user()
+                    || namespaces.join.iter().any(|(t, _)| *t == LinuxNamespaceType::User),
                 joined_mount_ns,
                 no_pivot: opts.no_pivot,
                 exec_fifo: fifo.as_raw_fd(),
@@ -127,36 +113,18 @@ impl Container {
             // process even if this `create` is killed.
             dir.save(&state)?;
             if namespaces.new_user() {
-                write_id_map(
-                    pid,
-                    "uid_map",
-                    linux.uid_mappings().as_deref().unwrap_or_default(),
-                )?;
-                write_id_map(
-                    pid,
-                    "gid_map",
-                    linux.gid_mappings().as_deref().unwrap_or_default(),
-                )?;
+                write_id_map(pid, "uid_map", linux.uid_mappings().as_deref().unwrap_or_default())?;
+                write_id_map(pid, "gid_map", linux.gid_mappings().as_deref().unwrap_or_default())?;
             }
             let state_json = state.oci_json().to_string();
-            sync.send(&Msg::State(state_json.clone()))
-                .map_err(|e| Error::io("write", "sync channel", e))?;
+            sync.send(&Msg::State(state_json.clone())).map_err(|e| Error::io("write", "sync channel", e))?;
             sync.expect(&Msg::RunRuntimeHooks, "create")?;
             if let Some(h) = spec.hooks() {
                 #[allow(deprecated)]
-                hooks::run_all(
-                    "prestart",
-                    h.prestart().as_deref().unwrap_or_default(),
-                    &state_json,
-                )?;
-                hooks::run_all(
-                    "createRuntime",
-                    h.create_runtime().as_deref().unwrap_or_default(),
-                    &state_json,
-                )?;
+                hooks::run_all("prestart", h.prestart().as_deref().unwrap_or_default(), &state_json)?;
+                hooks::run_all("createRuntime", h.create_runtime().as_deref().unwrap_or_default(), &state_json)?;
             }
-            sync.send(&Msg::RuntimeHooksDone)
-                .map_err(|e| Error::io("write", "sync channel", e))?;
+            sync.send(&Msg::RuntimeHooksDone).map_err(|e| Error::io("write", "sync channel", e))?;
             sync.expect(&Msg::Ready, "create")?;
             state.status = Status::Created;
             dir.save(&state)?;
@@ -169,7 +137,16 @@ impl Container {
             Ok(state) => Ok(state),
             Err(e) => {
                 if pid > 0 {
-                    reap(pid);
+                    crate::process::reap(pid);
+                }
+                // The spec continues a failed create at delete: poststop hooks undo
+                // what earlier hooks (networking, say) set up.
+                if let Ok(Some(mut st)) = dir.load() {
+                    st.status = Status::Stopped;
+                    let json = st.oci_json().to_string();
+                    for h in st.config.hooks().as_ref().and_then(|h| h.poststop().clone()).unwrap_or_default() {
+                        let _ = hooks::run("poststop", &h, &json);
+                    }
                 }
                 let _ = dir.remove();
                 Err(e)
@@ -178,16 +155,15 @@ impl Container {
     }
 }
 
-/// Kills and reaps a process this runtime created (it is our child through
-/// CLONE_PARENT).
-pub(super) fn reap(pid: i32) {
-    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-    while let Err(nix::Error::EINTR) = nix::sys::wait::waitpid(Pid::from_raw(pid), None) {}
-}
+/// Upper bound of `--preserve-fds` (far above any fd limit a caller can have).
+pub const MAX_PRESERVE_FDS: u32 = 1 << 20;
 
 /// Descriptors the caller promised to pass must really be open: otherwise the
 /// runtime's own descriptors could land on those numbers and leak into the container.
-fn check_preserved_fds(n: u32) -> Result<()> {
+pub fn check_preserved_fds(n: u32) -> Result<()> {
+    if n > MAX_PRESERVE_FDS {
+        return Err(Error::config("--preserve-fds", format!("{n} is more than {MAX_PRESERVE_FDS}")));
+    }
     for fd in 3..3 + n as RawFd {
         nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD)
             .map_err(|e| Error::sys("fcntl", format!("--preserve-fds: fd {fd}"), e))?;
@@ -197,14 +173,8 @@ fn check_preserved_fds(n: u32) -> Result<()> {
 
 /// Writes `pid` to `path` atomically (temporary file, then rename).
 pub(crate) fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp"));
     std::fs::write(&tmp, pid.to_string()).map_err(|e| Error::io("write", &tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))

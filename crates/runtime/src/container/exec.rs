@@ -5,7 +5,6 @@ use crate::namespaces::{clone_flag, proc_name, NamespacePlan, ALL};
 use crate::process::exec::{self, ExecContext};
 use crate::process::plan::ProcessPlan;
 use crate::process::{spawn, SpawnSpec};
-use crate::state::StateDir;
 use crate::{Error, Result, Status};
 use oci_spec::runtime::Process;
 use std::fs::File;
@@ -30,20 +29,12 @@ impl Container {
     pub fn exec(&self, process: &Process, opts: &ExecOptions) -> Result<i32> {
         let plan = ProcessPlan::new(process, "process")?;
         if plan.terminal && opts.console_socket.is_none() {
-            return Err(Error::config(
-                "process.terminal",
-                "a terminal needs --console-socket",
-            ));
+            return Err(Error::config("process.terminal", "a terminal needs --console-socket"));
         }
-        let st = {
-            let dir = StateDir::open(&self.root, &self.id)?;
-            Self::load_state(&dir, &self.id)?
-        };
+        crate::container::check_preserved_fds(opts.preserve_fds)?;
+        let st = self.state()?;
         if !matches!(st.status, Status::Created | Status::Running) {
-            return Err(wrong_status(
-                &st,
-                "cannot exec in a container that is not running",
-            ));
+            return Err(wrong_status(&st, "cannot exec in a container that is not running"));
         }
         let namespaces = container_namespaces(st.pid)?;
         // The init must still be the same process once its namespaces are open.
@@ -54,11 +45,7 @@ impl Container {
                 reason: "cannot exec in a stopped container",
             });
         }
-        let ctx = ExecContext {
-            process: &plan,
-            console_socket: opts.console_socket,
-            preserve_fds: opts.preserve_fds,
-        };
+        let ctx = ExecContext { process: &plan, console_socket: opts.console_socket, preserve_fds: opts.preserve_fds };
         let spawn_spec = SpawnSpec {
             namespaces: &namespaces,
             time_offsets: None,
@@ -71,15 +58,15 @@ impl Container {
         match sync.recv() {
             Ok(None) => {}
             Ok(Some(crate::sync::Msg::Error(e))) => {
-                super::create::reap(pid);
+                crate::process::reap(pid);
                 return Err(Error::Init(e));
             }
             Ok(Some(other)) => {
-                super::create::reap(pid);
+                crate::process::reap(pid);
                 return Err(Error::Init(format!("exec: unexpected message {other:?}")));
             }
             Err(e) => {
-                super::create::reap(pid);
+                crate::process::reap(pid);
                 return Err(Error::io("read", "sync channel", e));
             }
         }

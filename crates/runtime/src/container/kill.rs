@@ -16,24 +16,19 @@ impl Container {
         if !is_alive(st.status) {
             return Err(wrong_status(&st, "container not running"));
         }
-        if all {
+        if all && st.has_own_pid_ns() {
             for pid in container_pids(st.pid) {
                 let _ = kill(Pid::from_raw(pid), signal);
             }
         }
-        kill(Pid::from_raw(st.pid), signal)
-            .map_err(|e| Error::sys("kill", format!("pid {}", st.pid), e))
+        kill(Pid::from_raw(st.pid), signal).map_err(|e| Error::sys("kill", format!("pid {}", st.pid), e))
     }
 }
 
 /// Host pids of the processes in the same pid namespace as `init`, when that
 /// namespace is not the runtime's own (else just `init`).
 pub(super) fn container_pids(init: i32) -> Vec<i32> {
-    let ns_of = |pid: &str| {
-        std::fs::metadata(format!("/proc/{pid}/ns/pid"))
-            .map(|m| (m.dev(), m.ino()))
-            .ok()
-    };
+    let ns_of = |pid: &str| std::fs::metadata(format!("/proc/{pid}/ns/pid")).map(|m| (m.dev(), m.ino())).ok();
     let Some(target) = ns_of(&init.to_string()) else {
         return Vec::new();
     };

@@ -8,7 +8,7 @@ mod exec;
 mod kill;
 mod start;
 
-pub use create::CreateOptions;
+pub use create::{check_preserved_fds, CreateOptions};
 pub use exec::ExecOptions;
 
 use crate::state::{self, ContainerState, StateDir};
@@ -32,10 +32,7 @@ impl Container {
         if !root.join(id).is_dir() {
             return Err(Error::NotFound(id.to_string()));
         }
-        Ok(Container {
-            root: root.to_path_buf(),
-            id: id.to_string(),
-        })
+        Ok(Container { root: root.to_path_buf(), id: id.to_string() })
     }
 
     /// The container's id.
@@ -45,8 +42,14 @@ impl Container {
 
     /// Current state, with the status re-derived from the kernel.
     pub fn state(&self) -> Result<ContainerState> {
-        let dir = StateDir::open(&self.root, &self.id)?;
-        Self::load_state(&dir, &self.id)
+        // No lock: state.json is replaced atomically, so a reader always sees a
+        // whole file, and a hook calling `state` during `create` cannot deadlock.
+        let mut st = state::read(&self.root, &self.id)?.ok_or_else(|| Error::State {
+            id: self.id.clone(),
+            reason: "creation did not finish; use delete --force".into(),
+        })?;
+        st.refresh_status();
+        Ok(st)
     }
 
     fn load_state(dir: &StateDir, id: &str) -> Result<ContainerState> {
@@ -63,30 +66,16 @@ impl Container {
     pub fn list(root: &Path) -> Result<Vec<ContainerState>> {
         Ok(state::list_ids(root)?
             .into_iter()
-            .filter_map(|id| {
-                Container {
-                    root: root.to_path_buf(),
-                    id,
-                }
-                .state()
-                .ok()
-            })
+            .filter_map(|id| Container { root: root.to_path_buf(), id }.state().ok())
             .collect())
     }
 }
 
 fn wrong_status(st: &ContainerState, reason: &'static str) -> Error {
-    Error::WrongStatus {
-        id: st.id.clone(),
-        status: st.status,
-        reason,
-    }
+    Error::WrongStatus { id: st.id.clone(), status: st.status, reason }
 }
 
 /// Whether a status means the init process may still be alive.
 fn is_alive(status: Status) -> bool {
-    matches!(
-        status,
-        Status::Creating | Status::Created | Status::Running | Status::Paused
-    )
+    matches!(status, Status::Creating | Status::Created | Status::Running | Status::Paused)
 }

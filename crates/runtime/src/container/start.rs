@@ -32,19 +32,13 @@ impl Container {
         };
         // SAFETY: `open` returned a new descriptor that nothing else owns.
         let mut fifo = unsafe { std::fs::File::from_raw_fd(fd) };
-        fifo.write_all(&[0])
-            .map_err(|e| Error::io("write", &fifo_path, e))?;
+        fifo.write_all(&[0]).map_err(|e| Error::io("write", &fifo_path, e))?;
         drop(fifo);
         let _ = std::fs::remove_file(&fifo_path);
         st.status = Status::Running;
         dir.save(&st)?;
         let mut warnings = Vec::new();
-        if let Some(list) = st
-            .config
-            .hooks()
-            .as_ref()
-            .and_then(|h| h.poststart().clone())
-        {
+        if let Some(list) = st.config.hooks().as_ref().and_then(|h| h.poststart().clone()) {
             let json = st.oci_json().to_string();
             for h in &list {
                 if let Err(e) = hooks::run("poststart", h, &json) {

@@ -31,14 +31,13 @@ pub fn main(ctx: &ExecContext<'_>, _sync: &mut SyncChannel) -> Error {
 fn setup(ctx: &ExecContext<'_>) -> Result<std::ffi::CString> {
     if ctx.process.terminal {
         nix::unistd::setsid().map_err(|e| Error::sys("setsid", "exec", e))?;
-        let socket = ctx.console_socket.ok_or_else(|| {
-            Error::config("process.terminal", "a terminal needs --console-socket")
-        })?;
+        let socket =
+            ctx.console_socket.ok_or_else(|| Error::config("process.terminal", "a terminal needs --console-socket"))?;
         let slave = open_terminal(socket, ctx.process.console_size)?;
         crate::tty::make_controlling(&slave)?;
     }
     ctx.process.apply_limits()?;
-    ctx.process.apply_user_and_caps(true)?;
+    ctx.process.apply_user_and_caps(super::init::setgroups_allowed())?;
     ctx.process.enter_cwd()?;
     let program = ctx.process.resolve_program()?;
     super::init::prepare_fds(ctx.preserve_fds)?;
@@ -47,21 +46,13 @@ fn setup(ctx: &ExecContext<'_>) -> Result<std::ffi::CString> {
 
 /// Opens a new pty from the container's devpts and sends its master away.
 fn open_terminal(socket: RawFd, size: Option<(u16, u16)>) -> Result<OwnedFd> {
-    let fd = nix::fcntl::open(
-        "/dev/pts/ptmx",
-        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| Error::sys("open", "/dev/pts/ptmx in the container", e))?;
+    let fd = nix::fcntl::open("/dev/pts/ptmx", OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| Error::sys("open", "/dev/pts/ptmx in the container", e))?;
     // SAFETY: `open` returned a new descriptor that nothing else owns.
     let master = unsafe { OwnedFd::from_raw_fd(fd) };
     let st = fstat(master.as_raw_fd()).map_err(|e| Error::sys("fstat", "/dev/pts/ptmx", e))?;
-    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFCHR
-        || libc::major(st.st_rdev) != 5
-    {
-        return Err(Error::Init(
-            "/dev/pts/ptmx in the container is not a pty multiplexer".into(),
-        ));
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFCHR || libc::major(st.st_rdev) != 5 {
+        return Err(Error::Init("/dev/pts/ptmx in the container is not a pty multiplexer".into()));
     }
     crate::tty::unlock(&master)?;
     let slave = crate::tty::open_peer(&master)?;

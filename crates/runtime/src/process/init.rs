@@ -16,6 +16,7 @@ use crate::sync::{Msg, SyncChannel};
 use crate::{hooks, Error, Result};
 use nix::fcntl::OFlag;
 use nix::mount::{mount, MsFlags};
+use nix::sys::stat::SFlag;
 use oci_spec::runtime::{Hook, Spec};
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -31,8 +32,8 @@ pub struct InitContext<'a> {
     pub rootfs: &'a Path,
     /// The process to run.
     pub process: &'a ProcessPlan,
-    /// Whether the container has a new user namespace.
-    pub new_user_ns: bool,
+    /// Whether the container has a user namespace of its own (new or joined).
+    pub in_user_ns: bool,
     /// Whether the container joined an existing mount namespace (no rootfs setup).
     pub joined_mount_ns: bool,
     /// Use move + chroot instead of pivot_root.
@@ -72,7 +73,7 @@ struct Ready {
 }
 
 fn setup(ctx: &InitContext<'_>, sync: &mut SyncChannel, state: &str) -> Result<Ready> {
-    if ctx.new_user_ns {
+    if ctx.in_user_ns {
         let root_gid = nix::unistd::Gid::from_raw(0);
         let root_uid = nix::unistd::Uid::from_raw(0);
         nix::unistd::setresgid(root_gid, root_gid, root_gid)
@@ -94,27 +95,15 @@ fn setup(ctx: &InitContext<'_>, sync: &mut SyncChannel, state: &str) -> Result<R
         }
         paths::mkdir_all_in_root(&root, &ctx.process.cwd)?;
         run_hook_handshake(ctx, sync, state)?;
-        for (key, value) in linux
-            .and_then(|l| l.sysctl().as_ref())
-            .into_iter()
-            .flatten()
-        {
+        for (key, value) in linux.and_then(|l| l.sysctl().as_ref()).into_iter().flatten() {
             let path = Path::new("/proc/sys").join(key.replace('.', "/"));
             std::fs::write(&path, value).map_err(|e| Error::io("write sysctl", path, e))?;
         }
         let null = mounts::open_null()?;
-        for p in linux
-            .and_then(|l| l.masked_paths().as_ref())
-            .into_iter()
-            .flatten()
-        {
+        for p in linux.and_then(|l| l.masked_paths().as_ref()).into_iter().flatten() {
             mounts::mask(&root, Path::new(p), &null)?;
         }
-        for p in linux
-            .and_then(|l| l.readonly_paths().as_ref())
-            .into_iter()
-            .flatten()
-        {
+        for p in linux.and_then(|l| l.readonly_paths().as_ref()).into_iter().flatten() {
             mounts::make_readonly(&root, Path::new(p))?;
         }
         drop(null);
@@ -130,14 +119,8 @@ fn setup(ctx: &InitContext<'_>, sync: &mut SyncChannel, state: &str) -> Result<R
             mount(None::<&str>, "/", None::<&str>, flags, None::<&str>)
                 .map_err(|e| Error::sys("mount", format!("rootfsPropagation {prop}"), e))?;
         }
-        if ctx
-            .spec
-            .root()
-            .as_ref()
-            .is_some_and(|r| r.readonly() == Some(true))
-        {
-            let rootfd = open_path(Path::new("/"))?;
-            mounts::remount_bind(&rootfd, MsFlags::MS_RDONLY, Path::new("/"))?;
+        if ctx.spec.root().as_ref().is_some_and(|r| r.readonly() == Some(true)) {
+            mounts::remount_bind_path("/", MsFlags::MS_RDONLY)?;
         }
     }
     if ctx.joined_mount_ns {
@@ -159,25 +142,23 @@ fn setup(ctx: &InitContext<'_>, sync: &mut SyncChannel, state: &str) -> Result<R
         crate::tty::make_controlling(slave)?;
     }
     drop(console);
-    ctx.process.apply_user_and_caps(true)?;
+    ctx.process.apply_user_and_caps(setgroups_allowed())?;
     ctx.process.enter_cwd()?;
     let program = ctx.process.resolve_program()?;
     prepare_fds(ctx.preserve_fds)?;
-    sync.send(&Msg::Ready)
-        .map_err(|e| Error::io("write", "sync channel", e))?;
+    sync.send(&Msg::Ready).map_err(|e| Error::io("write", "sync channel", e))?;
     Ok(Ready { program })
 }
 
+/// setgroups(2) is refused in a user namespace whose /proc/self/setgroups says deny.
+pub fn setgroups_allowed() -> bool {
+    std::fs::read_to_string("/proc/self/setgroups").map(|s| s.trim() != "deny").unwrap_or(true)
+}
+
 fn run_hook_handshake(ctx: &InitContext<'_>, sync: &mut SyncChannel, state: &str) -> Result<()> {
-    sync.send(&Msg::RunRuntimeHooks)
-        .map_err(|e| Error::io("write", "sync channel", e))?;
+    sync.send(&Msg::RunRuntimeHooks).map_err(|e| Error::io("write", "sync channel", e))?;
     sync.expect(&Msg::RuntimeHooksDone, "runtime hooks")?;
-    let hooks: &[Hook] = ctx
-        .spec
-        .hooks()
-        .as_ref()
-        .and_then(|h| h.create_container().as_deref())
-        .unwrap_or_default();
+    let hooks: &[Hook] = ctx.spec.hooks().as_ref().and_then(|h| h.create_container().as_deref()).unwrap_or_default();
     hooks::run_all("createContainer", hooks, state)
 }
 
@@ -188,47 +169,30 @@ fn prepare_rootfs(ctx: &InitContext<'_>) -> Result<OwnedFd> {
     let prop = linux
         .and_then(|l| l.rootfs_propagation().as_deref())
         .and_then(crate::rootfs::options::propagation)
-        .map(|f| {
-            if f.contains(MsFlags::MS_SHARED) {
-                MsFlags::MS_SLAVE | MsFlags::MS_REC
-            } else {
-                f | MsFlags::MS_REC
-            }
-        })
+        .map(|f| if f.contains(MsFlags::MS_SHARED) { MsFlags::MS_SLAVE | MsFlags::MS_REC } else { f | MsFlags::MS_REC })
         .unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
     mount(None::<&str>, "/", None::<&str>, prop, None::<&str>)
         .map_err(|e| Error::sys("mount", "/ (propagation)", e))?;
     // pivot_root needs the new root to be a mount point.
-    mount(
-        Some(ctx.rootfs),
-        ctx.rootfs,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .map_err(|e| Error::sys("mount", format!("bind rootfs {}", ctx.rootfs.display()), e))?;
+    mount(Some(ctx.rootfs), ctx.rootfs, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+        .map_err(|e| Error::sys("mount", format!("bind rootfs {}", ctx.rootfs.display()), e))?;
     let root = open_path(ctx.rootfs)?;
     let mut dev_is_bound = false;
     for (i, m) in ctx.spec.mounts().iter().flatten().enumerate() {
         mounts::apply(&root, ctx.bundle, m, i)?;
-        if m.destination() == Path::new("/dev")
-            && m.options()
-                .iter()
-                .flatten()
-                .any(|o| o == "bind" || o == "rbind")
-        {
+        if m.destination() == Path::new("/dev") && m.options().iter().flatten().any(|o| o == "bind" || o == "rbind") {
             dev_is_bound = true;
         }
     }
-    for d in ctx.devices {
-        let is_default = devices::defaults().iter().any(|x| x.path == d.path);
-        if dev_is_bound && is_default {
-            continue;
+    // A /dev bound from elsewhere (the host's, usually) is used as it is: creating
+    // nodes there would change the host.
+    if !dev_is_bound {
+        for d in ctx.devices {
+            devices::create(&root, d, ctx.in_user_ns)?;
         }
-        devices::create(&root, d, ctx.new_user_ns)?;
-    }
-    if !dev_is_bound && paths::exists_in_root(&root, Path::new("/dev"))? {
-        devices::create_symlinks(&root)?;
+        if paths::exists_in_root(&root, Path::new("/dev"))? {
+            devices::create_symlinks(&root)?;
+        }
     }
     Ok(root)
 }
@@ -236,19 +200,10 @@ fn prepare_rootfs(ctx: &InitContext<'_>) -> Result<OwnedFd> {
 /// Allocates the container's terminal from its own devpts, binds it over
 /// /dev/console and hands the master to the caller. Returns the slave.
 fn setup_console(ctx: &InitContext<'_>, root: &OwnedFd) -> Result<OwnedFd> {
-    let socket = ctx
-        .console_socket
-        .ok_or_else(|| Error::config("process.terminal", "a terminal needs --console-socket"))?;
-    let master = paths::open_in_root(
-        root,
-        Path::new("/dev/pts/ptmx"),
-        OFlag::O_RDWR | OFlag::O_NOCTTY,
-    )
-    .map_err(|e| {
-        Error::Init(format!(
-            "process.terminal needs a devpts mount at /dev/pts: {e}"
-        ))
-    })?;
+    let socket =
+        ctx.console_socket.ok_or_else(|| Error::config("process.terminal", "a terminal needs --console-socket"))?;
+    let master = paths::open_in_root(root, Path::new("/dev/pts/ptmx"), OFlag::O_RDWR | OFlag::O_NOCTTY)
+        .map_err(|e| Error::Init(format!("process.terminal needs a devpts mount at /dev/pts: {e}")))?;
     crate::tty::unlock(&master)?;
     let slave = crate::tty::open_peer(&master)?;
     if let Some((w, h)) = ctx.process.console_size {
@@ -256,16 +211,15 @@ fn setup_console(ctx: &InitContext<'_>, root: &OwnedFd) -> Result<OwnedFd> {
     }
     // /dev/console must be a plain file we created: a symlink planted by the rootfs
     // could otherwise redirect the bind mount (CVE-2025-52565).
-    let dev = paths::open_in_root(
-        root,
-        Path::new("/dev"),
-        OFlag::O_DIRECTORY | OFlag::O_RDONLY,
-    )?;
-    let _ = nix::unistd::unlinkat(
-        Some(dev.as_raw_fd()),
-        "console",
-        nix::unistd::UnlinkatFlags::NoRemoveDir,
-    );
+    let dev = paths::open_in_root(root, Path::new("/dev"), OFlag::O_DIRECTORY | OFlag::O_RDONLY)?;
+    let is_symlink =
+        nix::sys::stat::fstatat(Some(dev.as_raw_fd()), "console", nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK)
+            .unwrap_or(false);
+    if is_symlink {
+        nix::unistd::unlinkat(Some(dev.as_raw_fd()), "console", nix::unistd::UnlinkatFlags::NoRemoveDir)
+            .map_err(|e| Error::sys("unlink", "/dev/console (a symlink)", e))?;
+    }
     let target = paths::create_file_in_root(root, Path::new("/dev/console"))?;
     mount(
         Some(paths::fd_path(&slave).as_str()),
@@ -293,12 +247,7 @@ fn wait_and_exec(ctx: &InitContext<'_>, ready: Ready, state: &str) -> Error {
         }
     }
     drop(fifo);
-    if let Some(hooks) = ctx
-        .spec
-        .hooks()
-        .as_ref()
-        .and_then(|h| h.start_container().as_deref())
-    {
+    if let Some(hooks) = ctx.spec.hooks().as_ref().and_then(|h| h.start_container().as_deref()) {
         let state = state.replacen("\"status\":\"creating\"", "\"status\":\"running\"", 1);
         if let Err(e) = hooks::run_all("startContainer", hooks, &state) {
             return e;
@@ -310,25 +259,17 @@ fn wait_and_exec(ctx: &InitContext<'_>, ready: Ready, state: &str) -> Error {
 /// Marks every descriptor past stdio and the preserved ones close-on-exec, so
 /// nothing of the runtime leaks into the container (CVE-2024-21626).
 pub fn prepare_fds(preserve_fds: u32) -> Result<()> {
-    crate::sys::cloexec_from(3 + preserve_fds)
-        .map_err(|e| Error::sys("close_range", "descriptors", e))?;
+    crate::sys::cloexec_from(3 + preserve_fds).map_err(|e| Error::sys("close_range", "descriptors", e))?;
     for fd in 3..3 + preserve_fds as RawFd {
-        nix::fcntl::fcntl(
-            fd,
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
-        )
-        .map_err(|e| Error::sys("fcntl", format!("preserved fd {fd}"), e))?;
+        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))
+            .map_err(|e| Error::sys("fcntl", format!("preserved fd {fd}"), e))?;
     }
     Ok(())
 }
 
 fn open_path(p: &Path) -> Result<OwnedFd> {
-    let fd = nix::fcntl::open(
-        p,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(|e| Error::sys("open", p.display(), e))?;
+    let fd = nix::fcntl::open(p, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+        .map_err(|e| Error::sys("open", p.display(), e))?;
     // SAFETY: `open` returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -352,21 +293,12 @@ fn set_personality(p: &oci_spec::runtime::LinuxPersonality) -> Result<()> {
             "MMAP_PAGE_ZERO" => 0x0100000,
             "UNAME26" => 0x0020000,
             "FDPIC_FUNCPTRS" => 0x0080000,
-            other => {
-                return Err(Error::config(
-                    "linux.personality.flags",
-                    format!("unknown flag {other:?}"),
-                ))
-            }
+            other => return Err(Error::config("linux.personality.flags", format!("unknown flag {other:?}"))),
         };
     }
     // SAFETY: personality takes a plain integer and only changes this process.
     if unsafe { libc::personality(persona) } < 0 {
-        return Err(Error::sys(
-            "personality",
-            format!("{persona:#x}"),
-            nix::Error::last(),
-        ));
+        return Err(Error::sys("personality", format!("{persona:#x}"), nix::Error::last()));
     }
     Ok(())
 }

@@ -54,7 +54,11 @@ where
             keep.push(child_end.as_stream().as_raw_fd());
             close_all_but(3 + spec.preserve_fds as RawFd, &mut keep);
             // Never run destructors or atexit handlers of the caller's state here.
-            let code = intermediate(spec, &mut child_end, main);
+            // A panic must never unwind into the caller's frames copied into this
+            // process (a library caller could catch it and go on running here).
+            let code =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| intermediate(spec, &mut child_end, main)))
+                    .unwrap_or(1);
             sys::exit_now(code);
         }
         Forked::Parent(pid) => {
@@ -66,11 +70,30 @@ where
                 }
             };
             reaped.map_err(|e| Error::sys("waitpid", "intermediate process", e))?;
-            match parent_end.recv() {
-                Ok(Some(Msg::Pid(p))) => Ok((p, parent_end)),
-                Ok(Some(Msg::Error(e))) => Err(Error::Init(e)),
-                Ok(_) => Err(Error::Init("container process: no pid reported".into())),
-                Err(e) => Err(Error::io("read", "sync channel", e)),
+            // The intermediate has exited, so its message (the pid, or why it failed)
+            // is buffered; the new process may have written an error before it.
+            let mut early_error = None;
+            loop {
+                match parent_end.recv() {
+                    Ok(Some(Msg::Pid(p))) => match early_error {
+                        None => return Ok((p, parent_end)),
+                        Some(e) => {
+                            reap(p);
+                            return Err(Error::Init(e));
+                        }
+                    },
+                    Ok(Some(Msg::Error(e))) if early_error.is_none() => early_error = Some(e),
+                    Ok(Some(Msg::Error(_))) => {}
+                    Ok(Some(other)) => {
+                        return Err(Error::Init(format!("container process: unexpected message {other:?}")))
+                    }
+                    Ok(None) => {
+                        return Err(Error::Init(
+                            early_error.unwrap_or_else(|| "container process: no pid reported".into()),
+                        ))
+                    }
+                    Err(e) => return Err(Error::io("read", "sync channel", e)),
+                }
             }
         }
     }
@@ -95,11 +118,12 @@ where
             }
         }
         let flags = spec.namespaces.clone_flags.bits() as u64 | libc::CLONE_PARENT as u64;
-        match sys::clone3_fork(flags, spec.cgroup)
-            .map_err(|e| Error::sys("clone3", "container process", e))?
-        {
+        match sys::clone3_fork(flags, spec.cgroup).map_err(|e| Error::sys("clone3", "container process", e))? {
             Forked::Child => {
-                let err = main(sync);
+                let err = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| main(sync))) {
+                    Ok(e) => e,
+                    Err(_) => Error::Init("container process panicked during setup".into()),
+                };
                 let _ = sync.send(&Msg::Error(err.to_string()));
                 sys::exit_now(1);
             }
@@ -120,7 +144,7 @@ where
 
 /// Gives the container a clean signal state: the caller may block signals (to
 /// forward them) or ignore some (Rust ignores SIGPIPE), and both survive execve.
-fn reset_signals() {
+pub(crate) fn reset_signals() {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
     let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
     for sig in Signal::iterator() {
@@ -129,11 +153,7 @@ fn reset_signals() {
             let _ = unsafe { sigaction(sig, &dfl) };
         }
     }
-    let _ = nix::sys::signal::sigprocmask(
-        nix::sys::signal::SigmaskHow::SIG_SETMASK,
-        Some(&SigSet::empty()),
-        None,
-    );
+    let _ = nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 }
 
 /// Closes every descriptor from `first` up except those in `keep`.
@@ -153,16 +173,16 @@ fn close_all_but(first: RawFd, keep: &mut Vec<RawFd>) {
     unsafe { libc::syscall(libc::SYS_close_range, from, u32::MAX, 0) };
 }
 
+/// Kills and reaps a process this runtime created (a child of the caller through
+/// CLONE_PARENT).
+pub fn reap(pid: i32) {
+    let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    while let Err(nix::Error::EINTR) = waitpid(Pid::from_raw(pid), None) {}
+}
+
 /// Writes a uid or gid map for `pid` ("uid_map" or "gid_map").
-pub fn write_id_map(
-    pid: i32,
-    file: &str,
-    maps: &[oci_spec::runtime::LinuxIdMapping],
-) -> Result<()> {
-    let text: String = maps
-        .iter()
-        .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
-        .collect();
+pub fn write_id_map(pid: i32, file: &str, maps: &[oci_spec::runtime::LinuxIdMapping]) -> Result<()> {
+    let text: String = maps.iter().map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size())).collect();
     let path = format!("/proc/{pid}/{file}");
     std::fs::write(&path, text).map_err(|e| Error::io("write", path, e))
 }

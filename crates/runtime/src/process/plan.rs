@@ -63,9 +63,7 @@ pub struct SchedAttr {
 }
 
 fn cstrings<'a>(items: impl Iterator<Item = &'a String>, field: &str) -> Result<Vec<CString>> {
-    items
-        .map(|s| CString::new(s.as_str()).map_err(|_| Error::config(field, "contains a NUL byte")))
-        .collect()
+    items.map(|s| CString::new(s.as_str()).map_err(|_| Error::config(field, "contains a NUL byte"))).collect()
 }
 
 impl ProcessPlan {
@@ -78,11 +76,7 @@ impl ProcessPlan {
             let (res, name) = rlimit_resource(r.typ());
             rlimits.push((res, r.soft(), r.hard(), name));
         }
-        let scheduler = process
-            .scheduler()
-            .as_ref()
-            .map(|s| sched_attr(s, field))
-            .transpose()?;
+        let scheduler = process.scheduler().as_ref().map(|s| sched_attr(s, field)).transpose()?;
         let ioprio = process.io_priority().as_ref().map(|p| {
             use oci_spec::runtime::IOPriorityClass as C;
             let class = match p.class() {
@@ -98,15 +92,12 @@ impl ProcessPlan {
             }
             Ok((class << 13) | p.priority() as i32)
         });
-        let affinity = process.exec_cpu_affinity().as_ref().and_then(|a| {
-            a.cpu_affinity_final()
-                .clone()
-                .or_else(|| a.initial().clone())
-        });
+        let affinity = process
+            .exec_cpu_affinity()
+            .as_ref()
+            .and_then(|a| a.cpu_affinity_final().clone().or_else(|| a.initial().clone()));
         let cpu_affinity = affinity
-            .map(|s| {
-                parse_cpu_list(&s).map_err(|e| Error::config(format!("{field}.execCPUAffinity"), e))
-            })
+            .map(|s| parse_cpu_list(&s).map_err(|e| Error::config(format!("{field}.execCPUAffinity"), e)))
             .transpose()?;
         let caps = CapabilityPlan::new(process.capabilities().as_ref())?;
         Ok(ProcessPlan {
@@ -125,9 +116,7 @@ impl ProcessPlan {
             ioprio: ioprio.transpose()?,
             cpu_affinity,
             terminal: process.terminal().unwrap_or(false),
-            console_size: process
-                .console_size()
-                .map(|b| (b.width() as u16, b.height() as u16)),
+            console_size: process.console_size().map(|b| (b.width() as u16, b.height() as u16)),
         })
     }
 
@@ -142,18 +131,10 @@ impl ProcessPlan {
     /// Finds the program to run: args[0] as a path, or looked up in the process's
     /// PATH (in the current root), checking it is an executable file.
     pub fn resolve_program(&self) -> Result<CString> {
-        let arg0 = self
-            .args
-            .first()
-            .and_then(|a| a.to_str().ok())
-            .unwrap_or_default();
+        let arg0 = self.args.first().and_then(|a| a.to_str().ok()).unwrap_or_default();
         let not_found = |why: &str| Error::Init(format!("exec: {arg0:?}: {why}"));
         let candidates: Vec<PathBuf> = if arg0.contains('/') {
-            vec![if Path::new(arg0).is_absolute() {
-                PathBuf::from(arg0)
-            } else {
-                self.cwd.join(arg0)
-            }]
+            vec![if Path::new(arg0).is_absolute() { PathBuf::from(arg0) } else { self.cwd.join(arg0) }]
         } else {
             self.env_var("PATH")
                 .unwrap_or(DEFAULT_PATH)
@@ -169,8 +150,7 @@ impl ProcessPlan {
             if meta.is_dir() {
                 continue;
             }
-            let cs = CString::new(c.as_os_str().as_encoded_bytes())
-                .map_err(|_| not_found("contains a NUL byte"))?;
+            let cs = CString::new(c.as_os_str().as_encoded_bytes()).map_err(|_| not_found("contains a NUL byte"))?;
             if nix::unistd::access(cs.as_c_str(), nix::unistd::AccessFlags::X_OK).is_ok() {
                 return Ok(cs);
             }
@@ -193,50 +173,31 @@ impl ProcessPlan {
                 .map_err(|e| Error::io("write", "/proc/self/oom_score_adj", e))?;
         }
         for &(res, soft, hard, name) in &self.rlimits {
-            let lim = libc::rlimit {
-                rlim_cur: soft,
-                rlim_max: hard,
-            };
+            let lim = libc::rlimit { rlim_cur: soft, rlim_max: hard };
             // SAFETY: `lim` is a valid rlimit for the duration of the call.
             if unsafe { libc::setrlimit(res, &lim) } != 0 {
                 let errno = nix::Error::last();
-                let hint = if errno == nix::Error::EPERM {
-                    " (raising a hard limit needs CAP_SYS_RESOURCE)"
-                } else {
-                    ""
-                };
-                return Err(Error::Init(format!(
-                    "setrlimit {name} soft={soft} hard={hard}: {errno}{hint}"
-                )));
+                let hint =
+                    if errno == nix::Error::EPERM { " (raising a hard limit needs CAP_SYS_RESOURCE)" } else { "" };
+                return Err(Error::Init(format!("setrlimit {name} soft={soft} hard={hard}: {errno}{hint}")));
             }
         }
         if let Some(attr) = &self.scheduler {
             // SAFETY: `attr` is a properly sized sched_attr alive for the call.
-            if unsafe { libc::syscall(libc::SYS_sched_setattr, 0, attr as *const SchedAttr, 0) }
-                != 0
-            {
-                return Err(Error::sys(
-                    "sched_setattr",
-                    "process.scheduler",
-                    nix::Error::last(),
-                ));
+            if unsafe { libc::syscall(libc::SYS_sched_setattr, 0, attr as *const SchedAttr, 0) } != 0 {
+                return Err(Error::sys("sched_setattr", "process.scheduler", nix::Error::last()));
             }
         }
         if let Some(prio) = self.ioprio {
             // SAFETY: plain syscall with integer arguments (IOPRIO_WHO_PROCESS, self).
             if unsafe { libc::syscall(libc::SYS_ioprio_set, 1, 0, prio) } != 0 {
-                return Err(Error::sys(
-                    "ioprio_set",
-                    "process.ioPriority",
-                    nix::Error::last(),
-                ));
+                return Err(Error::sys("ioprio_set", "process.ioPriority", nix::Error::last()));
             }
         }
         if let Some(cpus) = &self.cpu_affinity {
             let mut set = nix::sched::CpuSet::new();
             for &c in cpus {
-                set.set(c)
-                    .map_err(|e| Error::sys("sched_setaffinity", format!("cpu {c}"), e))?;
+                set.set(c).map_err(|e| Error::sys("sched_setaffinity", format!("cpu {c}"), e))?;
             }
             nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
                 .map_err(|e| Error::sys("sched_setaffinity", "process.execCPUAffinity", e))?;
@@ -250,29 +211,19 @@ impl ProcessPlan {
     pub fn apply_user_and_caps(&self, setgroups_allowed: bool) -> Result<()> {
         self.caps.drop_bounding()?;
         if setgroups_allowed {
-            let groups: Vec<nix::unistd::Gid> = self
-                .groups
-                .iter()
-                .map(|&g| nix::unistd::Gid::from_raw(g))
-                .collect();
-            nix::unistd::setgroups(&groups)
-                .map_err(|e| Error::sys("setgroups", "process.user.additionalGids", e))?;
+            let groups: Vec<nix::unistd::Gid> = self.groups.iter().map(|&g| nix::unistd::Gid::from_raw(g)).collect();
+            nix::unistd::setgroups(&groups).map_err(|e| Error::sys("setgroups", "process.user.additionalGids", e))?;
         }
         // Keep the permitted set across the uid change; the sets are set right after.
-        nix::sys::prctl::set_keepcaps(true)
-            .map_err(|e| Error::sys("prctl", "PR_SET_KEEPCAPS", e))?;
+        nix::sys::prctl::set_keepcaps(true).map_err(|e| Error::sys("prctl", "PR_SET_KEEPCAPS", e))?;
         let gid = nix::unistd::Gid::from_raw(self.gid);
-        nix::unistd::setresgid(gid, gid, gid)
-            .map_err(|e| Error::sys("setresgid", format!("gid {}", self.gid), e))?;
+        nix::unistd::setresgid(gid, gid, gid).map_err(|e| Error::sys("setresgid", format!("gid {}", self.gid), e))?;
         let uid = nix::unistd::Uid::from_raw(self.uid);
-        nix::unistd::setresuid(uid, uid, uid)
-            .map_err(|e| Error::sys("setresuid", format!("uid {}", self.uid), e))?;
-        nix::sys::prctl::set_keepcaps(false)
-            .map_err(|e| Error::sys("prctl", "PR_SET_KEEPCAPS", e))?;
+        nix::unistd::setresuid(uid, uid, uid).map_err(|e| Error::sys("setresuid", format!("uid {}", self.uid), e))?;
+        nix::sys::prctl::set_keepcaps(false).map_err(|e| Error::sys("prctl", "PR_SET_KEEPCAPS", e))?;
         self.caps.apply()?;
         if self.no_new_privs {
-            nix::sys::prctl::set_no_new_privs()
-                .map_err(|e| Error::sys("prctl", "PR_SET_NO_NEW_PRIVS", e))?;
+            nix::sys::prctl::set_no_new_privs().map_err(|e| Error::sys("prctl", "PR_SET_NO_NEW_PRIVS", e))?;
         }
         Ok(())
     }
@@ -284,10 +235,7 @@ impl ProcessPlan {
             .map_err(|e| Error::sys("chdir", format!("process.cwd {}", self.cwd.display()), e))?;
         let cwd = nix::unistd::getcwd().map_err(|e| Error::sys("getcwd", self.cwd.display(), e))?;
         if !cwd.is_absolute() {
-            return Err(Error::Init(format!(
-                "process.cwd {} is outside the container's root",
-                self.cwd.display()
-            )));
+            return Err(Error::Init(format!("process.cwd {} is outside the container's root", self.cwd.display())));
         }
         Ok(())
     }
@@ -298,7 +246,7 @@ impl ProcessPlan {
         if self.env_var("HOME").is_some() {
             return std::borrow::Cow::Borrowed(&self.env);
         }
-        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        let passwd = read_passwd().unwrap_or_default();
         let home = passwd
             .lines()
             .map(|l| l.split(':').collect::<Vec<_>>())
@@ -317,11 +265,23 @@ impl ProcessPlan {
     /// Replaces the process image; returns only on failure.
     pub fn exec(&self, program: &CStr) -> Error {
         let env = self.env_with_home();
-        let errno = nix::unistd::execve(program, &self.args, &env)
-            .err()
-            .unwrap_or(nix::Error::UnknownErrno);
+        let errno = nix::unistd::execve(program, &self.args, &env).err().unwrap_or(nix::Error::UnknownErrno);
         Error::sys("execve", program.to_string_lossy(), errno)
     }
+}
+
+/// The container's /etc/passwd, which the container controls: only a regular file
+/// (a FIFO would block us), and only its first MiB.
+fn read_passwd() -> Option<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open("/etc/passwd").ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    f.take(1 << 20).read_to_string(&mut text).ok()?;
+    Some(text)
 }
 
 fn rlimit_resource(t: PosixRlimitType) -> (libc::__rlimit_resource_t, &'static str) {
@@ -354,10 +314,7 @@ fn sched_attr(s: &oci_spec::runtime::Scheduler, field: &str) -> Result<SchedAttr
         P::SchedRr => 2,
         P::SchedBatch => 3,
         P::SchedIso => {
-            return Err(Error::config(
-                format!("{field}.scheduler.policy"),
-                "SCHED_ISO is not implemented by Linux",
-            ))
+            return Err(Error::config(format!("{field}.scheduler.policy"), "SCHED_ISO is not implemented by Linux"))
         }
         P::SchedIdle => 5,
         P::SchedDeadline => 6,
@@ -376,10 +333,7 @@ fn sched_attr(s: &oci_spec::runtime::Scheduler, field: &str) -> Result<SchedAttr
     }
     let nice = s.nice().unwrap_or(0);
     if !(-20..=19).contains(&nice) {
-        return Err(Error::config(
-            format!("{field}.scheduler.nice"),
-            format!("{nice} is outside -20..19"),
-        ));
+        return Err(Error::config(format!("{field}.scheduler.nice"), format!("{nice} is outside -20..19")));
     }
     Ok(SchedAttr {
         size: std::mem::size_of::<SchedAttr>() as u32,
@@ -399,10 +353,7 @@ pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let bad = || format!("invalid CPU list {s:?}");
         let (a, b) = match part.split_once('-') {
-            Some((a, b)) => (
-                a.parse::<usize>().map_err(|_| bad())?,
-                b.parse::<usize>().map_err(|_| bad())?,
-            ),
+            Some((a, b)) => (a.parse::<usize>().map_err(|_| bad())?, b.parse::<usize>().map_err(|_| bad())?),
             None => {
                 let n = part.parse::<usize>().map_err(|_| bad())?;
                 (n, n)

@@ -32,25 +32,18 @@ pub struct DeviceNode {
 
 /// The devices every container gets.
 pub fn defaults() -> Vec<DeviceNode> {
-    [
-        ("null", 1, 3),
-        ("zero", 1, 5),
-        ("full", 1, 7),
-        ("random", 1, 8),
-        ("urandom", 1, 9),
-        ("tty", 5, 0),
-    ]
-    .into_iter()
-    .map(|(name, major, minor)| DeviceNode {
-        path: Path::new("/dev").join(name),
-        kind: SFlag::S_IFCHR,
-        major,
-        minor,
-        mode: 0o666,
-        uid: 0,
-        gid: 0,
-    })
-    .collect()
+    [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)]
+        .into_iter()
+        .map(|(name, major, minor)| DeviceNode {
+            path: Path::new("/dev").join(name),
+            kind: SFlag::S_IFCHR,
+            major,
+            minor,
+            mode: 0o666,
+            uid: 0,
+            gid: 0,
+        })
+        .collect()
 }
 
 /// Translates `linux.devices[i]`.
@@ -61,12 +54,7 @@ pub fn from_spec(d: &oci_spec::runtime::LinuxDevice, i: usize) -> Result<DeviceN
         T::C | T::U => SFlag::S_IFCHR,
         T::B => SFlag::S_IFBLK,
         T::P => SFlag::S_IFIFO,
-        T::A => {
-            return Err(Error::config(
-                format!("{field}.type"),
-                "\"a\" is only valid in device cgroup rules",
-            ))
-        }
+        T::A => return Err(Error::config(format!("{field}.type"), "\"a\" is only valid in device cgroup rules")),
     };
     if kind != SFlag::S_IFIFO && (d.major() < 0 || d.minor() < 0) {
         return Err(Error::config(field, "negative major or minor number"));
@@ -85,12 +73,10 @@ pub fn from_spec(d: &oci_spec::runtime::LinuxDevice, i: usize) -> Result<DeviceN
 /// Creates `dev` inside `root`; `bind` selects bind-mounting the host's node.
 pub fn create(root: &OwnedFd, dev: &DeviceNode, bind: bool) -> Result<()> {
     let parent = dev.path.parent().unwrap_or(Path::new("/dev"));
-    let name = dev.path.file_name().ok_or_else(|| {
-        Error::config(
-            "linux.devices.path",
-            format!("{} has no file name", dev.path.display()),
-        )
-    })?;
+    let name = dev
+        .path
+        .file_name()
+        .ok_or_else(|| Error::config("linux.devices.path", format!("{} has no file name", dev.path.display())))?;
     if bind {
         let target = create_file_in_root(root, &dev.path)?;
         return mount(
@@ -107,11 +93,7 @@ pub fn create(root: &OwnedFd, dev: &DeviceNode, bind: bool) -> Result<()> {
     let cname = CString::new(name.as_encoded_bytes())
         .map_err(|_| Error::config("linux.devices.path", "contains a NUL byte"))?;
     // An existing entry (a file, or a symlink planted by the rootfs) is replaced.
-    let _ = nix::unistd::unlinkat(
-        Some(dir.as_raw_fd()),
-        cname.as_c_str(),
-        nix::unistd::UnlinkatFlags::NoRemoveDir,
-    );
+    let _ = nix::unistd::unlinkat(Some(dir.as_raw_fd()), cname.as_c_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
     mknodat(
         Some(dir.as_raw_fd()),
         cname.as_c_str(),
@@ -139,11 +121,7 @@ pub fn create(root: &OwnedFd, dev: &DeviceNode, bind: bool) -> Result<()> {
 
 /// The standard /dev symlinks (fd, stdin, stdout, stderr, ptmx).
 pub fn create_symlinks(root: &OwnedFd) -> Result<()> {
-    let dev = open_in_root(
-        root,
-        Path::new("/dev"),
-        OFlag::O_DIRECTORY | OFlag::O_RDONLY,
-    )?;
+    let dev = open_in_root(root, Path::new("/dev"), OFlag::O_DIRECTORY | OFlag::O_RDONLY)?;
     for (target, name) in [
         ("/proc/self/fd", "fd"),
         ("/proc/self/fd/0", "stdin"),

@@ -23,52 +23,26 @@ pub fn apply(root: &OwnedFd, bundle: &Path, m: &Mount, i: usize) -> Result<()> {
     let field = format!("mounts[{i}]");
     let opts = options::parse(m.options().as_deref().unwrap_or_default(), &field)?;
     let dest = m.destination();
-    let typ = m
-        .typ()
-        .as_deref()
-        .unwrap_or(if opts.is_bind() { "bind" } else { "" });
-    let source: Option<PathBuf> = m.source().as_ref().map(|s| {
-        if s.is_relative() && opts.is_bind() {
-            bundle.join(s)
-        } else {
-            s.clone()
-        }
-    });
+    let typ = m.typ().as_deref().unwrap_or(if opts.is_bind() { "bind" } else { "" });
+    let source: Option<PathBuf> =
+        m.source().as_ref().map(|s| if s.is_relative() && opts.is_bind() { bundle.join(s) } else { s.clone() });
 
     // The mount point: a file for a bind mount of a file, else a directory.
-    let bind_of_file = opts.is_bind()
-        && source
-            .as_ref()
-            .is_some_and(|s| std::fs::metadata(s).map(|md| !md.is_dir()).unwrap_or(false));
-    let target = if bind_of_file {
-        create_file_in_root(root, dest)?
-    } else {
-        mkdir_all_in_root(root, dest)?
-    };
+    let bind_of_file =
+        opts.is_bind() && source.as_ref().is_some_and(|s| std::fs::metadata(s).map(|md| !md.is_dir()).unwrap_or(false));
+    let target = if bind_of_file { create_file_in_root(root, dest)? } else { mkdir_all_in_root(root, dest)? };
     let target_path = fd_path(&target);
 
     if opts.is_bind() {
-        let src = source.ok_or_else(|| {
-            Error::config(format!("{field}.source"), "a bind mount needs a source")
-        })?;
+        let src = source.ok_or_else(|| Error::config(format!("{field}.source"), "a bind mount needs a source"))?;
         // Open the source first so a racing rename cannot swap what is mounted.
-        let src_fd = nix::fcntl::open(
-            &src,
-            OFlag::O_PATH | OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )
-        .map_err(|e| Error::config(format!("{field}.source"), format!("{}: {e}", src.display())))?;
+        let src_fd = nix::fcntl::open(&src, OFlag::O_PATH | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+            .map_err(|e| Error::config(format!("{field}.source"), format!("{}: {e}", src.display())))?;
         // SAFETY: `open` returned a new descriptor that nothing else owns.
         let src_fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(src_fd) };
         let bind_flags = MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC);
-        mount(
-            Some(fd_path(&src_fd).as_str()),
-            target_path.as_str(),
-            None::<&str>,
-            bind_flags,
-            None::<&str>,
-        )
-        .map_err(|e| mount_err(&format!("bind {}", src.display()), dest, e))?;
+        mount(Some(fd_path(&src_fd).as_str()), target_path.as_str(), None::<&str>, bind_flags, None::<&str>)
+            .map_err(|e| mount_err(&format!("bind {}", src.display()), dest, e))?;
         let remount = opts.remount_flags();
         if !remount.is_empty() {
             let mounted = open_in_root(root, dest, OFlag::O_PATH)?;
@@ -79,23 +53,10 @@ pub fn apply(root: &OwnedFd, bundle: &Path, m: &Mount, i: usize) -> Result<()> {
             "cgroup" => "cgroup2",
             t => t,
         };
-        let src = source
-            .as_ref()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| fstype.to_string());
-        let data = if opts.data.is_empty() {
-            None
-        } else {
-            Some(opts.data.as_str())
-        };
+        let src = source.as_ref().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| fstype.to_string());
+        let data = if opts.data.is_empty() { None } else { Some(opts.data.as_str()) };
         let flags = opts.flags & !MsFlags::MS_REC;
-        if let Err(e) = mount(
-            Some(src.as_str()),
-            target_path.as_str(),
-            Some(fstype),
-            flags,
-            data,
-        ) {
+        if let Err(e) = mount(Some(src.as_str()), target_path.as_str(), Some(fstype), flags, data) {
             // Without its own network namespace (or owning user namespace) a fresh sysfs
             // is refused; the host's, bound read-only, is what the container gets then.
             if fstype == "sysfs" && e == nix::Error::EPERM {
@@ -111,10 +72,7 @@ pub fn apply(root: &OwnedFd, bundle: &Path, m: &Mount, i: usize) -> Result<()> {
                 mount_setattr(
                     mounted.as_fd(),
                     true,
-                    options::attr::RDONLY
-                        | options::attr::NOSUID
-                        | options::attr::NODEV
-                        | options::attr::NOEXEC,
+                    options::attr::RDONLY | options::attr::NOSUID | options::attr::NODEV | options::attr::NOEXEC,
                     0,
                 )
                 .map_err(|e| mount_err("read-only sysfs", dest, e))?;
@@ -133,14 +91,8 @@ fn apply_after(root: &OwnedFd, dest: &Path, opts: &MountOptions) -> Result<()> {
     }
     let mounted = open_in_root(root, dest, OFlag::O_PATH)?;
     if !opts.propagation.is_empty() {
-        mount(
-            None::<&str>,
-            fd_path(&mounted).as_str(),
-            None::<&str>,
-            opts.propagation,
-            None::<&str>,
-        )
-        .map_err(|e| mount_err("propagation", dest, e))?;
+        mount(None::<&str>, fd_path(&mounted).as_str(), None::<&str>, opts.propagation, None::<&str>)
+            .map_err(|e| mount_err("propagation", dest, e))?;
     }
     if opts.rec_set != 0 || opts.rec_clear != 0 {
         mount_setattr(mounted.as_fd(), true, opts.rec_set, opts.rec_clear)
@@ -152,27 +104,21 @@ fn apply_after(root: &OwnedFd, dest: &Path, opts: &MountOptions) -> Result<()> {
 /// Remounts the bind mount at `mounted` with `flags`, keeping the flags the kernel
 /// locks on mounts inherited from a more privileged namespace.
 pub fn remount_bind(mounted: &OwnedFd, flags: MsFlags, dest: &Path) -> Result<()> {
-    let path = fd_path(mounted);
+    remount(&fd_path(mounted), flags, dest)
+}
+
+/// [`remount_bind`] by path, for `/` after pivot_root (no /proc needed).
+pub fn remount_bind_path(path: &str, flags: MsFlags) -> Result<()> {
+    remount(path, flags, Path::new(path))
+}
+
+fn remount(path: &str, flags: MsFlags, dest: &Path) -> Result<()> {
     let base = MsFlags::MS_BIND | MsFlags::MS_REMOUNT;
-    match mount(
-        None::<&str>,
-        path.as_str(),
-        None::<&str>,
-        base | flags,
-        None::<&str>,
-    ) {
+    match mount(None::<&str>, path, None::<&str>, base | flags, None::<&str>) {
         Err(nix::Error::EPERM) => {
-            let locked = statvfs(path.as_str())
-                .map(|s| locked_flags(s.flags()))
-                .unwrap_or(MsFlags::empty());
-            mount(
-                None::<&str>,
-                path.as_str(),
-                None::<&str>,
-                base | flags | locked,
-                None::<&str>,
-            )
-            .map_err(|e| mount_err("remount", dest, e))
+            let locked = statvfs(path).map(|s| locked_flags(s.flags())).unwrap_or(MsFlags::empty());
+            mount(None::<&str>, path, None::<&str>, base | flags | locked, None::<&str>)
+                .map_err(|e| mount_err("remount", dest, e))
         }
         other => other.map_err(|e| mount_err("remount", dest, e)),
     }
@@ -202,14 +148,10 @@ fn locked_flags(f: FsFlags) -> MsFlags {
 pub fn mask(root: &OwnedFd, path: &Path, null: &OwnedFd) -> Result<()> {
     let target = match open_in_root(root, path, OFlag::O_PATH) {
         Ok(t) => t,
-        Err(Error::Sys {
-            errno: nix::Error::ENOENT,
-            ..
-        }) => return Ok(()),
+        Err(Error::Sys { errno: nix::Error::ENOENT, .. }) => return Ok(()),
         Err(e) => return Err(e),
     };
-    let st = fstat(std::os::fd::AsRawFd::as_raw_fd(&target))
-        .map_err(|e| Error::sys("fstat", path.display(), e))?;
+    let st = fstat(std::os::fd::AsRawFd::as_raw_fd(&target)).map_err(|e| Error::sys("fstat", path.display(), e))?;
     let tp = fd_path(&target);
     if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
         mount(
@@ -221,29 +163,18 @@ pub fn mask(root: &OwnedFd, path: &Path, null: &OwnedFd) -> Result<()> {
         )
         .map_err(|e| mount_err("masking tmpfs", path, e))
     } else {
-        mount(
-            Some(fd_path(null).as_str()),
-            tp.as_str(),
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(|e| mount_err("/dev/null mask", path, e))
+        mount(Some(fd_path(null).as_str()), tp.as_str(), None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .map_err(|e| mount_err("/dev/null mask", path, e))
     }
 }
 
 /// Opens the host's /dev/null and checks it is the null device.
 pub fn open_null() -> Result<OwnedFd> {
-    let fd = nix::fcntl::open(
-        "/dev/null",
-        OFlag::O_PATH | OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(|e| Error::sys("open", "/dev/null", e))?;
+    let fd = nix::fcntl::open("/dev/null", OFlag::O_PATH | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+        .map_err(|e| Error::sys("open", "/dev/null", e))?;
     // SAFETY: `open` returned a new descriptor that nothing else owns.
     let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    let st = fstat(std::os::fd::AsRawFd::as_raw_fd(&fd))
-        .map_err(|e| Error::sys("fstat", "/dev/null", e))?;
+    let st = fstat(std::os::fd::AsRawFd::as_raw_fd(&fd)).map_err(|e| Error::sys("fstat", "/dev/null", e))?;
     let is_chr = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR;
     if !is_chr || libc::major(st.st_rdev) != 1 || libc::minor(st.st_rdev) != 3 {
         return Err(Error::Init("/dev/null is not the null device".into()));
@@ -258,23 +189,10 @@ pub fn make_readonly(root: &OwnedFd, path: &Path) -> Result<()> {
     }
     let target = open_in_root(root, path, OFlag::O_PATH)?;
     let tp = fd_path(&target);
-    mount(
-        Some(tp.as_str()),
-        tp.as_str(),
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .map_err(|e| mount_err("read-only bind", path, e))?;
+    mount(Some(tp.as_str()), tp.as_str(), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+        .map_err(|e| mount_err("read-only bind", path, e))?;
     let mounted = open_in_root(root, path, OFlag::O_PATH)?;
-    mount_setattr(
-        mounted.as_fd(),
-        true,
-        options::attr::RDONLY
-            | options::attr::NOSUID
-            | options::attr::NODEV
-            | options::attr::NOEXEC,
-        0,
-    )
-    .map_err(|e| Error::sys("mount_setattr", format!("read-only {}", path.display()), e))
+    // Only read-only, as runc: nosuid/noexec here would break binaries under the path.
+    mount_setattr(mounted.as_fd(), true, options::attr::RDONLY, 0)
+        .map_err(|e| Error::sys("mount_setattr", format!("read-only {}", path.display()), e))
 }

@@ -116,28 +116,17 @@ pub fn parse(options: &[String], field: &str) -> Result<MountOptions> {
             "symfollow" => (MsFlags::empty(), MS_NOSYMFOLLOW),
             "bind" => (MsFlags::MS_BIND, MsFlags::empty()),
             "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty()),
-            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable"
-            | "runbindable" => {
+            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable" | "runbindable" => {
                 out.propagation |= propagation(opt).unwrap_or(MsFlags::empty());
                 continue;
             }
             "idmap" | "ridmap" => {
-                return Err(Error::Unsupported {
-                    field: format!("{field}: option {opt:?} (idmapped mounts)"),
-                })
+                return Err(Error::Unsupported { field: format!("{field}: option {opt:?} (idmapped mounts)") })
             }
-            "tmpcopyup" => {
-                return Err(Error::Unsupported {
-                    field: format!("{field}: option \"tmpcopyup\""),
-                })
-            }
+            "tmpcopyup" => return Err(Error::Unsupported { field: format!("{field}: option \"tmpcopyup\"") }),
             o if o.starts_with('r') && recursive_attr(o).is_some() => {
                 let (set, bit) = recursive_attr(o).unwrap_or((true, 0));
-                if bit == attr::ATIME_MASK
-                    || o == "rrelatime"
-                    || o == "rnoatime"
-                    || o == "rstrictatime"
-                {
+                if bit == attr::ATIME_MASK || o == "rrelatime" || o == "rnoatime" || o == "rstrictatime" {
                     // The atime modes are one field: clearing the mask then setting the mode.
                     out.rec_clear |= attr::ATIME_MASK;
                     out.rec_set |= match o {
@@ -208,11 +197,7 @@ mod tests {
     use super::*;
 
     fn p(opts: &[&str]) -> MountOptions {
-        parse(
-            &opts.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-            "mounts[0]",
-        )
-        .expect("parse")
+        parse(&opts.iter().map(|s| s.to_string()).collect::<Vec<_>>(), "mounts[0]").expect("parse")
     }
 
     #[test]
@@ -252,12 +237,7 @@ mod tests {
     #[test]
     fn unsupported_and_invalid() {
         let bad = |opts: &[&str]| {
-            parse(
-                &opts.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-                "mounts[3]",
-            )
-            .unwrap_err()
-            .to_string()
+            parse(&opts.iter().map(|s| s.to_string()).collect::<Vec<_>>(), "mounts[3]").unwrap_err().to_string()
         };
         assert!(bad(&["idmap"]).contains("mounts[3]"));
         assert!(bad(&[""]).contains("empty mount option"));

@@ -25,37 +25,22 @@ fn cpath(p: &Path) -> Result<CString> {
 
 /// Strips the leading `/` and normalises a container path for use relative to the root.
 fn relative(path: &Path) -> PathBuf {
-    path.components()
-        .filter(|c| matches!(c, Component::Normal(_) | Component::ParentDir))
-        .collect()
+    path.components().filter(|c| matches!(c, Component::Normal(_) | Component::ParentDir)).collect()
 }
 
 /// Opens `path` inside `root` with `flags` (O_PATH when only a handle is needed).
 pub fn open_in_root(root: &OwnedFd, path: &Path, flags: OFlag) -> Result<OwnedFd> {
     let rel = relative(path);
-    let c = cpath(if rel.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        &rel
-    })?;
-    openat2(
-        root.as_fd(),
-        &c,
-        flags.bits(),
-        0,
-        RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
-    )
-    .map_err(|e| Error::sys("openat2", path.display(), e))
+    let c = cpath(if rel.as_os_str().is_empty() { Path::new(".") } else { &rel })?;
+    openat2(root.as_fd(), &c, flags.bits(), 0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+        .map_err(|e| Error::sys("openat2", path.display(), e))
 }
 
 /// Whether `path` exists inside `root`.
 pub fn exists_in_root(root: &OwnedFd, path: &Path) -> Result<bool> {
     match open_in_root(root, path, OFlag::O_PATH) {
         Ok(_) => Ok(true),
-        Err(Error::Sys {
-            errno: nix::Error::ENOENT,
-            ..
-        }) => Ok(false),
+        Err(Error::Sys { errno: nix::Error::ENOENT, .. }) => Ok(false),
         Err(e) => Err(e),
     }
 }
@@ -70,24 +55,11 @@ pub fn mkdir_all_in_root(root: &OwnedFd, path: &Path) -> Result<OwnedFd> {
         cur.push(comp);
         match open_in_root(root, &cur, OFlag::O_PATH | OFlag::O_DIRECTORY) {
             Ok(next) => fd = next,
-            Err(Error::Sys {
-                errno: nix::Error::ENOENT,
-                ..
-            }) => {
+            Err(Error::Sys { errno: nix::Error::ENOENT, .. }) => {
                 let name = cpath(Path::new(comp.as_os_str()))?;
-                match nix::sys::stat::mkdirat(
-                    Some(fd.as_raw_fd()),
-                    name.as_c_str(),
-                    Mode::from_bits_truncate(0o755),
-                ) {
+                match nix::sys::stat::mkdirat(Some(fd.as_raw_fd()), name.as_c_str(), Mode::from_bits_truncate(0o755)) {
                     Ok(()) | Err(nix::Error::EEXIST) => {}
-                    Err(e) => {
-                        return Err(Error::sys(
-                            "mkdirat",
-                            Path::new("/").join(&cur).display(),
-                            e,
-                        ))
-                    }
+                    Err(e) => return Err(Error::sys("mkdirat", Path::new("/").join(&cur).display(), e)),
                 }
                 fd = open_in_root(root, &cur, OFlag::O_PATH | OFlag::O_DIRECTORY)?;
             }
@@ -102,19 +74,13 @@ pub fn mkdir_all_in_root(root: &OwnedFd, path: &Path) -> Result<OwnedFd> {
 pub fn create_file_in_root(root: &OwnedFd, path: &Path) -> Result<OwnedFd> {
     match open_in_root(root, path, OFlag::O_PATH) {
         Ok(fd) => return Ok(fd),
-        Err(Error::Sys {
-            errno: nix::Error::ENOENT,
-            ..
-        }) => {}
+        Err(Error::Sys { errno: nix::Error::ENOENT, .. }) => {}
         Err(e) => return Err(e),
     }
     let parent = path.parent().unwrap_or(Path::new("/"));
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::config("path", format!("{} has no file name", path.display())))?;
+    let name = path.file_name().ok_or_else(|| Error::config("path", format!("{} has no file name", path.display())))?;
     let dir = mkdir_all_in_root(root, parent)?;
-    let dir = open_in_root(root, parent, OFlag::O_DIRECTORY | OFlag::O_RDONLY)
-        .or_else(|_| Ok::<_, Error>(dir))?;
+    let dir = open_in_root(root, parent, OFlag::O_DIRECTORY | OFlag::O_RDONLY).or_else(|_| Ok::<_, Error>(dir))?;
     let cname = cpath(Path::new(name))?;
     match nix::fcntl::openat(
         Some(dir.as_raw_fd()),
@@ -147,12 +113,8 @@ mod tests {
         std::fs::create_dir_all(root.join("etc")).expect("mkdir");
         std::os::unix::fs::symlink("/", root.join("up")).expect("symlink");
         std::os::unix::fs::symlink("../../../../etc", root.join("dots")).expect("symlink");
-        let rfd = nix::fcntl::open(
-            &root,
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .expect("open");
+        let rfd = nix::fcntl::open(&root, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+            .expect("open");
         // SAFETY: `open` returned a new descriptor that nothing else owns.
         let rfd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(rfd) };
         // "up/newdir" must be created inside the root, not at the host's /newdir.
