@@ -3,6 +3,7 @@
 //! `STRATA_TEST_RUNTIME=runc cargo test -p strata-tests` runs the same checks
 //! against runc to validate them.
 
+mod cgroups;
 mod errors;
 mod hooks;
 mod library;

@@ -56,6 +56,16 @@ enum Command {
     List(commands::list::Args),
     /// Write a default config.json.
     Spec(commands::spec::Args),
+    /// Freeze every process of a container.
+    Pause(commands::pause::Args),
+    /// Thaw a paused container.
+    Resume(commands::pause::Args),
+    /// List a container's processes.
+    Ps(commands::ps::Args),
+    /// Change a running container's resource limits.
+    Update(commands::update::Args),
+    /// Print a container's statistics as JSON events.
+    Events(commands::events::Args),
 }
 
 fn version() -> String {
@@ -113,5 +123,10 @@ fn run(command: Command, root: &std::path::Path, log: &logging::Logger) -> anyho
         Command::Exec(a) => commands::exec::run(a, root),
         Command::List(a) => commands::list::run(a, root),
         Command::Spec(a) => commands::spec::run(a),
+        Command::Pause(a) => commands::pause::pause(a, root),
+        Command::Resume(a) => commands::pause::resume(a, root),
+        Command::Ps(a) => commands::ps::run(a, root),
+        Command::Update(a) => commands::update::run(a, root),
+        Command::Events(a) => commands::events::run(a, root),
     }
 }

@@ -289,24 +289,11 @@ fn refuse_unimplemented(spec: &Spec) -> Result<()> {
         return unsupported("linux.netDevices");
     }
     if let Some(r) = linux.resources() {
-        // Device rules are accepted (the default spec carries them); the rest needs
-        // the cgroup manager.
-        let fields = [
-            ("memory", r.memory().is_some()),
-            ("cpu", r.cpu().is_some()),
-            ("pids", r.pids().is_some()),
-            ("blockIO", r.block_io().is_some()),
-            ("hugepageLimits", r.hugepage_limits().as_ref().is_some_and(|v| !v.is_empty())),
-            ("network", r.network().is_some()),
-            ("rdma", r.rdma().as_ref().is_some_and(|v| !v.is_empty())),
-            ("unified", r.unified().as_ref().is_some_and(|v| !v.is_empty())),
-        ];
-        if let Some((name, _)) = fields.iter().find(|(_, set)| *set) {
-            return unsupported(&format!("linux.resources.{name}"));
-        }
-    }
-    if linux.cgroups_path().is_some() {
-        return unsupported("linux.cgroupsPath");
+        crate::cgroups::resources::plan(r)?;
+        crate::cgroups::devices::rules(
+            r.devices().as_deref().unwrap_or_default(),
+            linux.devices().as_deref().unwrap_or_default(),
+        )?;
     }
     Ok(())
 }
@@ -434,9 +421,9 @@ mod tests {
             ("env", Box::new(|c| c["process"]["env"] = serde_json::json!(["NOEQUALS"])), "process.env[0]"),
             ("hostname", Box::new(|c| c["linux"]["namespaces"] = serde_json::json!([{"type": "mount"}])), "hostname"),
             (
-                "memory",
-                Box::new(|c| c["linux"]["resources"]["memory"] = serde_json::json!({"limit": 1048576})),
-                "linux.resources.memory",
+                "swappiness",
+                Box::new(|c| c["linux"]["resources"]["memory"] = serde_json::json!({"swappiness": 10})),
+                "linux.resources.memory.swappiness",
             ),
             ("idmap", Box::new(|c| c["mounts"][0]["options"] = serde_json::json!(["idmap"])), "mounts[0]"),
             (

@@ -7,6 +7,7 @@
 //! shims) call [`Container`] and print what it returns.
 
 pub mod capabilities;
+pub mod cgroups;
 pub mod config;
 pub mod container;
 pub mod error;

@@ -68,6 +68,12 @@ pub struct ContainerState {
     pub init_start_time: u64,
     /// The config the container was created from.
     pub config: Spec,
+    /// The container's cgroup directory.
+    #[serde(default)]
+    pub cgroup: Option<PathBuf>,
+    /// Cgroup directories `create` made (removed again by `delete` when empty).
+    #[serde(default)]
+    pub cgroup_created: Vec<PathBuf>,
 }
 
 impl ContainerState {
@@ -102,7 +108,14 @@ impl ContainerState {
         }
         if !process_alive(self.pid, self.init_start_time) {
             self.status = Status::Stopped;
+        } else if self.status == Status::Running && self.cgroup().is_some_and(|c| c.is_frozen()) {
+            self.status = Status::Paused;
         }
+    }
+
+    /// The container's cgroup, if it has one.
+    pub fn cgroup(&self) -> Option<crate::cgroups::Cgroup> {
+        self.cgroup.clone().map(crate::cgroups::Cgroup::at)
     }
 }
 

@@ -1,6 +1,7 @@
 //! `create`: set the container up and leave its init blocked on the exec fifo.
 
 use super::{Container, EXEC_FIFO};
+use crate::cgroups::{self, Cgroup};
 use crate::namespaces::NamespacePlan;
 use crate::process::init::{self, InitContext};
 use crate::process::plan::ProcessPlan;
@@ -10,7 +11,7 @@ use crate::state::{now_rfc3339, ContainerState, StateDir};
 use crate::sync::Msg;
 use crate::{config, hooks, Error, Result, Status};
 use oci_spec::runtime::LinuxNamespaceType;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 /// Options of `create`.
@@ -50,13 +51,36 @@ impl Container {
         let ns_list = linux.namespaces().clone().unwrap_or_default();
         let namespaces = NamespacePlan::from_spec(&ns_list)?;
         check_preserved_fds(opts.preserve_fds)?;
+        let cg_writes = match linux.resources() {
+            Some(r) => cgroups::resources::plan(r)?,
+            None => Vec::new(),
+        };
+        let mut cg_controllers: Vec<&str> = cg_writes.iter().filter_map(|w| w.controller).collect();
+        cg_controllers.sort_unstable();
+        cg_controllers.dedup();
+        let device_rules = cgroups::devices::rules(
+            linux.resources().as_ref().and_then(|r| r.devices().as_deref()).unwrap_or_default(),
+            linux.devices().as_deref().unwrap_or_default(),
+        )?;
+        let cg_rel = cgroups::container_path(linux.cgroups_path().as_deref(), id)?;
+        let cg_mount = cgroups::find_mount()?;
         if process.terminal && opts.console_socket.is_none() {
             return Err(Error::config("process.terminal", "a terminal needs --console-socket"));
         }
 
         let dir = StateDir::create(root, id)?;
         let mut pid = 0;
+        let mut cgroup_made: Option<(Cgroup, Vec<PathBuf>)> = None;
         let result = (|| -> Result<ContainerState> {
+            let (cgroup, created) = Cgroup::create(&cg_mount, &cg_rel, &cg_controllers)?;
+            let created = cgroups::owned_parents(&cg_mount, &cg_rel, created);
+            cgroup_made = Some((cgroup.clone(), created.clone()));
+            cgroup.apply(&cg_writes)?;
+            let cgroup_fd = cgroup.open()?;
+            // Attached before the init exists, so the rules hold from its first step.
+            if let Some(rules) = &device_rules {
+                cgroups::devices::attach(cgroup_fd.as_fd(), &cgroups::devices::compile(rules))?;
+            }
             let fifo_path = dir.path().join(EXEC_FIFO);
             nix::unistd::mkfifo(&fifo_path, nix::sys::stat::Mode::from_bits_truncate(0o600))
                 .map_err(|e| Error::sys("mkfifo", fifo_path.display(), e))?;
@@ -90,7 +114,7 @@ impl Container {
             let spawn_spec = SpawnSpec {
                 namespaces: &namespaces,
                 time_offsets: linux.time_offsets().as_ref(),
-                cgroup: None,
+                cgroup: Some(cgroup_fd.as_raw_fd()),
                 keep_fds: keep,
                 preserve_fds: opts.preserve_fds,
             };
@@ -108,6 +132,8 @@ impl Container {
                 owner: owner(),
                 init_start_time: crate::state::proc_stat(pid).map(|(_, t)| t).unwrap_or(0),
                 config: spec.clone(),
+                cgroup: Some(cgroup.dir.clone()),
+                cgroup_created: created,
             };
             // Recorded before anything else can fail, so `delete --force` finds the
             // process even if this `create` is killed.
@@ -147,6 +173,9 @@ impl Container {
                     for h in st.config.hooks().as_ref().and_then(|h| h.poststop().clone()).unwrap_or_default() {
                         let _ = hooks::run("poststop", &h, &json);
                     }
+                }
+                if let Some((cg, created)) = &cgroup_made {
+                    let _ = cg.remove(created);
                 }
                 let _ = dir.remove();
                 Err(e)

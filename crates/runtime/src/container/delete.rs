@@ -23,7 +23,15 @@ impl Container {
             return Err(wrong_status(&st, "stop it first or use --force"));
         }
         if is_alive(st.status) {
-            kill_and_wait(st.pid, st.init_start_time, st.has_own_pid_ns());
+            kill_and_wait(st.pid, st.init_start_time);
+        }
+        if let Some(cg) = st.cgroup() {
+            // Whatever is left (processes sharing the host's pid namespace, or that
+            // outlived the init) dies with the cgroup.
+            if cg.dir.exists() {
+                let _ = cg.kill_all();
+                cg.remove(&st.cgroup_created)?;
+            }
         }
         let mut warnings = Vec::new();
         if let Some(list) = st.config.hooks().as_ref().and_then(|h| h.poststop().clone()) {
@@ -40,21 +48,14 @@ impl Container {
     }
 }
 
-/// SIGKILLs the container's processes and waits (up to 10 s) until the init is gone.
-fn kill_and_wait(pid: i32, start_time: u64, own_pid_ns: bool) {
+/// SIGKILLs the container's init and waits (up to 10 s) until it is gone.
+fn kill_and_wait(pid: i32, start_time: u64) {
     // The pidfd pins the process: after the start-time check, the pid cannot be reused.
     let Ok(pidfd) = crate::sys::pidfd_open(pid) else {
         return;
     };
     if !crate::state::process_alive(pid, start_time) {
         return;
-    }
-    // Every process of a pid namespace of its own dies with its init; the scan only
-    // speeds that up. A joined or shared pid namespace holds others' processes.
-    if own_pid_ns {
-        for p in super::kill::container_pids(pid) {
-            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
-        }
     }
     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];

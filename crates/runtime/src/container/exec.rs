@@ -8,7 +8,7 @@ use crate::process::{spawn, SpawnSpec};
 use crate::{Error, Result, Status};
 use oci_spec::runtime::Process;
 use std::fs::File;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
@@ -45,11 +45,12 @@ impl Container {
                 reason: "cannot exec in a stopped container",
             });
         }
+        let cgroup_fd = st.cgroup().map(|c| c.open()).transpose()?;
         let ctx = ExecContext { process: &plan, console_socket: opts.console_socket, preserve_fds: opts.preserve_fds };
         let spawn_spec = SpawnSpec {
             namespaces: &namespaces,
             time_offsets: None,
-            cgroup: None,
+            cgroup: cgroup_fd.as_ref().map(|fd| fd.as_raw_fd()),
             keep_fds: opts.console_socket.into_iter().collect(),
             preserve_fds: opts.preserve_fds,
         };

@@ -2,6 +2,7 @@
 //! handle on `<root>/<id>`; every operation locks the state directory, re-reads
 //! the state and checks the status the spec requires.
 
+mod cgroup_ops;
 mod create;
 mod delete;
 mod exec;

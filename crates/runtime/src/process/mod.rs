@@ -118,7 +118,18 @@ where
             }
         }
         let flags = spec.namespaces.clone_flags.bits() as u64 | libc::CLONE_PARENT as u64;
-        match sys::clone3_fork(flags, spec.cgroup).map_err(|e| Error::sys("clone3", "container process", e))? {
+        let forked = match sys::clone3_fork(flags, spec.cgroup) {
+            // Kernels before 5.7 know no CLONE_INTO_CGROUP: move ourselves into the
+            // cgroup instead, and the clone inherits it.
+            Err(nix::Error::E2BIG) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOSYS) if spec.cgroup.is_some() => {
+                if let Some(fd) = spec.cgroup {
+                    join_cgroup(fd)?;
+                }
+                sys::clone3_fork(flags, None)
+            }
+            other => other,
+        };
+        match forked.map_err(|e| Error::sys("clone3", "container process", e))? {
             Forked::Child => {
                 let err = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| main(sync))) {
                     Ok(e) => e,
@@ -171,6 +182,21 @@ fn close_all_but(first: RawFd, keep: &mut Vec<RawFd>) {
     }
     // SAFETY: as above.
     unsafe { libc::syscall(libc::SYS_close_range, from, u32::MAX, 0) };
+}
+
+/// Moves the calling process into the cgroup open at `dir`.
+fn join_cgroup(dir: RawFd) -> Result<()> {
+    let fd = nix::fcntl::openat(
+        Some(dir),
+        "cgroup.procs",
+        nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| Error::sys("open", "cgroup.procs", e))?;
+    // SAFETY: `openat` returned a new descriptor that nothing else owns.
+    let f = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    nix::unistd::write(&f, b"0").map_err(|e| Error::sys("write", "cgroup.procs", e))?;
+    Ok(())
 }
 
 /// Kills and reaps a process this runtime created (a child of the caller through

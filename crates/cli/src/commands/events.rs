@@ -1,0 +1,51 @@
+//! `strata events`: statistics of a container as JSON events, once (`--stats`) or
+//! every `--interval` until the container stops.
+
+use std::path::Path;
+use std::time::Duration;
+use strata_runtime::Container;
+
+/// Flags of `events`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Print one statistics event and exit.
+    #[arg(long)]
+    pub stats: bool,
+    /// Interval between statistics events (e.g. 5s, 500ms).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Container id.
+    pub id: String,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration {s:?} (use e.g. 5s, 500ms, 1m)");
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit()).map(|i| s.split_at(i)).ok_or_else(bad)?;
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        _ => return Err(bad()),
+    };
+    if d.is_zero() {
+        return Err(bad());
+    }
+    Ok(d)
+}
+
+/// Runs `strata events`.
+pub fn run(args: Args, root: &Path) -> anyhow::Result<i32> {
+    let c = Container::load(root, &args.id)?;
+    loop {
+        let data = c.stats()?;
+        println!("{}", serde_json::json!({ "type": "stats", "id": args.id, "data": data }));
+        if args.stats {
+            return Ok(0);
+        }
+        std::thread::sleep(args.interval);
+        if c.state()?.status == strata_runtime::Status::Stopped {
+            return Ok(0);
+        }
+    }
+}

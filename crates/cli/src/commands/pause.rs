@@ -1,0 +1,23 @@
+//! `strata pause` and `strata resume`.
+
+use std::path::Path;
+use strata_runtime::Container;
+
+/// Flags of `pause` and `resume`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Container id.
+    pub id: String,
+}
+
+/// Runs `strata pause`.
+pub fn pause(args: Args, root: &Path) -> anyhow::Result<i32> {
+    Container::load(root, &args.id)?.pause()?;
+    Ok(0)
+}
+
+/// Runs `strata resume`.
+pub fn resume(args: Args, root: &Path) -> anyhow::Result<i32> {
+    Container::load(root, &args.id)?.resume()?;
+    Ok(0)
+}

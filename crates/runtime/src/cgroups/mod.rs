@@ -1,0 +1,397 @@
+//! The cgroup v2 manager: where the container's cgroup is, creating it with the
+//! controllers its resources need, writing resource limits, freezing, killing,
+//! listing processes and removing it.
+//!
+//! Only cgroup v2 is used. Its mount is found in /proc/self/mountinfo, so a pure v2
+//! host (/sys/fs/cgroup) and a hybrid host (/sys/fs/cgroup/unified) both work; the
+//! v1 hierarchies are never touched.
+
+pub mod devices;
+pub mod resources;
+pub mod stats;
+
+use crate::{Error, Result};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Finds the cgroup v2 mount point.
+pub fn find_mount() -> Result<PathBuf> {
+    find_mount_in(
+        &std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| Error::io("read", "/proc/self/mountinfo", e))?,
+    )
+    .ok_or_else(|| {
+        Error::Init(
+            "no cgroup v2 hierarchy is mounted: strata needs cgroup v2 (a v1-only host is not supported)".into(),
+        )
+    })
+}
+
+fn find_mount_in(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let fstype = right.split(' ').next()?;
+        if fstype != "cgroup2" {
+            return None;
+        }
+        left.split(' ').nth(4).map(|p| PathBuf::from(unescape(p)))
+    })
+}
+
+/// mountinfo escapes spaces and a few other bytes as \ooo.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// This process's cgroup v2 path (the `0::` line of /proc/self/cgroup).
+pub fn own_cgroup() -> PathBuf {
+    std::fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("0::").map(PathBuf::from)))
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+/// The cgroup path of a container, relative to the v2 root: `linux.cgroupsPath`
+/// when absolute, relative to the runtime's own cgroup when relative, else
+/// `/strata/<id>`. `..` is refused: the path must stay inside the hierarchy.
+pub fn container_path(cgroups_path: Option<&Path>, id: &str) -> Result<PathBuf> {
+    let p = match cgroups_path {
+        None => return Ok(PathBuf::from("strata").join(id)),
+        Some(p) if p.as_os_str().is_empty() => return Ok(PathBuf::from("strata").join(id)),
+        Some(p) => p,
+    };
+    if p.components().any(|c| c == Component::ParentDir) {
+        return Err(Error::config("linux.cgroupsPath", format!("{} contains ..", p.display())));
+    }
+    // systemd-style "slice:prefix:name" paths need the systemd cgroup driver.
+    if p.to_string_lossy().contains(':') {
+        return Err(Error::config(
+            "linux.cgroupsPath",
+            format!("{} is a systemd path; strata has no systemd driver", p.display()),
+        ));
+    }
+    let base = if p.is_absolute() { PathBuf::new() } else { own_cgroup() };
+    let joined: PathBuf = base.join(p).components().filter(|c| matches!(c, Component::Normal(_))).collect();
+    if joined.as_os_str().is_empty() {
+        return Err(Error::config("linux.cgroupsPath", "must name a cgroup below the root"));
+    }
+    Ok(joined)
+}
+
+/// The directories `delete` may remove once empty: those `create` made, plus the
+/// default `/strata` parent, which containers share (whichever is deleted last
+/// removes it).
+pub fn owned_parents(mount: &Path, rel: &Path, mut created: Vec<PathBuf>) -> Vec<PathBuf> {
+    let shared = mount.join("strata");
+    if rel.starts_with("strata") && rel.components().count() == 2 && !created.contains(&shared) {
+        created.insert(0, shared);
+    }
+    created
+}
+
+/// A container's cgroup directory.
+#[derive(Debug, Clone)]
+pub struct Cgroup {
+    /// Absolute directory path (under the v2 mount).
+    pub dir: PathBuf,
+}
+
+fn read(dir: &Path, file: &str) -> Result<String> {
+    let p = dir.join(file);
+    std::fs::read_to_string(&p).map_err(|e| Error::io("read", p, e))
+}
+
+fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
+    let p = dir.join(file);
+    std::fs::write(&p, value).map_err(|e| Error::io("write", p, e))
+}
+
+impl Cgroup {
+    /// A handle on an existing (or to be created) cgroup directory.
+    pub fn at(dir: PathBuf) -> Cgroup {
+        Cgroup { dir }
+    }
+
+    /// Creates the cgroup at `rel` below `mount`, enabling `controllers` in
+    /// `cgroup.subtree_control` of every ancestor. Returns the cgroup and the
+    /// directories this call created (deepest last), for cleanup.
+    pub fn create(mount: &Path, rel: &Path, controllers: &[&str]) -> Result<(Cgroup, Vec<PathBuf>)> {
+        check_available(mount, controllers)?;
+        let mut created = Vec::new();
+        let mut cur;
+        // A parent may vanish between our mkdirs when another container's delete
+        // removes it as empty: start over a few times.
+        let mut attempts = 0;
+        let result = loop {
+            attempts += 1;
+            cur = mount.to_path_buf();
+            let r = (|| -> Result<()> {
+                for comp in rel.components() {
+                    enable_controllers(&cur, controllers)?;
+                    cur.push(comp);
+                    match std::fs::create_dir(&cur) {
+                        Ok(()) => created.push(cur.clone()),
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                        Err(e) => return Err(Error::io("create cgroup", &cur, e)),
+                    }
+                }
+                Ok(())
+            })();
+            match r {
+                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound && attempts < 5 => {
+                    continue
+                }
+                other => break other,
+            }
+        };
+        if let Err(e) = result {
+            remove_dirs(&created);
+            return Err(e);
+        }
+        let cg = Cgroup { dir: cur };
+        // The spec lets a runtime refuse a cgroup that is in use.
+        if let Err(e) = cg.check_unused() {
+            remove_dirs(&created);
+            return Err(e);
+        }
+        Ok((cg, created))
+    }
+
+    fn check_unused(&self) -> Result<()> {
+        if !read(&self.dir, "cgroup.procs").unwrap_or_default().trim().is_empty() {
+            return Err(Error::Init(format!("cgroup {} already has processes", self.dir.display())));
+        }
+        if self.is_frozen() {
+            return Err(Error::Init(format!("cgroup {} is frozen", self.dir.display())));
+        }
+        Ok(())
+    }
+
+    /// Enables `controllers` for this cgroup (in every ancestor's subtree_control
+    /// below `mount`), as `update` needs for limits not asked for at create time.
+    pub fn enable(&self, mount: &Path, controllers: &[&str]) -> Result<()> {
+        check_available(mount, controllers)?;
+        let rel = self
+            .dir
+            .strip_prefix(mount)
+            .map_err(|_| Error::Init(format!("{} is outside {}", self.dir.display(), mount.display())))?;
+        let mut cur = mount.to_path_buf();
+        for comp in rel.components() {
+            enable_controllers(&cur, controllers)?;
+            cur.push(comp);
+        }
+        Ok(())
+    }
+
+    /// Applies resource writes (see [`resources::plan`]).
+    pub fn apply(&self, writes: &[resources::Write]) -> Result<()> {
+        for w in writes {
+            let path = self.dir.join(&w.file);
+            if let Err(e) = std::fs::write(&path, &w.value) {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    let what = w.controller.map(|c| format!("the {c} controller is not enabled")).unwrap_or_default();
+                    return Err(Error::Init(format!("cgroup file {} does not exist: {what}", path.display())));
+                }
+                return Err(Error::io("write", path, e));
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens the directory (for CLONE_INTO_CGROUP).
+    pub fn open(&self) -> Result<OwnedFd> {
+        let fd = nix::fcntl::open(
+            &self.dir,
+            nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| Error::sys("open", self.dir.display(), e))?;
+        // SAFETY: `open` returned a new descriptor that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// Host pids of the processes in the cgroup.
+    pub fn pids(&self) -> Result<Vec<i32>> {
+        Ok(read(&self.dir, "cgroup.procs")?.lines().filter_map(|l| l.trim().parse().ok()).collect())
+    }
+
+    /// Whether `cgroup.events` says the cgroup is frozen.
+    pub fn is_frozen(&self) -> bool {
+        read(&self.dir, "cgroup.events").map(|e| e.lines().any(|l| l.trim() == "frozen 1")).unwrap_or(false)
+    }
+
+    /// Freezes or thaws the cgroup and waits (up to 5 s) until the kernel confirms.
+    pub fn freeze(&self, frozen: bool) -> Result<()> {
+        write(&self.dir, "cgroup.freeze", if frozen { "1" } else { "0" })?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.is_frozen() != frozen {
+            if Instant::now() > deadline {
+                return Err(Error::Init(format!(
+                    "cgroup {} did not become {} within 5s",
+                    self.dir.display(),
+                    if frozen { "frozen" } else { "thawed" }
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
+    /// SIGKILLs every process in the cgroup (cgroup.kill, Linux 5.14).
+    pub fn kill_all(&self) -> Result<()> {
+        write(&self.dir, "cgroup.kill", "1")
+    }
+
+    /// Sends `signal` to every process in the cgroup.
+    pub fn signal_all(&self, signal: nix::sys::signal::Signal) -> Result<()> {
+        if signal == nix::sys::signal::Signal::SIGKILL && self.dir.join("cgroup.kill").exists() {
+            return self.kill_all();
+        }
+        for pid in self.pids()? {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+        }
+        Ok(())
+    }
+
+    /// Removes the cgroup (waiting up to 1 s for the kernel to release it once its
+    /// processes are gone) and the empty parents listed in `created_parents`.
+    pub fn remove(&self, created_parents: &[PathBuf]) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            match std::fs::remove_dir(&self.dir) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(e) => return Err(Error::io("remove cgroup", &self.dir, e)),
+            }
+        }
+        let parents: Vec<PathBuf> = created_parents.iter().filter(|p| **p != self.dir).cloned().collect();
+        remove_dirs(&parents);
+        Ok(())
+    }
+}
+
+/// Fails, naming the controller, when the hierarchy lacks one of `controllers`.
+fn check_available(mount: &Path, controllers: &[&str]) -> Result<()> {
+    let available = read(mount, "cgroup.controllers").unwrap_or_default();
+    for c in controllers {
+        if !available.split_whitespace().any(|a| a == *c) {
+            return Err(Error::Init(format!(
+                "the cgroup v2 controller {c:?} is not available on this host (cgroup.controllers: {:?})",
+                available.trim()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Enables `controllers` for the children of `dir` (those not yet enabled).
+fn enable_controllers(dir: &Path, controllers: &[&str]) -> Result<()> {
+    if controllers.is_empty() {
+        return Ok(());
+    }
+    let enabled = read(dir, "cgroup.subtree_control").unwrap_or_default();
+    let missing: Vec<String> =
+        controllers.iter().filter(|c| !enabled.split_whitespace().any(|e| e == **c)).map(|c| format!("+{c}")).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    write(dir, "cgroup.subtree_control", &missing.join(" "))
+}
+
+/// Removes directories deepest first, stopping at the first that is not empty
+/// (another container may share the parent).
+fn remove_dirs(dirs: &[PathBuf]) {
+    for d in dirs.iter().rev() {
+        if std::fs::remove_dir(d).is_err() {
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_v2_mount_on_hybrid_and_pure_hosts() {
+        let hybrid = "25 20 0:22 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro\n41 25 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n42 25 0:39 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory";
+        assert_eq!(find_mount_in(hybrid), Some(PathBuf::from("/sys/fs/cgroup/unified")));
+        let pure = "30 20 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate";
+        assert_eq!(find_mount_in(pure), Some(PathBuf::from("/sys/fs/cgroup")));
+        let v1 = "42 25 0:39 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory";
+        assert_eq!(find_mount_in(v1), None);
+        let spaced = "30 20 0:26 / /mnt/my\\040cg rw - cgroup2 cgroup2 rw";
+        assert_eq!(find_mount_in(spaced), Some(PathBuf::from("/mnt/my cg")));
+    }
+
+    #[test]
+    fn container_paths() {
+        assert_eq!(container_path(None, "c1").expect("default"), PathBuf::from("strata/c1"));
+        assert_eq!(container_path(Some(Path::new("/a/b")), "c1").expect("abs"), PathBuf::from("a/b"));
+        let rel = container_path(Some(Path::new("x/y")), "c1").expect("rel");
+        assert!(rel.ends_with("x/y"));
+        assert!(container_path(Some(Path::new("/a/../../etc")), "c1").is_err());
+        assert!(container_path(Some(Path::new("system.slice:strata:c1")), "c1").is_err());
+        assert!(container_path(Some(Path::new("/")), "c1").is_err());
+    }
+
+    /// A fake cgroup tree: directories with the interface files a kernel would show.
+    fn fake_tree(tag: &str, controllers: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("strata-cgtree-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("mkdir");
+        std::fs::write(d.join("cgroup.controllers"), controllers).expect("write");
+        std::fs::write(d.join("cgroup.subtree_control"), "").expect("write");
+        d
+    }
+
+    #[test]
+    fn create_enables_controllers_and_apply_writes_files() {
+        let root = fake_tree("create", "cpu memory pids hugetlb");
+        // A real kernel creates the interface files; here each new directory gets them
+        // as soon as it exists, by pre-creating the path.
+        let (cg, created) = Cgroup::create(&root, Path::new("strata/c1"), &["memory", "pids"]).expect("create");
+        assert_eq!(created, vec![root.join("strata"), root.join("strata/c1")]);
+        assert_eq!(std::fs::read_to_string(root.join("cgroup.subtree_control")).expect("read"), "+memory +pids");
+        assert_eq!(std::fs::read_to_string(root.join("strata/cgroup.subtree_control")).expect("read"), "+memory +pids");
+        let r: oci_spec::runtime::LinuxResources =
+            serde_json::from_value(serde_json::json!({ "memory": { "limit": 4096 }, "pids": { "limit": 10 } }))
+                .expect("json");
+        cg.apply(&resources::plan(&r).expect("plan")).expect("apply");
+        assert_eq!(std::fs::read_to_string(cg.dir.join("memory.max")).expect("read"), "4096");
+        assert_eq!(std::fs::read_to_string(cg.dir.join("pids.max")).expect("read"), "10");
+        for f in ["memory.max", "pids.max"] {
+            std::fs::remove_file(cg.dir.join(f)).expect("rm");
+        }
+        for d in [&root.join("strata/c1"), &root.join("strata")] {
+            std::fs::remove_file(d.join("cgroup.subtree_control")).ok();
+        }
+        cg.remove(&created).expect("remove");
+        assert!(!root.join("strata").exists());
+        std::fs::remove_dir_all(&root).expect("cleanup");
+    }
+
+    #[test]
+    fn missing_controller_is_named() {
+        let root = fake_tree("missing", "hugetlb");
+        let err = Cgroup::create(&root, Path::new("strata/c2"), &["memory"]).expect_err("memory missing").to_string();
+        assert!(err.contains("\"memory\""), "{err}");
+        assert!(!root.join("strata").exists(), "nothing created");
+        std::fs::remove_dir_all(&root).expect("cleanup");
+    }
+}

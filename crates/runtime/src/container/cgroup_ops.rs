@@ -1,0 +1,101 @@
+//! Operations on a running container's cgroup: `pause`, `resume`, `update`, `ps`
+//! and statistics for `events`.
+
+use super::{wrong_status, Container};
+use crate::cgroups::{resources, stats, Cgroup};
+use crate::state::{ContainerState, StateDir};
+use crate::{Error, Result, Status};
+use oci_spec::runtime::LinuxResources;
+
+impl Container {
+    fn cgroup_of(st: &ContainerState) -> Result<Cgroup> {
+        st.cgroup().ok_or_else(|| Error::State { id: st.id.clone(), reason: "the container has no cgroup".into() })
+    }
+
+    /// Freezes every process of a running container (cgroup.freeze).
+    pub fn pause(&self) -> Result<()> {
+        let dir = StateDir::open(&self.root, &self.id)?;
+        let st = Self::load_state(&dir, &self.id)?;
+        if st.status != Status::Running {
+            return Err(wrong_status(&st, "only a running container can be paused"));
+        }
+        Self::cgroup_of(&st)?.freeze(true)
+    }
+
+    /// Thaws a paused container.
+    pub fn resume(&self) -> Result<()> {
+        let dir = StateDir::open(&self.root, &self.id)?;
+        let st = Self::load_state(&dir, &self.id)?;
+        if st.status != Status::Paused {
+            return Err(wrong_status(&st, "only a paused container can be resumed"));
+        }
+        Self::cgroup_of(&st)?.freeze(false)
+    }
+
+    /// Host pids of every process in the container.
+    pub fn pids(&self) -> Result<Vec<i32>> {
+        let st = self.state()?;
+        if st.status == Status::Stopped {
+            return Ok(Vec::new());
+        }
+        Self::cgroup_of(&st)?.pids()
+    }
+
+    /// Statistics from the container's cgroup (runc's `events --stats` data).
+    pub fn stats(&self) -> Result<serde_json::Value> {
+        let st = self.state()?;
+        if st.status == Status::Stopped {
+            return Err(wrong_status(&st, "a stopped container has no statistics"));
+        }
+        Ok(stats::collect(&Self::cgroup_of(&st)?.dir))
+    }
+
+    /// Applies `update` live and records it in the container's config. Every field
+    /// given is written; one whose controller is not enabled is an error.
+    pub fn update(&self, update: &LinuxResources) -> Result<()> {
+        let dir = StateDir::open(&self.root, &self.id)?;
+        let mut st = Self::load_state(&dir, &self.id)?;
+        if st.status == Status::Stopped {
+            return Err(wrong_status(&st, "a stopped container cannot be updated"));
+        }
+        let writes = resources::plan(update)?;
+        let cg = Self::cgroup_of(&st)?;
+        let mut controllers: Vec<&str> = writes.iter().filter_map(|w| w.controller).collect();
+        controllers.sort_unstable();
+        controllers.dedup();
+        // Controllers not asked for at create time are enabled now, along the path.
+        cg.enable(&crate::cgroups::find_mount()?, &controllers)?;
+        cg.apply(&writes)?;
+        if let Some(linux) = st.config.linux_mut() {
+            let merged = merge(linux.resources().clone().unwrap_or_default(), update);
+            linux.set_resources(Some(merged));
+        }
+        dir.save(&st)
+    }
+}
+
+/// Resources after an update: every section `update` has replaces the old one.
+fn merge(mut base: LinuxResources, update: &LinuxResources) -> LinuxResources {
+    if update.memory().is_some() {
+        base.set_memory(*update.memory());
+    }
+    if update.cpu().is_some() {
+        base.set_cpu(update.cpu().clone());
+    }
+    if update.pids().is_some() {
+        base.set_pids(*update.pids());
+    }
+    if update.block_io().is_some() {
+        base.set_block_io(update.block_io().clone());
+    }
+    if update.hugepage_limits().is_some() {
+        base.set_hugepage_limits(update.hugepage_limits().clone());
+    }
+    if update.unified().is_some() {
+        base.set_unified(update.unified().clone());
+    }
+    if update.rdma().is_some() {
+        base.set_rdma(update.rdma().clone());
+    }
+    base
+}

@@ -1,0 +1,303 @@
+//! The cgroup v2 manager, live on this host: placement, pause/resume, kill --all,
+//! delete of a frozen container, statistics, hugetlb limits, update, and errors for
+//! controllers the host lacks.
+
+use serde_json::json;
+use std::path::PathBuf;
+use std::time::Duration;
+use strata_tests::*;
+
+/// The v2 mount, or None (then every test here reports a skip).
+fn v2_mount() -> Option<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find(|l| l.contains(" - cgroup2 ")).and_then(|l| l.split(' ').nth(4)).map(PathBuf::from)
+}
+
+fn controllers(mount: &std::path::Path) -> String {
+    std::fs::read_to_string(mount.join("cgroup.controllers")).unwrap_or_default()
+}
+
+/// Skips unless strata runs on a host with cgroup v2; returns the mount.
+fn setup(test: &str) -> Option<PathBuf> {
+    if !is_strata() {
+        // On this hybrid host runc would use the v1 hierarchies, which must not be
+        // touched; compare in a pure v2 view instead.
+        skip(test, "cgroup checks run against strata only here");
+        return None;
+    }
+    let m = v2_mount();
+    if m.is_none() {
+        skip(test, "no cgroup v2 hierarchy mounted");
+    }
+    m
+}
+
+/// A unique absolute cgroupsPath for one test, removed (if left) on drop.
+struct TestCgroup {
+    mount: PathBuf,
+    top: String,
+}
+
+impl TestCgroup {
+    fn new(mount: &std::path::Path, tag: &str) -> TestCgroup {
+        TestCgroup { mount: mount.to_path_buf(), top: format!("strata-e2e-{}-{tag}", std::process::id()) }
+    }
+    fn path(&self) -> String {
+        format!("/{}/c", self.top)
+    }
+    fn dir(&self) -> PathBuf {
+        self.mount.join(&self.top).join("c")
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(self.dir());
+        let _ = std::fs::remove_dir(self.mount.join(&self.top));
+    }
+}
+
+fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
+    for _ in 0..300 {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+#[test]
+fn init_is_placed_in_its_cgroup_before_it_runs() {
+    let Some(mount) = setup("init_is_placed_in_its_cgroup_before_it_runs") else { return };
+    let cg = TestCgroup::new(&mount, "place");
+    let mut b = Bundle::new(&["true"]);
+    // No cgroup namespace: /proc/self/cgroup shows the full path.
+    b.config["linux"]["namespaces"].as_array_mut().expect("array").retain(|n| n["type"] != "cgroup");
+    b.config["linux"]["cgroupsPath"] = json!(cg.path());
+    let out = b.sh("grep ^0:: /proc/self/cgroup");
+    assert_eq!(out.ok(), format!("0::{}\n", cg.path()));
+    assert!(!cg.dir().exists(), "cgroup left behind");
+    assert!(!mount.join(&cg.top).exists(), "parent cgroup left behind");
+}
+
+#[test]
+fn default_cgroup_and_cleanup() {
+    let Some(mount) = setup("default_cgroup_and_cleanup") else { return };
+    let b = Bundle::new(&["sleep", "100"]);
+    let id = format!("cgdef{}", std::process::id());
+    b.create(&id).ok();
+    let pid = b.state(&id).expect("state")["pid"].as_i64().expect("pid");
+    let dir = mount.join("strata").join(&id);
+    let procs = std::fs::read_to_string(dir.join("cgroup.procs")).expect("cgroup exists");
+    assert_eq!(procs.trim(), pid.to_string());
+    b.rt(&["delete", &id]).ok();
+    assert!(!dir.exists());
+}
+
+#[test]
+fn pause_stops_the_processes_and_resume_restarts_them() {
+    let Some(mount) = setup("pause_stops_the_processes_and_resume_restarts_them") else { return };
+    let cg = TestCgroup::new(&mount, "pause");
+    let out = TempDir::new("counter");
+    let mut b = Bundle::new(&["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i > /out/c; usleep 5000; done"]);
+    b.config["linux"]["cgroupsPath"] = json!(cg.path());
+    b.config["mounts"]
+        .as_array_mut()
+        .expect("array")
+        .push(json!({ "destination": "/out", "type": "bind", "source": out.path(), "options": ["bind"] }));
+    b.create("pz").ok();
+    b.rt(&["start", "pz"]).ok();
+    let counter =
+        || std::fs::read_to_string(out.path().join("c")).ok().and_then(|s| s.trim().parse::<u64>().ok()).unwrap_or(0);
+    assert!(wait_for(|| counter() > 3), "counter never advanced");
+    b.rt(&["pause", "pz"]).ok();
+    assert_eq!(b.status("pz"), "paused");
+    let frozen_at = counter();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(counter(), frozen_at, "a paused container kept running");
+    b.rt(&["pause", "pz"]).failed();
+    b.rt(&["resume", "pz"]).ok();
+    assert_eq!(b.status("pz"), "running");
+    assert!(wait_for(|| counter() > frozen_at + 3), "resume did not restart the counter");
+    b.rt(&["resume", "pz"]).failed();
+    b.rt(&["delete", "--force", "pz"]).ok();
+    assert!(!cg.dir().exists());
+}
+
+#[test]
+fn delete_force_of_a_frozen_container() {
+    let Some(mount) = setup("delete_force_of_a_frozen_container") else { return };
+    let cg = TestCgroup::new(&mount, "frozen");
+    let mut b = Bundle::new(&["sleep", "100"]);
+    b.config["linux"]["cgroupsPath"] = json!(cg.path());
+    b.create("fz").ok();
+    b.rt(&["start", "fz"]).ok();
+    let pid = b.state("fz").expect("state")["pid"].as_i64().expect("pid");
+    b.rt(&["pause", "fz"]).ok();
+    b.rt(&["delete", "--force", "fz"]).ok();
+    assert!(b.leftover_state().is_empty());
+    assert!(!cg.dir().exists(), "cgroup left behind");
+    let alive = std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| !s.contains(") Z")).unwrap_or(false);
+    assert!(!alive);
+}
+
+#[test]
+fn kill_all_reaches_every_process_without_a_pid_namespace() {
+    let Some(mount) = setup("kill_all_reaches_every_process_without_a_pid_namespace") else { return };
+    let cg = TestCgroup::new(&mount, "killall");
+    let mut b = Bundle::new(&["sh", "-c", "sleep 101 & sleep 102 & wait"]);
+    b.config["linux"]["namespaces"].as_array_mut().expect("array").retain(|n| n["type"] != "pid");
+    b.config["linux"]["cgroupsPath"] = json!(cg.path());
+    b.create("ka").ok();
+    b.rt(&["start", "ka"]).ok();
+    let procs = || std::fs::read_to_string(cg.dir().join("cgroup.procs")).unwrap_or_default().lines().count();
+    assert!(wait_for(|| procs() == 3), "expected sh and two sleeps");
+    let ps: Vec<i64> = serde_json::from_str(b.rt(&["ps", "--format", "json", "ka"]).ok()).expect("ps json");
+    assert_eq!(ps.len(), 3);
+    b.rt(&["kill", "--all", "ka", "KILL"]).ok();
+    assert!(wait_for(|| procs() == 0), "processes survived kill --all");
+    b.rt(&["delete", "ka"]).ok();
+    assert!(!cg.dir().exists());
+}
+
+#[test]
+fn events_report_cpu_statistics() {
+    let Some(mount) = setup("events_report_cpu_statistics") else { return };
+    let cg = TestCgroup::new(&mount, "events");
+    let mut b = Bundle::new(&["sh", "-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; sleep 100"]);
+    b.config["linux"]["cgroupsPath"] = json!(cg.path());
+    b.create("ev").ok();
+    b.rt(&["start", "ev"]).ok();
+    std::thread::sleep(Duration::from_millis(200));
+    let ev: serde_json::Value = serde_json::from_str(b.rt(&["events", "--stats", "ev"]).ok()).expect("json");
+    assert_eq!(ev["type"], "stats");
+    assert_eq!(ev["id"], "ev");
+    assert!(ev["data"]["cpu"]["usage"]["total"].as_u64().unwrap_or(0) > 0, "{ev}");
+}
+
+#[test]
+fn hugetlb_limits_are_applied_and_updated() {
+    let Some(mount) = setup("hugetlb_limits_are_applied_and_updated") else { return };
+    if !controllers(&mount).split_whitespace().any(|c| c == "hugetlb")
+        || !mount.join("hugetlb.2MB.max").exists()
+            && !std::path::Path::new("/sys/kernel/mm/hugepages/hugepages-2048kB").exists()
+    {
+        return skip("hugetlb_limits_are_applied_and_updated", "controller hugetlb with 2MB pages not available");
+    }
+    let cg = TestCgroup::new(&mount, "huge");
+    let mut b = Bundle::new(&["sleep", "100"]);
+    b.config["linux"]["cgroupsPath"] = json!(cg.path());
+    b.config["linux"]["resources"] = json!({ "hugepageLimits": [{ "pageSize": "2MB", "limit": 4194304 }] });
+    b.create("hl").ok();
+    let read = || std::fs::read_to_string(cg.dir().join("hugetlb.2MB.max")).unwrap_or_default();
+    assert_eq!(read().trim(), "4194304");
+    b.rt(&["start", "hl"]).ok();
+    let mut cmd = b.cmd(&["update", "-r", "-", "hl"]);
+    cmd.stdin(std::process::Stdio::piped());
+    let mut child = cmd.stdout(std::process::Stdio::null()).spawn().expect("spawn");
+    std::io::Write::write_all(
+        &mut child.stdin.take().expect("stdin"),
+        br#"{"hugepageLimits":[{"pageSize":"2MB","limit":2097152}]}"#,
+    )
+    .expect("write");
+    assert!(child.wait().expect("wait").success());
+    assert_eq!(read().trim(), "2097152");
+}
+
+/// A resource whose controller the host lacks is an error naming the controller;
+/// where the controller exists, the limit is applied. Either way it is never ignored.
+#[test]
+fn memory_and_pids_limits_are_applied_or_refused() {
+    let Some(mount) = setup("memory_and_pids_limits_are_applied_or_refused") else { return };
+    let available = controllers(&mount);
+    for (controller, resources, file, value) in [
+        ("memory", json!({ "memory": { "limit": 67108864 } }), "memory.max", "67108864"),
+        ("pids", json!({ "pids": { "limit": 32 } }), "pids.max", "32"),
+        ("cpu", json!({ "cpu": { "quota": 50000, "period": 100000 } }), "cpu.max", "50000 100000"),
+    ] {
+        let cg = TestCgroup::new(&mount, controller);
+        let mut b = Bundle::new(&["sleep", "100"]);
+        b.config["linux"]["cgroupsPath"] = json!(cg.path());
+        b.config["linux"]["resources"] = resources;
+        let out = b.create("lim");
+        if available.split_whitespace().any(|c| c == controller) {
+            out.ok();
+            assert_eq!(std::fs::read_to_string(cg.dir().join(file)).unwrap_or_default().trim(), value);
+            b.rt(&["delete", "lim"]).ok();
+        } else {
+            let err = out.failed();
+            assert!(err.contains(&format!("\"{controller}\"")), "{err}");
+            assert!(b.leftover_state().is_empty());
+            assert!(!cg.dir().exists(), "cgroup left after a failed create");
+        }
+        // update of the same limit on a running container behaves the same way.
+        let ucg = TestCgroup::new(&mount, &format!("u{controller}"));
+        let mut b = Bundle::new(&["sleep", "100"]);
+        b.config["linux"]["cgroupsPath"] = json!(ucg.path());
+        b.create("upd").ok();
+        b.rt(&["start", "upd"]).ok();
+        let flag = match controller {
+            "memory" => vec!["--memory", "67108864"],
+            "pids" => vec!["--pids-limit", "32"],
+            _ => vec!["--cpu-quota", "50000", "--cpu-period", "100000"],
+        };
+        let mut args = vec!["update"];
+        args.extend(flag);
+        args.push("upd");
+        let out = b.rt(&args);
+        if available.split_whitespace().any(|c| c == controller) {
+            out.ok();
+            assert_eq!(std::fs::read_to_string(ucg.dir().join(file)).unwrap_or_default().trim(), value);
+        } else {
+            assert!(out.failed().contains(controller), "{out:?}");
+        }
+        b.rt(&["delete", "--force", "upd"]).ok();
+    }
+}
+
+#[test]
+fn a_cgroup_in_use_is_refused() {
+    let Some(mount) = setup("a_cgroup_in_use_is_refused") else { return };
+    let cg = TestCgroup::new(&mount, "inuse");
+    std::fs::create_dir_all(cg.dir()).expect("mkdir cgroup");
+    let mut sleeper = std::process::Command::new("sleep").arg("100").spawn().expect("sleep");
+    std::fs::write(cg.dir().join("cgroup.procs"), sleeper.id().to_string()).expect("move sleeper");
+    let mut b = Bundle::new(&["true"]);
+    b.config["linux"]["cgroupsPath"] = json!(cg.path());
+    let out = b.create("inuse");
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    assert!(out.failed().contains("already has processes"), "{out:?}");
+    assert!(b.leftover_state().is_empty());
+    assert!(wait_for(|| std::fs::remove_dir(cg.dir()).is_ok() || !cg.dir().exists()));
+}
+
+#[test]
+fn device_rules_are_enforced() {
+    let Some(mount) = setup("device_rules_are_enforced") else { return };
+    let cg = TestCgroup::new(&mount, "dev");
+    let mut b = Bundle::new(&["true"]);
+    b.config["linux"]["cgroupsPath"] = json!(cg.path());
+    b.config["mounts"]
+        .as_array_mut()
+        .expect("array")
+        .push(json!({ "destination": "/tmp", "type": "tmpfs", "source": "tmpfs" }));
+    for set in ["bounding", "effective", "permitted"] {
+        b.config["process"]["capabilities"][set] = json!(["CAP_MKNOD"]);
+    }
+    // Deny everything, then take writes to /dev/null away again.
+    b.config["linux"]["resources"] = json!({ "devices": [
+        { "allow": false, "access": "rwm" },
+        { "allow": false, "type": "c", "major": 1, "minor": 3, "access": "w" }
+    ] });
+    let script = "cat /dev/null && echo null-read; echo x > /dev/null 2>/dev/null || echo null-write-denied; \
+                  head -c 1 /dev/zero | wc -c; \
+                  mknod /tmp/fuse c 10 229 && echo mknod-ok; (exec 3</tmp/fuse) 2>/dev/null || echo fuse-denied";
+    let out = b.sh(script);
+    assert_eq!(out.ok(), "null-read\nnull-write-denied\n1\nmknod-ok\nfuse-denied\n");
+    // Without rules nothing is restricted.
+    b.config["linux"]["resources"] = json!({});
+    let out = b.sh("mknod /tmp/fuse c 10 229; (exec 3</tmp/fuse) && echo fuse-opened");
+    assert_eq!(out.ok(), "fuse-opened\n");
+}
