@@ -41,8 +41,10 @@ pub enum Error {
     Sys { syscall: &'static str, target: String, errno: nix::Error },
 
     /// An I/O operation on a file failed.
-    #[error("{op} {path}: {source}")]
-    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    /// (The cause is part of the message, not a chained source, so a front end
+    /// printing the whole chain does not repeat it.)
+    #[error("{op} {path}: {err}", path = path.display())]
+    Io { op: &'static str, path: PathBuf, err: std::io::Error },
 
     /// A hook failed or timed out.
     #[error("{kind} hook {path}: {reason}")]
@@ -65,7 +67,7 @@ impl Error {
 
     /// Builds an [`Error::Io`] for `op` on `path`.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { op, path: path.into(), source }
+        Error::Io { op, path: path.into(), err: source }
     }
 
     /// Builds an [`Error::InvalidConfig`] for `field`.

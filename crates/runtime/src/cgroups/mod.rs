@@ -16,6 +16,8 @@ use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Finds the cgroup v2 mount point.
+/// When several are mounted (a cgroup2 mounted over a hybrid host's tree in a
+/// private mount namespace), the last one that is reachable wins.
 pub fn find_mount() -> Result<PathBuf> {
     find_mount_in(
         &std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| Error::io("read", "/proc/self/mountinfo", e))?,
@@ -28,14 +30,19 @@ pub fn find_mount() -> Result<PathBuf> {
 }
 
 fn find_mount_in(mountinfo: &str) -> Option<PathBuf> {
-    mountinfo.lines().find_map(|line| {
+    let mut all = mountinfo.lines().rev().filter_map(|line| {
         let (left, right) = line.split_once(" - ")?;
         let fstype = right.split(' ').next()?;
         if fstype != "cgroup2" {
             return None;
         }
         left.split(' ').nth(4).map(|p| PathBuf::from(unescape(p)))
-    })
+    });
+    let first = all.next()?;
+    if first.join("cgroup.controllers").exists() {
+        return Some(first);
+    }
+    all.find(|p| p.join("cgroup.controllers").exists()).or(Some(first))
 }
 
 /// mountinfo escapes spaces and a few other bytes as \ooo.
@@ -150,7 +157,7 @@ impl Cgroup {
                 Ok(())
             })();
             match r {
-                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound && attempts < 5 => {
+                Err(Error::Io { err, .. }) if err.kind() == std::io::ErrorKind::NotFound && attempts < 5 => {
                     continue
                 }
                 other => break other,
