@@ -157,9 +157,7 @@ impl Cgroup {
                 Ok(())
             })();
             match r {
-                Err(Error::Io { err, .. }) if err.kind() == std::io::ErrorKind::NotFound && attempts < 5 => {
-                    continue
-                }
+                Err(Error::Io { err, .. }) if err.kind() == std::io::ErrorKind::NotFound && attempts < 5 => continue,
                 other => break other,
             }
         };
