@@ -17,23 +17,34 @@ impl Container {
             return Err(wrong_status(&st, "only a created container can be started"));
         }
         let fifo_path = dir.path().join(EXEC_FIFO);
-        let fd = match nix::fcntl::open(
+        // A reader of our own first: once the init's descriptor (its only writer)
+        // is closed by execve, the fifo reports hang-up, and `start` returns only
+        // then, as the spec wants poststart hooks to run after the process started.
+        let watch = nix::fcntl::open(
+            &fifo_path,
+            OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| Error::sys("open", fifo_path.display(), e))?;
+        // SAFETY: `open` returned a new descriptor that nothing else owns.
+        let watch = unsafe { std::os::fd::OwnedFd::from_raw_fd(watch) };
+        let fd = nix::fcntl::open(
             &fifo_path,
             OFlag::O_WRONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
             nix::sys::stat::Mode::empty(),
-        ) {
-            Ok(fd) => fd,
-            // No reader: the init died between our status check and now.
-            Err(nix::Error::ENXIO) => {
-                st.status = Status::Stopped;
-                return Err(wrong_status(&st, "its init process exited before start"));
-            }
-            Err(e) => return Err(Error::sys("open", fifo_path.display(), e)),
-        };
+        )
+        .map_err(|e| Error::sys("open", fifo_path.display(), e))?;
         // SAFETY: `open` returned a new descriptor that nothing else owns.
         let mut fifo = unsafe { std::fs::File::from_raw_fd(fd) };
         fifo.write_all(&[0]).map_err(|e| Error::io("write", &fifo_path, e))?;
         drop(fifo);
+        loop {
+            let mut fds = [nix::poll::PollFd::new(std::os::fd::AsFd::as_fd(&watch), nix::poll::PollFlags::empty())];
+            match nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {
+                Err(nix::Error::EINTR) => continue,
+                _ => break,
+            }
+        }
         let _ = std::fs::remove_file(&fifo_path);
         st.status = Status::Running;
         dir.save(&st)?;

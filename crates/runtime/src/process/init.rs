@@ -246,7 +246,9 @@ fn wait_and_exec(ctx: &InitContext<'_>, ready: Ready, state: &str) -> Error {
             Err(e) => return Error::io("read", "exec fifo", e),
         }
     }
-    drop(fifo);
+    // The fifo stays open (close-on-exec) until execve: `start` watches for the
+    // last writer to go away to know the process runs, before poststart hooks.
+    std::mem::forget(fifo);
     if let Some(hooks) = ctx.spec.hooks().as_ref().and_then(|h| h.start_container().as_deref()) {
         let state = state.replacen("\"status\":\"creating\"", "\"status\":\"running\"", 1);
         if let Err(e) = hooks::run_all("startContainer", hooks, &state) {
