@@ -10,7 +10,12 @@ use strata_tests::*;
 /// The v2 mount, or None (then every test here reports a skip).
 fn v2_mount() -> Option<PathBuf> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines().find(|l| l.contains(" - cgroup2 ")).and_then(|l| l.split(' ').nth(4)).map(PathBuf::from)
+    // The last reachable one: in a pure v2 view, cgroup2 is mounted over the host's tree.
+    info.lines()
+        .rev()
+        .filter(|l| l.contains(" - cgroup2 "))
+        .filter_map(|l| l.split(' ').nth(4).map(PathBuf::from))
+        .find(|p| p.join("cgroup.controllers").exists())
 }
 
 fn controllers(mount: &std::path::Path) -> String {
@@ -19,10 +24,11 @@ fn controllers(mount: &std::path::Path) -> String {
 
 /// Skips unless strata runs on a host with cgroup v2; returns the mount.
 fn setup(test: &str) -> Option<PathBuf> {
-    if !is_strata() {
-        // On this hybrid host runc would use the v1 hierarchies, which must not be
-        // touched; compare in a pure v2 view instead.
-        skip(test, "cgroup checks run against strata only here");
+    let pure_v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    if !is_strata() && !pure_v2 {
+        // On a hybrid host runc would use the v1 hierarchies, which must not be
+        // touched: compare in a pure v2 view (hack/compare-runc.sh) instead.
+        skip(test, "runc is compared in a pure cgroup v2 view only");
         return None;
     }
     let m = v2_mount();
@@ -78,12 +84,18 @@ fn init_is_placed_in_its_cgroup_before_it_runs() {
     let out = b.sh("grep ^0:: /proc/self/cgroup");
     assert_eq!(out.ok(), format!("0::{}\n", cg.path()));
     assert!(!cg.dir().exists(), "cgroup left behind");
-    assert!(!mount.join(&cg.top).exists(), "parent cgroup left behind");
+    if is_strata() {
+        // (runc leaves the parents it created.)
+        assert!(!mount.join(&cg.top).exists(), "parent cgroup left behind");
+    }
 }
 
 #[test]
 fn default_cgroup_and_cleanup() {
     let Some(mount) = setup("default_cgroup_and_cleanup") else { return };
+    if !is_strata() {
+        return skip("default_cgroup_and_cleanup", "the default cgroup path is the runtime's own choice");
+    }
     let b = Bundle::new(&["sleep", "100"]);
     let id = format!("cgdef{}", std::process::id());
     b.create(&id).ok();
@@ -193,6 +205,12 @@ fn hugetlb_limits_are_applied_and_updated() {
     let read = || std::fs::read_to_string(cg.dir().join("hugetlb.2MB.max")).unwrap_or_default();
     assert_eq!(read().trim(), "4194304");
     b.rt(&["start", "hl"]).ok();
+    if !is_strata() {
+        return skip(
+            "hugetlb_limits_are_applied_and_updated (update part)",
+            "runc 1.1.5's update ignores hugepageLimits",
+        );
+    }
     let mut cmd = b.cmd(&["update", "-r", "-", "hl"]);
     cmd.stdin(std::process::Stdio::piped());
     let mut child = cmd.stdout(std::process::Stdio::null()).spawn().expect("spawn");
@@ -227,9 +245,12 @@ fn memory_and_pids_limits_are_applied_or_refused() {
             b.rt(&["delete", "lim"]).ok();
         } else {
             let err = out.failed();
-            assert!(err.contains(&format!("\"{controller}\"")), "{err}");
+            assert!(err.contains(controller), "{err}");
             assert!(b.leftover_state().is_empty());
-            assert!(!cg.dir().exists(), "cgroup left after a failed create");
+            if is_strata() {
+                assert!(err.contains(&format!("controller \"{controller}\"")), "{err}");
+                assert!(!cg.dir().exists(), "cgroup left after a failed create");
+            }
         }
         // update of the same limit on a running container behaves the same way.
         let ucg = TestCgroup::new(&mount, &format!("u{controller}"));
@@ -259,6 +280,12 @@ fn memory_and_pids_limits_are_applied_or_refused() {
 #[test]
 fn a_cgroup_in_use_is_refused() {
     let Some(mount) = setup("a_cgroup_in_use_is_refused") else { return };
+    if !is_strata() {
+        return skip(
+            "a_cgroup_in_use_is_refused",
+            "runc 1.1.5 does not refuse a cgroup in use (the spec allows either)",
+        );
+    }
     let cg = TestCgroup::new(&mount, "inuse");
     std::fs::create_dir_all(cg.dir()).expect("mkdir cgroup");
     let mut sleeper = std::process::Command::new("sleep").arg("100").spawn().expect("sleep");
@@ -276,6 +303,12 @@ fn a_cgroup_in_use_is_refused() {
 #[test]
 fn device_rules_are_enforced() {
     let Some(mount) = setup("device_rules_are_enforced") else { return };
+    if !is_strata() {
+        return skip(
+            "device_rules_are_enforced",
+            "runc appends its default device rules after the config's, so /dev/null cannot be denied there",
+        );
+    }
     let cg = TestCgroup::new(&mount, "dev");
     let mut b = Bundle::new(&["true"]);
     b.config["linux"]["cgroupsPath"] = json!(cg.path());
