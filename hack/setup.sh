@@ -12,6 +12,7 @@ if [ "${1:-}" = "--peers" ]; then
   command -v runc >/dev/null || need+=(runc)
   command -v crun >/dev/null || need+=(crun)
   command -v hyperfine >/dev/null || need+=(hyperfine)
+  [ -x /usr/bin/time ] || need+=(time)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"

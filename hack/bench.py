@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""Strata's benchmark harness (run through hack/bench.sh).
+
+Every scenario runs for every runtime in the same round, rounds repeated, so drift
+of this shared machine hits all runtimes alike. Times are per operation in ms."""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--work", required=True)
+ap.add_argument("--rounds", type=int, default=5)
+ap.add_argument("--batch", type=int, default=20)
+ap.add_argument("--out", default="bench-results.json")
+args = ap.parse_args()
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STRATA = os.path.join(ROOT, "target/release/strata")
+BUNDLE = os.path.join(args.work, "bundle")
+ROOTFS = os.path.join(BUNDLE, "rootfs")
+DEVNULL = subprocess.DEVNULL
+
+config = json.load(open(os.path.join(ROOT, "bundles/hello/config.json")))
+config["ociVersion"] = "1.0.2"  # crun 1.8 refuses newer versions
+config["root"]["path"] = "rootfs"
+config["process"]["args"] = ["/bin/true"]
+json.dump(config, open(os.path.join(BUNDLE, "config.json"), "w"))
+sleeper = dict(config, process=dict(config["process"], args=["sleep", "1000"]))
+os.makedirs(os.path.join(args.work, "sleeper"), exist_ok=True)
+os.symlink(ROOTFS, os.path.join(args.work, "sleeper/rootfs"))
+sleeper["root"] = {"path": ROOTFS, "readonly": True}
+json.dump(sleeper, open(os.path.join(args.work, "sleeper/config.json"), "w"))
+
+RUNTIMES = {
+    "strata": [STRATA],
+    "runc": [shutil.which("runc") or "/usr/sbin/runc"],
+    # Debian's crun cannot raise RLIMIT_MEMLOCK here, so its cgroup manager is off.
+    "crun": [shutil.which("crun") or "/usr/bin/crun", "--cgroup-manager=disabled"],
+}
+counter = [0]
+
+
+ERRLOG = open(os.path.join(args.work, "stderr.log"), "w")
+
+
+def rt(name, *a, **kw):
+    # Output to files, never pipes: a detached container keeps the caller's stdio
+    # open, and a pipe would then never reach end-of-file.
+    root = os.path.join(args.work, "state-" + name)
+    return subprocess.run(RUNTIMES[name] + ["--root", root] + list(a), stdout=DEVNULL, stderr=ERRLOG, check=True, **kw)
+
+
+def new_id():
+    counter[0] += 1
+    return "b%d" % counter[0]
+
+
+def timed(fn, n):
+    t = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - t) * 1000 / n
+
+
+def scen_run(name):
+    return lambda: rt(name, "run", "--bundle", BUNDLE, new_id())
+
+
+def scen_split(name):
+    def op():
+        i = new_id()
+        rt(name, "create", "--bundle", BUNDLE, i)
+        rt(name, "start", i)
+        while b'"stopped"' not in subprocess.run(RUNTIMES[name] + ["--root", os.path.join(args.work, "state-" + name), "state", i], stdout=subprocess.PIPE, stderr=ERRLOG).stdout:
+            time.sleep(0.0005)
+        rt(name, "delete", i)
+    return op
+
+
+def floor_run():
+    subprocess.run(["unshare", "--pid", "--mount", "--uts", "--ipc", "--net", "--fork", "chroot", ROOTFS, "/bin/true"], check=True)
+
+
+def concurrent(name, n=50):
+    def op():
+        ids = [new_id() for _ in range(n)]
+        root = os.path.join(args.work, "state-" + name)
+        procs = [subprocess.Popen(RUNTIMES[name] + ["--root", root, "run", "--detach", "--bundle", BUNDLE, i], stdout=DEVNULL, stderr=DEVNULL) for i in ids]
+        for p in procs:
+            p.wait()
+        procs = [subprocess.Popen(RUNTIMES[name] + ["--root", root, "delete", "--force", i], stdout=DEVNULL, stderr=DEVNULL) for i in ids]
+        for p in procs:
+            p.wait()
+    return op
+
+
+# Long-running containers for exec.
+exec_pids = {}
+for name in RUNTIMES:
+    rt(name, "run", "--detach", "--bundle", os.path.join(args.work, "sleeper"), "sleeper")
+    st = subprocess.run(RUNTIMES[name] + ["--root", os.path.join(args.work, "state-" + name), "state", "sleeper"], stdout=subprocess.PIPE, stderr=ERRLOG, check=True)
+    exec_pids[name] = json.loads(st.stdout)["pid"]
+
+
+def scen_exec(name):
+    return lambda: rt(name, "exec", "sleeper", "/bin/true")
+
+
+def floor_exec():
+    pid = str(exec_pids["strata"])
+    subprocess.run(["nsenter", "-t", pid, "--mount", "--uts", "--ipc", "--net", "--pid", "/bin/true"], check=True)
+
+
+scenarios = {
+    "run /bin/true": {**{n: scen_run(n) for n in RUNTIMES}, "floor": floor_run},
+    "create+start+delete": {n: scen_split(n) for n in RUNTIMES},
+    "exec /bin/true": {**{n: scen_exec(n) for n in RUNTIMES}, "floor": floor_exec},
+    "50 concurrent run+delete (total)": {n: concurrent(n) for n in RUNTIMES},
+}
+results = {s: {n: [] for n in fns} for s, fns in scenarios.items()}
+try:
+    for r in range(args.rounds):
+        for s, fns in scenarios.items():
+            batch = 1 if "concurrent" in s else args.batch
+            for n, fn in fns.items():
+                results[s][n].append(timed(fn, batch))
+        print("round %d/%d done" % (r + 1, args.rounds), file=sys.stderr)
+finally:
+    # Nothing outlives the benchmark, whatever failed.
+    for name in RUNTIMES:
+        root = os.path.join(args.work, "state-" + name)
+        for i in os.listdir(root) if os.path.isdir(root) else []:
+            subprocess.run(RUNTIMES[name] + ["--root", root, "delete", "--force", i], stdout=DEVNULL, stderr=DEVNULL)
+
+
+def peak_rss_kib(cmd):
+    # Through GNU time: a child forked from this Python process would report
+    # Python's own pages as its peak.
+    out = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", os.path.join(args.work, "rss")] + cmd, stdout=DEVNULL, stderr=DEVNULL)
+    return int(open(os.path.join(args.work, "rss")).read().split()[-1])
+
+
+rss = []
+for _ in range(5):
+    i = new_id()
+    rss.append(peak_rss_kib([STRATA, "--root", os.path.join(args.work, "state-strata"), "create", "--bundle", BUNDLE, i]))
+    rt("strata", "delete", "--force", i)
+
+print("\n| scenario | runtime | median ms | min-max ms | strata / this |")
+print("| --- | --- | --- | --- | --- |")
+for s, per in results.items():
+    base = statistics.median(per["strata"])
+    for n, xs in per.items():
+        med = statistics.median(xs)
+        ratio = "" if n == "strata" else "%.2f" % (base / med)
+        label = n + (" (cgroups off)" if n == "crun" else "")
+        print("| %s | %s | %.2f | %.2f-%.2f | %s |" % (s, label, med, min(xs), max(xs), ratio))
+size = os.path.getsize(STRATA)
+print("\nPeak RSS of `strata create` (incl. its forked setup process): median %d KiB" % statistics.median(rss))
+print("Stripped binary size: %.2f MiB" % (size / 1048576))
+print("Machine: %d CPUs, kernel %s; %d rounds, %d operations per batch" % (os.cpu_count(), os.uname().release, args.rounds, args.batch))
+json.dump({"results": results, "peak_rss_kib": rss, "binary_bytes": size, "rounds": args.rounds, "batch": args.batch}, open(args.out, "w"), indent=1)
+print("Raw numbers: %s" % args.out)

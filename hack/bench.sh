@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Benchmarks strata against runc, crun and the kernel floor, side by side and
+# interleaved, in a private mount namespace with a pure cgroup v2 view.
+# Usage: hack/bench.sh [--rounds N] [--batch N] [--out FILE.json]
+# Prints a Markdown table (medians, min-max, ratios) and writes raw numbers as JSON.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+hack/setup.sh --peers
+cargo build --release -p strata-cli
+work=$(mktemp -d /tmp/strata-bench.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+hack/mkrootfs.sh "$work/bundle/rootfs" >/dev/null
+unshare -m --propagation private sh -c \
+  'mount -t cgroup2 cgroup2 /sys/fs/cgroup && exec python3 hack/bench.py --work "$0" "$@"' "$work" "$@"
