@@ -37,6 +37,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Runs `strata events`.
 pub fn run(args: Args, root: &Path) -> anyhow::Result<i32> {
     let c = Container::load(root, &args.id)?;
+    let mut ooms = oom_kills(&c);
     loop {
         let data = c.stats()?;
         println!("{}", serde_json::json!({ "type": "stats", "id": args.id, "data": data }));
@@ -47,5 +48,21 @@ pub fn run(args: Args, root: &Path) -> anyhow::Result<i32> {
         if c.state()?.status == strata_runtime::Status::Stopped {
             return Ok(0);
         }
+        // memory.events counts OOM kills where the memory controller is enabled.
+        let now = oom_kills(&c);
+        if now > ooms {
+            println!("{}", serde_json::json!({ "type": "oom", "id": args.id }));
+        }
+        ooms = now;
     }
+}
+
+/// The oom_kill counter of the container's memory.events (0 without the memory
+/// controller).
+fn oom_kills(c: &Container) -> u64 {
+    let Some(dir) = c.state().ok().and_then(|s| s.cgroup) else { return 0 };
+    std::fs::read_to_string(dir.join("memory.events"))
+        .ok()
+        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("oom_kill ").and_then(|v| v.trim().parse().ok())))
+        .unwrap_or(0)
 }
