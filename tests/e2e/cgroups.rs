@@ -329,8 +329,12 @@ fn device_rules_are_enforced() {
                   mknod /tmp/fuse c 10 229 && echo mknod-ok; (exec 3</tmp/fuse) 2>/dev/null || echo fuse-denied";
     let out = b.sh(script);
     assert_eq!(out.ok(), "null-read\nnull-write-denied\n1\nmknod-ok\nfuse-denied\n");
-    // Without rules nothing is restricted.
+    // Without rules only the default devices are allowed; allowing fuse opens it.
     b.config["linux"]["resources"] = json!({});
+    let out = b.sh("mknod /tmp/fuse c 10 229; (exec 3</tmp/fuse) 2>/dev/null && echo fuse-opened || echo fuse-denied");
+    assert_eq!(out.ok(), "fuse-denied\n");
+    b.config["linux"]["resources"] =
+        json!({ "devices": [{ "allow": true, "type": "c", "major": 10, "minor": 229, "access": "rw" }] });
     let out = b.sh("mknod /tmp/fuse c 10 229; (exec 3</tmp/fuse) && echo fuse-opened");
     assert_eq!(out.ok(), "fuse-opened\n");
 }

@@ -73,12 +73,10 @@ fn defaults() -> Vec<Rule> {
     v
 }
 
-/// The effective rule list for a config's device rules and devices. `None` when
-/// the config has no rules: nothing is restricted.
+/// The effective rule list for a config's device rules and devices. A config
+/// without rules gets only the defaults and its `linux.devices`, as with runc:
+/// never unrestricted access to the host's devices.
 pub fn rules(config: &[LinuxDeviceCgroup], devices: &[LinuxDevice]) -> Result<Option<Vec<Rule>>> {
-    if config.is_empty() {
-        return Ok(None);
-    }
     let mut parsed = Vec::with_capacity(config.len());
     for (i, r) in config.iter().enumerate() {
         let field = format!("linux.resources.devices[{i}]");
@@ -328,7 +326,9 @@ mod tests {
             &rules(&cfg(serde_json::json!([{ "allow": true, "access": "rwm" }])), &[]).expect("rules").expect("some"),
         );
         assert_eq!(run(&p, DEV_BLOCK, R | W, 8, 0), 1);
-        assert_eq!(rules(&[], &[]).expect("rules"), None);
+        let p = compile(&rules(&[], &[]).expect("rules").expect("some"));
+        assert_eq!(run(&p, DEV_CHAR, R | W, 1, 3), 1, "no rules: defaults allowed");
+        assert_eq!(run(&p, DEV_BLOCK, R, 8, 0), 0, "no rules: everything else denied");
     }
 
     #[test]

@@ -181,6 +181,15 @@ impl Cgroup {
         if self.is_frozen() {
             return Err(Error::Init(format!("cgroup {} is frozen", self.dir.display())));
         }
+        // A cgroup with children (or processes below it) belongs to others: limits,
+        // device programs and cgroup.kill would reach them too.
+        let populated =
+            read(&self.dir, "cgroup.events").map(|e| e.lines().any(|l| l.trim() == "populated 1")).unwrap_or(false);
+        let has_children =
+            std::fs::read_dir(&self.dir).map(|d| d.flatten().any(|e| e.path().is_dir())).unwrap_or(false);
+        if populated || has_children {
+            return Err(Error::Init(format!("cgroup {} already has child cgroups or processes", self.dir.display())));
+        }
         Ok(())
     }
 
@@ -243,6 +252,8 @@ impl Cgroup {
         let deadline = Instant::now() + Duration::from_secs(5);
         while self.is_frozen() != frozen {
             if Instant::now() > deadline {
+                // Leave the cgroup as it was rather than half-frozen.
+                let _ = write(&self.dir, "cgroup.freeze", if frozen { "0" } else { "1" });
                 return Err(Error::Init(format!(
                     "cgroup {} did not become {} within 5s",
                     self.dir.display(),
@@ -254,14 +265,23 @@ impl Cgroup {
         Ok(())
     }
 
-    /// SIGKILLs every process in the cgroup (cgroup.kill, Linux 5.14).
+    /// SIGKILLs every process in the cgroup and below (cgroup.kill, Linux 5.14;
+    /// older kernels get a signal per process).
     pub fn kill_all(&self) -> Result<()> {
-        write(&self.dir, "cgroup.kill", "1")
+        match write(&self.dir, "cgroup.kill", "1") {
+            Ok(()) => Ok(()),
+            Err(_) => {
+                for pid in self.pids()? {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Sends `signal` to every process in the cgroup.
     pub fn signal_all(&self, signal: nix::sys::signal::Signal) -> Result<()> {
-        if signal == nix::sys::signal::Signal::SIGKILL && self.dir.join("cgroup.kill").exists() {
+        if signal == nix::sys::signal::Signal::SIGKILL {
             return self.kill_all();
         }
         for pid in self.pids()? {
@@ -273,7 +293,14 @@ impl Cgroup {
     /// Removes the cgroup (waiting up to 1 s for the kernel to release it once its
     /// processes are gone) and the empty parents listed in `created_parents`.
     pub fn remove(&self, created_parents: &[PathBuf]) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(1);
+        // A cgroup the runtime did not create (an empty one named by cgroupsPath)
+        // is left in place.
+        if !created_parents.contains(&self.dir) {
+            return Ok(());
+        }
+        // Cgroups the container made below its own go first, deepest first.
+        remove_children(&self.dir);
+        let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             match std::fs::remove_dir(&self.dir) {
                 Ok(()) => break,
@@ -287,6 +314,18 @@ impl Cgroup {
         let parents: Vec<PathBuf> = created_parents.iter().filter(|p| **p != self.dir).cloned().collect();
         remove_dirs(&parents);
         Ok(())
+    }
+}
+
+/// Removes every cgroup below `dir`, deepest first (errors are left to the final
+/// rmdir of `dir` to report).
+fn remove_children(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            remove_children(&e.path());
+            let _ = std::fs::remove_dir(e.path());
+        }
     }
 }
 
