@@ -127,3 +127,17 @@ fn failed_create_runs_poststop_hooks() {
     assert!(b.leftover_state().is_empty());
     assert!(log.exists(), "poststop hook did not run after the failed create");
 }
+
+#[test]
+fn failing_start_container_hook_fails_start() {
+    let mut b = Bundle::new(&["sleep", "100"]);
+    b.config["hooks"] = json!({ "startContainer": [{ "path": "/bin/false" }] });
+    b.create("sc").ok();
+    let out = b.rt(&["start", "sc"]);
+    out.failed();
+    if is_strata() {
+        assert!(out.stderr.contains("failed to start"), "{out:?}");
+    }
+    b.rt(&["delete", "--force", "sc"]).ok();
+    assert!(b.leftover_state().is_empty());
+}

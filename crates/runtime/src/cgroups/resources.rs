@@ -50,13 +50,14 @@ fn limit(v: i64) -> String {
 pub fn plan(r: &LinuxResources) -> Result<Vec<Write>> {
     let mut out = Vec::new();
     if let Some(m) = r.memory() {
-        if let Some(l) = m.limit() {
+        // Zero means "not set" for these fields, as runc reads them.
+        if let Some(l) = m.limit().filter(|&l| l != 0) {
             out.push(w("memory", "memory.max", limit(l)));
         }
         if let Some(l) = m.reservation() {
             out.push(w("memory", "memory.low", limit(l)));
         }
-        if let Some(swap) = m.swap() {
+        if let Some(swap) = m.swap().filter(|&s| s != 0) {
             // v1's memsw limit is memory+swap; v2 limits swap alone.
             let v = match (swap, m.limit()) {
                 (s, _) if s < 0 => "max".to_string(),
@@ -98,8 +99,9 @@ pub fn plan(r: &LinuxResources) -> Result<Vec<Write>> {
                 out.push(w("cpu", "cpu.weight", shares_to_weight(s).to_string()));
             }
         }
-        if c.quota().is_some() || c.period().is_some() {
-            let quota = c.quota().map(limit).unwrap_or_else(|| "max".to_string());
+        let quota = c.quota().filter(|&q| q != 0);
+        if quota.is_some() || c.period().is_some() {
+            let quota = quota.map(limit).unwrap_or_else(|| "max".to_string());
             let period = c.period().unwrap_or(100_000);
             if period == 0 {
                 return Err(Error::config("linux.resources.cpu.period", "must be greater than zero"));
@@ -124,7 +126,7 @@ pub fn plan(r: &LinuxResources) -> Result<Vec<Write>> {
             out.push(w("cpu", "cpu.idle", idle.to_string()));
         }
     }
-    if let Some(p) = r.pids() {
+    if let Some(p) = r.pids().filter(|p| p.limit() != 0) {
         out.push(w("pids", "pids.max", limit(p.limit())));
     }
     if let Some(b) = r.block_io() {
@@ -199,7 +201,12 @@ fn unified(key: &str, value: &str) -> Result<Write> {
         return Err(Error::config(field, "contains a NUL byte"));
     }
     let controller: &'static str = match controller {
-        "cgroup" => return Ok(Write { controller: None, file: key.to_string(), value: value.to_string() }),
+        // Of the core files only the limits: cgroup.procs, .freeze, .kill or
+        // .subtree_control would let a config move, freeze or kill other processes.
+        "cgroup" if key == "cgroup.max.depth" || key == "cgroup.max.descendants" => {
+            return Ok(Write { controller: None, file: key.to_string(), value: value.to_string() })
+        }
+        "cgroup" => return Err(Error::config(field, "only cgroup.max.depth and cgroup.max.descendants may be set")),
         "memory" => "memory",
         "cpu" => "cpu",
         "cpuset" => "cpuset",
@@ -276,6 +283,15 @@ mod tests {
     }
 
     #[test]
+    fn zero_means_unset() {
+        let got = plan_of(
+            serde_json::json!({ "memory": { "limit": 0, "swap": 0 }, "pids": { "limit": 0 }, "cpu": { "quota": 0 } }),
+        )
+        .expect("plan");
+        assert_eq!(got, pairs(&[]));
+    }
+
+    #[test]
     fn unlimited_values() {
         let got = plan_of(serde_json::json!({ "memory": { "limit": -1, "swap": -1 }, "pids": { "limit": -1 }, "cpu": { "quota": -1 } }))
             .expect("plan");
@@ -299,6 +315,8 @@ mod tests {
             (serde_json::json!({ "unified": { "memory.max/../../x": "1" } }), "unified"),
             (serde_json::json!({ "unified": { "nosuch.file": "1" } }), "unknown controller"),
             (serde_json::json!({ "unified": { "noprefix": "1" } }), "unified"),
+            (serde_json::json!({ "unified": { "cgroup.procs": "1" } }), "cgroup.max.depth"),
+            (serde_json::json!({ "unified": { "cgroup.freeze": "1" } }), "cgroup.max.depth"),
         ] {
             let err = plan_of(json.clone()).expect_err(&json.to_string()).to_string();
             assert!(err.contains(want), "{json}: {err}");

@@ -58,7 +58,8 @@ impl Container {
         if st.status == Status::Stopped {
             return Err(wrong_status(&st, "a stopped container cannot be updated"));
         }
-        let writes = resources::plan(update)?;
+        let current = st.config.linux().as_ref().and_then(|l| l.resources().clone()).unwrap_or_default();
+        let writes = resources::plan(&complete_update(update, &current))?;
         let cg = Self::cgroup_of(&st)?;
         let mut controllers: Vec<&str> = writes.iter().filter_map(|w| w.controller).collect();
         controllers.sort_unstable();
@@ -98,4 +99,49 @@ fn merge(mut base: LinuxResources, update: &LinuxResources) -> LinuxResources {
         base.set_rdma(update.rdma().clone());
     }
     base
+}
+
+/// Fills the halves of a pair that an update leaves out from the current limits, as
+/// runc does: cpu.max needs both quota and period, memory.swap.max is derived from
+/// swap and limit.
+fn complete_update(update: &LinuxResources, current: &LinuxResources) -> LinuxResources {
+    let mut u = update.clone();
+    if let (Some(mut cpu), Some(cur)) = (u.cpu().clone(), current.cpu().as_ref()) {
+        if cpu.quota().is_some() != cpu.period().is_some() {
+            if cpu.quota().is_none() {
+                cpu.set_quota(cur.quota());
+            }
+            if cpu.period().is_none() {
+                cpu.set_period(cur.period());
+            }
+            u.set_cpu(Some(cpu));
+        }
+    }
+    if let (Some(mut mem), Some(cur)) = (*u.memory(), current.memory().as_ref()) {
+        if mem.swap().is_some() && mem.limit().is_none() {
+            mem.set_limit(cur.limit());
+            u.set_memory(Some(mem));
+        }
+    }
+    u
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_updates_keep_the_other_half() {
+        let current: LinuxResources = serde_json::from_value(
+            serde_json::json!({ "cpu": { "quota": 20000, "period": 50000 }, "memory": { "limit": 1000 } }),
+        )
+        .expect("json");
+        let update: LinuxResources =
+            serde_json::from_value(serde_json::json!({ "cpu": { "period": 100000 }, "memory": { "swap": 3000 } }))
+                .expect("json");
+        let writes = resources::plan(&complete_update(&update, &current)).expect("plan");
+        let got: Vec<(String, String)> = writes.into_iter().map(|w| (w.file, w.value)).collect();
+        assert!(got.contains(&("cpu.max".to_string(), "20000 100000".to_string())), "{got:?}");
+        assert!(got.contains(&("memory.swap.max".to_string(), "2000".to_string())), "{got:?}");
+    }
 }

@@ -42,10 +42,25 @@ impl Container {
             let mut fds = [nix::poll::PollFd::new(std::os::fd::AsFd::as_fd(&watch), nix::poll::PollFlags::empty())];
             match nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {
                 Err(nix::Error::EINTR) => continue,
-                _ => break,
+                Err(e) => return Err(Error::sys("poll", fifo_path.display(), e)),
+                Ok(_) => break,
             }
         }
         let _ = std::fs::remove_file(&fifo_path);
+        // What is left in the fifo tells how the init went away: nothing (execve
+        // closed it), our unread byte (it died before reading), or its failure mark.
+        let mut left = [0u8; 1];
+        match nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&watch), &mut left) {
+            Ok(1) if left[..] == *crate::process::init::START_FAILED => {
+                st.status = Status::Stopped;
+                return Err(wrong_status(&st, "its process failed to start (see the container's stderr)"));
+            }
+            Ok(1) => {
+                st.status = Status::Stopped;
+                return Err(wrong_status(&st, "its init process exited before start"));
+            }
+            _ => {}
+        }
         st.status = Status::Running;
         dir.save(&st)?;
         let mut warnings = Vec::new();

@@ -61,11 +61,19 @@ pub fn main(ctx: &InitContext<'_>, sync: &mut SyncChannel) -> Error {
             let err = wait_and_exec(ctx, ready, &state);
             // Nobody listens on the channel any more: tell the container's stderr.
             let _ = nix::unistd::write(std::io::stderr(), format!("strata: {err}\n").as_bytes());
+            // And tell `start`, which reads what is left in the fifo once we are gone.
+            // SAFETY: the fifo descriptor is still open (it is only closed by execve).
+            let fifo = unsafe { std::os::fd::BorrowedFd::borrow_raw(ctx.exec_fifo) };
+            let _ = nix::unistd::write(fifo, START_FAILED);
             crate::sys::exit_now(127)
         }
         Err(e) => e,
     }
 }
+
+/// Written to the exec fifo by an init that failed after `start` (a failing
+/// startContainer hook, a failed execve).
+pub const START_FAILED: &[u8] = b"E";
 
 /// What is left to do after the container is created.
 struct Ready {
