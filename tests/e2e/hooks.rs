@@ -134,8 +134,9 @@ fn failing_start_container_hook_fails_start() {
     b.config["hooks"] = json!({ "startContainer": [{ "path": "/bin/false" }] });
     b.create("sc").ok();
     let out = b.rt(&["start", "sc"]);
-    out.failed();
+    // (runc 1.1.5's start returns before the hook runs and reports success.)
     if is_strata() {
+        out.failed();
         assert!(out.stderr.contains("failed to start"), "{out:?}");
     }
     b.rt(&["delete", "--force", "sc"]).ok();
