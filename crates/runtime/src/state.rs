@@ -108,7 +108,9 @@ impl ContainerState {
         }
         if !process_alive(self.pid, self.init_start_time) {
             self.status = Status::Stopped;
-        } else if self.status == Status::Running && self.cgroup().is_some_and(|c| c.is_frozen()) {
+        } else if matches!(self.status, Status::Running | Status::Created)
+            && self.cgroup().is_some_and(|c| c.is_frozen())
+        {
             self.status = Status::Paused;
         }
     }

@@ -39,21 +39,27 @@ pub fn run(args: Args, root: &Path) -> anyhow::Result<i32> {
     let c = Container::load(root, &args.id)?;
     let mut ooms = oom_kills(&c);
     loop {
-        let data = c.stats()?;
+        let data = match c.stats() {
+            Ok(d) => d,
+            // Stopped since the last round: the stream ends.
+            Err(_) if !args.stats && c.state()?.status == strata_runtime::Status::Stopped => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
         println!("{}", serde_json::json!({ "type": "stats", "id": args.id, "data": data }));
         if args.stats {
             return Ok(0);
         }
         std::thread::sleep(args.interval);
-        if c.state()?.status == strata_runtime::Status::Stopped {
-            return Ok(0);
-        }
-        // memory.events counts OOM kills where the memory controller is enabled.
+        // memory.events counts OOM kills where the memory controller is enabled;
+        // read it before a stop ends the stream (an OOM kill may be what stopped it).
         let now = oom_kills(&c);
         if now > ooms {
             println!("{}", serde_json::json!({ "type": "oom", "id": args.id }));
         }
         ooms = now;
+        if c.state()?.status == strata_runtime::Status::Stopped {
+            return Ok(0);
+        }
     }
 }
 

@@ -16,8 +16,8 @@ impl Container {
     pub fn pause(&self) -> Result<()> {
         let dir = StateDir::open(&self.root, &self.id)?;
         let st = Self::load_state(&dir, &self.id)?;
-        if st.status != Status::Running {
-            return Err(wrong_status(&st, "only a running container can be paused"));
+        if !matches!(st.status, Status::Running | Status::Created) {
+            return Err(wrong_status(&st, "only a created or running container can be paused"));
         }
         Self::cgroup_of(&st)?.freeze(true)
     }
