@@ -93,11 +93,6 @@ impl NamespacePlan {
         self.clone_flags.contains(CloneFlags::CLONE_NEWUSER)
     }
 
-    /// Whether the container gets a new pid namespace.
-    pub fn new_pid(&self) -> bool {
-        self.clone_flags.contains(CloneFlags::CLONE_NEWPID)
-    }
-
     /// Joins every namespace in `join` (in the calling, single-threaded process).
     pub fn join_all(&self) -> Result<()> {
         for (t, f) in &self.join {

@@ -92,14 +92,6 @@ impl ContainerState {
         })
     }
 
-    /// Whether the container created a pid namespace of its own (rather than joining
-    /// one or sharing the runtime's).
-    pub fn has_own_pid_ns(&self) -> bool {
-        self.config.linux().as_ref().and_then(|l| l.namespaces().as_ref()).is_some_and(|ns| {
-            ns.iter().any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Pid && n.path().is_none())
-        })
-    }
-
     /// Re-derives the status from the kernel: an init that exited (or whose pid was
     /// reused) means `stopped`.
     pub fn refresh_status(&mut self) {

@@ -1,7 +1,7 @@
 //! `exec`: run another process in a running container's namespaces.
 
 use super::{wrong_status, Container};
-use crate::namespaces::{clone_flag, proc_name, NamespacePlan, ALL};
+use crate::namespaces::{proc_name, NamespacePlan, ALL};
 use crate::process::exec::{self, ExecContext};
 use crate::process::plan::ProcessPlan;
 use crate::process::{spawn, SpawnSpec};
@@ -92,7 +92,6 @@ fn container_namespaces(pid: i32) -> Result<NamespacePlan> {
             continue;
         }
         let f = File::open(&theirs).map_err(|e| Error::io("open", &theirs, e))?;
-        let _ = clone_flag(t);
         plan.join.push((t, f));
     }
     Ok(plan)

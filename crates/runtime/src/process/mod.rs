@@ -212,8 +212,3 @@ pub fn write_id_map(pid: i32, file: &str, maps: &[oci_spec::runtime::LinuxIdMapp
     let path = format!("/proc/{pid}/{file}");
     std::fs::write(&path, text).map_err(|e| Error::io("write", path, e))
 }
-
-/// Raw descriptor of the channel, for processes that must close it selectively.
-pub fn channel_fd(c: &SyncChannel) -> RawFd {
-    c.as_stream().as_raw_fd()
-}
