@@ -157,7 +157,14 @@ impl Cgroup {
                 Ok(())
             })();
             match r {
-                Err(Error::Io { err, .. }) if err.kind() == std::io::ErrorKind::NotFound && attempts < 5 => continue,
+                // ENOENT: the parent went before our mkdir; ENODEV: before a write to one
+                // of its files.
+                Err(Error::Io { err, .. })
+                    if (err.kind() == std::io::ErrorKind::NotFound || err.raw_os_error() == Some(libc::ENODEV))
+                        && attempts < 5 =>
+                {
+                    continue
+                }
                 other => break other,
             }
         };
@@ -237,8 +244,13 @@ impl Cgroup {
     }
 
     /// Host pids of the processes in the cgroup.
+    /// Host pids of the processes in the cgroup and in every cgroup below it (a
+    /// container may make child cgroups of its own).
     pub fn pids(&self) -> Result<Vec<i32>> {
-        Ok(read(&self.dir, "cgroup.procs")?.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        let mut pids: Vec<i32> =
+            read(&self.dir, "cgroup.procs")?.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        collect_child_pids(&self.dir, &mut pids);
+        Ok(pids)
     }
 
     /// Whether `cgroup.events` says the cgroup is frozen.
@@ -314,6 +326,17 @@ impl Cgroup {
         let parents: Vec<PathBuf> = created_parents.iter().filter(|p| **p != self.dir).cloned().collect();
         remove_dirs(&parents);
         Ok(())
+    }
+}
+
+fn collect_child_pids(dir: &Path, pids: &mut Vec<i32>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            let procs = std::fs::read_to_string(e.path().join("cgroup.procs")).unwrap_or_default();
+            pids.extend(procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+            collect_child_pids(&e.path(), pids);
+        }
     }
 }
 
