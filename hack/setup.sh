@@ -8,6 +8,9 @@ command -v cc >/dev/null || need+=(gcc)
 if [ ! -x /bin/busybox ] || [[ "$(ldd /bin/busybox 2>&1 || true)" != *"not a dynamic"* ]]; then
   need+=(busybox-static)
 fi
+# seccomp filters are compiled with libseccomp, linked statically (.cargo/config.toml).
+[ -f "/usr/lib/$(uname -m)-linux-gnu/libseccomp.a" ] || need+=(libseccomp-dev)
+command -v pkg-config >/dev/null || need+=(pkg-config)
 if [ "${1:-}" = "--peers" ]; then
   command -v runc >/dev/null || need+=(runc)
   command -v crun >/dev/null || need+=(crun)

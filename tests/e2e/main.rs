@@ -11,5 +11,6 @@ mod lifecycle;
 mod namespaces;
 mod process;
 mod rootfs;
+mod seccomp;
 mod security;
 mod terminal;

@@ -273,9 +273,6 @@ fn refuse_unimplemented(spec: &Spec) -> Result<()> {
         return Ok(());
     };
     let unsupported = |f: &str| Err(Error::Unsupported { field: f.to_string() });
-    if linux.seccomp().is_some() {
-        return unsupported("linux.seccomp");
-    }
     if linux.mount_label().as_deref().is_some_and(|s| !s.is_empty()) {
         return unsupported("linux.mountLabel");
     }
@@ -398,11 +395,6 @@ mod tests {
                 "sysctl",
                 Box::new(|c| c["linux"]["sysctl"] = serde_json::json!({"kernel.panic": "1"})),
                 "linux.sysctl.kernel.panic",
-            ),
-            (
-                "seccomp",
-                Box::new(|c| c["linux"]["seccomp"] = serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW"})),
-                "linux.seccomp is not supported yet",
             ),
             (
                 "selinux",

@@ -16,6 +16,7 @@ pub mod id;
 pub mod namespaces;
 pub mod process;
 pub mod rootfs;
+pub mod seccomp;
 pub mod signal;
 pub mod state;
 pub mod sync;

@@ -7,6 +7,7 @@ use crate::process::init::{self, InitContext};
 use crate::process::plan::ProcessPlan;
 use crate::process::{spawn, write_id_map, SpawnSpec};
 use crate::rootfs::devices;
+use crate::seccomp::SeccompPlan;
 use crate::state::{now_rfc3339, ContainerState, StateDir};
 use crate::sync::Msg;
 use crate::{config, hooks, Error, Result, Status};
@@ -42,6 +43,7 @@ impl Container {
         let process_spec = spec.process().as_ref().ok_or_else(|| Error::config("process", "missing"))?;
         let process = ProcessPlan::new(process_spec, "process")?;
         let linux = spec.linux().as_ref().ok_or_else(|| Error::config("linux", "missing"))?;
+        let seccomp = linux.seccomp().as_ref().map(SeccompPlan::new).transpose()?;
         let mut device_list = devices::defaults();
         for (i, d) in linux.devices().iter().flatten().enumerate() {
             let d = devices::from_spec(d, i)?;
@@ -108,6 +110,7 @@ impl Container {
                 console_socket: opts.console_socket,
                 preserve_fds: opts.preserve_fds,
                 devices: &device_list,
+                seccomp: seccomp.as_ref(),
             };
             let mut keep = vec![fifo.as_raw_fd()];
             keep.extend(opts.console_socket);
@@ -151,7 +154,16 @@ impl Container {
                 hooks::run_all("createRuntime", h.create_runtime().as_deref().unwrap_or_default(), &state_json)?;
             }
             sync.send(&Msg::RuntimeHooksDone).map_err(|e| Error::io("write", "sync channel", e))?;
-            sync.expect(&Msg::Ready, "create")?;
+            if let Some(filter) = seccomp.as_ref().filter(|s| s.notify) {
+                let fd = sync.recv_fd("create")?;
+                crate::seccomp::send_to_listener(filter, &fd, pid, state.oci_json())?;
+            }
+            sync.expect(&Msg::Ready, "create").map_err(|e| match (&seccomp, e) {
+                (Some(_), Error::Init(m)) if m.ends_with("exited during setup") => Error::Init(format!(
+                    "{m} (linux.seccomp may refuse a syscall the runtime makes after loading it: write, read, execve)"
+                )),
+                (_, e) => e,
+            })?;
             state.status = Status::Created;
             dir.save(&state)?;
             if let Some(pid_file) = &opts.pid_file {

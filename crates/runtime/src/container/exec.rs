@@ -46,7 +46,20 @@ impl Container {
             });
         }
         let cgroup_fd = st.cgroup().map(|c| c.open()).transpose()?;
-        let ctx = ExecContext { process: &plan, console_socket: opts.console_socket, preserve_fds: opts.preserve_fds };
+        // Like runc, exec'd processes get the container's seccomp filter.
+        let seccomp = st
+            .config
+            .linux()
+            .as_ref()
+            .and_then(|l| l.seccomp().as_ref())
+            .map(crate::seccomp::SeccompPlan::new)
+            .transpose()?;
+        let ctx = ExecContext {
+            process: &plan,
+            console_socket: opts.console_socket,
+            preserve_fds: opts.preserve_fds,
+            seccomp: seccomp.as_ref(),
+        };
         let spawn_spec = SpawnSpec {
             namespaces: &namespaces,
             time_offsets: None,
@@ -55,6 +68,14 @@ impl Container {
             preserve_fds: opts.preserve_fds,
         };
         let (pid, mut sync) = spawn(&spawn_spec, |sync| exec::main(&ctx, sync))?;
+        if let Some(filter) = seccomp.as_ref().filter(|s| s.notify) {
+            let sent =
+                sync.recv_fd("exec").and_then(|fd| crate::seccomp::send_to_listener(filter, &fd, pid, st.oci_json()));
+            if let Err(e) = sent {
+                crate::process::reap(pid);
+                return Err(e);
+            }
+        }
         // End-of-file means execve succeeded (the channel is close-on-exec).
         match sync.recv() {
             Ok(None) => {}

@@ -18,17 +18,19 @@ pub struct ExecContext<'a> {
     pub console_socket: Option<RawFd>,
     /// Number of caller descriptors after stdio to pass on.
     pub preserve_fds: u32,
+    /// The container's seccomp filter.
+    pub seccomp: Option<&'a crate::seccomp::SeccompPlan>,
 }
 
 /// Runs the exec'd process; returns only with the error that stopped it.
-pub fn main(ctx: &ExecContext<'_>, _sync: &mut SyncChannel) -> Error {
-    match setup(ctx) {
+pub fn main(ctx: &ExecContext<'_>, sync: &mut SyncChannel) -> Error {
+    match setup(ctx, sync) {
         Ok(program) => ctx.process.exec(&program),
         Err(e) => e,
     }
 }
 
-fn setup(ctx: &ExecContext<'_>) -> Result<std::ffi::CString> {
+fn setup(ctx: &ExecContext<'_>, sync: &mut SyncChannel) -> Result<std::ffi::CString> {
     if ctx.process.terminal {
         nix::unistd::setsid().map_err(|e| Error::sys("setsid", "exec", e))?;
         let socket =
@@ -37,10 +39,17 @@ fn setup(ctx: &ExecContext<'_>) -> Result<std::ffi::CString> {
         crate::tty::make_controlling(&slave)?;
     }
     ctx.process.apply_limits()?;
+    let mut notify_fd = super::load_seccomp(ctx.seccomp, ctx.process.no_new_privs, true)?;
     ctx.process.apply_user_and_caps(super::init::setgroups_allowed())?;
     ctx.process.enter_cwd()?;
     let program = ctx.process.resolve_program()?;
     super::init::prepare_fds(ctx.preserve_fds)?;
+    if let Some(fd) = super::load_seccomp(ctx.seccomp, ctx.process.no_new_privs, false)? {
+        notify_fd = Some(fd);
+    }
+    if let Some(fd) = notify_fd {
+        sync.send_fd(std::os::fd::AsFd::as_fd(&fd)).map_err(|e| Error::io("send", "seccomp notify descriptor", e))?;
+    }
     Ok(program)
 }
 

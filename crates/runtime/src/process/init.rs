@@ -6,7 +6,9 @@
 //! 3. let the runtime run `prestart`/`createRuntime` hooks, then run
 //!    `createContainer` hooks here, still before pivot_root;
 //! 4. sysctls, masked and read-only paths, limits, pivot_root, read-only root;
-//! 5. hostname, user, capabilities, cwd; check the program exists;
+//! 5. hostname, user, capabilities, cwd; check the program exists; load the
+//!    seccomp filter (before the user change when it needs CAP_SYS_ADMIN, that
+//!    is without noNewPrivileges; else last) and pass a notify descriptor on;
 //! 6. report ready, block on the exec fifo until `start`, run `startContainer`
 //!    hooks, execve.
 
@@ -46,6 +48,8 @@ pub struct InitContext<'a> {
     pub preserve_fds: u32,
     /// Device nodes to create.
     pub devices: &'a [devices::DeviceNode],
+    /// The compiled seccomp filter.
+    pub seccomp: Option<&'a crate::seccomp::SeccompPlan>,
 }
 
 /// Runs the init process; returns only with the error that stopped it.
@@ -150,10 +154,17 @@ fn setup(ctx: &InitContext<'_>, sync: &mut SyncChannel, state: &str) -> Result<R
         crate::tty::make_controlling(slave)?;
     }
     drop(console);
+    let mut notify_fd = super::load_seccomp(ctx.seccomp, ctx.process.no_new_privs, true)?;
     ctx.process.apply_user_and_caps(setgroups_allowed())?;
     ctx.process.enter_cwd()?;
     let program = ctx.process.resolve_program()?;
     prepare_fds(ctx.preserve_fds)?;
+    if let Some(fd) = super::load_seccomp(ctx.seccomp, ctx.process.no_new_privs, false)? {
+        notify_fd = Some(fd);
+    }
+    if let Some(fd) = notify_fd {
+        sync.send_fd(std::os::fd::AsFd::as_fd(&fd)).map_err(|e| Error::io("send", "seccomp notify descriptor", e))?;
+    }
     sync.send(&Msg::Ready).map_err(|e| Error::io("write", "sync channel", e))?;
     Ok(Ready { program })
 }

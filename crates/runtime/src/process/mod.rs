@@ -21,6 +21,21 @@ use nix::unistd::Pid;
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, RawFd};
 
+/// Loads the seccomp filter at the right moment: `before_user` is the call made
+/// before the process drops to its user and capabilities (where a filter without
+/// no_new_privs must go, as it needs CAP_SYS_ADMIN), the other call comes last,
+/// just before the process reports it is ready to exec.
+pub(crate) fn load_seccomp(
+    filter: Option<&crate::seccomp::SeccompPlan>,
+    no_new_privs: bool,
+    before_user: bool,
+) -> Result<Option<std::os::fd::OwnedFd>> {
+    match filter {
+        Some(f) if no_new_privs != before_user => f.load(),
+        _ => Ok(None),
+    }
+}
+
 /// How to create the process.
 pub struct SpawnSpec<'a> {
     /// Namespaces to create and to join.
