@@ -5,6 +5,7 @@
 
 mod cgroups;
 mod errors;
+mod features;
 mod hooks;
 mod library;
 mod lifecycle;

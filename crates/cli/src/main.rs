@@ -66,6 +66,33 @@ enum Command {
     Update(commands::update::Args),
     /// Print a container's statistics as JSON events.
     Events(commands::events::Args),
+    /// Print what this build supports on this host (OCI features JSON).
+    Features,
+}
+
+/// `println!` for command output: a closed stdout (`strata list | head -1`) ends
+/// the process the Unix way, by SIGPIPE, instead of a panic.
+#[macro_export]
+macro_rules! outln {
+    ($($t:tt)*) => { $crate::stdout_line(&format!($($t)*)) };
+}
+
+/// Writes one line to stdout (see [`outln`]).
+pub fn stdout_line(line: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(line.as_bytes()).and_then(|()| out.write_all(b"\n")).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            // SAFETY: restoring the default disposition and raising the signal to
+            // ourselves has no memory-safety preconditions.
+            unsafe {
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+                libc::raise(libc::SIGPIPE);
+            }
+            Err(e.into())
+        }
+        r => Ok(r?),
+    }
 }
 
 fn version() -> String {
@@ -114,7 +141,7 @@ fn main() {
 
 fn run(command: Command, root: &std::path::Path, log: &logging::Logger) -> anyhow::Result<i32> {
     match command {
-        Command::Create(a) => commands::create::run(a, root),
+        Command::Create(a) => commands::create::run(a, root, log),
         Command::Start(a) => commands::start::run(a, root, log),
         Command::State(a) => commands::state::run(a, root),
         Command::Kill(a) => commands::kill::run(a, root),
@@ -128,5 +155,6 @@ fn run(command: Command, root: &std::path::Path, log: &logging::Logger) -> anyho
         Command::Ps(a) => commands::ps::run(a, root),
         Command::Update(a) => commands::update::run(a, root),
         Command::Events(a) => commands::events::run(a, root),
+        Command::Features => commands::features::run(),
     }
 }

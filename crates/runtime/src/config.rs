@@ -222,13 +222,7 @@ pub fn validate_process(process: &oci_spec::runtime::Process, field: &str) -> Re
             return Err(Error::config(format!("{field}.rlimits[{i}]"), "soft limit is above the hard limit"));
         }
     }
-    if process.selinux_label().as_deref().is_some_and(|s| !s.is_empty()) {
-        return Err(Error::Unsupported { field: format!("{field}.selinuxLabel") });
-    }
-    if process.apparmor_profile().as_deref().is_some_and(|s| !s.is_empty()) {
-        return Err(Error::Unsupported { field: format!("{field}.apparmorProfile") });
-    }
-    Ok(())
+    crate::lsm::check(process.apparmor_profile(), process.selinux_label(), field)
 }
 
 /// Sysctls must be namespaced and belong to a namespace the container has its own of.
@@ -273,9 +267,7 @@ fn refuse_unimplemented(spec: &Spec) -> Result<()> {
         return Ok(());
     };
     let unsupported = |f: &str| Err(Error::Unsupported { field: f.to_string() });
-    if linux.mount_label().as_deref().is_some_and(|s| !s.is_empty()) {
-        return unsupported("linux.mountLabel");
-    }
+    crate::lsm::check_mount_label(linux.mount_label())?;
     if linux.intel_rdt().is_some() {
         return unsupported("linux.intelRdt");
     }
@@ -395,11 +387,6 @@ mod tests {
                 "sysctl",
                 Box::new(|c| c["linux"]["sysctl"] = serde_json::json!({"kernel.panic": "1"})),
                 "linux.sysctl.kernel.panic",
-            ),
-            (
-                "selinux",
-                Box::new(|c| c["process"]["selinuxLabel"] = "system_u:system_r:svirt_lxc_net_t:s0".into()),
-                "process.selinuxLabel is not supported yet",
             ),
             (
                 "maps",

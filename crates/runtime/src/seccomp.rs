@@ -133,11 +133,22 @@ pub fn kernel_actions() -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Whether this build's libseccomp knows architecture `name`.
+/// Whether this build's libseccomp can set filter flag `name`.
+pub fn libseccomp_supports_flag(name: &str) -> bool {
+    let Ok(mut ctx) = ScmpFilterContext::new(ScmpAction::Allow) else { return false };
+    match name {
+        "SECCOMP_FILTER_FLAG_TSYNC" => ctx.set_ctl_tsync(true).is_ok(),
+        "SECCOMP_FILTER_FLAG_LOG" => ctx.set_ctl_log(true).is_ok(),
+        "SECCOMP_FILTER_FLAG_SPEC_ALLOW" => ctx.set_ctl_ssb(true).is_ok(),
+        "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV" => ctx.set_ctl_waitkill(true).is_ok(),
+        _ => false,
+    }
+}
+
+/// Whether this build's libseccomp knows architecture `name` (it can name
+/// syscalls of it; adding it to a filter also needs the native byte order).
 pub fn arch_known(name: &str) -> bool {
-    let Ok(arch) = name.parse::<ScmpArch>() else { return false };
-    ScmpFilterContext::new(ScmpAction::Allow).and_then(|mut c| c.add_arch(arch).map(|_| ())).is_ok()
-        || arch == ScmpArch::native()
+    name.parse::<ScmpArch>().is_ok_and(|a| ScmpSyscall::from_name_by_arch("read", a).is_ok())
 }
 
 impl SeccompPlan {

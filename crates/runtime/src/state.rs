@@ -74,6 +74,9 @@ pub struct ContainerState {
     /// Cgroup directories `create` made (removed again by `delete` when empty).
     #[serde(default)]
     pub cgroup_created: Vec<PathBuf>,
+    /// Warnings of the operation that returned this state (not stored).
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 impl ContainerState {

@@ -48,9 +48,10 @@ fn absolute(p: &Path) -> PathBuf {
 }
 
 /// Runs `strata create`.
-pub fn run(args: CreateArgs, root: &Path) -> anyhow::Result<i32> {
+pub fn run(args: CreateArgs, root: &Path, log: &crate::logging::Logger) -> anyhow::Result<i32> {
     let console = args.console_socket.as_deref().map(super::connect_console).transpose()?;
-    Container::create(root, &args.id, &args.options(console.as_ref().map(|c| c.as_raw_fd())))
+    let state = Container::create(root, &args.id, &args.options(console.as_ref().map(|c| c.as_raw_fd())))
         .with_context(|| format!("create container {:?}", args.id))?;
+    state.warnings.iter().for_each(|w| log.warn(w));
     Ok(0)
 }

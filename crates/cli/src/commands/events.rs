@@ -45,7 +45,7 @@ pub fn run(args: Args, root: &Path) -> anyhow::Result<i32> {
             Err(_) if !args.stats && c.state()?.status == strata_runtime::Status::Stopped => return Ok(0),
             Err(e) => return Err(e.into()),
         };
-        println!("{}", serde_json::json!({ "type": "stats", "id": args.id, "data": data }));
+        crate::outln!("{}", serde_json::json!({ "type": "stats", "id": args.id, "data": data }))?;
         if args.stats {
             return Ok(0);
         }
@@ -54,7 +54,7 @@ pub fn run(args: Args, root: &Path) -> anyhow::Result<i32> {
         // read it before a stop ends the stream (an OOM kill may be what stopped it).
         let now = oom_kills(&c);
         if now > ooms {
-            println!("{}", serde_json::json!({ "type": "oom", "id": args.id }));
+            crate::outln!("{}", serde_json::json!({ "type": "oom", "id": args.id }))?;
         }
         ooms = now;
         if c.state()?.status == strata_runtime::Status::Stopped {

@@ -79,6 +79,11 @@ pub fn run(args: Args, root: &Path) -> anyhow::Result<i32> {
         preserve_fds: args.preserve_fds,
     };
     let pid = container.exec(&process, &opts).with_context(|| format!("exec in container {:?}", args.id))?;
+    if let Ok(plan) = strata_runtime::capabilities::CapabilityPlan::new(process.capabilities().as_ref()) {
+        for c in plan.unknown_to_kernel {
+            eprintln!("strata: warning: process.capabilities: {c} is unknown to the running kernel; dropped");
+        }
+    }
     drop(console);
     if args.detach {
         return Ok(0);

@@ -19,16 +19,16 @@ pub fn run(args: Args, root: &Path) -> anyhow::Result<i32> {
     let all = Container::list(root)?;
     if args.quiet {
         for st in &all {
-            println!("{}", st.id);
+            crate::outln!("{}", st.id)?;
         }
     } else if args.format == "json" {
         let items: Vec<serde_json::Value> = all.iter().map(|s| s.oci_json()).collect();
-        println!("{}", serde_json::Value::Array(items));
+        crate::outln!("{}", serde_json::Value::Array(items))?;
     } else {
-        println!("{:<20} {:<8} {:<10} {:<40} {:<32} OWNER", "ID", "PID", "STATUS", "BUNDLE", "CREATED");
+        crate::outln!("{:<20} {:<8} {:<10} {:<40} {:<32} OWNER", "ID", "PID", "STATUS", "BUNDLE", "CREATED")?;
         for st in &all {
             let pid = if st.status == strata_runtime::Status::Stopped { 0 } else { st.pid };
-            println!(
+            crate::outln!(
                 "{:<20} {:<8} {:<10} {:<40} {:<32} {}",
                 st.id,
                 pid,
@@ -36,7 +36,7 @@ pub fn run(args: Args, root: &Path) -> anyhow::Result<i32> {
                 st.bundle.display(),
                 st.created,
                 st.owner
-            );
+            )?;
         }
     }
     Ok(0)

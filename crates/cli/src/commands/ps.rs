@@ -21,7 +21,7 @@ pub struct Args {
 pub fn run(args: Args, root: &Path) -> anyhow::Result<i32> {
     let pids = Container::load(root, &args.id)?.pids()?;
     if args.format == "json" {
-        println!("{}", serde_json::to_string(&pids)?);
+        crate::outln!("{}", serde_json::to_string(&pids)?)?;
         return Ok(0);
     }
     let ps_args = if args.ps_args.is_empty() { vec!["-ef".to_string()] } else { args.ps_args };
@@ -33,11 +33,11 @@ pub fn run(args: Args, root: &Path) -> anyhow::Result<i32> {
     let mut lines = text.lines();
     let header = lines.next().unwrap_or_default();
     let pid_col = header.split_whitespace().position(|h| h == "PID").context("ps output has no PID column")?;
-    println!("{header}");
+    crate::outln!("{header}")?;
     for line in lines {
         let pid = line.split_whitespace().nth(pid_col).and_then(|p| p.parse::<i32>().ok());
         if pid.is_some_and(|p| pids.contains(&p)) {
-            println!("{line}");
+            crate::outln!("{line}")?;
         }
     }
     Ok(0)

@@ -38,6 +38,7 @@ pub fn run(args: Args, root: &Path, log: &Logger) -> anyhow::Result<i32> {
     };
     let state = Container::create(root, &id, &args.create.options(console.as_ref().map(|c| c.as_raw_fd())))
         .with_context(|| format!("create container {id:?}"))?;
+    state.warnings.iter().for_each(|w| log.warn(w));
     drop(console);
     let terminal = state.config.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
     let container = Container::load(root, &id)?;

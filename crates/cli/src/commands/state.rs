@@ -13,6 +13,6 @@ pub struct Args {
 /// Runs `strata state`: the OCI state JSON, indented as runc prints it.
 pub fn run(args: Args, root: &Path) -> anyhow::Result<i32> {
     let st = Container::load(root, &args.id)?.state()?;
-    println!("{}", serde_json::to_string_pretty(&st.oci_json())?);
+    crate::outln!("{}", serde_json::to_string_pretty(&st.oci_json())?)?;
     Ok(0)
 }

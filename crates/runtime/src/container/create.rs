@@ -137,6 +137,12 @@ impl Container {
                 config: spec.clone(),
                 cgroup: Some(cgroup.dir.clone()),
                 cgroup_created: created,
+                warnings: process
+                    .caps
+                    .unknown_to_kernel
+                    .iter()
+                    .map(|c| format!("process.capabilities: {c} is unknown to the running kernel; dropped"))
+                    .collect(),
             };
             // Recorded before anything else can fail, so `delete --force` finds the
             // process even if this `create` is killed.

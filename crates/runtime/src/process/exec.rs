@@ -39,6 +39,9 @@ fn setup(ctx: &ExecContext<'_>, sync: &mut SyncChannel) -> Result<std::ffi::CStr
         crate::tty::make_controlling(&slave)?;
     }
     ctx.process.apply_limits()?;
+    let labels = ctx.process.open_labels()?;
+    labels.apply()?;
+    drop(labels);
     let mut notify_fd = super::load_seccomp(ctx.seccomp, ctx.process.no_new_privs, true)?;
     ctx.process.apply_user_and_caps(super::init::setgroups_allowed())?;
     ctx.process.enter_cwd()?;

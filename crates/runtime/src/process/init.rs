@@ -95,6 +95,7 @@ fn setup(ctx: &InitContext<'_>, sync: &mut SyncChannel, state: &str) -> Result<R
     }
     // A session of its own: the container is not part of the caller's job control.
     nix::unistd::setsid().map_err(|e| Error::sys("setsid", "init", e))?;
+    let labels = ctx.process.open_labels()?;
 
     let linux = ctx.spec.linux().as_ref();
     let mut console: Option<OwnedFd> = None;
@@ -154,6 +155,8 @@ fn setup(ctx: &InitContext<'_>, sync: &mut SyncChannel, state: &str) -> Result<R
         crate::tty::make_controlling(slave)?;
     }
     drop(console);
+    labels.apply()?;
+    drop(labels);
     let mut notify_fd = super::load_seccomp(ctx.seccomp, ctx.process.no_new_privs, true)?;
     ctx.process.apply_user_and_caps(setgroups_allowed())?;
     ctx.process.enter_cwd()?;
@@ -198,7 +201,8 @@ fn prepare_rootfs(ctx: &InitContext<'_>) -> Result<OwnedFd> {
     let root = open_path(ctx.rootfs)?;
     let mut dev_is_bound = false;
     for (i, m) in ctx.spec.mounts().iter().flatten().enumerate() {
-        mounts::apply(&root, ctx.bundle, m, i)?;
+        let label = ctx.spec.linux().as_ref().and_then(|l| l.mount_label().as_deref()).filter(|l| !l.is_empty());
+        mounts::apply(&root, ctx.bundle, m, i, label)?;
         if m.destination() == Path::new("/dev") && m.options().iter().flatten().any(|o| o == "bind" || o == "rbind") {
             dev_is_bound = true;
         }

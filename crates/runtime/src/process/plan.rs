@@ -46,6 +46,10 @@ pub struct ProcessPlan {
     pub terminal: bool,
     /// Initial terminal size (width, height).
     pub console_size: Option<(u16, u16)>,
+    /// AppArmor profile for the process.
+    pub apparmor_profile: Option<String>,
+    /// SELinux label for the process.
+    pub selinux_label: Option<String>,
 }
 
 /// `struct sched_attr` of sched_setattr(2).
@@ -117,6 +121,8 @@ impl ProcessPlan {
             cpu_affinity,
             terminal: process.terminal().unwrap_or(false),
             console_size: process.console_size().map(|b| (b.width() as u16, b.height() as u16)),
+            apparmor_profile: process.apparmor_profile().clone(),
+            selinux_label: process.selinux_label().clone(),
         })
     }
 
@@ -204,6 +210,11 @@ impl ProcessPlan {
         }
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(self.umask));
         Ok(())
+    }
+
+    /// Opens what applying the LSM labels needs (before the root changes).
+    pub fn open_labels(&self) -> Result<crate::lsm::ExecLabels> {
+        crate::lsm::ExecLabels::open(&self.apparmor_profile, &self.selinux_label)
     }
 
     /// Switches to the process's user and groups and sets its capabilities.

@@ -19,9 +19,11 @@ fn mount_err(what: &str, dest: &Path, e: nix::Error) -> Error {
 }
 
 /// Mounts one entry of the config's `mounts` (index `i`) inside `root`.
-pub fn apply(root: &OwnedFd, bundle: &Path, m: &Mount, i: usize) -> Result<()> {
+/// `label` is `linux.mountLabel`, given to the filesystems created here that
+/// take a context.
+pub fn apply(root: &OwnedFd, bundle: &Path, m: &Mount, i: usize, label: Option<&str>) -> Result<()> {
     let field = format!("mounts[{i}]");
-    let opts = options::parse(m.options().as_deref().unwrap_or_default(), &field)?;
+    let mut opts = options::parse(m.options().as_deref().unwrap_or_default(), &field)?;
     let dest = m.destination();
     let typ = m.typ().as_deref().unwrap_or(if opts.is_bind() { "bind" } else { "" });
     let source: Option<PathBuf> =
@@ -54,6 +56,12 @@ pub fn apply(root: &OwnedFd, bundle: &Path, m: &Mount, i: usize) -> Result<()> {
             t => t,
         };
         let src = source.as_ref().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| fstype.to_string());
+        if let Some(label) = label.filter(|_| matches!(fstype, "tmpfs" | "devpts" | "mqueue")) {
+            if !opts.data.is_empty() {
+                opts.data.push(',');
+            }
+            opts.data.push_str(&crate::lsm::mount_context(label));
+        }
         let data = if opts.data.is_empty() { None } else { Some(opts.data.as_str()) };
         let flags = opts.flags & !MsFlags::MS_REC;
         if let Err(e) = mount(Some(src.as_str()), target_path.as_str(), Some(fstype), flags, data) {

@@ -79,6 +79,68 @@ impl MountOptions {
     }
 }
 
+/// Every option name [`parse`] understands itself (anything else is passed to the
+/// filesystem as data), as `strata features` reports them.
+pub const KNOWN: &[&str] = &[
+    "async",
+    "atime",
+    "bind",
+    "defaults",
+    "dev",
+    "diratime",
+    "dirsync",
+    "exec",
+    "lazytime",
+    "loud",
+    "mand",
+    "noatime",
+    "nodev",
+    "nodiratime",
+    "noexec",
+    "nolazytime",
+    "nomand",
+    "norelatime",
+    "nostrictatime",
+    "nosuid",
+    "nosymfollow",
+    "private",
+    "rbind",
+    "relatime",
+    "remount",
+    "ro",
+    "rprivate",
+    "rshared",
+    "rslave",
+    "runbindable",
+    "rw",
+    "shared",
+    "silent",
+    "slave",
+    "strictatime",
+    "suid",
+    "symfollow",
+    "sync",
+    "unbindable",
+    "ratime",
+    "rdev",
+    "rdiratime",
+    "rexec",
+    "rnoatime",
+    "rnodev",
+    "rnodiratime",
+    "rnoexec",
+    "rnorelatime",
+    "rnostrictatime",
+    "rnosuid",
+    "rnosymfollow",
+    "rrelatime",
+    "rro",
+    "rrw",
+    "rstrictatime",
+    "rsuid",
+    "rsymfollow",
+];
+
 /// Parses the options of the mount at `field` (used in error messages).
 pub fn parse(options: &[String], field: &str) -> Result<MountOptions> {
     let mut out = MountOptions::default();
@@ -117,7 +179,8 @@ pub fn parse(options: &[String], field: &str) -> Result<MountOptions> {
             "bind" => (MsFlags::MS_BIND, MsFlags::empty()),
             "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty()),
             "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable" | "runbindable" => {
-                out.propagation |= propagation(opt).unwrap_or(MsFlags::empty());
+                // One propagation type per mount: the last one given wins.
+                out.propagation = propagation(opt).unwrap_or(MsFlags::empty());
                 continue;
             }
             "idmap" | "ridmap" => {
@@ -129,11 +192,12 @@ pub fn parse(options: &[String], field: &str) -> Result<MountOptions> {
                 if bit == attr::ATIME_MASK || o == "rrelatime" || o == "rnoatime" || o == "rstrictatime" {
                     // The atime modes are one field: clearing the mask then setting the mode.
                     out.rec_clear |= attr::ATIME_MASK;
-                    out.rec_set |= match o {
-                        "rnoatime" => attr::NOATIME,
-                        "rstrictatime" => attr::STRICTATIME,
-                        _ => attr::RELATIME,
-                    };
+                    out.rec_set = (out.rec_set & !attr::ATIME_MASK)
+                        | match o {
+                            "rnoatime" => attr::NOATIME,
+                            "rstrictatime" => attr::STRICTATIME,
+                            _ => attr::RELATIME,
+                        };
                 } else if set {
                     out.rec_set |= bit;
                     out.rec_clear &= !bit;
@@ -225,6 +289,13 @@ mod tests {
     }
 
     #[test]
+    fn every_known_option_is_understood() {
+        for o in KNOWN {
+            assert_eq!(p(&[o]).data, "", "{o} went to the filesystem as data");
+        }
+    }
+
+    #[test]
     fn recursive_attributes() {
         let o = p(&["rbind", "rro", "rnosuid", "rnoatime"]);
         assert_eq!(o.rec_set, attr::RDONLY | attr::NOSUID | attr::NOATIME);
@@ -232,6 +303,10 @@ mod tests {
         let o = p(&["rro", "rrw"]);
         assert_eq!(o.rec_set, 0);
         assert_eq!(o.rec_clear, attr::RDONLY);
+        // One atime mode and one propagation type: the last wins.
+        let o = p(&["rnoatime", "rstrictatime"]);
+        assert_eq!(o.rec_set, attr::STRICTATIME);
+        assert_eq!(p(&["rprivate", "rshared"]).propagation, MsFlags::MS_SHARED | MsFlags::MS_REC);
     }
 
     #[test]
