@@ -104,3 +104,91 @@ fn masking_uses_the_real_null_device() {
     let out = b.sh("stat -c '%F %t:%T' /proc/keys; echo x > /proc/keys 2>/dev/null; wc -c < /proc/keys");
     assert_eq!(out.ok(), "character special file 1:3\n0\n");
 }
+
+/// CVE-2019-5736 for a container holding CAP_SYS_PTRACE (non-dumpable alone does
+/// not stop it): a process of the container keeps /proc/1/exe of the init open
+/// while the init is still the runtime, and writes through it once the runtime
+/// is gone. It must reach an unwritable copy, never the runtime's binary. A copy
+/// of the runtime is used so a failure damages only the copy.
+#[test]
+fn a_ptrace_capable_container_cannot_overwrite_the_runtime() {
+    let bin_dir = TempDir::new("bin");
+    let bin = bin_dir.path().join(runtime_bin().file_name().expect("name"));
+    std::fs::copy(runtime_bin(), &bin).expect("copy runtime");
+    let original = std::fs::read(&bin).expect("read copy");
+    let out = TempDir::new("exe");
+    let mut b = Bundle::new(&["sleep", "5"]);
+    for set in ["bounding", "effective", "permitted"] {
+        b.config["process"]["capabilities"][set].as_array_mut().expect("caps").push(json!("CAP_SYS_PTRACE"));
+    }
+    b.config["mounts"]
+        .as_array_mut()
+        .expect("array")
+        .push(json!({ "destination": "/out", "type": "bind", "source": out.path(), "options": ["bind"] }));
+    // The descriptor is opened by the hook itself, so before the init can exec;
+    // the background part outlives the hook and waits for the runtime to be gone.
+    let attack = "exec 3</proc/1/exe || { echo NOOPEN > /out/w; exit 0; }; \
+                  (while [ \"$(readlink /proc/1/exe)\" = \"$(readlink /proc/self/fd/3)\" ]; do sleep 0.05; done; \
+                  sleep 1; echo pwned >> /proc/self/fd/3 && echo WROTE > /out/w || echo REFUSED > /out/w) \
+                  </dev/null >/dev/null 2>&1 &";
+    b.config["hooks"] = json!({ "startContainer": [{ "path": "/bin/sh", "args": ["sh", "-c", attack] }] });
+    b.write_config();
+    let rt = |args: &[&str]| {
+        run_to_files(
+            std::process::Command::new(&bin)
+                .arg("--root")
+                .arg(b.root.path())
+                .args(args)
+                .stdin(std::process::Stdio::null()),
+        )
+    };
+    rt(&["create", "--bundle", &b.dir.path().to_string_lossy(), "ptr"]).ok();
+    rt(&["start", "ptr"]).ok();
+    let verdict = out.path().join("w");
+    for _ in 0..100 {
+        if verdict.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let seen = std::fs::read_to_string(&verdict).unwrap_or_else(|_| "no verdict\n".into());
+    rt(&["delete", "--force", "ptr"]).ok();
+    assert!(std::fs::read(&bin).expect("read copy") == original, "the runtime binary was modified ({seen:?})");
+    assert_eq!(seen, "REFUSED\n");
+}
+
+/// `exec` into such a container works from its sealed copy too.
+#[test]
+fn exec_into_a_ptrace_capable_container() {
+    let mut b = Bundle::new(&["sleep", "100"]);
+    for set in ["bounding", "effective", "permitted"] {
+        b.config["process"]["capabilities"][set].as_array_mut().expect("caps").push(json!("CAP_SYS_PTRACE"));
+    }
+    b.create("ptrexec").ok();
+    b.rt(&["start", "ptrexec"]).ok();
+    assert_eq!(b.rt(&["exec", "ptrexec", "echo", "inside"]).ok(), "inside\n");
+    b.rt(&["delete", "--force", "ptrexec"]).ok();
+}
+
+/// CVE-2019-19921 class: a rootfs whose /proc is a symlink cannot move the procfs
+/// mount (and with it the masks and read-only paths) somewhere else.
+#[test]
+fn proc_on_a_symlink_is_refused() {
+    for dir in ["proc", "sys"] {
+        let mut b = Bundle::private_rootfs(&["true"]);
+        let path = b.rootfs().join(dir);
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(b.rootfs().join("elsewhere")).expect("mkdir");
+        std::os::unix::fs::symlink("elsewhere", &path).expect("symlink");
+        b.config["root"]["readonly"] = json!(false);
+        if dir == "sys" {
+            b.config["mounts"].as_array_mut().expect("array").push(json!({ "destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"] }));
+        }
+        let out = b.create(&format!("sym{dir}"));
+        let err = out.failed();
+        if is_strata() {
+            assert!(err.contains(&format!("/{dir} goes through a symlink")), "{err}");
+        }
+        assert!(b.leftover_state().is_empty());
+    }
+}

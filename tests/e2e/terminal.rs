@@ -91,3 +91,32 @@ fn terminal_without_console_socket_is_refused_for_create() {
     b.create("notty").failed();
     assert!(b.leftover_state().is_empty());
 }
+
+/// CVE-2025-52565 class: a /dev/console symlink planted by the rootfs must not
+/// redirect the console bind mount (here onto a procfs file).
+#[test]
+fn console_symlink_in_the_rootfs_is_not_followed() {
+    if !is_strata() {
+        return skip("console_symlink_in_the_rootfs_is_not_followed", "Debian's runc 1.1.5 predates the fix");
+    }
+    let sockdir = TempDir::new("console");
+    let sock = sockdir.path().join("console.sock");
+    let listener = UnixListener::bind(&sock).expect("bind");
+    let got = receive_master(listener);
+    let mut b =
+        Bundle::private_rootfs(&["sh", "-c", "stat -c '%F %t' /dev/console; stat -c %F /proc/sys/kernel/core_pattern"]);
+    std::fs::create_dir_all(b.rootfs().join("dev/pts")).expect("mkdir");
+    let _ = std::fs::remove_file(b.rootfs().join("dev/console"));
+    std::os::unix::fs::symlink("/proc/sys/kernel/core_pattern", b.rootfs().join("dev/console")).expect("symlink");
+    // No tmpfs on /dev: the rootfs's own /dev, with its symlink, is used.
+    b.config["mounts"].as_array_mut().expect("array").retain(|m| m["destination"] != "/dev");
+    b.config["root"]["readonly"] = json!(false);
+    b.config["process"]["terminal"] = json!(true);
+    b.write_config();
+    b.rt(&["create", "--bundle", &b.dir.path().to_string_lossy(), "--console-socket", &sock.to_string_lossy(), "ctty"])
+        .ok();
+    let master = got.join().expect("master");
+    b.rt(&["start", "ctty"]).ok();
+    let text = read_all(master);
+    assert_eq!(text, "character special file 88\nregular empty file\n");
+}

@@ -11,6 +11,7 @@ pub mod cgroups;
 pub mod config;
 pub mod container;
 pub mod error;
+pub mod exe;
 pub mod hooks;
 pub mod id;
 pub mod lsm;

@@ -66,6 +66,8 @@ struct OpenHow {
 
 /// openat2's RESOLVE_NO_MAGICLINKS.
 pub const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+/// openat2's RESOLVE_NO_SYMLINKS: fail on any symlink in the path.
+pub const RESOLVE_NO_SYMLINKS: u64 = 0x04;
 /// openat2's RESOLVE_IN_ROOT.
 pub const RESOLVE_IN_ROOT: u64 = 0x10;
 
@@ -116,6 +118,42 @@ pub fn mount_setattr(fd: BorrowedFd<'_>, recursive: bool, set: u64, clear: u64) 
             flags,
             &attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if ret < 0 {
+        return Err(nix::Error::last());
+    }
+    Ok(())
+}
+
+/// A detached copy of the mount tree at `fd` (open_tree with OPEN_TREE_CLONE and
+/// AT_RECURSIVE, Linux 5.2): changed and attached again without any path lookup.
+pub fn open_tree_clone(fd: BorrowedFd<'_>) -> nix::Result<OwnedFd> {
+    const OPEN_TREE_CLONE: u32 = 1;
+    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as u32 | libc::AT_EMPTY_PATH as u32 | libc::AT_RECURSIVE as u32;
+    // SAFETY: the empty path with AT_EMPTY_PATH makes the call act on `fd`.
+    let ret = unsafe { libc::syscall(libc::SYS_open_tree, fd.as_raw_fd(), c"".as_ptr(), flags) };
+    if ret < 0 {
+        return Err(nix::Error::last());
+    }
+    // SAFETY: open_tree returned a new descriptor that nothing else owns.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(ret as RawFd) })
+}
+
+/// Attaches the detached mount `tree` on top of the directory or file `target`
+/// (move_mount, Linux 5.2), both given as descriptors.
+pub fn move_mount_onto(tree: BorrowedFd<'_>, target: BorrowedFd<'_>) -> nix::Result<()> {
+    const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
+    const MOVE_MOUNT_T_EMPTY_PATH: u32 = 0x40;
+    // SAFETY: both paths are empty and the flags make the call act on the descriptors.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            target.as_raw_fd(),
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
         )
     };
     if ret < 0 {

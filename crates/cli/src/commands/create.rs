@@ -49,9 +49,22 @@ fn absolute(p: &Path) -> PathBuf {
 
 /// Runs `strata create`.
 pub fn run(args: CreateArgs, root: &Path, log: &crate::logging::Logger) -> anyhow::Result<i32> {
+    protect_binary(&args.bundle)?;
     let console = args.console_socket.as_deref().map(super::connect_console).transpose()?;
     let state = Container::create(root, &args.id, &args.options(console.as_ref().map(|c| c.as_raw_fd())))
         .with_context(|| format!("create container {:?}", args.id))?;
     state.warnings.iter().for_each(|w| log.warn(w));
     Ok(0)
+}
+
+/// Re-executes from a sealed copy of the binary when the container could reach
+/// this one through /proc/PID/exe (see `strata_runtime::exe`). A config that does
+/// not load is left for `create` to report.
+pub fn protect_binary(bundle: &Path) -> anyhow::Result<()> {
+    if let Ok(spec) = strata_runtime::config::load(bundle) {
+        if strata_runtime::exe::spec_exposes_runtime(&spec) {
+            strata_runtime::exe::reexec_from_sealed_copy()?;
+        }
+    }
+    Ok(())
 }

@@ -58,6 +58,9 @@ pub struct Args {
 pub fn run(args: Args, root: &Path) -> anyhow::Result<i32> {
     let container = Container::load(root, &args.id)?;
     let process = build_process(&args, &container)?;
+    if container.exec_exposes_runtime(&process) {
+        strata_runtime::exe::reexec_from_sealed_copy()?;
+    }
     let terminal = process.terminal().unwrap_or(false);
     if !args.detach {
         foreground::block_signals()?;

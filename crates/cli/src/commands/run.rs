@@ -24,6 +24,7 @@ pub struct Args {
 /// Runs `strata run`; the exit code is the container process's.
 pub fn run(args: Args, root: &Path, log: &Logger) -> anyhow::Result<i32> {
     let id = args.create.id.clone();
+    super::create::protect_binary(&args.create.bundle)?;
     if !args.detach {
         foreground::block_signals()?;
     }

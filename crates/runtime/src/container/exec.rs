@@ -45,6 +45,11 @@ impl Container {
                 reason: "cannot exec in a stopped container",
             });
         }
+        if crate::exe::has_ptrace(process.capabilities().as_ref()) {
+            // Later execs must assume a process that can ptrace them.
+            let marker = self.root.join(&self.id).join(crate::exe::PTRACE_EXEC_MARKER);
+            std::fs::write(&marker, b"").map_err(|e| Error::io("write", &marker, e))?;
+        }
         let cgroup_fd = st.cgroup().map(|c| c.open()).transpose()?;
         // Like runc, exec'd processes get the container's seccomp filter.
         let seccomp = st
@@ -96,6 +101,28 @@ impl Container {
             super::create::write_pid_file(p, pid)?;
         }
         Ok(pid)
+    }
+}
+
+impl Container {
+    /// Whether container processes could reach the runtime's binary while `exec`
+    /// sets `process` up (see [`crate::exe`]): the container's config says so, or
+    /// this or an earlier exec hands CAP_SYS_PTRACE to a process outside a user
+    /// namespace.
+    pub fn exec_exposes_runtime(&self, process: &Process) -> bool {
+        let Ok(st) = self.state() else { return false };
+        if crate::exe::spec_exposes_runtime(&st.config) {
+            return true;
+        }
+        let userns = st
+            .config
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().as_ref())
+            .is_some_and(|ns| ns.iter().any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::User));
+        !userns
+            && (crate::exe::has_ptrace(process.capabilities().as_ref())
+                || self.root.join(&self.id).join(crate::exe::PTRACE_EXEC_MARKER).exists())
     }
 }
 

@@ -29,6 +29,18 @@ pub fn apply(root: &OwnedFd, bundle: &Path, m: &Mount, i: usize, label: Option<&
     let source: Option<PathBuf> =
         m.source().as_ref().map(|s| if s.is_relative() && opts.is_bind() { bundle.join(s) } else { s.clone() });
 
+    // A symlink in the rootfs must not move /proc or /sys somewhere the masks and
+    // read-only paths do not cover (CVE-2019-19921 class).
+    if matches!(typ, "proc" | "sysfs") && !crate::rootfs::paths::free_of_symlinks(root, dest) {
+        return Err(Error::config(
+            format!("{field}.destination"),
+            format!(
+                "{} goes through a symlink in the rootfs; {typ} is only mounted on a real directory",
+                dest.display()
+            ),
+        ));
+    }
+
     // The mount point: a file for a bind mount of a file, else a directory.
     let bind_of_file =
         opts.is_bind() && source.as_ref().is_some_and(|s| std::fs::metadata(s).map(|md| !md.is_dir()).unwrap_or(false));
@@ -196,11 +208,13 @@ pub fn make_readonly(root: &OwnedFd, path: &Path) -> Result<()> {
         return Ok(());
     }
     let target = open_in_root(root, path, OFlag::O_PATH)?;
-    let tp = fd_path(&target);
-    mount(Some(tp.as_str()), tp.as_str(), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-        .map_err(|e| mount_err("read-only bind", path, e))?;
-    let mounted = open_in_root(root, path, OFlag::O_PATH)?;
+    // A detached clone of what is there, made read-only, then attached on the very
+    // target we opened: no second path lookup a rootfs change could redirect.
+    let tree = crate::sys::open_tree_clone(target.as_fd())
+        .map_err(|e| Error::sys("open_tree", format!("read-only {}", path.display()), e))?;
     // Only read-only, as runc: nosuid/noexec here would break binaries under the path.
-    mount_setattr(mounted.as_fd(), true, options::attr::RDONLY, 0)
-        .map_err(|e| Error::sys("mount_setattr", format!("read-only {}", path.display()), e))
+    mount_setattr(tree.as_fd(), true, options::attr::RDONLY, 0)
+        .map_err(|e| Error::sys("mount_setattr", format!("read-only {}", path.display()), e))?;
+    crate::sys::move_mount_onto(tree.as_fd(), target.as_fd())
+        .map_err(|e| Error::sys("move_mount", format!("read-only {}", path.display()), e))
 }

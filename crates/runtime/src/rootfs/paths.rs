@@ -5,7 +5,7 @@
 //! if the rootfs were `/` and can never reach the host. Mounts then target the
 //! resolved descriptor through /proc/self/fd, so nothing is re-resolved by path.
 
-use crate::sys::{openat2, RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS};
+use crate::sys::{openat2, RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS};
 use crate::{Error, Result};
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
@@ -34,6 +34,15 @@ pub fn open_in_root(root: &OwnedFd, path: &Path, flags: OFlag) -> Result<OwnedFd
     let c = cpath(if rel.as_os_str().is_empty() { Path::new(".") } else { &rel })?;
     openat2(root.as_fd(), &c, flags.bits(), 0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
         .map_err(|e| Error::sys("openat2", path.display(), e))
+}
+
+/// Whether `path` inside `root` is reached without following any symlink (a
+/// path whose existing part has none qualifies: what is missing gets created).
+pub fn free_of_symlinks(root: &OwnedFd, path: &Path) -> bool {
+    let rel = relative(path);
+    let Ok(c) = cpath(if rel.as_os_str().is_empty() { Path::new(".") } else { &rel }) else { return false };
+    openat2(root.as_fd(), &c, OFlag::O_PATH.bits(), 0, RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS)
+        .map_or_else(|e| e != nix::Error::ELOOP, |_| true)
 }
 
 /// Whether `path` exists inside `root`.
