@@ -225,3 +225,37 @@ fn preserved_fds_reach_the_container() {
     out.ok();
     assert_eq!(std::fs::read_to_string(&out_path).expect("read"), "via-fd3\n");
 }
+
+#[test]
+fn unknown_capability_names_are_refused() {
+    let mut b = Bundle::new(&["true"]);
+    b.config["process"]["capabilities"]["bounding"].as_array_mut().expect("caps").push(json!("CAP_TELEPORT"));
+    let err = b.create("badcap").failed().to_string();
+    if is_strata() {
+        assert!(err.contains("CAP_TELEPORT") && err.trim().lines().count() == 1, "{err}");
+    }
+    assert!(b.leftover_state().is_empty());
+}
+
+#[test]
+fn exec_cap_adds_a_capability() {
+    let b = Bundle::new(&["sleep", "100"]);
+    b.create("execcap").ok();
+    b.rt(&["start", "execcap"]).ok();
+    // CAP_SYS_NICE is bit 23, outside the default set.
+    let has_nice = |out: &str| {
+        let eff = out.trim().strip_prefix("CapEff:\t").expect("CapEff line");
+        u64::from_str_radix(eff, 16).expect("hex") & (1 << 23) != 0
+    };
+    let plain = b.rt(&["exec", "execcap", "grep", "CapEff", "/proc/self/status"]);
+    assert!(!has_nice(plain.ok()), "{plain:?}");
+    let added = b.rt(&["exec", "--cap", "CAP_SYS_NICE", "execcap", "grep", "CapEff", "/proc/self/status"]);
+    assert!(has_nice(added.ok()), "{added:?}");
+    let bad = b.rt(&["exec", "--cap", "CAP_TELEPORT", "execcap", "true"]);
+    if is_strata() {
+        assert!(bad.failed().contains("CAP_TELEPORT"), "{bad:?}");
+    } else {
+        bad.failed();
+    }
+    b.rt(&["delete", "--force", "execcap"]).ok();
+}

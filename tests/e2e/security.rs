@@ -192,3 +192,28 @@ fn proc_on_a_symlink_is_refused() {
         assert!(b.leftover_state().is_empty());
     }
 }
+
+/// The config `spec` writes keeps the host's kernel knobs out of reach: /proc/sys
+/// and /proc/sysrq-trigger read-only, /proc/keys and /proc/timer_list masked.
+#[test]
+fn default_spec_protects_proc() {
+    let d = TempDir::new("spec");
+    let b = Bundle::new(&["true"]);
+    b.rt(&["spec", "--bundle", &d.path().to_string_lossy()]).ok();
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.path().join("config.json")).expect("config")).expect("json");
+    config["process"]["terminal"] = json!(false);
+    config["root"]["path"] = json!(shared_rootfs());
+    config["process"]["args"] = json!([
+        "sh",
+        "-c",
+        "\
+        (echo x > /proc/sys/kernel/domainname) 2>/dev/null && echo sys-writable || echo sys-ro; \
+        (echo h > /proc/sysrq-trigger) 2>/dev/null && echo sysrq-writable || echo sysrq-ro; \
+        wc -c < /proc/keys; wc -c < /proc/timer_list; \
+        [ -e /proc/kcore ] && wc -c < /proc/kcore || echo 0"
+    ]);
+    std::fs::write(d.path().join("config.json"), config.to_string()).expect("write");
+    let out = b.rt(&["run", "--bundle", &d.path().to_string_lossy(), "procguard"]);
+    assert_eq!(out.ok(), "sys-ro\nsysrq-ro\n0\n0\n0\n");
+}
