@@ -230,10 +230,12 @@ fn preserved_fds_reach_the_container() {
 fn unknown_capability_names_are_refused() {
     let mut b = Bundle::new(&["true"]);
     b.config["process"]["capabilities"]["bounding"].as_array_mut().expect("caps").push(json!("CAP_TELEPORT"));
-    let err = b.create("badcap").failed().to_string();
-    if is_strata() {
-        assert!(err.contains("CAP_TELEPORT") && err.trim().lines().count() == 1, "{err}");
+    if !is_strata() {
+        // runc warns and drops the name.
+        return skip("unknown_capability_names_are_refused", "runc ignores unknown capability names");
     }
+    let err = b.create("badcap").failed().to_string();
+    assert!(err.contains("CAP_TELEPORT") && err.trim().lines().count() == 1, "{err}");
     assert!(b.leftover_state().is_empty());
 }
 
@@ -251,11 +253,10 @@ fn exec_cap_adds_a_capability() {
     assert!(!has_nice(plain.ok()), "{plain:?}");
     let added = b.rt(&["exec", "--cap", "CAP_SYS_NICE", "execcap", "grep", "CapEff", "/proc/self/status"]);
     assert!(has_nice(added.ok()), "{added:?}");
-    let bad = b.rt(&["exec", "--cap", "CAP_TELEPORT", "execcap", "true"]);
+    // runc warns and drops an unknown name; strata refuses it.
     if is_strata() {
+        let bad = b.rt(&["exec", "--cap", "CAP_TELEPORT", "execcap", "true"]);
         assert!(bad.failed().contains("CAP_TELEPORT"), "{bad:?}");
-    } else {
-        bad.failed();
     }
     b.rt(&["delete", "--force", "execcap"]).ok();
 }

@@ -99,6 +99,9 @@ fn kill_process_action_ends_the_container_with_sigsys() {
 
 #[test]
 fn allowlist_with_errno_default() {
+    if !is_strata() {
+        return skip("allowlist_with_errno_default", "runc makes more syscalls after loading the filter (fstatfs)");
+    }
     // The shape of real profiles: refuse everything but what is listed.
     let allowed = [
         "execve",
@@ -178,6 +181,9 @@ fn exec_runs_under_the_container_filter() {
 
 #[test]
 fn filter_flags() {
+    if !is_strata() {
+        return skip("filter_flags", "runc 1.1.5 supports no seccomp flags");
+    }
     let mut b = with_filter(
         &["true"],
         json!({ "defaultAction": "SCMP_ACT_ALLOW",
@@ -271,7 +277,7 @@ fn bad_filters_fail_create_with_the_field_named() {
         let b = with_filter(&["true"], filter);
         let id = format!("badsc{i}");
         let err = b.create(&id).failed().to_string();
-        assert!(err.contains(needle), "case {i}: {err}");
+        assert!(!is_strata() || err.contains(needle), "case {i}: {err}");
         assert!(b.leftover_state().is_empty(), "case {i} left state behind");
     }
 }
