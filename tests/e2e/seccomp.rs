@@ -281,3 +281,31 @@ fn bad_filters_fail_create_with_the_field_named() {
         assert!(b.leftover_state().is_empty(), "case {i} left state behind");
     }
 }
+
+#[test]
+fn every_action_does_what_it_says() {
+    // mkdir(2) under each action; kills end the process with SIGSYS.
+    let sigsys = 128 + libc::SIGSYS;
+    let cases = [
+        ("SCMP_ACT_KILL", sigsys, ""),
+        ("SCMP_ACT_KILL_THREAD", sigsys, ""),
+        ("SCMP_ACT_KILL_PROCESS", sigsys, ""),
+        ("SCMP_ACT_TRAP", sigsys, ""),
+        ("SCMP_ACT_LOG", 0, ""),
+        // No tracer: the call fails with ENOSYS.
+        ("SCMP_ACT_TRACE", 1, "Function not implemented"),
+        ("SCMP_ACT_ERRNO", 1, "Operation not permitted"),
+    ];
+    for (i, (action, code, text)) in cases.into_iter().enumerate() {
+        let mut b = Bundle::new(&["mkdir", "/tmp/made"]);
+        b.config["linux"]["seccomp"] = json!({ "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{ "names": ["mkdir", "mkdirat"], "action": action }] });
+        b.config["mounts"]
+            .as_array_mut()
+            .expect("mounts")
+            .push(json!({ "destination": "/tmp", "type": "tmpfs", "source": "tmpfs" }));
+        let out = b.run(&format!("act{i}"));
+        assert_eq!(out.code, code, "{action}: {out:?}");
+        assert!(out.stderr.contains(text), "{action}: {out:?}");
+    }
+}
