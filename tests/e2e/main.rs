@@ -7,6 +7,7 @@ mod cgroups;
 mod errors;
 mod features;
 mod hooks;
+mod hostile;
 mod library;
 mod lifecycle;
 mod namespaces;

@@ -13,21 +13,132 @@ const MAX_CONFIG_SIZE: u64 = 16 << 20;
 pub fn load(bundle: &Path) -> Result<Spec> {
     let path = bundle.join("config.json");
     let err = |reason: String| Error::ConfigLoad { path: path.clone(), reason };
-    let meta = std::fs::metadata(&path).map_err(|e| err(e.to_string()))?;
-    if meta.len() > MAX_CONFIG_SIZE {
-        return Err(err(format!("larger than {MAX_CONFIG_SIZE} bytes")));
-    }
-    let data = std::fs::read(&path).map_err(|e| err(e.to_string()))?;
+    let data = read_regular_file(&path, MAX_CONFIG_SIZE).map_err(err)?;
     parse(&data).map_err(|e| match e {
         Error::ConfigLoad { reason, .. } => err(reason),
         other => other,
     })
 }
 
-/// Parses config JSON (used for config.json and, for `exec`, process.json's parent).
+/// Reads a JSON document the caller controls: only a regular file (a FIFO would
+/// block us, /dev/zero would never end) and at most `max` bytes.
+pub fn read_regular_file(path: &Path, max: u64) -> std::result::Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let meta = f.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if meta.len() > max {
+        return Err(format!("larger than {max} bytes"));
+    }
+    let mut data = Vec::with_capacity(meta.len() as usize);
+    f.take(max + 1).read_to_end(&mut data).map_err(|e| e.to_string())?;
+    if data.len() as u64 > max {
+        return Err(format!("larger than {max} bytes"));
+    }
+    Ok(data)
+}
+
+/// Where the spec has an object (serde would also fill a struct from an array,
+/// field by field, turning `"linux": []` into an empty linux section). `*` is any
+/// element of an array, `%` any value of an object.
+const OBJECTS: &[&str] = &[
+    "",
+    "/process",
+    "/process/user",
+    "/process/capabilities",
+    "/process/consoleSize",
+    "/process/scheduler",
+    "/process/ioPriority",
+    "/process/execCPUAffinity",
+    "/process/rlimits/*",
+    "/root",
+    "/mounts/*",
+    "/hooks",
+    "/hooks/%/*",
+    "/linux",
+    "/linux/namespaces/*",
+    "/linux/uidMappings/*",
+    "/linux/gidMappings/*",
+    "/linux/devices/*",
+    "/linux/resources",
+    "/linux/resources/devices/*",
+    "/linux/resources/memory",
+    "/linux/resources/cpu",
+    "/linux/resources/pids",
+    "/linux/resources/blockIO",
+    "/linux/resources/hugepageLimits/*",
+    "/linux/resources/network",
+    "/linux/seccomp",
+    "/linux/seccomp/syscalls/*",
+    "/linux/seccomp/syscalls/*/args/*",
+    "/linux/personality",
+];
+
+fn kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+fn check_objects(v: &serde_json::Value) -> std::result::Result<(), String> {
+    fn walk(v: &serde_json::Value, parts: &[&str], at: &str) -> std::result::Result<(), String> {
+        let Some((first, rest)) = parts.split_first() else {
+            return match v {
+                serde_json::Value::Object(_) | serde_json::Value::Null => Ok(()),
+                _ if at.is_empty() => Err(format!("the document must be a JSON object, not {}", kind(v))),
+                _ => Err(format!("{at}: expected an object, found {}", kind(v))),
+            };
+        };
+        match (*first, v) {
+            ("*", serde_json::Value::Array(items)) => {
+                items.iter().enumerate().try_for_each(|(i, item)| walk(item, rest, &format!("{at}[{i}]")))
+            }
+            ("%", serde_json::Value::Object(map)) => {
+                map.iter().try_for_each(|(k, item)| walk(item, rest, &format!("{at}.{k}")))
+            }
+            ("*" | "%", _) => Ok(()),
+            (key, serde_json::Value::Object(map)) => match map.get(key) {
+                Some(item) => walk(item, rest, &if at.is_empty() { key.to_string() } else { format!("{at}.{key}") }),
+                None => Ok(()),
+            },
+            // A wrong type here is reported by the typed parse, with its path.
+            _ => Ok(()),
+        }
+    }
+    for pattern in OBJECTS {
+        let parts: Vec<&str> = pattern.split('/').filter(|p| !p.is_empty()).collect();
+        walk(v, &parts, "")?;
+    }
+    Ok(())
+}
+
+/// Parses config JSON. Errors name the field (`process.user.uid: invalid type`).
 pub fn parse(data: &[u8]) -> Result<Spec> {
-    serde_json::from_slice(data)
-        .map_err(|e| Error::ConfigLoad { path: PathBuf::from("config.json"), reason: e.to_string() })
+    let err = |reason: String| Error::ConfigLoad { path: PathBuf::from("config.json"), reason };
+    let value: serde_json::Value = serde_json::from_slice(data).map_err(|e| err(e.to_string()))?;
+    check_objects(&value).map_err(err)?;
+    // The typed parse reads the text again (not `value`): it then also catches
+    // duplicate keys and gives line and column with the field's path.
+    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(data)).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            err(e.into_inner().to_string())
+        } else {
+            err(format!("{path}: {}", e.into_inner()))
+        }
+    })
 }
 
 /// The absolute root filesystem path of `spec` in `bundle`.
@@ -82,6 +193,17 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<()> {
     if has_new(LinuxNamespaceType::User) && (linux.uid_mappings().is_none() || linux.gid_mappings().is_none()) {
         return Err(Error::config("linux.uidMappings", "a new user namespace needs uidMappings and gidMappings"));
     }
+    for (field, value) in [("hostname", spec.hostname()), ("domainname", spec.domainname())] {
+        if let Some(v) = value {
+            if v.contains('\0') {
+                return Err(Error::config(field, "contains a NUL byte"));
+            }
+            // HOST_NAME_MAX (sethostname refuses more).
+            if v.len() > 64 {
+                return Err(Error::config(field, format!("is {} bytes long; the limit is 64", v.len())));
+            }
+        }
+    }
     if spec.hostname().is_some() && !has_new(LinuxNamespaceType::Uts) {
         return Err(Error::config("hostname", "setting a hostname needs a new uts namespace"));
     }
@@ -120,6 +242,10 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<()> {
     }
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
         let field = format!("mounts[{i}]");
+        no_nul(&format!("{field}.destination"), m.destination())?;
+        if let Some(src) = m.source() {
+            no_nul(&format!("{field}.source"), src)?;
+        }
         if !m.destination().is_absolute() {
             return Err(Error::config(
                 format!("{field}.destination"),
@@ -140,12 +266,13 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<()> {
             ));
         }
     }
-    for (i, p) in linux.masked_paths().iter().flatten().chain(linux.readonly_paths().iter().flatten()).enumerate() {
-        if !p.starts_with('/') {
-            return Err(Error::config(
-                format!("linux.maskedPaths/readonlyPaths[{i}]"),
-                format!("{p:?} is not absolute"),
-            ));
+    for (name, list) in [("maskedPaths", linux.masked_paths()), ("readonlyPaths", linux.readonly_paths())] {
+        for (i, p) in list.iter().flatten().enumerate() {
+            let field = format!("linux.{name}[{i}]");
+            no_nul(&field, Path::new(p))?;
+            if !p.starts_with('/') {
+                return Err(Error::config(field, format!("{p:?} is not absolute")));
+            }
         }
     }
     if let Some(hooks) = spec.hooks() {
@@ -175,6 +302,14 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<()> {
     refuse_unimplemented(spec)
 }
 
+/// Refuses a path with a NUL byte (the kernel would cut it short), naming `field`.
+fn no_nul(field: &str, p: &Path) -> Result<()> {
+    if p.as_os_str().as_encoded_bytes().contains(&0) {
+        return Err(Error::config(field, "contains a NUL byte"));
+    }
+    Ok(())
+}
+
 /// Checks a process (from config.json or an `exec` process.json).
 pub fn validate_process(process: &oci_spec::runtime::Process, field: &str) -> Result<()> {
     let args = process.args().as_deref().unwrap_or_default();
@@ -195,6 +330,7 @@ pub fn validate_process(process: &oci_spec::runtime::Process, field: &str) -> Re
             return Err(Error::config(format!("{field}.consoleSize"), "width and height must fit in 16 bits"));
         }
     }
+    no_nul(&format!("{field}.cwd"), process.cwd())?;
     if !process.cwd().is_absolute() {
         return Err(Error::config(format!("{field}.cwd"), format!("{} is not absolute", process.cwd().display())));
     }
@@ -203,9 +339,18 @@ pub fn validate_process(process: &oci_spec::runtime::Process, field: &str) -> Re
             return Err(Error::config(format!("{field}.env[{i}]"), format!("{e:?} is not KEY=VALUE")));
         }
     }
-    for (i, s) in args.iter().chain(process.env().iter().flatten()).enumerate() {
-        if s.contains('\0') {
-            return Err(Error::config(format!("{field}.args/env[{i}]"), "contains a NUL byte"));
+    for (list, items) in [("args", args), ("env", process.env().as_deref().unwrap_or_default())] {
+        for (i, s) in items.iter().enumerate() {
+            if s.contains('\0') {
+                return Err(Error::config(format!("{field}.{list}[{i}]"), "contains a NUL byte"));
+            }
+            // MAX_ARG_STRLEN: execve refuses a longer string.
+            if s.len() >= 131_072 {
+                return Err(Error::config(
+                    format!("{field}.{list}[{i}]"),
+                    format!("is {} bytes long; execve takes at most 131071", s.len()),
+                ));
+            }
         }
     }
     if let Some(adj) = process.oom_score_adj() {

@@ -5,7 +5,7 @@ use crate::{Error, Result};
 use nix::sched::CloneFlags;
 use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType};
 use std::fs::File;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 
 /// Clone flag of a namespace type.
 pub fn clone_flag(t: LinuxNamespaceType) -> CloneFlags {
@@ -20,6 +20,31 @@ pub fn clone_flag(t: LinuxNamespaceType) -> CloneFlags {
         // CLONE_NEWTIME shares its value with CSIGNAL; nix has no constant for it.
         LinuxNamespaceType::Time => CloneFlags::from_bits_retain(libc::CLONE_NEWTIME),
     }
+}
+
+/// Opens namespace file `path` and checks it is a namespace of type `t`: a FIFO
+/// must not block us, and a wrong file must fail here, naming `field`, not as a
+/// bare EINVAL from setns.
+pub fn open_namespace(path: &std::path::Path, t: LinuxNamespaceType, field: &str) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    const NSFS_MAGIC: i64 = 0x6e73_6673;
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| Error::config(field, format!("{}: {e}", path.display())))?;
+    let not_ns = || Error::config(field, format!("{} is not a {} namespace", path.display(), proc_name(t)));
+    let fs = nix::sys::statfs::fstatfs(&f).map_err(|_| not_ns())?;
+    if fs.filesystem_type().0 as i64 != NSFS_MAGIC {
+        return Err(not_ns());
+    }
+    // SAFETY: NS_GET_NSTYPE takes no argument and only returns an integer.
+    let kind = unsafe { libc::ioctl(f.as_raw_fd(), NS_GET_NSTYPE) };
+    if kind < 0 || kind != clone_flag(t).bits() {
+        return Err(not_ns());
+    }
+    Ok(f)
 }
 
 /// Name of the namespace's file under /proc/PID/ns.
@@ -75,12 +100,7 @@ impl NamespacePlan {
                 continue;
             };
             match ns.path() {
-                Some(path) => {
-                    let f = File::open(path).map_err(|e| {
-                        Error::config(format!("linux.namespaces[{i}].path"), format!("{}: {e}", path.display()))
-                    })?;
-                    plan.join.push((t, f));
-                }
+                Some(path) => plan.join.push((t, open_namespace(path, t, &format!("linux.namespaces[{i}].path"))?)),
                 None if t == LinuxNamespaceType::Time => plan.new_time = true,
                 None => plan.clone_flags |= clone_flag(t),
             }

@@ -99,8 +99,10 @@ pub fn run(args: Args, root: &Path) -> anyhow::Result<i32> {
 /// command line's changes (as runc does).
 fn build_process(args: &Args, container: &Container) -> anyhow::Result<Process> {
     if let Some(path) = &args.process {
-        let data = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
-        return serde_json::from_slice(&data).with_context(|| format!("parse {}", path.display()));
+        let data = strata_runtime::config::read_regular_file(path, 16 << 20)
+            .map_err(|e| anyhow::anyhow!("read {}: {e}", path.display()))?;
+        return serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&data))
+            .map_err(|e| anyhow::anyhow!("parse {}: {}: {}", path.display(), e.path(), e.inner()));
     }
     if args.command.is_empty() {
         anyhow::bail!("exec needs a command (or --process)");

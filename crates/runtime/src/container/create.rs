@@ -44,12 +44,18 @@ impl Container {
         let process = ProcessPlan::new(process_spec, "process")?;
         let linux = spec.linux().as_ref().ok_or_else(|| Error::config("linux", "missing"))?;
         let seccomp = linux.seccomp().as_ref().map(SeccompPlan::new).transpose()?;
-        let mut device_list = devices::defaults();
+        // The config's devices replace defaults (and earlier entries) of the same path.
+        let mut nodes: Vec<Option<devices::DeviceNode>> = devices::defaults().into_iter().map(Some).collect();
+        let mut by_path: std::collections::HashMap<PathBuf, usize> =
+            nodes.iter().enumerate().filter_map(|(i, d)| Some((d.as_ref()?.path.clone(), i))).collect();
         for (i, d) in linux.devices().iter().flatten().enumerate() {
             let d = devices::from_spec(d, i)?;
-            device_list.retain(|x| x.path != d.path);
-            device_list.push(d);
+            if let Some(old) = by_path.insert(d.path.clone(), nodes.len()) {
+                nodes[old] = None;
+            }
+            nodes.push(Some(d));
         }
+        let device_list: Vec<devices::DeviceNode> = nodes.into_iter().flatten().collect();
         let ns_list = linux.namespaces().clone().unwrap_or_default();
         let namespaces = NamespacePlan::from_spec(&ns_list)?;
         check_preserved_fds(opts.preserve_fds)?;

@@ -106,7 +106,8 @@ fn setup(ctx: &InitContext<'_>, sync: &mut SyncChannel, state: &str) -> Result<R
         if ctx.process.terminal {
             console = Some(setup_console(ctx, &root)?);
         }
-        paths::mkdir_all_in_root(&root, &ctx.process.cwd)?;
+        paths::mkdir_all_in_root(&root, &ctx.process.cwd)
+            .map_err(|e| Error::config("process.cwd", format!("{}: {e}", ctx.process.cwd.display())))?;
         run_hook_handshake(ctx, sync, state)?;
         for (key, value) in linux.and_then(|l| l.sysctl().as_ref()).into_iter().flatten() {
             let path = Path::new("/proc/sys").join(key.replace('.', "/"));

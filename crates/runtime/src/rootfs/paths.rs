@@ -58,7 +58,8 @@ pub fn exists_in_root(root: &OwnedFd, path: &Path) -> Result<bool> {
 /// O_PATH descriptor of it.
 pub fn mkdir_all_in_root(root: &OwnedFd, path: &Path) -> Result<OwnedFd> {
     let rel = relative(path);
-    let mut cur = PathBuf::new();
+    // Absolute, so error messages show the path as the container sees it.
+    let mut cur = PathBuf::from("/");
     let mut fd = open_in_root(root, Path::new("."), OFlag::O_PATH | OFlag::O_DIRECTORY)?;
     for comp in rel.components() {
         cur.push(comp);
@@ -68,7 +69,7 @@ pub fn mkdir_all_in_root(root: &OwnedFd, path: &Path) -> Result<OwnedFd> {
                 let name = cpath(Path::new(comp.as_os_str()))?;
                 match nix::sys::stat::mkdirat(Some(fd.as_raw_fd()), name.as_c_str(), Mode::from_bits_truncate(0o755)) {
                     Ok(()) | Err(nix::Error::EEXIST) => {}
-                    Err(e) => return Err(Error::sys("mkdirat", Path::new("/").join(&cur).display(), e)),
+                    Err(e) => return Err(Error::sys("mkdirat", cur.display(), e)),
                 }
                 fd = open_in_root(root, &cur, OFlag::O_PATH | OFlag::O_DIRECTORY)?;
             }
