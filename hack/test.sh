@@ -11,3 +11,5 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace
 cargo test --workspace
+# A bounded fuzzing run of config handling (hack/fuzz.sh SECONDS runs it longer).
+hack/fuzz.sh "${STRATA_FUZZ_SECONDS:-60}"
