@@ -149,3 +149,24 @@ fn readonly_root_without_proc() {
     let out = b.sh("test -e /proc/self || echo no-proc; touch /x 2>/dev/null || echo ro");
     assert_eq!(out.ok(), "no-proc\nro\n");
 }
+
+/// `tmpcopyup` (podman's --read-only uses it): the tmpfs starts with a copy of the
+/// directory it covers, types, modes and symlinks kept, and is writable on a
+/// read-only root.
+#[test]
+fn tmpfs_copy_up() {
+    let mut b = Bundle::private_rootfs(&["true"]);
+    let dir = b.rootfs().join("seed");
+    std::fs::create_dir_all(dir.join("sub")).expect("mkdir");
+    std::fs::write(dir.join("sub/file"), "seeded\n").expect("write");
+    std::os::unix::fs::symlink("sub/file", dir.join("link")).expect("symlink");
+    std::fs::set_permissions(dir.join("sub"), std::os::unix::fs::PermissionsExt::from_mode(0o701)).expect("chmod");
+    b.config["root"]["readonly"] = json!(true);
+    b.config["mounts"].as_array_mut().expect("mounts").push(json!({
+        "destination": "/seed", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "tmpcopyup"]
+    }));
+    let out = b.sh("cat /seed/link; stat -c %a /seed/sub; readlink /seed/link; echo new > /seed/new && cat /seed/new; grep -c ' /seed .* - tmpfs ' /proc/self/mountinfo");
+    assert_eq!(out.ok(), "seeded\n701\nsub/file\nnew\n1\n");
+    // The rootfs underneath is untouched.
+    assert!(!dir.join("new").exists());
+}

@@ -252,7 +252,10 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<()> {
                 format!("{} is not absolute", m.destination().display()),
             ));
         }
-        crate::rootfs::options::parse(m.options().as_deref().unwrap_or_default(), &field)?;
+        let opts = crate::rootfs::options::parse(m.options().as_deref().unwrap_or_default(), &field)?;
+        if opts.copy_up && m.typ().as_deref() != Some("tmpfs") {
+            return Err(Error::config(format!("{field}.options"), "tmpcopyup only applies to tmpfs mounts"));
+        }
         if m.uid_mappings().is_some() || m.gid_mappings().is_some() {
             return Err(Error::Unsupported { field: format!("{field}.uidMappings (idmapped mounts)") });
         }

@@ -1,6 +1,7 @@
 //! The container's root filesystem: mounts, devices, pivot_root, masked and
 //! read-only paths. Runs inside the container's init, in its new mount namespace.
 
+pub mod copyup;
 pub mod devices;
 pub mod mounts;
 pub mod options;

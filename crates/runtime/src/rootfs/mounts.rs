@@ -11,7 +11,7 @@ use nix::mount::{mount, MsFlags};
 use nix::sys::stat::{fstat, SFlag};
 use nix::sys::statvfs::{statvfs, FsFlags};
 use oci_spec::runtime::Mount;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 fn mount_err(what: &str, dest: &Path, e: nix::Error) -> Error {
@@ -76,6 +76,9 @@ pub fn apply(root: &OwnedFd, bundle: &Path, m: &Mount, i: usize, label: Option<&
         }
         let data = if opts.data.is_empty() { None } else { Some(opts.data.as_str()) };
         let flags = opts.flags & !MsFlags::MS_REC;
+        if opts.copy_up && fstype == "tmpfs" {
+            return tmpfs_copy_up(root, dest, &target_path, flags, data, &opts);
+        }
         if let Err(e) = mount(Some(src.as_str()), target_path.as_str(), Some(fstype), flags, data) {
             // Without its own network namespace (or owning user namespace) a fresh sysfs
             // is refused; the host's, bound read-only, is what the container gets then.
@@ -119,6 +122,33 @@ fn apply_after(root: &OwnedFd, dest: &Path, opts: &MountOptions) -> Result<()> {
             .map_err(|e| Error::sys("mount_setattr", dest.display(), e))?;
     }
     Ok(())
+}
+
+/// A tmpfs over `dest` that starts with a copy of what `dest` held: mounted
+/// writable, filled, then made read-only if asked.
+fn tmpfs_copy_up(
+    root: &OwnedFd,
+    dest: &Path,
+    target_path: &str,
+    flags: MsFlags,
+    data: Option<&str>,
+    opts: &MountOptions,
+) -> Result<()> {
+    let below = open_in_root(root, dest, OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
+    mount(Some("tmpfs"), target_path, Some("tmpfs"), flags & !MsFlags::MS_RDONLY, data)
+        .map_err(|e| mount_err("tmpfs", dest, e))?;
+    let fresh = open_in_root(root, dest, OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
+    let st = fstat(below.as_raw_fd()).map_err(|e| Error::sys("fstat", dest.display(), e))?;
+    let (uid, gid) = (nix::unistd::Uid::from_raw(st.st_uid), nix::unistd::Gid::from_raw(st.st_gid));
+    nix::unistd::fchown(fresh.as_raw_fd(), Some(uid), Some(gid))
+        .map_err(|e| Error::sys("fchown", dest.display(), e))?;
+    nix::sys::stat::fchmod(fresh.as_raw_fd(), nix::sys::stat::Mode::from_bits_truncate(st.st_mode & 0o7777))
+        .map_err(|e| Error::sys("fchmod", dest.display(), e))?;
+    super::copyup::copy_tree(below.as_raw_fd(), fresh.as_raw_fd(), dest)?;
+    if flags.contains(MsFlags::MS_RDONLY) {
+        remount(&fd_path(&fresh), flags | MsFlags::MS_REMOUNT, dest)?;
+    }
+    apply_after(root, dest, opts)
 }
 
 /// Remounts the bind mount at `mounted` with `flags`, keeping the flags the kernel

@@ -41,6 +41,8 @@ pub struct MountOptions {
     pub rec_clear: u64,
     /// Filesystem-specific options, comma separated, passed as mount data.
     pub data: String,
+    /// `tmpcopyup`: a tmpfs starts with a copy of the directory it covers.
+    pub copy_up: bool,
 }
 
 impl Default for MountOptions {
@@ -51,6 +53,7 @@ impl Default for MountOptions {
             rec_set: 0,
             rec_clear: 0,
             data: String::new(),
+            copy_up: false,
         }
     }
 }
@@ -117,6 +120,7 @@ pub const KNOWN: &[&str] = &[
     "silent",
     "slave",
     "strictatime",
+    "tmpcopyup",
     "suid",
     "symfollow",
     "sync",
@@ -186,7 +190,10 @@ pub fn parse(options: &[String], field: &str) -> Result<MountOptions> {
             "idmap" | "ridmap" => {
                 return Err(Error::Unsupported { field: format!("{field}: option {opt:?} (idmapped mounts)") })
             }
-            "tmpcopyup" => return Err(Error::Unsupported { field: format!("{field}: option \"tmpcopyup\"") }),
+            "tmpcopyup" => {
+                out.copy_up = true;
+                continue;
+            }
             o if o.starts_with('r') && recursive_attr(o).is_some() => {
                 let (set, bit) = recursive_attr(o).unwrap_or((true, 0));
                 if bit == attr::ATIME_MASK || o == "rrelatime" || o == "rnoatime" || o == "rstrictatime" {
