@@ -11,5 +11,8 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace
 cargo test --workspace
+# containerd (stock runc shim), podman and Docker driving strata, each with
+# private daemons in a private mount namespace.
+tests/clients/run.sh
 # A bounded fuzzing run of config handling (hack/fuzz.sh SECONDS runs it longer).
 hack/fuzz.sh "${STRATA_FUZZ_SECONDS:-60}"

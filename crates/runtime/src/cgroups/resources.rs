@@ -130,11 +130,12 @@ pub fn plan(r: &LinuxResources) -> Result<Vec<Write>> {
         out.push(w("pids", "pids.max", limit(p.limit())));
     }
     if let Some(b) = r.block_io() {
-        if let Some(weight) = b.weight() {
+        // Zero means unset (Docker sends `"weight": 0`), as for every other value.
+        if let Some(weight) = b.weight().filter(|&w| w != 0) {
             out.push(w("io", "io.weight", format!("default {}", blkio_to_io_weight(weight))));
         }
         for d in b.weight_device().iter().flatten() {
-            if let Some(weight) = d.weight() {
+            if let Some(weight) = d.weight().filter(|&w| w != 0) {
                 out.push(w("io", "io.weight", format!("{}:{} {}", d.major(), d.minor(), blkio_to_io_weight(weight))));
             }
         }
@@ -285,7 +286,9 @@ mod tests {
     #[test]
     fn zero_means_unset() {
         let got = plan_of(
-            serde_json::json!({ "memory": { "limit": 0, "swap": 0 }, "pids": { "limit": 0 }, "cpu": { "quota": 0 } }),
+            // What Docker sends for a container without limits.
+            serde_json::json!({ "memory": { "limit": 0, "swap": 0 }, "pids": { "limit": 0 }, "cpu": { "quota": 0, "shares": 0 },
+                                "blockIO": { "weight": 0, "weightDevice": [{ "major": 8, "minor": 0, "weight": 0 }] } }),
         )
         .expect("plan");
         assert_eq!(got, pairs(&[]));
