@@ -81,64 +81,76 @@ const OBJECTS: &[&str] = &[
     "/linux/personality",
 ];
 
-fn kind(v: &serde_json::Value) -> &'static str {
-    match v {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
+fn kind(first: u8) -> &'static str {
+    match first {
+        b'[' => "an array",
+        b'"' => "a string",
+        b't' | b'f' => "a boolean",
+        b'{' => "an object",
+        b'n' => "null",
+        _ => "a number",
     }
 }
 
-fn check_objects(v: &serde_json::Value) -> std::result::Result<(), String> {
-    fn walk(v: &serde_json::Value, parts: &[&str], at: &str) -> std::result::Result<(), String> {
-        let Some((first, rest)) = parts.split_first() else {
-            return match v {
-                serde_json::Value::Object(_) | serde_json::Value::Null => Ok(()),
-                _ if at.is_empty() => Err(format!("the document must be a JSON object, not {}", kind(v))),
-                _ => Err(format!("{at}: expected an object, found {}", kind(v))),
-            };
-        };
-        match (*first, v) {
-            ("*", serde_json::Value::Array(items)) => {
-                items.iter().enumerate().try_for_each(|(i, item)| walk(item, rest, &format!("{at}[{i}]")))
-            }
-            ("%", serde_json::Value::Object(map)) => {
-                map.iter().try_for_each(|(k, item)| walk(item, rest, &format!("{at}.{k}")))
-            }
-            ("*" | "%", _) => Ok(()),
-            (key, serde_json::Value::Object(map)) => match map.get(key) {
-                Some(item) => walk(item, rest, &if at.is_empty() { key.to_string() } else { format!("{at}.{key}") }),
-                None => Ok(()),
-            },
-            // A wrong type here is reported by the typed parse, with its path.
-            _ => Ok(()),
+fn matches(pattern: &[&str], path: &[crate::jsonpath::Seg]) -> bool {
+    use crate::jsonpath::Seg;
+    pattern.len() == path.len()
+        && pattern.iter().zip(path).all(|(p, s)| match (*p, s) {
+            ("*", Seg::Index(_)) | ("%", Seg::Key(_)) => true,
+            (name, Seg::Key(k)) => name == k,
+            _ => false,
+        })
+}
+
+/// Refuses a document with something other than an object (or null) where one
+/// of `patterns` (relative to the document) says the spec has an object.
+fn check_objects(data: &[u8], patterns: &[&str]) -> std::result::Result<(), String> {
+    let patterns: Vec<Vec<&str>> = patterns.iter().map(|p| p.split('/').filter(|s| !s.is_empty()).collect()).collect();
+    let mut problem = None;
+    crate::jsonpath::walk(data, |path, _, first| {
+        // Anything but a JSON value's first byte is a syntax error for serde to name.
+        let is_value = matches!(first, b'[' | b'"' | b't' | b'f' | b'-' | b'0'..=b'9');
+        if !is_value || !patterns.iter().any(|p| matches(p, path)) {
+            return true;
         }
-    }
-    for pattern in OBJECTS {
-        let parts: Vec<&str> = pattern.split('/').filter(|p| !p.is_empty()).collect();
-        walk(v, &parts, "")?;
-    }
-    Ok(())
+        problem = Some(if path.is_empty() {
+            format!("the document must be a JSON object, not {}", kind(first))
+        } else {
+            format!("{}: expected an object, found {}", crate::jsonpath::format(path), kind(first))
+        });
+        false
+    });
+    problem.map_or(Ok(()), Err)
 }
 
-/// Parses config JSON. Errors name the field (`process.user.uid: invalid type`).
+/// A serde_json error with the path of the field it is about.
+fn describe(data: &[u8], e: &serde_json::Error) -> String {
+    if e.is_syntax() || e.is_eof() || e.line() == 0 {
+        return e.to_string();
+    }
+    let at = crate::jsonpath::offset_of(data, e.line(), e.column());
+    let path = crate::jsonpath::format(&crate::jsonpath::path_at(data, at));
+    if path.is_empty() {
+        e.to_string()
+    } else {
+        format!("{path}: {e}")
+    }
+}
+
+/// Parses config JSON. Errors name the field (`process.user.uid: invalid value`).
 pub fn parse(data: &[u8]) -> Result<Spec> {
     let err = |reason: String| Error::ConfigLoad { path: PathBuf::from("config.json"), reason };
-    let value: serde_json::Value = serde_json::from_slice(data).map_err(|e| err(e.to_string()))?;
-    check_objects(&value).map_err(err)?;
-    // The typed parse reads the text again (not `value`): it then also catches
-    // duplicate keys and gives line and column with the field's path.
-    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(data)).map_err(|e| {
-        let path = e.path().to_string();
-        if path == "." {
-            err(e.into_inner().to_string())
-        } else {
-            err(format!("{path}: {}", e.into_inner()))
-        }
-    })
+    check_objects(data, OBJECTS).map_err(err)?;
+    serde_json::from_slice(data).map_err(|e| err(describe(data, &e)))
+}
+
+/// Parses an `exec` process.json the same way (`what` names it in errors).
+pub fn parse_process(data: &[u8], what: &Path) -> Result<oci_spec::runtime::Process> {
+    let err = |reason: String| Error::ConfigLoad { path: what.to_path_buf(), reason };
+    let patterns: Vec<&str> =
+        std::iter::once("").chain(OBJECTS.iter().filter_map(|p| p.strip_prefix("/process"))).collect();
+    check_objects(data, &patterns).map_err(err)?;
+    serde_json::from_slice(data).map_err(|e| err(describe(data, &e)))
 }
 
 /// The absolute root filesystem path of `spec` in `bundle`.

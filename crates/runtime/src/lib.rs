@@ -14,6 +14,7 @@ pub mod error;
 pub mod exe;
 pub mod hooks;
 pub mod id;
+pub mod jsonpath;
 pub mod lsm;
 pub mod namespaces;
 pub mod process;

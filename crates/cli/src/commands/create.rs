@@ -32,8 +32,9 @@ pub struct CreateArgs {
 
 impl CreateArgs {
     /// Library options; `console` is a connected console socket, if any.
-    pub fn options(&self, console: Option<i32>) -> CreateOptions {
+    pub fn options(&self, console: Option<i32>, spec: Option<oci_spec::runtime::Spec>) -> CreateOptions {
         CreateOptions {
+            spec,
             bundle: self.bundle.clone(),
             console_socket: console,
             pid_file: self.pid_file.as_ref().map(|p| absolute(p)),
@@ -49,22 +50,22 @@ fn absolute(p: &Path) -> PathBuf {
 
 /// Runs `strata create`.
 pub fn run(args: CreateArgs, root: &Path, log: &crate::logging::Logger) -> anyhow::Result<i32> {
-    protect_binary(&args.bundle)?;
+    let spec = load_and_protect(&args.bundle)?;
     let console = args.console_socket.as_deref().map(super::connect_console).transpose()?;
-    let state = Container::create(root, &args.id, &args.options(console.as_ref().map(|c| c.as_raw_fd())))
+    let state = Container::create(root, &args.id, &args.options(console.as_ref().map(|c| c.as_raw_fd()), spec))
         .with_context(|| format!("create container {:?}", args.id))?;
     state.warnings.iter().for_each(|w| log.warn(w));
     Ok(0)
 }
 
-/// Re-executes from a sealed copy of the binary when the container could reach
-/// this one through /proc/PID/exe (see `strata_runtime::exe`). A config that does
-/// not load is left for `create` to report.
-pub fn protect_binary(bundle: &Path) -> anyhow::Result<()> {
-    if let Ok(spec) = strata_runtime::config::load(bundle) {
-        if strata_runtime::exe::spec_exposes_runtime(&spec) {
-            strata_runtime::exe::reexec_from_sealed_copy()?;
-        }
+/// Loads the bundle's config and re-executes from a sealed copy of the binary
+/// when the container could reach this one through /proc/PID/exe (see
+/// `strata_runtime::exe`); before anything is opened or connected. A config that
+/// does not load is left for `create` to report.
+pub fn load_and_protect(bundle: &Path) -> anyhow::Result<Option<oci_spec::runtime::Spec>> {
+    let Ok(spec) = strata_runtime::config::load(bundle) else { return Ok(None) };
+    if strata_runtime::exe::spec_exposes_runtime(&spec) {
+        strata_runtime::exe::reexec_from_sealed_copy()?;
     }
-    Ok(())
+    Ok(Some(spec))
 }

@@ -101,8 +101,7 @@ fn build_process(args: &Args, container: &Container) -> anyhow::Result<Process> 
     if let Some(path) = &args.process {
         let data = strata_runtime::config::read_regular_file(path, 16 << 20)
             .map_err(|e| anyhow::anyhow!("read {}: {e}", path.display()))?;
-        return serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&data))
-            .map_err(|e| anyhow::anyhow!("parse {}: {}: {}", path.display(), e.path(), e.inner()));
+        return Ok(strata_runtime::config::parse_process(&data, path)?);
     }
     if args.command.is_empty() {
         anyhow::bail!("exec needs a command (or --process)");

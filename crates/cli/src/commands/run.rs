@@ -24,7 +24,7 @@ pub struct Args {
 /// Runs `strata run`; the exit code is the container process's.
 pub fn run(args: Args, root: &Path, log: &Logger) -> anyhow::Result<i32> {
     let id = args.create.id.clone();
-    super::create::protect_binary(&args.create.bundle)?;
+    let spec = super::create::load_and_protect(&args.create.bundle)?;
     if !args.detach {
         foreground::block_signals()?;
     }
@@ -37,7 +37,7 @@ pub fn run(args: Args, root: &Path, log: &Logger) -> anyhow::Result<i32> {
             (Some(theirs.into()), Some(ours))
         }
     };
-    let state = Container::create(root, &id, &args.create.options(console.as_ref().map(|c| c.as_raw_fd())))
+    let state = Container::create(root, &id, &args.create.options(console.as_ref().map(|c| c.as_raw_fd()), spec))
         .with_context(|| format!("create container {id:?}"))?;
     state.warnings.iter().for_each(|w| log.warn(w));
     drop(console);

@@ -28,6 +28,9 @@ pub struct CreateOptions {
     pub preserve_fds: u32,
     /// Use move + chroot instead of pivot_root.
     pub no_pivot: bool,
+    /// The bundle's config.json, when the caller has already loaded it (it is
+    /// then not read again).
+    pub spec: Option<oci_spec::runtime::Spec>,
 }
 
 impl Container {
@@ -36,9 +39,13 @@ impl Container {
     pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<ContainerState> {
         crate::id::validate(id)?;
         let bundle = std::fs::canonicalize(&opts.bundle).map_err(|e| Error::io("open bundle", &opts.bundle, e))?;
-        let spec = config::load(&bundle)?;
-        config::validate(&spec, &bundle)?;
-        let rootfs = std::fs::canonicalize(config::rootfs_path(&spec, &bundle)?)
+        let spec = match &opts.spec {
+            Some(s) => std::borrow::Cow::Borrowed(s),
+            None => std::borrow::Cow::Owned(config::load(&bundle)?),
+        };
+        let spec: &oci_spec::runtime::Spec = &spec;
+        config::validate(spec, &bundle)?;
+        let rootfs = std::fs::canonicalize(config::rootfs_path(spec, &bundle)?)
             .map_err(|e| Error::io("open", "root.path", e))?;
         let process_spec = spec.process().as_ref().ok_or_else(|| Error::config("process", "missing"))?;
         let process = ProcessPlan::new(process_spec, "process")?;
@@ -104,7 +111,7 @@ impl Container {
             let fifo = unsafe { OwnedFd::from_raw_fd(fifo) };
             let joined_mount_ns = namespaces.join.iter().any(|(t, _)| *t == LinuxNamespaceType::Mount);
             let ctx = InitContext {
-                spec: &spec,
+                spec,
                 bundle: &bundle,
                 rootfs: &rootfs,
                 process: &process,
