@@ -39,6 +39,8 @@ json.dump(sleeper, open(os.path.join(args.work, "sleeper/config.json"), "w"))
 
 RUNTIMES = {
     "strata": [STRATA],
+    # Like for like with crun below: no cgroup at all.
+    "strata-nocg": [STRATA, "--cgroup-manager=disabled"],
     "runc": [shutil.which("runc") or "/usr/sbin/runc"],
     # Debian's crun cannot raise RLIMIT_MEMLOCK here, so its cgroup manager is off.
     "crun": [shutil.which("crun") or "/usr/bin/crun", "--cgroup-manager=disabled"],
@@ -159,8 +161,11 @@ for s, per in results.items():
     for n, xs in per.items():
         med = statistics.median(xs)
         ratio = "" if n == "strata" else "%.2f" % (base / med)
-        label = n + (" (cgroups off)" if n == "crun" else "")
+        label = {"crun": "crun (cgroups off)", "strata-nocg": "strata (cgroups off)"}.get(n, n)
         print("| %s | %s | %.2f | %.2f-%.2f | %s |" % (s, label, med, min(xs), max(xs), ratio))
+like = ["%s %.2f" % (s, statistics.median(per["strata-nocg"]) / statistics.median(per["crun"]))
+        for s, per in results.items() if "crun" in per and "strata-nocg" in per]
+print("\nLike for like, both without cgroups, strata / crun: " + ", ".join(like))
 size = os.path.getsize(STRATA)
 print("\nPeak RSS of `strata create` (incl. its forked setup process): median %d KiB" % statistics.median(rss))
 print("Stripped binary size: %.2f MiB" % (size / 1048576))

@@ -338,3 +338,28 @@ fn device_rules_are_enforced() {
     let out = b.sh("mknod /tmp/fuse c 10 229; (exec 3</tmp/fuse) && echo fuse-opened");
     assert_eq!(out.ok(), "fuse-opened\n");
 }
+
+/// `--cgroup-manager disabled`: the container runs in the caller's cgroup, the
+/// operations that need one say so, and limits are refused.
+#[test]
+fn cgroup_manager_disabled() {
+    if !is_strata() {
+        return skip("cgroup_manager_disabled", "a strata option");
+    }
+    let mut b = Bundle::new(&["sleep", "100"]);
+    b.write_config();
+    let bd = b.dir.path().to_string_lossy().into_owned();
+    b.rt(&["--cgroup-manager", "disabled", "create", "--bundle", &bd, "nocg"]).ok();
+    let pid = b.state("nocg").expect("state")["pid"].as_i64().expect("pid");
+    let ours = std::fs::read_to_string("/proc/self/cgroup").expect("cgroup");
+    let theirs = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
+    let v2 = |s: &str| s.lines().find(|l| l.starts_with("0::")).map(str::to_string);
+    assert_eq!(v2(&theirs), v2(&ours), "the init left the caller's cgroup");
+    assert!(b.rt(&["ps", "nocg"]).failed().contains("no cgroup"));
+    b.rt(&["delete", "--force", "nocg"]).ok();
+    b.config["linux"]["resources"] = json!({ "pids": { "limit": 10 } });
+    b.write_config();
+    let err = b.rt(&["--cgroup-manager", "disabled", "create", "--bundle", &bd, "nocg2"]).failed().to_string();
+    assert!(err.contains("linux.resources"), "{err}");
+    assert!(b.leftover_state().is_empty());
+}

@@ -25,6 +25,10 @@ pub struct Cli {
     /// Log debug messages too.
     #[arg(long, global = true)]
     debug: bool,
+    /// Cgroup manager: cgroupfs (default), or disabled (no cgroup: no limits, no
+    /// device allowlist; for measurements and callers that manage cgroups).
+    #[arg(long = "cgroup-manager", global = true, default_value = "cgroupfs", value_parser = ["cgroupfs", "disabled"])]
+    cgroup_manager: String,
     /// Use systemd to manage cgroups (not supported).
     #[arg(long = "systemd-cgroup", global = true)]
     systemd_cgroup: bool,
@@ -100,7 +104,13 @@ fn version() -> String {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    let no_cgroup = cli.cgroup_manager == "disabled";
+    match &mut cli.command {
+        Some(Command::Create(a)) => a.no_cgroup = no_cgroup,
+        Some(Command::Run(a)) => a.create.no_cgroup = no_cgroup,
+        _ => {}
+    }
     if cli.version {
         println!("strata version {}", version());
         return;

@@ -28,6 +28,9 @@ pub struct CreateArgs {
     pub no_new_keyring: bool,
     /// Container id.
     pub id: String,
+    /// From the global `--cgroup-manager disabled`.
+    #[arg(skip)]
+    pub no_cgroup: bool,
 }
 
 impl CreateArgs {
@@ -35,6 +38,7 @@ impl CreateArgs {
     pub fn options(&self, console: Option<i32>, spec: Option<oci_spec::runtime::Spec>) -> CreateOptions {
         CreateOptions {
             spec,
+            no_cgroup: self.no_cgroup,
             bundle: self.bundle.clone(),
             console_socket: console,
             pid_file: self.pid_file.as_ref().map(|p| absolute(p)),

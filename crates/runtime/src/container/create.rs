@@ -28,6 +28,11 @@ pub struct CreateOptions {
     pub preserve_fds: u32,
     /// Use move + chroot instead of pivot_root.
     pub no_pivot: bool,
+    /// Create no cgroup (`--cgroup-manager disabled`, as crun's): the container
+    /// stays in the caller's cgroup, so neither resource limits (refused when the
+    /// config has any) nor the device allowlist are enforced, and pause, ps,
+    /// update and events have nothing to work on.
+    pub no_cgroup: bool,
     /// The bundle's config.json, when the caller has already loaded it (it is
     /// then not read again).
     pub spec: Option<oci_spec::runtime::Spec>,
@@ -77,8 +82,11 @@ impl Container {
             linux.resources().as_ref().and_then(|r| r.devices().as_deref()).unwrap_or_default(),
             linux.devices().as_deref().unwrap_or_default(),
         )?;
+        if opts.no_cgroup && !cg_writes.is_empty() {
+            return Err(Error::config("linux.resources", "limits need a cgroup; the cgroup manager is disabled"));
+        }
         let cg_rel = cgroups::container_path(linux.cgroups_path().as_deref(), id)?;
-        let cg_mount = cgroups::find_mount()?;
+        let cg_mount = if opts.no_cgroup { PathBuf::new() } else { cgroups::find_mount()? };
         if process.terminal && opts.console_socket.is_none() {
             return Err(Error::config("process.terminal", "a terminal needs --console-socket"));
         }
@@ -87,14 +95,18 @@ impl Container {
         let mut pid = 0;
         let mut cgroup_made: Option<(Cgroup, Vec<PathBuf>)> = None;
         let result = (|| -> Result<ContainerState> {
-            let (cgroup, created) = Cgroup::create(&cg_mount, &cg_rel, &cg_controllers)?;
-            let created = cgroups::owned_parents(&cg_mount, &cg_rel, created);
-            cgroup_made = Some((cgroup.clone(), created.clone()));
-            cgroup.apply(&cg_writes)?;
-            let cgroup_fd = cgroup.open()?;
-            // Attached before the init exists, so the rules hold from its first step.
-            if let Some(rules) = &device_rules {
-                cgroups::devices::attach(cgroup_fd.as_fd(), &cgroups::devices::compile(rules))?;
+            let mut cgroup_fd = None;
+            if !opts.no_cgroup {
+                let (cgroup, created) = Cgroup::create(&cg_mount, &cg_rel, &cg_controllers)?;
+                let created = cgroups::owned_parents(&cg_mount, &cg_rel, created);
+                cgroup_made = Some((cgroup.clone(), created));
+                cgroup.apply(&cg_writes)?;
+                let fd = cgroup.open()?;
+                // Attached before the init exists, so the rules hold from its first step.
+                if let Some(rules) = &device_rules {
+                    cgroups::devices::attach(fd.as_fd(), &cgroups::devices::compile(rules))?;
+                }
+                cgroup_fd = Some(fd);
             }
             let fifo_path = dir.path().join(EXEC_FIFO);
             nix::unistd::mkfifo(&fifo_path, nix::sys::stat::Mode::from_bits_truncate(0o600))
@@ -130,7 +142,7 @@ impl Container {
             let spawn_spec = SpawnSpec {
                 namespaces: &namespaces,
                 time_offsets: linux.time_offsets().as_ref(),
-                cgroup: Some(cgroup_fd.as_raw_fd()),
+                cgroup: cgroup_fd.as_ref().map(|fd| fd.as_raw_fd()),
                 keep_fds: keep,
                 preserve_fds: opts.preserve_fds,
             };
@@ -148,8 +160,8 @@ impl Container {
                 owner: owner(),
                 init_start_time: crate::state::proc_stat(pid).map(|(_, t)| t).unwrap_or(0),
                 config: spec.clone(),
-                cgroup: Some(cgroup.dir.clone()),
-                cgroup_created: created,
+                cgroup: cgroup_made.as_ref().map(|(cg, _)| cg.dir.clone()),
+                cgroup_created: cgroup_made.as_ref().map(|(_, created)| created.clone()).unwrap_or_default(),
                 warnings: process
                     .caps
                     .unknown_to_kernel
