@@ -148,3 +148,25 @@ fn spec_writes_a_config_that_runs() {
     let out = b.rt(&["run", "--bundle", &d.path().to_string_lossy(), "fromspec"]);
     assert_eq!(out.ok(), "from-spec\n");
 }
+
+/// A `start` that cannot finish (the init stopped before it reads the gate)
+/// holds no lock: `delete --force` goes through, and the start then fails.
+#[test]
+fn a_stuck_start_does_not_block_delete() {
+    if !is_strata() {
+        return skip("a_stuck_start_does_not_block_delete", "runc's start does not wait for the process");
+    }
+    let b = Bundle::new(&["true"]);
+    b.create("stuck").ok();
+    let pid = b.state("stuck").expect("state")["pid"].as_i64().expect("pid");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGSTOP).expect("stop");
+    let mut start = b.cmd(&["start", "stuck"]).stdin(std::process::Stdio::null()).spawn().expect("spawn start");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(start.try_wait().expect("try_wait").is_none(), "start returned while the init was stopped");
+    // A second start is refused at once rather than queued.
+    assert!(b.rt(&["start", "stuck"]).failed().contains("already being started"));
+    b.rt(&["delete", "--force", "stuck"]).ok();
+    let status = start.wait().expect("wait start");
+    assert!(!status.success());
+    assert!(b.leftover_state().is_empty());
+}

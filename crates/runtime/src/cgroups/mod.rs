@@ -296,10 +296,18 @@ impl Cgroup {
         if signal == nix::sys::signal::Signal::SIGKILL {
             return self.kill_all();
         }
-        for pid in self.pids()? {
+        // Frozen while the list is read and signalled, so a process forked in
+        // between cannot escape the signal; thawed after unless it was paused.
+        let was_frozen = self.is_frozen();
+        let froze = !was_frozen && self.freeze(true).is_ok();
+        let pids = self.pids();
+        for &pid in pids.iter().flatten() {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
         }
-        Ok(())
+        if froze {
+            self.freeze(false)?;
+        }
+        pids.map(|_| ())
     }
 
     /// Removes the cgroup (waiting up to 1 s for the kernel to release it once its

@@ -20,12 +20,16 @@ impl Container {
         // A reader of our own first: once the init's descriptor (its only writer)
         // is closed by execve, the fifo reports hang-up, and `start` returns only
         // then, as the spec wants poststart hooks to run after the process started.
-        let watch = nix::fcntl::open(
+        let watch = match nix::fcntl::open(
             &fifo_path,
             OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
             nix::sys::stat::Mode::empty(),
-        )
-        .map_err(|e| Error::sys("open", fifo_path.display(), e))?;
+        ) {
+            Ok(fd) => fd,
+            // Another `start` took the gate and is waiting for the process.
+            Err(nix::Error::ENOENT) => return Err(wrong_status(&st, "the container is already being started")),
+            Err(e) => return Err(Error::sys("open", fifo_path.display(), e)),
+        };
         // SAFETY: `open` returned a new descriptor that nothing else owns.
         let watch = unsafe { std::os::fd::OwnedFd::from_raw_fd(watch) };
         let fd = nix::fcntl::open(
@@ -38,6 +42,11 @@ impl Container {
         let mut fifo = unsafe { std::fs::File::from_raw_fd(fd) };
         fifo.write_all(&[0]).map_err(|e| Error::io("write", &fifo_path, e))?;
         drop(fifo);
+        // The gate is ours alone now; the state lock is let go while the process
+        // gets to execve (its startContainer hooks, a SIGSTOP...), so `kill` and
+        // `delete --force` are never stuck behind a start that cannot finish.
+        let _ = std::fs::remove_file(&fifo_path);
+        drop(dir);
         loop {
             let mut fds = [nix::poll::PollFd::new(std::os::fd::AsFd::as_fd(&watch), nix::poll::PollFlags::empty())];
             match nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {
@@ -46,7 +55,6 @@ impl Container {
                 Ok(_) => break,
             }
         }
-        let _ = std::fs::remove_file(&fifo_path);
         // What is left in the fifo tells how the init went away: nothing (execve
         // closed it), our unread byte (it died before reading), or its failure mark.
         let mut left = [0u8; 1];
@@ -61,8 +69,14 @@ impl Container {
             }
             _ => {}
         }
-        st.status = Status::Running;
-        dir.save(&st)?;
+        let dir = StateDir::open(&self.root, &self.id)
+            .map_err(|_| wrong_status(&st, "it was deleted while it was being started"))?;
+        let mut st = Self::load_state(&dir, &self.id)?;
+        if st.status == Status::Created {
+            st.status = Status::Running;
+            dir.save(&st)?;
+        }
+        drop(dir);
         let mut warnings = Vec::new();
         if let Some(list) = st.config.hooks().as_ref().and_then(|h| h.poststart().clone()) {
             let json = st.oci_json().to_string();
