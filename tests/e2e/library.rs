@@ -39,3 +39,55 @@ fn run_one(root: &Path, bundle: &Path, id: &str) -> i32 {
         other => panic!("{other:?}"),
     }
 }
+
+/// A library caller (a shim, the function platform) gives each container and
+/// exec'd process its own stdin, stdout and stderr, whatever its own are.
+#[test]
+fn per_container_stdio() {
+    use std::os::fd::AsRawFd;
+    use strata_runtime::ExecOptions;
+    if !is_strata() {
+        return skip("per_container_stdio", "uses the strata library directly");
+    }
+    let b = Bundle::new(&["sh", "-c", "read line; echo \"out:$line\"; echo err >&2; sleep 100"]);
+    b.write_config();
+    let files = TempDir::new("stdio");
+    std::fs::write(files.path().join("in"), "hello\n").expect("write");
+    let open = |name: &str, write: bool| {
+        std::fs::OpenOptions::new().read(!write).write(write).create(write).open(files.path().join(name)).expect("open")
+    };
+    let (stdin, stdout, stderr) = (open("in", false), open("out", true), open("err", true));
+    let opts = CreateOptions {
+        bundle: b.dir.path().to_path_buf(),
+        stdio: Some([stdin.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()]),
+        ..Default::default()
+    };
+    let root = b.root.path();
+    let st = Container::create(root, "stdio", &opts).expect("create");
+    let c = Container::load(root, "stdio").expect("load");
+    c.start().expect("start");
+    let wait_for = |name: &str, want: &str| {
+        for _ in 0..100 {
+            if std::fs::read_to_string(files.path().join(name)).unwrap_or_default() == want {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("{name}: {:?}", std::fs::read_to_string(files.path().join(name)));
+    };
+    wait_for("out", "out:hello\n");
+    wait_for("err", "err\n");
+    let exec_out = open("exec-out", true);
+    let process: oci_spec::runtime::Process =
+        serde_json::from_value(base_config(&["echo", "from-exec"])["process"].clone()).expect("process");
+    let eopts = ExecOptions {
+        stdio: Some([stdin.as_raw_fd(), exec_out.as_raw_fd(), exec_out.as_raw_fd()]),
+        ..Default::default()
+    };
+    let pid = c.exec(&process, &eopts).expect("exec");
+    nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).expect("wait exec");
+    wait_for("exec-out", "from-exec\n");
+    c.delete(true).expect("delete");
+    // The init is our child (CLONE_PARENT): reap it.
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(st.pid), None);
+}

@@ -37,6 +37,7 @@ impl CreateArgs {
     /// Library options; `console` is a connected console socket, if any.
     pub fn options(&self, console: Option<i32>, spec: Option<oci_spec::runtime::Spec>) -> CreateOptions {
         CreateOptions {
+            stdio: None,
             spec,
             no_cgroup: self.no_cgroup,
             bundle: self.bundle.clone(),

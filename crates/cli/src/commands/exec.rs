@@ -77,6 +77,7 @@ pub fn run(args: Args, root: &Path) -> anyhow::Result<i32> {
         (None, false) => (None, None),
     };
     let opts = ExecOptions {
+        stdio: None,
         console_socket: console.as_ref().map(|c: &std::os::fd::OwnedFd| c.as_raw_fd()),
         pid_file: args.pid_file.as_ref().map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
         preserve_fds: args.preserve_fds,

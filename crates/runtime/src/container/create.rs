@@ -28,6 +28,9 @@ pub struct CreateOptions {
     pub preserve_fds: u32,
     /// Use move + chroot instead of pivot_root.
     pub no_pivot: bool,
+    /// Descriptors for the container's stdin, stdout and stderr (default: the
+    /// caller's own). Ignored with a terminal.
+    pub stdio: Option<[RawFd; 3]>,
     /// Create no cgroup (`--cgroup-manager disabled`, as crun's): the container
     /// stays in the caller's cgroup, so neither resource limits (refused when the
     /// config has any) nor the device allowlist are enforced, and pause, ps,
@@ -145,6 +148,7 @@ impl Container {
                 cgroup: cgroup_fd.as_ref().map(|fd| fd.as_raw_fd()),
                 keep_fds: keep,
                 preserve_fds: opts.preserve_fds,
+                stdio: opts.stdio,
             };
             let (init_pid, mut sync) = spawn(&spawn_spec, |sync| init::main(&ctx, sync))?;
             pid = init_pid;

@@ -21,6 +21,9 @@ pub struct ExecOptions {
     pub pid_file: Option<PathBuf>,
     /// Caller descriptors 3..3+N passed to the process.
     pub preserve_fds: u32,
+    /// Descriptors for the process's stdin, stdout and stderr (default: the
+    /// caller's own). Ignored with a terminal.
+    pub stdio: Option<[RawFd; 3]>,
 }
 
 impl Container {
@@ -71,6 +74,7 @@ impl Container {
             cgroup: cgroup_fd.as_ref().map(|fd| fd.as_raw_fd()),
             keep_fds: opts.console_socket.into_iter().collect(),
             preserve_fds: opts.preserve_fds,
+            stdio: opts.stdio,
         };
         let (pid, mut sync) = spawn(&spawn_spec, |sync| exec::main(&ctx, sync))?;
         if let Some(filter) = seccomp.as_ref().filter(|s| s.notify) {

@@ -50,6 +50,9 @@ pub struct SpawnSpec<'a> {
     pub keep_fds: Vec<RawFd>,
     /// Caller descriptors 3..3+N passed on to the container.
     pub preserve_fds: u32,
+    /// Descriptors to become the process's stdin, stdout and stderr (default:
+    /// the caller's own 0, 1 and 2).
+    pub stdio: Option<[RawFd; 3]>,
 }
 
 /// Creates the container process, which runs `main` with its end of the sync
@@ -67,6 +70,7 @@ where
             keep.extend(spec.namespaces.join.iter().map(|(_, f)| f.as_raw_fd()));
             keep.extend(spec.cgroup);
             keep.push(child_end.as_stream().as_raw_fd());
+            keep.extend(spec.stdio.iter().flatten());
             close_all_but(3 + spec.preserve_fds as RawFd, &mut keep);
             // Never run destructors or atexit handlers of the caller's state here.
             // A panic must never unwind into the caller's frames copied into this
@@ -114,6 +118,21 @@ where
     }
 }
 
+/// Makes `fds` descriptors 0, 1 and 2: each is first copied above 2, so placing
+/// one cannot overwrite the source of the next.
+fn install_stdio(fds: [RawFd; 3]) -> Result<()> {
+    let mut high = [0; 3];
+    for (h, &fd) in high.iter_mut().zip(&fds) {
+        *h = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))
+            .map_err(|e| Error::sys("fcntl", format!("stdio descriptor {fd}"), e))?;
+    }
+    for (target, &h) in high.iter().enumerate() {
+        nix::unistd::dup2(h, target as RawFd).map_err(|e| Error::sys("dup2", format!("stdio {target}"), e))?;
+        let _ = nix::unistd::close(h);
+    }
+    Ok(())
+}
+
 fn intermediate<F>(spec: &SpawnSpec<'_>, sync: &mut SyncChannel, main: F) -> i32
 where
     F: FnOnce(&mut SyncChannel) -> Error,
@@ -124,6 +143,9 @@ where
     let _ = nix::sys::prctl::set_dumpable(false);
     reset_signals();
     let result = (|| -> Result<i32> {
+        if let Some(stdio) = spec.stdio {
+            install_stdio(stdio)?;
+        }
         spec.namespaces.join_all()?;
         if spec.namespaces.new_time {
             nix::sched::unshare(CloneFlags::from_bits_retain(libc::CLONE_NEWTIME))
