@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
-# containerd 1.6 (Debian's) with its stock io.containerd.runc.v2 shim, the
-# runtime binary swapped for strata (BinaryName, here through ctr's
-# --runc-binary): the drop-in path. Run through tests/clients/run.sh.
+# containerd 1.6 (Debian's) running strata two ways: through its stock
+# io.containerd.runc.v2 shim with the runtime binary swapped for strata
+# (BinaryName, here through ctr's --runc-binary), the drop-in path; or, with
+# STRATA_SHIM=1, through strata's own shim (io.containerd.strata.v2), which runs
+# tasks in-process. Run through tests/clients/run.sh.
 set -uo pipefail
-SUITE=containerd
+SUITE=containerd${STRATA_SHIM:+-shim}
 . "$(dirname "$0")/lib.sh"
 trap 'finish; exit $?' EXIT
 
 NS=strata-test
+SHIM_BIN=$ROOT/target/debug/containerd-shim-strata-v2
+if [ -n "${STRATA_SHIM:-}" ]; then
+  RUNTIME_FLAGS=(--runtime io.containerd.strata.v2)
+  STATE_DIR=/run/containerd/strata/$NS
+else
+  RUNTIME_FLAGS=(--runc-binary "$RUNTIME")
+  STATE_DIR=/run/containerd/runc/$NS
+fi
 SOCK=$T/containerd.sock
 CG=/sys/fs/cgroup/$NS
 
@@ -23,12 +33,13 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [ttrpc]
   address = "$SOCK.ttrpc"
 EOF
-start_daemon containerd containerd --config "$T/config.toml"
+# containerd finds containerd-shim-strata-v2 on its PATH.
+PATH="$(dirname "$SHIM_BIN"):$PATH" start_daemon containerd containerd --config "$T/config.toml"
 wait_socket "$SOCK" || exit 1
 
 ctr() { command ctr --address "$SOCK" --namespace "$NS" "$@"; }
 # ctr run asks for cpu shares unless told 0, which needs the cpu controller.
-run() { ctr run --runc-binary "$RUNTIME" --cpu-shares 0 "$@"; }
+run() { ctr run "${RUNTIME_FLAGS[@]}" --cpu-shares 0 "$@"; }
 
 python3 "$ROOT/hack/mkimage.py" "$(rootfs_dir)" "$T/busybox.tar" "$IMAGE_REF"
 check "image import" ctr image import "$T/busybox.tar"
@@ -61,7 +72,7 @@ check "--read-only" read_only
 tty() {
   # A terminal on our side too: script(1) gives ctr one. (the terminal echoes a NUL from ctr as ^@
   # and, after a short exec, a resize error around the output, whatever the runtime.)
-  same "/dev/pts/0" "$(script -qec "ctr --address $SOCK --namespace $NS run --runc-binary $RUNTIME --cpu-shares 0 --rm -t $IMAGE_REF tty1 tty" /dev/null | tr -d '\r' | sed 's/\^@//g' | grep -m1 /dev/)"
+  same "/dev/pts/0" "$(script -qec "ctr --address $SOCK --namespace $NS run ${RUNTIME_FLAGS[*]} --cpu-shares 0 --rm -t $IMAGE_REF tty1 tty" /dev/null | tr -d '\r' | sed 's/\^@//g' | grep -m1 /dev/)"
 }
 check "tty" tty
 
@@ -155,7 +166,7 @@ check "a failing create reports its cause" bad_create
 
 nothing_left() {
   same "" "$(ctr task ls -q)" && same "" "$(ctr container ls -q)" &&
-    same "" "$(ls /run/containerd/runc/$NS 2>/dev/null)" &&
+    same "" "$(ls "$STATE_DIR" 2>/dev/null)" &&
     same "" "$(leftover_cgroups "$CG")" &&
     same "" "$(grep -c "$T/state" /proc/self/mountinfo | grep -v '^0$')"
 }

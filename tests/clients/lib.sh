@@ -94,7 +94,7 @@ leftover_processes() {
   local p
   for p in /proc/[0-9]*; do
     [ "${p#/proc/}" = "$$" ] && continue
-    tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -q "$T" && echo "${p#/proc/} $(tr '\0' ' ' <"$p/cmdline")"
+    { tr '\0' ' ' <"$p/cmdline" | grep -q "$T" && echo "${p#/proc/} $(tr '\0' ' ' <"$p/cmdline")"; } 2>/dev/null
   done
   return 0
 }
