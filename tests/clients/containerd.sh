@@ -164,6 +164,28 @@ bad_create() {
 }
 check "a failing create reports its cause" bad_create
 
+if [ -n "${STRATA_SHIM:-}" ]; then
+  # 200 short tasks, 8 at a time: every one prints its id, and no shim, mount,
+  # cgroup or state directory outlives them.
+  stress() {
+    local out
+    out=$(seq 200 | xargs -P 8 -I{} ctr --address "$SOCK" --namespace "$NS" run --runtime io.containerd.strata.v2 \
+      --cpu-shares 0 --rm "$IMAGE_REF" "stress{}" echo "done{}" 2>&1 | sort | uniq -c | awk '$1 != 1 || $2 !~ /^done/' )
+    same "" "$out" && same 0 "$(pgrep -f -c "containerd-shim-strata-v2.*-id stress" || true)"
+  }
+  check "200 tasks, 8 at a time" stress
+  idle_rss() {
+    run -d "$IMAGE_REF" idle1 sleep 1000 >/dev/null || return 1
+    local pid rss
+    pid=$(pgrep -f "containerd-shim-strata-v2.*-id idle1" | head -1)
+    rss=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")
+    echo "idle shim RSS: ${rss} KiB" >&2
+    ctr task kill -s SIGKILL idle1 && ctr task delete idle1 >/dev/null; ctr container rm idle1
+    [ -n "$rss" ]
+  }
+  check "idle shim memory reported" idle_rss
+fi
+
 nothing_left() {
   same "" "$(ctr task ls -q)" && same "" "$(ctr container ls -q)" &&
     same "" "$(ls "$STATE_DIR" 2>/dev/null)" &&
