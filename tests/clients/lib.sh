@@ -123,5 +123,85 @@ finish() {
   fi
 }
 
+# The checks podman and Docker share. $1 names the client's shell function;
+# the suite defines `run` (its run with the flags this machine needs), IMG, and
+# TTY_RUN / TTY_EXEC, the same commands as one string for script(1).
+engine_checks() {
+  local cli=$1
+  check "echo" same hello "$(run --rm "$IMG" echo hello)"
+  exit_code() {
+    run --rm "$IMG" sh -c 'exit 3'
+    [ $? -eq 3 ]
+  }
+  check "exit code" exit_code
+  check "env and cwd" same "bar /tmp" "$(run --rm -e FOO=bar -w /tmp "$IMG" sh -c 'echo $FOO $(pwd)')"
+
+  mkdir -p "$T/vol"
+  echo from-host >"$T/vol/in"
+  bind_rw() {
+    same from-host "$(run --rm -v "$T/vol:/vol" "$IMG" sh -c 'cat /vol/in; echo from-container > /vol/out')" &&
+      same from-container "$(cat "$T/vol/out")"
+  }
+  check "bind mount read/write" bind_rw
+  read_only() {
+    local out
+    out=$(run --rm --read-only "$IMG" sh -c 'touch /newfile 2>&1; echo rc=$?')
+    contains "Read-only file system" "$out" && contains "rc=1" "$out"
+  }
+  check "--read-only" read_only
+  tty() { same /dev/pts/0 "$(script -qec "$TTY_RUN --rm -t $IMG tty" /dev/null | tr -d '\r' | grep -m1 /dev/)"; }
+  check "tty" tty
+
+  check "detached run" run -d --name det1 "$IMG" sh -c 'trap "exit 0" TERM; sleep 1000 & wait'
+  check "exec output" same inside "$($cli exec det1 echo inside)"
+  exec_code() {
+    $cli exec det1 sh -c 'exit 4'
+    [ $? -eq 4 ]
+  }
+  check "exec exit code" exec_code
+  exec_tty() { same /dev/pts/0 "$(script -qec "$TTY_EXEC -t det1 tty" /dev/null | tr -d '\r' | grep -m1 /dev/)"; }
+  check "exec with a tty" exec_tty
+  top_lists() { contains "sleep 1000" "$($cli top det1)"; }
+  check "top" top_lists
+  state() { $cli inspect -f '{{.State.Status}}' "$1"; }
+  check "pause" $cli pause det1
+  check "paused state" same paused "$(state det1)"
+  check "unpause" $cli unpause det1
+  check "running state" same running "$(state det1)"
+  stop_term() { $cli stop -t 10 det1 >/dev/null && same 0 "$($cli inspect -f '{{.State.ExitCode}}' det1)"; }
+  check "stop with SIGTERM" stop_term
+  restart() { $cli start det1 >/dev/null && same running "$(state det1)"; }
+  check "restart a stopped container" restart
+  check "rm -f a running container" $cli rm -f det1
+
+  kill_137() {
+    run -d --name det2 "$IMG" sleep 1000 >/dev/null || return 1
+    $cli kill det2 >/dev/null || return 1
+    same 137 "$($cli wait det2)" && $cli rm det2 >/dev/null
+  }
+  check "kill gives 137" kill_137
+
+  resource() {
+    local flag=$1 file=$2 want=$3 out
+    if out=$(run --rm "$flag" "$IMG" cat "/sys/fs/cgroup/$file" 2>&1); then
+      same "$want" "$out"
+    else
+      # The controller is missing here: the runtime's reason must reach the client.
+      echo "refused: $out" >&2
+      contains "${file%%.*}" "$(echo "$out" | tr "[:upper:]" "[:lower:]")"
+    fi
+  }
+  check "--memory applied or refused clearly" resource --memory=64m memory.max 67108864
+  check "--pids-limit applied or refused clearly" resource --pids-limit=50 pids.max 50
+  check "--cpus applied or refused clearly" resource --cpus=0.5 cpu.max "50000 100000"
+
+  bad_create() {
+    local out
+    out=$(run --rm "$IMG" /no/such/binary 2>&1) && return 1
+    contains "/no/such/binary" "$out"
+  }
+  check "a failing create reports its cause" bad_create
+}
+
 # The busybox rootfs of the repository's hello bundle.
 rootfs_dir() { echo "$ROOT/bundles/hello/rootfs"; }
