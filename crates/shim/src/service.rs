@@ -291,8 +291,21 @@ impl containerd_shim::Task for Service {
         };
         let master = match console {
             Some((ours, _theirs)) => {
-                let master: OwnedFd = strata_runtime::tty::recv_master(ours.as_raw_fd()).map_err(internal)?;
-                Some(copy_terminal(master, stdio).map_err(internal)?)
+                let terminal = strata_runtime::tty::recv_master(ours.as_raw_fd())
+                    .map_err(internal)
+                    .and_then(|m: OwnedFd| copy_terminal(m, stdio).map_err(internal));
+                match terminal {
+                    Ok(master) => Some(master),
+                    Err(e) => {
+                        // Nothing of a task that failed to come up may stay.
+                        if let Ok(c) = Container::load(&self.root, &req.id) {
+                            let _ = c.delete(true);
+                        }
+                        wait_for(state.pid);
+                        unmount();
+                        return Err(e);
+                    }
+                }
             }
             None => None,
         };
