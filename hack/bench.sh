@@ -12,3 +12,6 @@ trap 'rm -rf "$work"' EXIT
 hack/mkrootfs.sh "$work/bundle/rootfs" >/dev/null
 unshare -m --propagation private sh -c \
   'mount -t cgroup2 cgroup2 /sys/fs/cgroup && exec python3 hack/bench.py --work "$0" "$@"' "$work" "$@"
+# Tasks through containerd: strata's shim against the runc shim (set
+# STRATA_BENCH_SHIM=0 to leave it out).
+[ "${STRATA_BENCH_SHIM:-1}" = 0 ] || hack/bench-shim.sh

@@ -10,6 +10,7 @@ hack/mkrootfs.sh bundles/hello/rootfs
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace
+cargo build -p strata-shim --example task-rpc
 cargo test --workspace
 # containerd (stock runc shim), podman and Docker driving strata, each with
 # private daemons in a private mount namespace.

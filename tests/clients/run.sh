@@ -28,6 +28,8 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 [ -x "${STRATA_TEST_RUNTIME:-target/debug/strata}" ] && [ -x target/debug/containerd-shim-strata-v2 ] || cargo build
+# The shim suite sends RPCs ctr has no command for through this client.
+[ -x target/debug/examples/task-rpc ] || cargo build -p strata-shim --example task-rpc
 [ -d bundles/hello/rootfs/bin ] || hack/mkrootfs.sh bundles/hello/rootfs
 
 rc=0

@@ -12,6 +12,7 @@ pub mod config;
 pub mod container;
 pub mod error;
 pub mod exe;
+pub mod features;
 pub mod hooks;
 pub mod id;
 pub mod jsonpath;

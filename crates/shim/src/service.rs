@@ -17,11 +17,11 @@ use containerd_shim::protos::ttrpc::{self, Code, TtrpcContext};
 use containerd_shim::protos::types::task::ProcessInfo;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{ExitSignal, Flags, StartOpts};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use strata_runtime::{Container, CreateOptions, ExecOptions};
 
 /// Where the library keeps container state for the shims of one namespace.
@@ -121,6 +121,8 @@ impl containerd_shim::Shim for Shim {
         // (containerd runs `start` in the bundle directory.)
         let grouping = group_of(Path::new(".")).unwrap_or_else(|| opts.id.clone());
         let (_, address) = containerd_shim::spawn(opts, &grouping, Vec::new())?;
+        // The daemon reads it back on its way out; containerd reads it too.
+        containerd_shim::synchronous::util::write_address(&address)?;
         Ok(address)
     }
 
@@ -155,12 +157,20 @@ impl containerd_shim::Shim for Shim {
                 }
             }
         });
-        Service {
+        let service = Service {
             root: state_root(&self.namespace),
             tasks: Arc::new(Mutex::new(HashMap::new())),
             events: Mutex::new(events),
             exit: self.exit.clone(),
-        }
+            watched: Arc::new(Mutex::new(HashSet::new())),
+            children: Arc::new(RwLock::new(())),
+        };
+        let (tasks, watched, children) = (service.tasks.clone(), service.watched.clone(), service.children.clone());
+        std::thread::spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            reap_orphans(&tasks, &watched, &children);
+        });
+        service
     }
 }
 
@@ -176,6 +186,39 @@ pub struct Service {
     tasks: Arc<Mutex<HashMap<String, Task>>>,
     events: Mutex<std::sync::mpsc::Sender<(&'static str, Box<dyn MessageDyn>)>>,
     exit: Arc<ExitSignal>,
+    /// Pids a waiter thread is reaping.
+    watched: Arc<Mutex<HashSet<i32>>>,
+    /// Held (shared) by every RPC that may fork through the library, whose
+    /// children the library reaps itself; the orphan reaper runs only when it
+    /// can hold it alone.
+    children: Arc<RwLock<()>>,
+}
+
+/// The shim is the subreaper of its containers: a process of a container in
+/// the host's pid namespace whose parent dies is handed to the shim. Reaps those
+/// that have exited, touching no child that a waiter or the library owns.
+fn reap_orphans(tasks: &Mutex<HashMap<String, Task>>, watched: &Mutex<HashSet<i32>>, children: &RwLock<()>) {
+    let Ok(_alone) = children.try_write() else { return };
+    let mut known: HashSet<i32> = watched.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for t in tasks.lock().unwrap_or_else(|e| e.into_inner()).values() {
+        known.insert(t.init.pid());
+        known.extend(t.execs.values().map(|e| e.proc.pid()));
+    }
+    let Ok(threads) = std::fs::read_dir("/proc/self/task") else { return };
+    for thread in threads.flatten() {
+        let Ok(list) = std::fs::read_to_string(thread.path().join("children")) else { continue };
+        for pid in list.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+            let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
+                .unwrap_or(false);
+            if zombie && !known.contains(&pid) {
+                let pid = nix::unistd::Pid::from_raw(pid);
+                let _ = nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+                log::debug!("reaped orphan {pid}");
+            }
+        }
+    }
 }
 
 impl Service {
@@ -191,8 +234,11 @@ impl Service {
     /// child of the shim is touched) and publishes its exit.
     fn watch(&self, id: String, exec_id: String, proc: Arc<Proc>) {
         let events = self.events.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let watched = self.watched.clone();
+        watched.lock().unwrap_or_else(|e| e.into_inner()).insert(proc.pid());
         std::thread::spawn(move || {
             let code = wait_for(proc.pid());
+            watched.lock().unwrap_or_else(|e| e.into_inner()).remove(&proc.pid());
             let at = now();
             proc.set_exit(code, at.clone());
             let ev = TaskExit {
@@ -251,6 +297,7 @@ fn status_of(task: &Task, container: &Container) -> Status {
 impl containerd_shim::Task for Service {
     fn create(&self, _ctx: &TtrpcContext, req: CreateTaskRequest) -> ttrpc::Result<CreateTaskResponse> {
         log::debug!("create {:?}", req.id);
+        let _children = self.children.read().unwrap_or_else(|e| e.into_inner());
         if !req.checkpoint.is_empty() {
             return Err(err(Code::UNIMPLEMENTED, "checkpoint restore is not supported"));
         }
@@ -348,6 +395,7 @@ impl containerd_shim::Task for Service {
 
     fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> ttrpc::Result<StartResponse> {
         log::debug!("start {:?}", req.id);
+        let _children = self.children.read().unwrap_or_else(|e| e.into_inner());
         let container = self.container(&req.id)?;
         let mut resp = StartResponse::new();
         if req.exec_id.is_empty() {
@@ -427,6 +475,7 @@ impl containerd_shim::Task for Service {
 
     fn delete(&self, _ctx: &TtrpcContext, req: DeleteRequest) -> ttrpc::Result<DeleteResponse> {
         log::debug!("delete {:?}", req.id);
+        let _children = self.children.read().unwrap_or_else(|e| e.into_inner());
         let mut resp = DeleteResponse::new();
         let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
         if !req.exec_id.is_empty() {

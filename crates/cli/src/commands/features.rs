@@ -2,68 +2,8 @@
 //! runtime spec's features document (features.md), so a caller can decide
 //! before it writes a config.
 
-use strata_runtime::{lsm, rootfs, seccomp};
-
 /// Runs `strata features`.
 pub fn run() -> anyhow::Result<i32> {
-    crate::outln!("{}", serde_json::to_string_pretty(&features())?)?;
+    crate::outln!("{}", serde_json::to_string_pretty(&strata_runtime::features::document())?)?;
     Ok(0)
-}
-
-fn features() -> serde_json::Value {
-    let mut caps: Vec<caps::Capability> = caps::runtime::thread_all_supported().into_iter().collect();
-    caps.sort_by_key(|c| c.index());
-    let caps: Vec<String> = caps.iter().map(|c| c.to_string()).collect();
-    let kernel_actions = seccomp::kernel_actions();
-    // The config's names of the actions the running kernel knows.
-    let actions: Vec<&str> = seccomp::ACTIONS
-        .iter()
-        .copied()
-        .filter(|a| {
-            let k = match *a {
-                "SCMP_ACT_KILL" => "kill_thread",
-                "SCMP_ACT_NOTIFY" => "user_notif",
-                other => return kernel_actions.iter().any(|k| k == &other["SCMP_ACT_".len()..].to_lowercase()),
-            };
-            kernel_actions.iter().any(|x| x == k)
-        })
-        .collect();
-    let archs: Vec<&str> = seccomp::ARCHITECTURES.iter().copied().filter(|a| seccomp::arch_known(a)).collect();
-    let known_flags: Vec<&str> = seccomp::FLAGS.iter().map(|(n, _)| *n).collect();
-    let supported_flags: Vec<&str> = seccomp::FLAGS
-        .iter()
-        .filter(|(n, bit)| seccomp::kernel_supports_flag(*bit) && seccomp::libseccomp_supports_flag(n))
-        .map(|(n, _)| *n)
-        .collect();
-    let version = libseccomp::ScmpVersion::current().map(|v| format!("{}.{}.{}", v.major, v.minor, v.micro));
-    let mut annotations = serde_json::Map::new();
-    if let Ok(v) = version {
-        annotations.insert("io.github.seccomp.libseccomp.version".into(), v.into());
-    }
-    serde_json::json!({
-        "ociVersionMin": "1.0.0",
-        "ociVersionMax": strata_runtime::OCI_VERSION,
-        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
-        "mountOptions": rootfs::options::KNOWN,
-        "linux": {
-            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
-            "capabilities": caps,
-            "cgroup": { "v1": false, "v2": true, "systemd": false, "systemdUser": false, "rdma": true },
-            "seccomp": {
-                "enabled": true,
-                "actions": actions,
-                "operators": seccomp::OPERATORS,
-                "archs": archs,
-                "knownFlags": known_flags,
-                "supportedFlags": supported_flags,
-            },
-            "apparmor": { "enabled": lsm::apparmor_enabled() },
-            "selinux": { "enabled": lsm::selinux_enabled() },
-            "intelRdt": { "enabled": false },
-            "mountExtensions": { "idmap": { "enabled": false } },
-            "netDevices": { "enabled": false },
-        },
-        "annotations": annotations,
-        "potentiallyUnsafeConfigAnnotations": [],
-    })
 }
