@@ -241,15 +241,14 @@ if [ -n "${STRATA_SHIM:-}" ]; then
   # hugetlb controller exists here. Checkpoint is refused as unimplemented.
   update_and_checkpoint() {
     run -d "$IMAGE_REF" upd1 sleep 1000 >/dev/null || return 1
-    local addr rc=0 file out
+    local addr rc=0 out
     addr=$(cat "$T/state/io.containerd.runtime.v2.task/$NS/upd1/address")
-    file=$(ls "$CG/upd1"/hugetlb.*.max 2>/dev/null | head -1)
-    if [ -n "$file" ]; then
-      local size=${file##*/hugetlb.}; size=${size%.max}
-      "$TASK_RPC" "$addr" update upd1 "{\"hugepageLimits\":[{\"pageSize\":\"$size\",\"limit\":$((4 << 21))}]}" &&
-        same $((4 << 21)) "$(cat "$file")" || rc=1
+    if grep -qw hugetlb /sys/fs/cgroup/cgroup.controllers && [ -d /sys/kernel/mm/hugepages/hugepages-2048kB ]; then
+      # The controller was not needed at create; the update enables it.
+      "$TASK_RPC" "$addr" update upd1 '{"hugepageLimits":[{"pageSize":"2MB","limit":8388608}]}' &&
+        same 8388608 "$(cat "$CG/upd1/hugetlb.2MB.max")" || rc=1
     else
-      echo "skipped the update: no hugetlb controller in $CG/upd1" >&2
+      echo "skipped the update: no hugetlb controller or no 2MB pages here"
     fi
     out=$("$TASK_RPC" "$addr" update upd1 '{"memory":' 2>&1) && rc=1
     contains "resources" "$out" || rc=1
@@ -273,6 +272,22 @@ if [ -n "${STRATA_SHIM:-}" ]; then
     same "" "$zombies"
   }
   check "orphans handed to the shim are reaped" orphans_reaped
+
+  # A task killed by the OOM killer gives a /tasks/oom event.
+  oom_event() {
+    if ! grep -qw memory "$CG/cgroup.subtree_control" 2>/dev/null && ! grep -qw memory /sys/fs/cgroup/cgroup.controllers; then
+      echo "no memory controller in this cgroup v2, so no OOM can be provoked" >&2
+      return 77
+    fi
+    ctr events >"$T/oom-events" 2>&1 &
+    local watcher=$!
+    sleep 0.3
+    run --rm --memory-limit 16777216 "$IMAGE_REF" oom1 tail /dev/zero >/dev/null 2>&1
+    sleep 0.3
+    kill "$watcher"
+    grep '"container_id":"oom1"' "$T/oom-events" | grep -q ' /tasks/oom'
+  }
+  check "an OOM kill gives /tasks/oom" oom_event
 
   # containerd cleans up after a shim that was SIGKILLed: it runs the shim's
   # delete, which ends the container and leaves no state, mount or process.

@@ -13,17 +13,27 @@ T=$(mktemp -d "/tmp/strata-$SUITE.XXXXXX")
 IMAGE_REF=docker.io/library/busybox:strata
 DAEMONS=()
 PASSED=0
+SKIPPED=0
 FAILED=()
 
 log() { printf '%s: %s\n' "$SUITE" "$*" >&2; }
 
-# Records one check: NAME, then a command that must succeed.
+# Records one check: NAME, then a command that must succeed (or exit 77, with
+# the reason as its last line, where this machine cannot run it).
 check() {
   local name=$1
   shift
-  if "$@" >"$T/check.out" 2>&1; then
+  local rc=0
+  "$@" >"$T/check.out" 2>&1 || rc=$?
+  if [ $rc = 77 ]; then
+    # The check cannot run on this machine; its last line says why.
+    SKIPPED=$((SKIPPED + 1))
+    printf '  skip  %s: %s\n' "$name" "$(tail -1 "$T/check.out")" >&2
+  elif [ $rc = 0 ]; then
     PASSED=$((PASSED + 1))
     printf '  ok    %s\n' "$name" >&2
+    # A part of the check that could not run says so.
+    grep '^skipped' "$T/check.out" | sed 's/^/        /' >&2 || true
   else
     FAILED+=("$name")
     printf '  FAIL  %s\n' "$name" >&2
@@ -116,7 +126,7 @@ finish() {
   fi
   unmount_ours
   rm -rf "$T"
-  echo "$SUITE: ${PASSED} passed, ${#FAILED[@]} failed" >&2
+  echo "$SUITE: ${PASSED} passed, ${#FAILED[@]} failed, ${SKIPPED} skipped" >&2
   if [ ${#FAILED[@]} -gt 0 ]; then
     printf '  failed: %s\n' "${FAILED[@]}" >&2
     return 1

@@ -3,6 +3,7 @@
 //! the shim is their parent and reaper.
 
 mod io;
+mod oom;
 mod service;
 
 use containerd_shim::protos::protobuf::well_known_types::any::Any;

@@ -157,7 +157,15 @@ impl containerd_shim::Shim for Shim {
                 }
             }
         });
+        let oom = match crate::oom::OomWatcher::start(events.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                log::warn!("no OOM events: inotify: {e}");
+                None
+            }
+        };
         let service = Service {
+            oom,
             root: state_root(&self.namespace),
             tasks: Arc::new(Mutex::new(HashMap::new())),
             events: Mutex::new(events),
@@ -186,6 +194,7 @@ pub struct Service {
     tasks: Arc<Mutex<HashMap<String, Task>>>,
     events: Mutex<std::sync::mpsc::Sender<(&'static str, Box<dyn MessageDyn>)>>,
     exit: Arc<ExitSignal>,
+    oom: Option<crate::oom::OomWatcher>,
     /// Pids a waiter thread is reaping.
     watched: Arc<Mutex<HashSet<i32>>>,
     /// Held (shared) by every RPC that may fork through the library, whose
@@ -356,6 +365,9 @@ impl containerd_shim::Task for Service {
             }
             None => None,
         };
+        if let (Some(oom), Some(cg)) = (&self.oom, state.cgroup()) {
+            oom.watch(&req.id, &cg.dir);
+        }
         let init = Proc::new(state.pid);
         self.tasks.lock().unwrap_or_else(|e| e.into_inner()).insert(
             req.id.clone(),
