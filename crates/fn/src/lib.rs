@@ -1,0 +1,13 @@
+//! strata-fn: a function platform on the Strata library. Every event runs in
+//! a fresh container created in-process from the function's read-only rootfs;
+//! a warm pool of created-but-not-started containers makes the start the only
+//! cost on the request path; invocations are limited, timed out, metered and
+//! recorded; idle functions scale to zero.
+
+pub mod function;
+pub mod http;
+pub mod metrics;
+pub mod pool;
+pub mod runner;
+pub mod server;
+pub mod store;

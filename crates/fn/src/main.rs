@@ -1,0 +1,406 @@
+//! `strata-fn`: deploy functions and run each event in a container of its own.
+
+use clap::{Parser, Subcommand};
+use std::io::{BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use strata_fn::function::Function;
+use strata_fn::http;
+use strata_fn::server::{Config, Server};
+use strata_fn::store::{self, Status, DEFAULT_STATE};
+
+#[derive(Parser)]
+#[command(name = "strata-fn", about = "Run functions: a fresh container per event", disable_version_flag = true)]
+struct Cli {
+    /// State directory: registered functions, the invocation log, containers.
+    #[arg(long, global = true, default_value = DEFAULT_STATE)]
+    state: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API (invoke, invocations, functions, metrics).
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Billing granularity in milliseconds (durations round up to it).
+        #[arg(long, default_value_t = 1)]
+        bill_ms: u64,
+        /// Invocations running at once over all functions.
+        #[arg(long, default_value_t = 64)]
+        max_running: u32,
+        /// Synchronous calls waiting for the global limit before 429.
+        #[arg(long, default_value_t = 1024)]
+        max_waiting: u32,
+        /// Threads running asynchronous and file events.
+        #[arg(long, default_value_t = 4)]
+        async_workers: usize,
+        /// Threads creating warm containers.
+        #[arg(long, default_value_t = 2)]
+        pool_workers: usize,
+        /// The cgroup, under the cgroup v2 mount, holding every invocation's.
+        #[arg(long, default_value = "strata-fn")]
+        cgroup_parent: String,
+        /// Benchmark baseline: run each invocation with `RUNTIME run` instead.
+        #[arg(long, hide = true)]
+        naive_runtime: Option<PathBuf>,
+    },
+    /// Validate DIR/function.toml and register the function.
+    Deploy { dir: PathBuf },
+    /// List registered functions.
+    Ls,
+    /// Unregister a function.
+    Rm { name: String },
+    /// Recent invocations of a function, with the end of their stderr.
+    Logs {
+        name: String,
+        #[arg(short = 'n', default_value_t = 20)]
+        n: usize,
+    },
+    /// Invoke a function through the server.
+    Invoke {
+        name: String,
+        /// The event: TEXT, @FILE, or - for stdin (default: empty).
+        #[arg(long)]
+        data: Option<String>,
+        /// Queue the event and print its id.
+        #[arg(long = "async")]
+        asynchronous: bool,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        server: String,
+    },
+    /// Metered usage summed per function and period.
+    Usage {
+        name: Option<String>,
+        /// Period: hour, day or month (UTC).
+        #[arg(long, default_value = "day")]
+        by: String,
+    },
+    /// Load generator for benchmarks: N requests, C at a time; prints JSON.
+    #[command(hide = true)]
+    Load {
+        url: String,
+        #[arg(short = 'n', default_value_t = 10_000)]
+        n: usize,
+        #[arg(short = 'c', default_value_t = 8)]
+        c: usize,
+        #[arg(long, default_value = "hello")]
+        data: String,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match run(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("strata-fn: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    let state = cli.state;
+    match cli.command {
+        Command::Serve {
+            listen,
+            bill_ms,
+            max_running,
+            max_waiting,
+            async_workers,
+            pool_workers,
+            cgroup_parent,
+            naive_runtime,
+        } => {
+            if bill_ms == 0 || max_running == 0 || async_workers == 0 {
+                anyhow::bail!("--bill-ms, --max-running and --async-workers must be at least 1");
+            }
+            // SIGTERM and SIGINT are taken by a thread of ours (blocked here,
+            // before any thread exists; containers start with a clean mask).
+            let mut sigs = nix::sys::signal::SigSet::empty();
+            sigs.add(nix::sys::signal::Signal::SIGTERM);
+            sigs.add(nix::sys::signal::Signal::SIGINT);
+            sigs.thread_block()?;
+            let listener =
+                std::net::TcpListener::bind(&listen).map_err(|e| anyhow::anyhow!("listen on {listen}: {e}"))?;
+            let cfg = Config {
+                listen: listen.clone(),
+                state,
+                bill_ms,
+                max_running,
+                max_waiting,
+                async_workers,
+                pool_workers,
+                max_connections: 1024,
+                naive_runtime,
+                cgroup_parent,
+            };
+            let server = Server::start(cfg)?;
+            let s = server.clone();
+            std::thread::spawn(move || {
+                if let Ok(sig) = sigs.wait() {
+                    eprintln!("strata-fn: {sig}: deleting containers and exiting");
+                }
+                s.shutdown();
+                std::process::exit(0);
+            });
+            eprintln!("strata-fn: serving on http://{}", listener.local_addr()?);
+            server.serve(listener);
+            Ok(0)
+        }
+        Command::Deploy { dir } => {
+            let f = Function::load(&dir)?;
+            store::register(&state, &f)?;
+            println!("deployed {} ({} in {})", f.name, f.command.join(" "), f.rootfs.display());
+            Ok(0)
+        }
+        Command::Ls => {
+            println!("{:<20} {:<8} {:<6} {:<9} {:<24} COMMAND", "NAME", "TIMEOUT", "CONC", "WARM", "TRIGGER");
+            for f in store::functions(&state)? {
+                println!(
+                    "{:<20} {:<8} {:<6} {:<9} {:<24} {}",
+                    f.name,
+                    format!("{}ms", f.timeout_ms),
+                    f.max_concurrency,
+                    format!("{}-{}", f.pool.min_warm, f.pool.max_warm),
+                    f.trigger.as_ref().map(|t| t.directory.display().to_string()).unwrap_or_else(|| "-".into()),
+                    f.command.join(" ")
+                );
+            }
+            Ok(0)
+        }
+        Command::Rm { name } => {
+            if !store::unregister(&state, &name)? {
+                anyhow::bail!("no function {name:?}");
+            }
+            println!("removed {name}");
+            Ok(0)
+        }
+        Command::Logs { name, n } => {
+            let records: Vec<_> = store::read_log(&state)?.into_iter().filter(|r| r.function == name).collect();
+            if records.is_empty() && !store::functions(&state)?.iter().any(|f| f.name == name) {
+                anyhow::bail!("no function {name:?}");
+            }
+            for r in records.iter().rev().take(n).rev() {
+                println!(
+                    "{} {} {} {} exit={} {:.2}ms{}",
+                    r.accepted_ms,
+                    r.id,
+                    r.mode.map(|m| format!("{m:?}").to_lowercase()).unwrap_or_default(),
+                    r.status.map(|s| format!("{s:?}").to_lowercase()).unwrap_or_default(),
+                    r.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                    r.duration_ms,
+                    r.error.as_deref().map(|e| format!(" error: {e}")).unwrap_or_default()
+                );
+                for l in r.stderr_tail.lines() {
+                    println!("    {l}");
+                }
+            }
+            Ok(0)
+        }
+        Command::Invoke { name, data, asynchronous, server } => {
+            let body = match data.as_deref() {
+                None => Vec::new(),
+                Some("-") => {
+                    let mut b = Vec::new();
+                    std::io::stdin().read_to_end(&mut b)?;
+                    b
+                }
+                Some(d) if d.starts_with('@') => {
+                    std::fs::read(&d[1..]).map_err(|e| anyhow::anyhow!("{}: {e}", &d[1..]))?
+                }
+                Some(d) => d.as_bytes().to_vec(),
+            };
+            if !strata_fn::function::valid_name(&name) {
+                anyhow::bail!("{name:?} is not a function name");
+            }
+            let mut stream = TcpStream::connect(&server)
+                .map_err(|e| anyhow::anyhow!("no server at {server} ({e}); start one with `strata-fn serve`"))?;
+            let mut reader = BufReader::new(stream.try_clone()?);
+            let path = format!("/functions/{name}/invoke{}", if asynchronous { "?async=true" } else { "" });
+            let a = http::call(&mut stream, "POST", &path, &body, &mut reader)?;
+            match a.status {
+                200 => {
+                    std::io::stdout().write_all(&a.body)?;
+                    Ok(0)
+                }
+                202 => {
+                    let v: serde_json::Value = serde_json::from_slice(&a.body)?;
+                    println!("{}", v["id"].as_str().unwrap_or_default());
+                    Ok(0)
+                }
+                status => {
+                    eprintln!(
+                        "strata-fn: {name}: HTTP {status}{}",
+                        a.header("X-Exit-Code").map(|c| format!(" (exit code {c})")).unwrap_or_default()
+                    );
+                    std::io::stderr().write_all(&a.body)?;
+                    Ok(1)
+                }
+            }
+        }
+        Command::Usage { name, by } => usage(&state, name.as_deref(), &by),
+        Command::Load { url, n, c, data } => load(&url, n, c, data.as_bytes()),
+    }
+}
+
+/// Days since the epoch to a civil (y, m, d), UTC.
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn period(ms: u64, by: &str) -> String {
+    let secs = (ms / 1000) as i64;
+    let (y, m, d) = civil(secs.div_euclid(86_400));
+    match by {
+        "hour" => format!("{y:04}-{m:02}-{d:02}T{:02}", secs.rem_euclid(86_400) / 3600),
+        "month" => format!("{y:04}-{m:02}"),
+        _ => format!("{y:04}-{m:02}-{d:02}"),
+    }
+}
+
+fn usage(state: &std::path::Path, name: Option<&str>, by: &str) -> anyhow::Result<i32> {
+    if !["hour", "day", "month"].contains(&by) {
+        anyhow::bail!("--by {by:?}: use hour, day or month");
+    }
+    #[derive(Default)]
+    struct Sum {
+        n: u64,
+        errors: u64,
+        timeouts: u64,
+        duration_ms: f64,
+        cpu_ms: f64,
+        billed_ms: u64,
+        gb_s: f64,
+        peak: Option<u64>,
+    }
+    let mut sums: std::collections::BTreeMap<(String, String), Sum> = Default::default();
+    for r in store::read_log(state)? {
+        if name.is_some_and(|n| n != r.function) || !r.status.is_some_and(Status::is_final) || r.attempts == 0 {
+            continue;
+        }
+        let s = sums.entry((r.function.clone(), period(r.accepted_ms, by))).or_default();
+        s.n += 1;
+        match r.status {
+            Some(Status::Timeout) => s.timeouts += 1,
+            Some(Status::Failed) | Some(Status::Dead) => s.errors += 1,
+            _ => {}
+        }
+        s.duration_ms += r.duration_ms;
+        s.cpu_ms += r.cpu_ms;
+        s.billed_ms += r.billed_ms;
+        s.gb_s += r.gb_seconds;
+        if let Some(p) = r.peak_memory_bytes {
+            s.peak = Some(s.peak.unwrap_or(0).max(p));
+        }
+    }
+    println!(
+        "{:<20} {:<13} {:>8} {:>7} {:>8} {:>12} {:>10} {:>11} {:>12} PEAK MEMORY",
+        "FUNCTION", "PERIOD", "CALLS", "ERRORS", "TIMEOUTS", "WALL s", "CPU s", "BILLED s", "GB-s"
+    );
+    for ((f, p), s) in &sums {
+        println!(
+            "{:<20} {:<13} {:>8} {:>7} {:>8} {:>12.3} {:>10.3} {:>11.3} {:>12.6} {}",
+            f,
+            p,
+            s.n,
+            s.errors,
+            s.timeouts,
+            s.duration_ms / 1000.0,
+            s.cpu_ms / 1000.0,
+            s.billed_ms as f64 / 1000.0,
+            s.gb_s,
+            s.peak.map(|b| format!("{b} B")).unwrap_or_else(|| "unavailable (no memory controller)".into())
+        );
+    }
+    Ok(0)
+}
+
+/// `n` POSTs of `data` to `url` over `c` keep-alive connections; prints the
+/// throughput, latency percentiles and any failures as JSON.
+fn load(url: &str, n: usize, c: usize, data: &[u8]) -> anyhow::Result<i32> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| anyhow::anyhow!("{url}: only http:// URLs"))?;
+    let (addr, path) =
+        rest.split_once('/').map(|(a, p)| (a.to_string(), format!("/{p}"))).unwrap_or((rest.into(), "/".into()));
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = std::time::Instant::now();
+    let workers: Vec<_> = (0..c.max(1))
+        .map(|_| {
+            let (addr, path, next, data) = (addr.clone(), path.clone(), next.clone(), data.to_vec());
+            std::thread::spawn(move || {
+                let mut lat = Vec::new();
+                let (mut failed, mut warm, mut statuses) = (0usize, 0usize, std::collections::BTreeMap::new());
+                let mut conn: Option<(TcpStream, BufReader<TcpStream>)> = None;
+                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
+                    if conn.is_none() {
+                        conn = TcpStream::connect(&addr).ok().and_then(|s| {
+                            let _ = s.set_nodelay(true);
+                            let r = BufReader::new(s.try_clone().ok()?);
+                            Some((s, r))
+                        });
+                    }
+                    let t = std::time::Instant::now();
+                    let result = match conn.as_mut() {
+                        Some((s, r)) => http::call(s, "POST", &path, &data, r).ok(),
+                        None => None,
+                    };
+                    match result {
+                        Some(a) => {
+                            lat.push(t.elapsed());
+                            *statuses.entry(a.status).or_insert(0usize) += 1;
+                            if a.status != 200 || a.body != data {
+                                failed += 1;
+                            }
+                            if a.header("X-Start") == Some("warm") {
+                                warm += 1;
+                            }
+                        }
+                        None => {
+                            failed += 1;
+                            conn = None;
+                        }
+                    }
+                }
+                (lat, failed, warm, statuses)
+            })
+        })
+        .collect();
+    let mut lat = Vec::new();
+    let (mut failed, mut warm, mut statuses) = (0, 0, std::collections::BTreeMap::<u16, usize>::new());
+    for w in workers {
+        let (l, f, wm, st) = w.join().map_err(|_| anyhow::anyhow!("a load thread panicked"))?;
+        lat.extend(l);
+        failed += f;
+        warm += wm;
+        for (k, v) in st {
+            *statuses.entry(k).or_insert(0) += v;
+        }
+    }
+    let wall = start.elapsed();
+    lat.sort();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .unwrap_or(0.0)
+    };
+    let out = serde_json::json!({
+        "requests": n, "concurrency": c, "completed": lat.len(), "failed": failed, "warm": warm,
+        "statuses": statuses.iter().map(|(k, v)| (k.to_string(), *v)).collect::<std::collections::BTreeMap<_, _>>(),
+        "seconds": wall.as_secs_f64(), "per_second": lat.len() as f64 / wall.as_secs_f64(),
+        "p50_ms": pct(0.50), "p90_ms": pct(0.90), "p99_ms": pct(0.99), "max_ms": pct(1.0),
+    });
+    println!("{out}");
+    Ok(if failed == 0 { 0 } else { 1 })
+}

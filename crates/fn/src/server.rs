@@ -1,0 +1,642 @@
+//! `strata-fn serve`: the HTTP front, concurrency limits, asynchronous events
+//! with retries and a dead-letter list, file triggers, metering and metrics.
+
+use crate::function::Function;
+use crate::http::{self, Request, Response};
+use crate::metrics::Metrics;
+use crate::pool::Pools;
+use crate::runner::{FileMount, Outcome, Runner};
+use crate::store::{self, b64, now_ms, unb64, Mode, Record, Status, Store};
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::io::BufReader;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Settings of `serve`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: String,
+    pub state: PathBuf,
+    /// Billing granularity: durations are rounded up to a multiple of it.
+    pub bill_ms: u64,
+    /// Invocations running at once, over all functions (protects the host).
+    pub max_running: u32,
+    /// Synchronous calls waiting for the global limit; more get 429.
+    pub max_waiting: u32,
+    pub async_workers: usize,
+    pub pool_workers: usize,
+    /// Open connections at most; more get 503.
+    pub max_connections: usize,
+    /// Run each invocation with `RUNTIME run` (a naive baseline for benchmarks)
+    /// instead of the library and the pool.
+    pub naive_runtime: Option<PathBuf>,
+    /// The cgroup (relative to the v2 mount) holding every invocation's cgroup.
+    pub cgroup_parent: String,
+}
+
+/// A counting gate: `max` holders at once, up to `waiters` waiting.
+struct Gate {
+    state: Mutex<(u32, u32)>,
+    cv: Condvar,
+}
+
+struct Pass<'a>(&'a Gate);
+
+impl Drop for Pass<'_> {
+    fn drop(&mut self) {
+        self.0.state.lock().unwrap_or_else(|e| e.into_inner()).0 -= 1;
+        self.0.cv.notify_one();
+    }
+}
+
+impl Gate {
+    fn new() -> Gate {
+        Gate { state: Mutex::new((0, 0)), cv: Condvar::new() }
+    }
+
+    /// A pass when fewer than `max` hold one, after waiting if fewer than
+    /// `waiters` wait already; None means "too many".
+    fn enter(&self, max: u32, waiters: Option<u32>) -> Option<Pass<'_>> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.0 >= max {
+            if waiters.is_some_and(|w| s.1 >= w) {
+                return None;
+            }
+            s.1 += 1;
+            while s.0 >= max {
+                s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner());
+            }
+            s.1 -= 1;
+        }
+        s.0 += 1;
+        Some(Pass(self))
+    }
+
+    fn running(&self) -> u32 {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).0
+    }
+}
+
+/// Asynchronous events due to run: (due, sequence, id), soonest first.
+struct Queue {
+    heap: Mutex<BinaryHeap<std::cmp::Reverse<(u64, u64, String)>>>,
+    cv: Condvar,
+    seq: AtomicUsize,
+}
+
+impl Queue {
+    fn push(&self, due_ms: u64, id: String) {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) as u64;
+        self.heap.lock().unwrap_or_else(|e| e.into_inner()).push(std::cmp::Reverse((due_ms, seq, id)));
+        self.cv.notify_one();
+    }
+
+    fn pop(&self) -> String {
+        let mut heap = self.heap.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let now = now_ms();
+            match heap.peek() {
+                Some(std::cmp::Reverse((due, _, _))) if *due <= now => {
+                    if let Some(std::cmp::Reverse((_, _, id))) = heap.pop() {
+                        return id;
+                    }
+                }
+                Some(std::cmp::Reverse((due, _, _))) => {
+                    let wait = Duration::from_millis(due - now);
+                    heap = self.cv.wait_timeout(heap, wait).unwrap_or_else(|e| e.into_inner()).0;
+                }
+                None => heap = self.cv.wait(heap).unwrap_or_else(|e| e.into_inner()),
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.heap.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+struct Registry {
+    stamp: Option<SystemTime>,
+    functions: HashMap<String, Arc<Function>>,
+}
+
+pub struct Server {
+    cfg: Config,
+    store: Store,
+    runner: Arc<Runner>,
+    pools: Arc<Pools>,
+    registry: RwLock<Registry>,
+    gates: Mutex<HashMap<String, Arc<Gate>>>,
+    global: Gate,
+    queue: Queue,
+    metrics: Metrics,
+    watched_dirs: Mutex<HashSet<PathBuf>>,
+    connections: AtomicUsize,
+    ids: AtomicUsize,
+    id_prefix: String,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+impl Server {
+    /// Opens the state, cleans up after an earlier run, and starts the
+    /// background workers. Call [`Server::serve`] to answer requests.
+    pub fn start(cfg: Config) -> anyhow::Result<Arc<Server>> {
+        std::fs::create_dir_all(&cfg.state).map_err(|e| anyhow::anyhow!("{}: {e}", cfg.state.display()))?;
+        // One server per state directory: a second would delete the first's containers.
+        let lock = std::fs::File::create(cfg.state.join("serve.lock"))?;
+        // SAFETY: flock on a descriptor we own; it changes no memory.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            anyhow::bail!("another strata-fn serve uses {}", cfg.state.display());
+        }
+        // Held (and so locked) for the life of the process.
+        std::mem::forget(lock);
+        let (store, pending) = Store::open(&cfg.state)?;
+        let mount = strata_runtime::cgroups::find_mount().map_err(|e| anyhow::anyhow!("cgroup v2: {e}"))?;
+        // Ours, made before any container, so no container owns (and removes) it.
+        if !cfg.cgroup_parent.split('/').all(|c| !c.is_empty() && c != "." && c != "..") {
+            anyhow::bail!("--cgroup-parent {:?}: a relative path of plain names", cfg.cgroup_parent);
+        }
+        let parent = mount.join(&cfg.cgroup_parent);
+        std::fs::create_dir_all(&parent).map_err(|e| anyhow::anyhow!("{}: {e}", parent.display()))?;
+        let stamp = now_ms();
+        let runner =
+            Arc::new(Runner::new(cfg.state.join("containers"), &cfg.cgroup_parent, &format!("{:x}", stamp % 0xfffff)));
+        let swept = runner.sweep();
+        if swept > 0 {
+            eprintln!("strata-fn: deleted {swept} container(s) left by an earlier run");
+        }
+        let workers = cfg.pool_workers;
+        let server = Arc::new(Server {
+            pools: Pools::start(runner.clone(), workers, 2),
+            runner,
+            store,
+            registry: RwLock::new(Registry { stamp: None, functions: HashMap::new() }),
+            gates: Mutex::new(HashMap::new()),
+            global: Gate::new(),
+            queue: Queue { heap: Mutex::new(BinaryHeap::new()), cv: Condvar::new(), seq: AtomicUsize::new(0) },
+            metrics: Metrics::default(),
+            watched_dirs: Mutex::new(HashSet::new()),
+            connections: AtomicUsize::new(0),
+            ids: AtomicUsize::new(0),
+            id_prefix: format!("{stamp:x}"),
+            cfg,
+        });
+        server.reload(true);
+        // Accepted events the last run did not finish run again.
+        for mut r in pending {
+            r.status = Some(Status::Queued);
+            let due = r.due_ms.unwrap_or(0);
+            server.store.put(&r, true)?;
+            server.queue.push(due, r.id);
+        }
+        for _ in 0..server.cfg.async_workers {
+            let s = server.clone();
+            std::thread::spawn(move || loop {
+                let id = s.queue.pop();
+                s.run_async(&id);
+            });
+        }
+        let s = server.clone();
+        std::thread::spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(1));
+            s.reload(false);
+        });
+        Ok(server)
+    }
+
+    /// Re-reads the registry when it changed (its directory's mtime moved).
+    fn reload(self: &Arc<Self>, force: bool) {
+        let stamp = store::functions_stamp(&self.cfg.state);
+        if !force && self.registry.read().unwrap_or_else(|e| e.into_inner()).stamp == stamp {
+            return;
+        }
+        let mut r = self.registry.write().unwrap_or_else(|e| e.into_inner());
+        if !force && stamp == r.stamp {
+            return;
+        }
+        r.stamp = stamp;
+        let list = match store::functions(&self.cfg.state) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("strata-fn: registry: {e}");
+                return;
+            }
+        };
+        let mut map = HashMap::new();
+        for f in list {
+            let f = match r.functions.get(&f.name) {
+                Some(old) if **old == f => old.clone(),
+                _ => Arc::new(f),
+            };
+            map.insert(f.name.clone(), f);
+        }
+        r.functions = map;
+        self.pools.set_functions(&r.functions);
+        let triggers: Vec<Arc<Function>> = r.functions.values().filter(|f| f.trigger.is_some()).cloned().collect();
+        drop(r);
+        for f in triggers {
+            self.watch_trigger(f);
+        }
+    }
+
+    fn function(self: &Arc<Self>, name: &str) -> Option<Arc<Function>> {
+        self.reload(false);
+        self.registry.read().unwrap_or_else(|e| e.into_inner()).functions.get(name).cloned()
+    }
+
+    fn gate(&self, name: &str) -> Arc<Gate> {
+        self.gates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.to_string())
+            .or_insert_with(|| Arc::new(Gate::new()))
+            .clone()
+    }
+
+    fn new_id(&self) -> String {
+        let n = self.ids.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n:x}", self.id_prefix)
+    }
+
+    /// One run of `f` on `event` (a cold container with `file` mounted, if given).
+    fn run_once(&self, f: &Function, event: &[u8], file: Option<&FileMount>) -> (Outcome, bool) {
+        if let Some(rt) = &self.cfg.naive_runtime {
+            return (crate::runner::run_naive(rt, &self.runner, f, event), false);
+        }
+        let taken = if file.is_none() { self.pools.take(&f.name) } else { None };
+        let warm = taken.is_some();
+        let mut p = match taken {
+            Some(p) => p,
+            None => match self.runner.prepare(f, file) {
+                Ok(p) => p,
+                Err(e) => return (Outcome { error: Some(e.to_string()), ..Default::default() }, false),
+            },
+        };
+        let out =
+            self.runner.run(&mut p, event, Duration::from_millis(f.timeout_ms), Duration::from_millis(f.grace_ms));
+        self.pools.discard(p);
+        (out, warm)
+    }
+
+    /// Fills the metering fields of `r` from a run.
+    fn meter(&self, f: &Function, r: &mut Record, out: &Outcome, warm: bool) {
+        r.warm = warm;
+        r.duration_ms = ms(out.duration);
+        r.cpu_ms = out.cpu_usec as f64 / 1000.0;
+        r.peak_memory_bytes = out.peak_memory;
+        r.exit_code = out.exit_code;
+        let units = (out.duration.as_micros() as u64).div_ceil(self.cfg.bill_ms * 1000).max(1);
+        r.billed_ms = units * self.cfg.bill_ms;
+        r.gb_seconds = r.billed_ms as f64 / 1000.0 * f.billed_memory_mb() as f64 / 1024.0;
+        r.stderr_tail = String::from_utf8_lossy(&out.stderr_tail).into_owned();
+        r.finished_ms = Some(now_ms());
+        r.error = if let Some(e) = &out.error {
+            Some(e.clone())
+        } else if out.timed_out {
+            Some(format!("timed out after {} ms", f.timeout_ms))
+        } else if out.stdout_truncated {
+            Some(format!("output over {} bytes", crate::runner::MAX_OUTPUT))
+        } else if out.exit_code != Some(0) {
+            Some(format!("exit code {}", out.exit_code.unwrap_or(-1)))
+        } else {
+            None
+        };
+    }
+
+    /// POST /functions/NAME/invoke
+    fn invoke(self: &Arc<Self>, req: &Request, name: &str, received: Instant) -> Response {
+        let Some(f) = self.function(name) else {
+            return Response::error(404, &format!("no function {name:?}"));
+        };
+        let id = self.new_id();
+        let mut r = Record { id: id.clone(), function: f.name.clone(), accepted_ms: now_ms(), ..Default::default() };
+        match req.query("async") {
+            None | Some("false") | Some("0") => {}
+            Some("true") | Some("1") | Some("") => {
+                r.mode = Some(Mode::Async);
+                r.status = Some(Status::Queued);
+                r.event_b64 = Some(b64(&req.body));
+                // On disk before the answer: a restart runs it.
+                if let Err(e) = self.store.put(&r, true) {
+                    return Response::error(503, &format!("cannot persist the event: {e}"));
+                }
+                self.queue.push(0, id.clone());
+                return Response::json(202, &serde_json::json!({ "id": id, "status": "queued" }))
+                    .header("Location", format!("/invocations/{id}"))
+                    .header("X-Invocation-Id", &id);
+            }
+            Some(other) => return Response::error(400, &format!("async={other:?}: use true or false")),
+        }
+        r.mode = Some(Mode::Sync);
+        let gate = self.gate(&f.name);
+        let Some(_fn_pass) = gate.enter(f.max_concurrency, Some(f.queue)) else {
+            self.metrics.rejected(&f.name);
+            return Response::error(
+                429,
+                &format!("{} is at its concurrency limit ({}) and its queue is full", f.name, f.max_concurrency),
+            )
+            .header("Retry-After", 1);
+        };
+        let Some(_pass) = self.global.enter(self.cfg.max_running, Some(self.cfg.max_waiting)) else {
+            self.metrics.rejected(&f.name);
+            return Response::error(429, "the server is at its global concurrency limit").header("Retry-After", 1);
+        };
+        let (out, warm) = self.run_once(&f, &req.body, None);
+        let to_running = out.running_at.map(|t| t.saturating_duration_since(received)).unwrap_or_default();
+        self.meter(&f, &mut r, &out, warm);
+        let (status, resp) = if let Some(e) = &out.error {
+            (Status::Failed, Response::error(500, &format!("{}: {e}", f.name)))
+        } else if out.timed_out {
+            let mut body = format!("timed out after {} ms\n", f.timeout_ms).into_bytes();
+            body.extend_from_slice(&out.stderr_tail);
+            (Status::Timeout, Response::new(504, "text/plain", body))
+        } else if out.stdout_truncated {
+            (Status::Failed, Response::error(502, &format!("output over {} bytes", crate::runner::MAX_OUTPUT)))
+        } else if out.exit_code == Some(0) {
+            (Status::Succeeded, Response::new(200, "application/octet-stream", out.stdout))
+        } else {
+            (Status::Failed, Response::new(502, "text/plain", out.stderr_tail.clone()))
+        };
+        r.status = Some(status);
+        r.attempts = 1;
+        let _ = self.store.put(&r, false);
+        self.metrics.observe(&f.name, status, warm, received.elapsed(), out.duration);
+        resp.header("X-Invocation-Id", &id)
+            .header("X-Start", if warm { "warm" } else { "cold" })
+            .header("X-Exit-Code", out.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "none".into()))
+            .header("X-Duration-Ms", format!("{:.3}", r.duration_ms))
+            .header("X-Start-Latency-Ms", format!("{:.3}", ms(to_running)))
+            .header("X-Billed-Ms", r.billed_ms)
+            .header("X-Cpu-Ms", format!("{:.3}", r.cpu_ms))
+            .header("X-Peak-Memory", r.peak_memory_bytes.map(|b| b.to_string()).unwrap_or_else(|| "unavailable".into()))
+    }
+
+    /// Runs one attempt of queued event `id`; requeues or dead-letters on failure.
+    fn run_async(self: &Arc<Self>, id: &str) {
+        let Some(mut r) = self.store.get(id) else { return };
+        if r.status != Some(Status::Queued) {
+            return;
+        }
+        let Some(f) = self.function(&r.function) else {
+            r.status = Some(Status::Dead);
+            r.error = Some(format!("function {:?} is not deployed", r.function));
+            let _ = self.store.put(&r, true);
+            return;
+        };
+        let gate = self.gate(&f.name);
+        let _fn_pass = gate.enter(f.max_concurrency, None);
+        let _pass = self.global.enter(self.cfg.max_running, None);
+        r.attempts += 1;
+        r.status = Some(Status::Running);
+        let _ = self.store.put(&r, false);
+        let started = Instant::now();
+        let (out, warm) = match (&r.source, &r.event_b64) {
+            (Some(src), _) => {
+                let name = Path::new(src).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                // Under the container's private /tmp: nothing is made in the
+                // shared rootfs for it.
+                let target = format!("/tmp/event/{name}");
+                let m = FileMount { source: PathBuf::from(src), target: target.clone() };
+                if Path::new(src).is_file() {
+                    self.run_once(&f, format!("{target}\n").as_bytes(), Some(&m))
+                } else {
+                    (Outcome { error: Some(format!("{src} is gone")), ..Default::default() }, false)
+                }
+            }
+            (None, Some(data)) => {
+                let event = unb64(data).unwrap_or_default();
+                self.run_once(&f, &event, None)
+            }
+            (None, None) => (Outcome { error: Some("the event is missing".into()), ..Default::default() }, false),
+        };
+        self.meter(&f, &mut r, &out, warm);
+        let ok = out.error.is_none() && !out.timed_out && !out.stdout_truncated && out.exit_code == Some(0);
+        let outcome = if ok {
+            Status::Succeeded
+        } else if out.timed_out {
+            Status::Timeout
+        } else {
+            Status::Failed
+        };
+        self.metrics.observe(&f.name, outcome, warm, started.elapsed(), out.duration);
+        if ok {
+            r.status = Some(Status::Succeeded);
+            r.event_b64 = None;
+            r.output_b64 = Some(b64(&out.stdout[..out.stdout.len().min(1 << 20)]));
+            r.due_ms = None;
+        } else if r.attempts < f.retry.attempts {
+            r.status = Some(Status::Queued);
+            let backoff = f.retry.backoff_ms.saturating_mul(1 << (r.attempts - 1).min(20));
+            r.due_ms = Some(now_ms() + backoff);
+        } else {
+            // Dead-lettered, with its event kept for inspection.
+            r.status = Some(Status::Dead);
+            r.due_ms = None;
+        }
+        if let Err(e) = self.store.put(&r, true) {
+            eprintln!("strata-fn: persist {}: {e}", r.id);
+        }
+        if r.status == Some(Status::Queued) {
+            self.queue.push(r.due_ms.unwrap_or(0), r.id.clone());
+        }
+    }
+
+    /// Queues a file event for `path` (persisted first).
+    fn file_event(&self, f: &Function, path: &Path) {
+        let r = Record {
+            id: self.new_id(),
+            function: f.name.clone(),
+            mode: Some(Mode::File),
+            status: Some(Status::Queued),
+            accepted_ms: now_ms(),
+            source: Some(path.to_string_lossy().into_owned()),
+            ..Default::default()
+        };
+        if let Err(e) = self.store.put(&r, true) {
+            eprintln!("strata-fn: persist file event {}: {e}", path.display());
+            return;
+        }
+        self.queue.push(0, r.id);
+    }
+
+    /// Watches `f`'s trigger directory (once per directory): each file closed
+    /// after writing, or moved in, is an event. Files that arrived while the
+    /// server was down (no record names them) are queued at once.
+    fn watch_trigger(self: &Arc<Self>, f: Arc<Function>) {
+        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        let Some(dir) = f.trigger.as_ref().map(|t| t.directory.clone()) else { return };
+        if !self.watched_dirs.lock().unwrap_or_else(|e| e.into_inner()).insert(dir.clone()) {
+            return;
+        }
+        let inotify = match Inotify::init(InitFlags::IN_CLOEXEC) {
+            Ok(i) => i,
+            Err(e) => return eprintln!("strata-fn: trigger {}: inotify: {e}", dir.display()),
+        };
+        if let Err(e) = inotify.add_watch(&dir, AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_MOVED_TO) {
+            return eprintln!("strata-fn: trigger {}: {e}", dir.display());
+        }
+        let seen: HashSet<String> = store::read_log(&self.cfg.state)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.function == f.name)
+            .filter_map(|r| r.source)
+            .collect();
+        let mut missed: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_file() && !seen.contains(&*p.to_string_lossy()))
+            .collect();
+        missed.sort();
+        for p in missed {
+            self.file_event(&f, &p);
+        }
+        let s = self.clone();
+        let name = f.name.clone();
+        std::thread::spawn(move || loop {
+            let Ok(events) = inotify.read_events() else { continue };
+            // The function as registered now (it may have changed or gone).
+            let Some(f) = s.function(&name).filter(|f| f.trigger.as_ref().is_some_and(|t| t.directory == dir)) else {
+                s.watched_dirs.lock().unwrap_or_else(|e| e.into_inner()).remove(&dir);
+                return;
+            };
+            for ev in events {
+                if let Some(n) = ev.name {
+                    let p = dir.join(n);
+                    if p.is_file() {
+                        s.file_event(&f, &p);
+                    }
+                }
+            }
+        });
+    }
+
+    fn route(self: &Arc<Self>, req: &Request, received: Instant) -> Response {
+        let parts: Vec<&str> = req.path.split('/').filter(|s| !s.is_empty()).collect();
+        let method = req.method.as_str();
+        match (method, parts.as_slice()) {
+            ("GET", ["healthz"]) => Response::new(200, "text/plain", "ok\n"),
+            ("GET", ["metrics"]) => {
+                let body = self.metrics.render(&self.pools.sizes(), self.queue.len(), self.global.running());
+                Response::new(200, "text/plain; version=0.0.4", body)
+            }
+            ("GET", ["functions"]) => {
+                self.reload(false);
+                let sizes: HashMap<String, usize> = self.pools.sizes().into_iter().collect();
+                let reg = self.registry.read().unwrap_or_else(|e| e.into_inner());
+                let mut list: Vec<serde_json::Value> = reg
+                    .functions
+                    .values()
+                    .map(|f| {
+                        serde_json::json!({
+                            "name": f.name, "command": f.command, "timeout_ms": f.timeout_ms,
+                            "max_concurrency": f.max_concurrency, "pool": f.pool,
+                            "warm": sizes.get(&f.name).copied().unwrap_or(0),
+                            "trigger": f.trigger.as_ref().map(|t| &t.directory),
+                        })
+                    })
+                    .collect();
+                list.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+                Response::json(200, &serde_json::Value::Array(list))
+            }
+            ("POST", ["functions", name, "invoke"]) => self.invoke(req, name, received),
+            ("GET", ["invocations", id]) => match self.store.get(id) {
+                Some(r) => Response::json(200, &record_json(&r)),
+                None => Response::error(404, &format!("no invocation {id:?}")),
+            },
+            ("GET", ["dead-letters"]) => {
+                let dead: Vec<serde_json::Value> = store::read_log(&self.cfg.state)
+                    .unwrap_or_default()
+                    .iter()
+                    .filter(|r| r.status == Some(Status::Dead))
+                    .map(record_json)
+                    .collect();
+                Response::json(200, &serde_json::Value::Array(dead))
+            }
+            (
+                _,
+                ["healthz"]
+                | ["metrics"]
+                | ["functions"]
+                | ["functions", _, "invoke"]
+                | ["invocations", _]
+                | ["dead-letters"],
+            ) => Response::error(405, &format!("{method} is not allowed on {}", req.path)),
+            _ => Response::error(404, &format!("no route {}", req.path)),
+        }
+    }
+
+    fn connection(self: &Arc<Self>, stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(120)));
+        let Ok(mut writer) = stream.try_clone() else { return };
+        let mut reader = BufReader::with_capacity(64 * 1024, stream);
+        loop {
+            let req = match http::read_request(&mut reader) {
+                Ok(Some(r)) => r,
+                Ok(None) => return,
+                Err(http::HttpError(status, msg)) => {
+                    let _ = http::write_response(&mut writer, &Response::error(status, &msg), false);
+                    return;
+                }
+            };
+            let received = Instant::now();
+            let resp = self.route(&req, received);
+            if http::write_response(&mut writer, &resp, req.keep_alive).is_err() || !req.keep_alive {
+                return;
+            }
+        }
+    }
+
+    /// Answers requests on `listener` until the process ends.
+    pub fn serve(self: &Arc<Self>, listener: TcpListener) {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            if self.connections.load(Ordering::SeqCst) >= self.cfg.max_connections {
+                let _ = http::write_response(&mut stream, &Response::error(503, "too many connections"), false);
+                continue;
+            }
+            self.connections.fetch_add(1, Ordering::SeqCst);
+            let s = self.clone();
+            let spawned = std::thread::Builder::new().spawn(move || {
+                s.connection(stream);
+                s.connections.fetch_sub(1, Ordering::SeqCst);
+            });
+            if spawned.is_err() {
+                self.connections.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Deletes every warm and used container and the cgroup parent (on SIGTERM).
+    pub fn shutdown(&self) {
+        self.pools.drain();
+        self.runner.sweep();
+        if let Ok(m) = strata_runtime::cgroups::find_mount() {
+            let _ = std::fs::remove_dir(m.join(&self.cfg.cgroup_parent));
+        }
+    }
+}
+
+/// An invocation record as the API shows it: the output decoded when it is
+/// text, the event left out.
+fn record_json(r: &Record) -> serde_json::Value {
+    let mut v = serde_json::to_value(r).unwrap_or_default();
+    if let Some(obj) = v.as_object_mut() {
+        obj.remove("event_b64");
+        if let Some(out) = r.output_b64.as_deref().and_then(unb64) {
+            if let Ok(text) = String::from_utf8(out) {
+                obj.remove("output_b64");
+                obj.insert("output".into(), text.into());
+            }
+        }
+    }
+    v
+}

@@ -1,0 +1,332 @@
+//! The state directory: registered functions (`functions/NAME.json`) and the
+//! invocation log (`invocations.log`), an append-only file of JSON lines, one
+//! snapshot of an invocation record per line; the last line of an id wins.
+//! An asynchronous event is on disk (fsynced) before it is acknowledged, and
+//! so is each change of its state, so a restart finds every accepted event.
+
+use crate::function::Function;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// The default state directory.
+pub const DEFAULT_STATE: &str = "/var/lib/strata-fn";
+
+/// How an invocation came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Sync,
+    Async,
+    File,
+}
+
+/// Where an invocation is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Accepted, waiting for a run (or for its next retry).
+    Queued,
+    Running,
+    /// Exit 0.
+    Succeeded,
+    /// A synchronous call that exited non-zero or could not run.
+    Failed,
+    /// A synchronous call that ran out of time.
+    Timeout,
+    /// An asynchronous event whose every attempt failed: the dead-letter list.
+    Dead,
+}
+
+impl Status {
+    pub fn is_final(self) -> bool {
+        !matches!(self, Status::Queued | Status::Running)
+    }
+}
+
+/// One invocation, with its metering.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Record {
+    pub id: String,
+    pub function: String,
+    pub mode: Option<Mode>,
+    pub status: Option<Status>,
+    pub attempts: u32,
+    /// Milliseconds since the epoch.
+    pub accepted_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Whether the (last) run took a warm container.
+    pub warm: bool,
+    /// Wall time of the (last) run, start to exit, in milliseconds.
+    pub duration_ms: f64,
+    /// CPU time of the container (cgroup cpu.stat), milliseconds.
+    pub cpu_ms: f64,
+    /// memory.peak in bytes; None where the memory controller is missing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_memory_bytes: Option<u64>,
+    pub billed_ms: u64,
+    pub gb_seconds: f64,
+    /// The event (base64), kept until an asynchronous event is final.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_b64: Option<String>,
+    /// For a file event: the file on the host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Output of an asynchronous run (base64).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_b64: Option<String>,
+    /// The end of stderr.
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub stderr_tail: String,
+    /// When a queued event is due (a retry waits), milliseconds since the epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub due_ms: Option<u64>,
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Records kept in memory for `GET /invocations/ID` (the log has them all).
+const MEMORY_RECORDS: usize = 200_000;
+
+pub struct Store {
+    pub dir: PathBuf,
+    log: Mutex<File>,
+    records: Mutex<(HashMap<String, Record>, VecDeque<String>)>,
+}
+
+fn functions_dir(state: &Path) -> PathBuf {
+    state.join("functions")
+}
+
+/// Registers `f` (replacing a function of the same name).
+pub fn register(state: &Path, f: &Function) -> anyhow::Result<()> {
+    let dir = functions_dir(state);
+    std::fs::create_dir_all(&dir)?;
+    let tmp = dir.join(format!(".{}.tmp", f.name));
+    std::fs::write(&tmp, serde_json::to_vec_pretty(f)?)?;
+    std::fs::rename(&tmp, dir.join(format!("{}.json", f.name)))?;
+    Ok(())
+}
+
+/// Unregisters function `name`; false when there is none.
+pub fn unregister(state: &Path, name: &str) -> anyhow::Result<bool> {
+    if !crate::function::valid_name(name) {
+        anyhow::bail!("{name:?} is not a function name");
+    }
+    match std::fs::remove_file(functions_dir(state).join(format!("{name}.json"))) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The registered functions, by name.
+pub fn functions(state: &Path) -> anyhow::Result<Vec<Function>> {
+    let mut out = Vec::new();
+    let dir = functions_dir(state);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(anyhow::anyhow!("{}: {e}", dir.display())),
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || !name.ends_with(".json") {
+            continue;
+        }
+        let text = std::fs::read(e.path())?;
+        match serde_json::from_slice::<Function>(&text) {
+            Ok(f) => out.push(f),
+            Err(err) => eprintln!("warning: {}: {err}", e.path().display()),
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Modification time of the registry, to notice deploys and removals.
+pub fn functions_stamp(state: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(functions_dir(state)).and_then(|m| m.modified()).ok()
+}
+
+/// Every record of the log at `state`, last snapshot per id, in log order.
+pub fn read_log(state: &Path) -> anyhow::Result<Vec<Record>> {
+    let path = state.join("invocations.log");
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(anyhow::anyhow!("{}: {e}", path.display())),
+    };
+    let mut order = Vec::new();
+    let mut by_id: HashMap<String, Record> = HashMap::new();
+    for line in std::io::BufReader::new(file).split(b'\n') {
+        let line = line?;
+        // A torn last line (the server was killed mid-write) is skipped.
+        let Ok(r) = serde_json::from_slice::<Record>(&line) else { continue };
+        if !by_id.contains_key(&r.id) {
+            order.push(r.id.clone());
+        }
+        by_id.insert(r.id.clone(), r);
+    }
+    Ok(order.into_iter().filter_map(|id| by_id.remove(&id)).collect())
+}
+
+impl Store {
+    /// Opens the store at `dir`, compacting the log to one line per
+    /// invocation. Returns the store and the records that are not final.
+    pub fn open(dir: &Path) -> anyhow::Result<(Store, Vec<Record>)> {
+        std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+        let records = read_log(dir)?;
+        let path = dir.join("invocations.log");
+        let tmp = dir.join("invocations.log.tmp");
+        {
+            let mut out = std::io::BufWriter::new(File::create(&tmp)?);
+            for r in &records {
+                serde_json::to_writer(&mut out, r)?;
+                out.write_all(b"\n")?;
+            }
+            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        }
+        std::fs::rename(&tmp, &path)?;
+        File::open(dir)?.sync_all()?;
+        let log = OpenOptions::new().append(true).open(&path)?;
+        let pending: Vec<Record> =
+            records.iter().filter(|r| !r.status.is_some_and(Status::is_final)).cloned().collect();
+        let mut map = HashMap::new();
+        let mut order = VecDeque::new();
+        for r in records.into_iter().rev().take(MEMORY_RECORDS).collect::<Vec<_>>().into_iter().rev() {
+            order.push_back(r.id.clone());
+            map.insert(r.id.clone(), r);
+        }
+        Ok((Store { dir: dir.to_path_buf(), log: Mutex::new(log), records: Mutex::new((map, order)) }, pending))
+    }
+
+    /// Appends a snapshot of `r`; with `durable`, returns only once it is on disk.
+    pub fn put(&self, r: &Record, durable: bool) -> anyhow::Result<()> {
+        let mut line = serde_json::to_vec(r)?;
+        line.push(b'\n');
+        {
+            let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+            log.write_all(&line)?;
+            if durable {
+                log.sync_data()?;
+            }
+        }
+        let mut recs = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        let (map, order) = &mut *recs;
+        if map.insert(r.id.clone(), r.clone()).is_none() {
+            order.push_back(r.id.clone());
+            if order.len() > MEMORY_RECORDS {
+                if let Some(old) = order.pop_front() {
+                    map.remove(&old);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, id: &str) -> Option<Record> {
+        self.records.lock().unwrap_or_else(|e| e.into_inner()).0.get(id).cloned()
+    }
+}
+
+/// Base64 (standard alphabet, padded).
+pub fn b64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for c in data.chunks(3) {
+        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Decodes base64 as [`b64`] writes it.
+pub fn unb64(s: &str) -> Option<Vec<u8>> {
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let s = s.trim_end_matches('=').as_bytes();
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    for c in s.chunks(4) {
+        let mut n = 0u32;
+        for (i, b) in c.iter().enumerate() {
+            n |= val(*b)? << (18 - 6 * i);
+        }
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        match c.len() {
+            4 => out.extend_from_slice(&bytes),
+            3 => out.extend_from_slice(&bytes[..2]),
+            2 => out.push(bytes[0]),
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_round_trips() {
+        for n in 0..40 {
+            let data: Vec<u8> = (0..n).map(|i| (i * 37 + 11) as u8).collect();
+            assert_eq!(unb64(&b64(&data)).as_deref(), Some(&data[..]), "{n}");
+        }
+        assert_eq!(b64(b"hi!"), "aGkh");
+        assert_eq!(b64(b"h"), "aA==");
+        assert_eq!(unb64("a*=="), None);
+    }
+
+    #[test]
+    fn the_log_survives_a_torn_line_and_keeps_the_last_snapshot() {
+        let d = std::env::temp_dir().join(format!("strata-fn-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        {
+            let (s, pending) = Store::open(&d).expect("open");
+            assert!(pending.is_empty());
+            let mut r =
+                Record { id: "a".into(), function: "f".into(), status: Some(Status::Queued), ..Default::default() };
+            s.put(&r, true).expect("put");
+            let b = Record { id: "b".into(), function: "f".into(), status: Some(Status::Queued), ..Default::default() };
+            s.put(&b, true).expect("put");
+            r.status = Some(Status::Succeeded);
+            s.put(&r, false).expect("put");
+        }
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(d.join("invocations.log"))
+            .and_then(|mut f| f.write_all(b"{\"id\":\"c\",\"func"))
+            .expect("tear");
+        let (s, pending) = Store::open(&d).expect("reopen");
+        let _ = std::fs::remove_dir_all(&d);
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].id, "b");
+        assert_eq!(s.get("a").and_then(|r| r.status), Some(Status::Succeeded));
+        assert!(s.get("c").is_none());
+    }
+}

@@ -1,0 +1,507 @@
+//! End-to-end tests of `strata-fn` as root, with real containers: each test
+//! runs its own server (own state directory, port and cgroup parent), talks
+//! HTTP to it, and checks that nothing is left behind when it stops.
+
+use std::io::{BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use strata_fn::http;
+use strata_fn::store::{self, Status};
+use strata_tests::{repo_root, shared_rootfs, TempDir};
+
+fn fn_bin() -> PathBuf {
+    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| repo_root().join("target"));
+    let bin = target.join("debug/strata-fn");
+    assert!(bin.exists(), "{} is missing: run `cargo build` first (hack/test.sh does)", bin.display());
+    bin
+}
+
+/// The cgroup v2 mount (a hybrid host's unified hierarchy, or /sys/fs/cgroup).
+fn cgroup_mount() -> PathBuf {
+    strata_runtime::cgroups::find_mount().expect("cgroup v2 mount")
+}
+
+/// Writes DIR/function.toml: `name`, the shared busybox rootfs, `command`, and
+/// `more` TOML lines.
+fn function(dir: &Path, name: &str, command: &[&str], more: &str) -> PathBuf {
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).expect("mkdir");
+    let cmd: Vec<String> = command.iter().map(|a| format!("{a:?}")).collect();
+    let text = format!(
+        "name = {name:?}\nrootfs = {:?}\ncommand = [{}]\n{more}\n",
+        shared_rootfs().to_string_lossy(),
+        cmd.join(", ")
+    );
+    std::fs::write(d.join("function.toml"), text).expect("write function.toml");
+    d
+}
+
+/// A running `strata-fn serve`, stopped (SIGTERM) and checked on drop.
+struct Server {
+    child: Option<Child>,
+    addr: String,
+    state: PathBuf,
+    cgroup: PathBuf,
+    _dir: TempDir,
+}
+
+impl Server {
+    fn start(tag: &str) -> Server {
+        let dir = TempDir::new(&format!("fn-{tag}"));
+        let state = dir.path().join("state");
+        let parent = format!("strata-fn-test-{}-{tag}", std::process::id());
+        let mut s = Server { child: None, addr: String::new(), state, cgroup: cgroup_mount().join(&parent), _dir: dir };
+        s.spawn();
+        s
+    }
+
+    fn parent(&self) -> String {
+        self.cgroup.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    }
+
+    /// Starts the server process (again, after a kill) on a fresh port.
+    fn spawn(&mut self) {
+        let mut child = Command::new(fn_bin())
+            .args(["--state", &self.state.to_string_lossy(), "serve", "--listen", "127.0.0.1:0"])
+            .args(["--cgroup-parent", &self.parent()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start strata-fn serve");
+        let mut err = BufReader::new(child.stderr.take().expect("stderr"));
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = std::io::BufRead::read_line(&mut err, &mut line).expect("read server stderr");
+            assert!(n > 0, "strata-fn serve exited before serving");
+            if let Some(a) = line.trim().strip_prefix("strata-fn: serving on http://") {
+                self.addr = a.to_string();
+                break;
+            }
+        }
+        // Keep draining its stderr so it never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            let _ = err.read_to_string(&mut sink);
+        });
+        self.child = Some(child);
+    }
+
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(fn_bin())
+            .args(["--state", &self.state.to_string_lossy()])
+            .args(args)
+            .output()
+            .expect("run strata-fn")
+    }
+
+    fn deploy(&self, dir: &Path) {
+        let out = self.cli(&["deploy", &dir.to_string_lossy()]);
+        assert!(out.status.success(), "deploy: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    fn call(&self, method: &str, path: &str, body: &[u8]) -> http::Answer {
+        let mut s = TcpStream::connect(&self.addr).expect("connect");
+        let mut r = BufReader::new(s.try_clone().expect("clone"));
+        http::call(&mut s, method, path, body, &mut r).expect("HTTP call")
+    }
+
+    fn invoke(&self, name: &str, body: &[u8]) -> http::Answer {
+        self.call("POST", &format!("/functions/{name}/invoke"), body)
+    }
+
+    fn json(&self, path: &str) -> serde_json::Value {
+        let a = self.call("GET", path, b"");
+        serde_json::from_slice(&a.body).unwrap_or_else(|e| panic!("{path}: {e}: {}", String::from_utf8_lossy(&a.body)))
+    }
+
+    fn metric(&self, line_start: &str) -> Option<f64> {
+        let a = self.call("GET", "/metrics", b"");
+        String::from_utf8_lossy(&a.body)
+            .lines()
+            .find_map(|l| l.strip_prefix(line_start).and_then(|v| v.trim().parse().ok()))
+    }
+
+    /// Containers of this server: state directories and cgroups.
+    fn containers(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.state.join("containers"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.extend(
+            std::fs::read_dir(&self.cgroup)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.path().is_dir())
+                .map(|e| format!("cgroup {}", e.file_name().to_string_lossy())),
+        );
+        v
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+        let left = self.containers();
+        // Whatever happened, leave the host clean, then report.
+        if !left.is_empty() {
+            let mut s = Server {
+                child: None,
+                addr: String::new(),
+                state: self.state.clone(),
+                cgroup: self.cgroup.clone(),
+                _dir: TempDir::new("fn-cleanup"),
+            };
+            s.spawn();
+            s.stop();
+        }
+        let _ = std::fs::remove_dir(&self.cgroup);
+        if !std::thread::panicking() {
+            assert!(left.is_empty(), "left behind: {left:?}");
+            assert!(!self.cgroup.exists(), "cgroup parent {} left behind", self.cgroup.display());
+        }
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sync_invoke_returns_stdout_with_metering_headers() {
+    let s = Server::start("sync");
+    let dir = TempDir::new("fn-sync-src");
+    s.deploy(&function(dir.path(), "echo", &["/bin/cat"], "[pool]\nmax_warm = 2"));
+    let first = s.invoke("echo", b"hello function");
+    assert_eq!(first.status, 200, "{}", String::from_utf8_lossy(&first.body));
+    assert_eq!(first.body, b"hello function");
+    assert_eq!(first.header("X-Start"), Some("cold"));
+    for h in ["X-Invocation-Id", "X-Duration-Ms", "X-Billed-Ms", "X-Peak-Memory", "X-Start-Latency-Ms"] {
+        assert!(first.header(h).is_some_and(|v| !v.is_empty()), "missing {h}");
+    }
+    assert!(first.header("X-Billed-Ms").and_then(|v| v.parse::<u64>().ok()).is_some_and(|b| b >= 1));
+    // The first call warms the pool; a later one starts warm.
+    wait_for("a warm container", Duration::from_secs(10), || {
+        s.metric("strata_fn_warm_pool_size{function=\"echo\"}").unwrap_or(0.0) >= 1.0
+    });
+    let second = s.invoke("echo", b"again");
+    assert_eq!((second.status, second.body.as_slice(), second.header("X-Start")), (200, &b"again"[..], Some("warm")));
+    // A large event passes through whole (more than a pipe holds).
+    let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    let a = s.invoke("echo", &big);
+    assert_eq!((a.status, a.body.len()), (200, big.len()));
+    assert!(a.body == big);
+    // Each invocation is recorded with its metering.
+    let id = second.header("X-Invocation-Id").unwrap_or_default().to_string();
+    let r = s.json(&format!("/invocations/{id}"));
+    assert_eq!(r["status"], "succeeded");
+    assert_eq!(r["warm"], true);
+    assert!(r["billed_ms"].as_u64().is_some_and(|b| b >= 1));
+    let usage = s.cli(&["usage", "echo"]);
+    let text = String::from_utf8_lossy(&usage.stdout);
+    assert!(text.lines().any(|l| l.starts_with("echo ") && l.split_whitespace().nth(2) == Some("3")), "{text}");
+}
+
+#[test]
+fn the_rootfs_is_read_only_and_tmp_private() {
+    let s = Server::start("ro");
+    let dir = TempDir::new("fn-ro-src");
+    let script = "touch /bin/x 2>/dev/null && echo rootfs-writable; echo $$ > /tmp/mine; ls /tmp; hostname";
+    s.deploy(&function(dir.path(), "ro", &["sh", "-c", script], ""));
+    for _ in 0..2 {
+        let a = s.invoke("ro", b"");
+        assert_eq!(a.status, 200);
+        // Each container's /tmp holds only its own file; pid 1 is the function.
+        assert_eq!(String::from_utf8_lossy(&a.body), "mine\nro\n");
+    }
+}
+
+#[test]
+fn non_zero_exit_gives_502_with_stderr() {
+    let s = Server::start("fail");
+    let dir = TempDir::new("fn-fail-src");
+    s.deploy(&function(dir.path(), "fail", &["sh", "-c", "echo partial; echo 'something broke' >&2; exit 3"], ""));
+    let a = s.invoke("fail", b"");
+    assert_eq!(a.status, 502);
+    assert_eq!(a.header("X-Exit-Code"), Some("3"));
+    assert!(String::from_utf8_lossy(&a.body).contains("something broke"));
+    let logs = s.cli(&["logs", "fail"]);
+    let text = String::from_utf8_lossy(&logs.stdout);
+    assert!(text.contains("failed exit=3") && text.contains("something broke"), "{text}");
+}
+
+#[test]
+fn timeout_kills_with_term_then_cgroup_kill() {
+    let s = Server::start("timeout");
+    let dir = TempDir::new("fn-timeout-src");
+    // One that ignores SIGTERM (and leaves a child) needs cgroup.kill.
+    s.deploy(&function(
+        dir.path(),
+        "stubborn",
+        &["sh", "-c", "trap '' TERM; sleep 30 & sleep 30"],
+        "timeout_ms = 300\ngrace_ms = 300\n[pool]\nmax_warm = 0",
+    ));
+    s.deploy(&function(dir.path(), "polite", &["sleep", "30"], "timeout_ms = 300\n[pool]\nmax_warm = 0"));
+    for name in ["stubborn", "polite"] {
+        let t = Instant::now();
+        let a = s.invoke(name, b"");
+        assert_eq!(a.status, 504, "{name}");
+        assert!(t.elapsed() < Duration::from_secs(5), "{name} took {:?}", t.elapsed());
+        assert!(String::from_utf8_lossy(&a.body).contains("timed out after 300 ms"));
+    }
+    wait_for("timed-out containers deleted", Duration::from_secs(10), || s.containers().is_empty());
+    assert_eq!(s.metric("strata_fn_timeouts_total{function=\"stubborn\"}"), Some(1.0));
+}
+
+#[test]
+fn over_the_concurrency_limit_gets_429() {
+    let s = Server::start("limit");
+    let dir = TempDir::new("fn-limit-src");
+    s.deploy(&function(dir.path(), "slow", &["sleep", "1"], "max_concurrency = 1\nqueue = 0"));
+    let addr = s.addr.clone();
+    let first = std::thread::spawn(move || {
+        let mut st = TcpStream::connect(&addr).expect("connect");
+        let mut r = BufReader::new(st.try_clone().expect("clone"));
+        http::call(&mut st, "POST", "/functions/slow/invoke", b"", &mut r).expect("call").status
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let second = s.invoke("slow", b"");
+    assert_eq!(second.status, 429);
+    assert!(second.header("Retry-After").is_some());
+    assert_eq!(first.join().expect("first call"), 200);
+    assert_eq!(s.invoke("slow", b"").status, 200, "a slot frees when a call ends");
+}
+
+#[test]
+fn async_events_retry_then_dead_letter() {
+    let s = Server::start("async");
+    let dir = TempDir::new("fn-async-src");
+    s.deploy(&function(dir.path(), "up", &["tr", "a-z", "A-Z"], ""));
+    s.deploy(&function(
+        dir.path(),
+        "broken",
+        &["sh", "-c", "echo no >&2; exit 1"],
+        "[retry]\nattempts = 3\nbackoff_ms = 50",
+    ));
+    let a = s.call("POST", "/functions/up/invoke?async=true", b"queued event");
+    assert_eq!(a.status, 202);
+    let ok_id = a.header("X-Invocation-Id").unwrap_or_default().to_string();
+    let b = s.call("POST", "/functions/broken/invoke?async=true", b"x");
+    assert_eq!(b.status, 202);
+    let dead_id = b.header("X-Invocation-Id").unwrap_or_default().to_string();
+    wait_for("the good event", Duration::from_secs(20), || {
+        s.json(&format!("/invocations/{ok_id}"))["status"] == "succeeded"
+    });
+    assert_eq!(s.json(&format!("/invocations/{ok_id}"))["output"], "QUEUED EVENT");
+    wait_for("the dead letter", Duration::from_secs(20), || {
+        s.json(&format!("/invocations/{dead_id}"))["status"] == "dead"
+    });
+    let r = s.json(&format!("/invocations/{dead_id}"));
+    assert_eq!(r["attempts"], 3);
+    assert!(r["stderr_tail"].as_str().is_some_and(|t| t.contains("no")));
+    let dead = s.json("/dead-letters");
+    assert!(dead.as_array().is_some_and(|d| d.iter().any(|r| r["id"] == dead_id.as_str())));
+}
+
+#[test]
+fn sigkill_of_the_server_loses_no_accepted_event_and_leaves_no_container() {
+    let mut s = Server::start("restart");
+    let dir = TempDir::new("fn-restart-src");
+    s.deploy(&function(
+        dir.path(),
+        "work",
+        &["sh", "-c", "sleep 0.3; cat"],
+        "max_concurrency = 4\n[pool]\nmax_warm = 4",
+    ));
+    let mut ids = Vec::new();
+    for i in 0..24 {
+        let a = s.call("POST", "/functions/work/invoke?async=true", format!("event {i}").as_bytes());
+        assert_eq!(a.status, 202);
+        ids.push(a.header("X-Invocation-Id").unwrap_or_default().to_string());
+    }
+    // Mid-load: some done, some running, most queued, a warm pool standing.
+    std::thread::sleep(Duration::from_millis(700));
+    s.kill9();
+    assert!(!s.containers().is_empty(), "the kill should interrupt running containers");
+    s.spawn();
+    for (i, id) in ids.iter().enumerate() {
+        wait_for("every accepted event", Duration::from_secs(60), || {
+            s.json(&format!("/invocations/{id}"))["status"] == "succeeded"
+        });
+        assert_eq!(s.json(&format!("/invocations/{id}"))["output"], format!("event {i}"));
+    }
+    let records = store::read_log(&s.state).expect("log");
+    assert_eq!(records.iter().filter(|r| r.status == Some(Status::Succeeded)).count(), 24);
+}
+
+#[test]
+fn a_new_file_in_the_trigger_directory_is_an_event() {
+    let s = Server::start("file");
+    let src = TempDir::new("fn-file-src");
+    let inbox = TempDir::new("fn-file-inbox");
+    std::fs::write(inbox.path().join("early.txt"), "was here before\n").expect("write");
+    s.deploy(&function(
+        src.path(),
+        "upper",
+        &["sh", "-c", "read p; tr a-z A-Z < \"$p\"; touch \"$p\" 2>/dev/null && echo WRITABLE; exit 0"],
+        &format!("[trigger]\ndirectory = {:?}", inbox.path().to_string_lossy()),
+    ));
+    // Files that were there before the watch are picked up too (a restart
+    // must not miss uploads).
+    std::fs::write(inbox.path().join("a.txt"), "new upload\n").expect("write");
+    let outputs = || -> Vec<(String, String)> {
+        store::read_log(&s.state)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.status == Some(Status::Succeeded))
+            .filter_map(|r| {
+                let out = String::from_utf8(store::unb64(r.output_b64.as_deref()?)?).ok()?;
+                Some((Path::new(&r.source?).file_name()?.to_string_lossy().into_owned(), out))
+            })
+            .collect()
+    };
+    wait_for("both files processed", Duration::from_secs(20), || outputs().len() == 2);
+    let mut got = outputs();
+    got.sort();
+    assert_eq!(
+        got,
+        [("a.txt".to_string(), "NEW UPLOAD\n".to_string()), ("early.txt".into(), "WAS HERE BEFORE\n".into())]
+    );
+}
+
+#[test]
+fn idle_functions_scale_to_zero() {
+    let s = Server::start("zero");
+    let dir = TempDir::new("fn-zero-src");
+    s.deploy(&function(dir.path(), "nap", &["/bin/cat"], "[pool]\nmin_warm = 0\nmax_warm = 3\nkeep_alive_s = 1"));
+    assert_eq!(s.invoke("nap", b"x").status, 200);
+    wait_for("the pool to fill", Duration::from_secs(10), || {
+        s.metric("strata_fn_warm_pool_size{function=\"nap\"}") == Some(3.0)
+    });
+    assert_eq!(s.containers().iter().filter(|c| !c.starts_with("cgroup")).count(), 3);
+    wait_for("scale to zero", Duration::from_secs(10), || {
+        s.metric("strata_fn_warm_pool_size{function=\"nap\"}") == Some(0.0) && s.containers().is_empty()
+    });
+    // No process of it is left either: the cgroups are gone with them.
+    let out = Command::new("pgrep").args(["-f", &s.state.to_string_lossy()]).output().expect("pgrep");
+    assert!(
+        out.stdout.iter().filter(|&&b| b == b'\n').count() <= 1,
+        "processes: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // min_warm keeps containers through idleness.
+    s.deploy(&function(dir.path(), "nap", &["/bin/cat"], "[pool]\nmin_warm = 1\nmax_warm = 2\nkeep_alive_s = 1"));
+    wait_for("min_warm", Duration::from_secs(10), || {
+        s.metric("strata_fn_warm_pool_size{function=\"nap\"}") == Some(1.0)
+    });
+}
+
+#[test]
+fn invalid_function_toml_is_refused_with_the_field_named() {
+    let s = Server::start("invalid");
+    let dir = TempDir::new("fn-invalid-src");
+    let cases: &[(&str, &str, &str)] = &[
+        ("bad1", "name = \"Bad Name\"\nrootfs = \"/\"\ncommand = [\"cat\"]", "name:"),
+        ("bad2", "name = \"x\"\nrootfs = \"/nonexistent\"\ncommand = [\"cat\"]", "rootfs:"),
+        ("bad3", "name = \"x\"\nrootfs = \"ROOTFS\"\ncommand = [\"/no/such\"]", "command:"),
+        ("bad4", "name = \"x\"\nrootfs = \"ROOTFS\"\ncommand = [\"cat\"]\ntimeout_ms = -5", "timeout_ms"),
+        ("bad5", "name = \"x\"\nrootfs = \"ROOTFS\"\ncommand = [\"cat\"]\nbogus = 1", "unknown field `bogus`"),
+        (
+            "bad6",
+            "name = \"x\"\nrootfs = \"ROOTFS\"\ncommand = [\"cat\"]\n[pool]\nmin_warm = 5\nmax_warm = 1",
+            "pool.min_warm",
+        ),
+        ("bad7", "this is not toml", "function.toml: line 1"),
+    ];
+    for (sub, text, want) in cases {
+        let d = dir.path().join(sub);
+        std::fs::create_dir_all(&d).expect("mkdir");
+        std::fs::write(d.join("function.toml"), text.replace("ROOTFS", &shared_rootfs().to_string_lossy()))
+            .expect("write");
+        let out = s.cli(&["deploy", &d.to_string_lossy()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(want), "{sub}: want {want:?} in {err:?}");
+        assert_eq!(err.trim().lines().count(), 1, "{sub}: one line: {err:?}");
+    }
+    // A limit this host cannot enforce is refused, naming the controller.
+    let controllers = std::fs::read_to_string(cgroup_mount().join("cgroup.controllers")).unwrap_or_default();
+    if !controllers.split_whitespace().any(|c| c == "memory") {
+        let d = function(dir.path(), "mem", &["cat"], "[limits]\nmemory_mb = 64");
+        let out = s.cli(&["deploy", &d.to_string_lossy()]);
+        assert!(String::from_utf8_lossy(&out.stderr)
+            .contains("limits.memory_mb: this host's cgroup v2 has no memory controller"));
+    }
+    assert!(String::from_utf8_lossy(&s.cli(&["ls"]).stdout).lines().count() == 1, "nothing was registered");
+}
+
+#[test]
+fn malformed_requests_get_clear_4xx_and_the_server_lives_on() {
+    let s = Server::start("malformed");
+    let dir = TempDir::new("fn-malformed-src");
+    s.deploy(&function(dir.path(), "echo", &["/bin/cat"], ""));
+    let raw = |bytes: &[u8]| -> String {
+        let mut st = TcpStream::connect(&s.addr).expect("connect");
+        st.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        st.write_all(bytes).expect("write");
+        let _ = st.shutdown(std::net::Shutdown::Write);
+        let mut out = String::new();
+        let _ = st.read_to_string(&mut out);
+        out
+    };
+    let cases: &[(&[u8], &str)] = &[
+        (b"NONSENSE\r\n\r\n", "HTTP/1.1 400"),
+        (b"GET / HTTP/3.0\r\n\r\n", "HTTP/1.1 505"),
+        (b"POST /functions/echo/invoke HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n", "HTTP/1.1 413"),
+        (b"POST /functions/echo/invoke HTTP/1.1\r\nContent-Length: 10\r\n\r\nshort", "HTTP/1.1 400"),
+        (b"POST /functions/echo/invoke HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nxyz\r\n", "HTTP/1.1 400"),
+        (b"POST /functions/nope/invoke HTTP/1.1\r\n\r\n", "HTTP/1.1 404"),
+        (b"GET /functions/echo/invoke HTTP/1.1\r\n\r\n", "HTTP/1.1 405"),
+        (b"POST /functions/echo/invoke?async=maybe HTTP/1.1\r\n\r\n", "HTTP/1.1 400"),
+        (b"GET /invocations/none HTTP/1.1\r\n\r\n", "HTTP/1.1 404"),
+        (b"GET /nowhere HTTP/1.1\r\n\r\n", "HTTP/1.1 404"),
+    ];
+    for (req, want) in cases {
+        let got = raw(req);
+        assert!(got.starts_with(want), "{}: want {want}, got {got:?}", String::from_utf8_lossy(req));
+        assert!(got.contains("\"error\""), "a JSON error body: {got:?}");
+    }
+    // A client that sends half a head and stalls does not hold the server.
+    let mut stall = TcpStream::connect(&s.addr).expect("connect");
+    stall.write_all(b"POST /functions/echo/inv").expect("write");
+    let a = s.invoke("echo", b"still here");
+    assert_eq!((a.status, a.body.as_slice()), (200, &b"still here"[..]));
+    assert_eq!(s.call("GET", "/healthz", b"").status, 200);
+    drop(stall);
+}
