@@ -43,6 +43,8 @@ struct Server {
     child: Option<Child>,
     addr: String,
     state: PathBuf,
+    /// Where the server keeps its containers' state (state/containers points there).
+    run_root: PathBuf,
     cgroup: PathBuf,
     _dir: TempDir,
 }
@@ -52,7 +54,14 @@ impl Server {
         let dir = TempDir::new(&format!("fn-{tag}"));
         let state = dir.path().join("state");
         let parent = format!("strata-fn-test-{}-{tag}", std::process::id());
-        let mut s = Server { child: None, addr: String::new(), state, cgroup: cgroup_mount().join(&parent), _dir: dir };
+        let mut s = Server {
+            child: None,
+            addr: String::new(),
+            state,
+            run_root: PathBuf::new(),
+            cgroup: cgroup_mount().join(&parent),
+            _dir: dir,
+        };
         s.spawn();
         s
     }
@@ -88,6 +97,7 @@ impl Server {
             let _ = err.read_to_string(&mut sink);
         });
         self.child = Some(child);
+        self.run_root = std::fs::read_link(self.state.join("containers")).expect("state/containers link");
     }
 
     fn cli(&self, args: &[&str]) -> std::process::Output {
@@ -127,7 +137,7 @@ impl Server {
 
     /// Containers of this server: state directories and cgroups.
     fn containers(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(self.state.join("containers"))
+        let mut v: Vec<String> = std::fs::read_dir(&self.run_root)
             .into_iter()
             .flatten()
             .flatten()
@@ -177,6 +187,7 @@ impl Drop for Server {
                 child: None,
                 addr: String::new(),
                 state: self.state.clone(),
+                run_root: PathBuf::new(),
                 cgroup: self.cgroup.clone(),
                 _dir: TempDir::new("fn-cleanup"),
             };
@@ -185,6 +196,7 @@ impl Drop for Server {
         }
         let _ = std::fs::remove_dir(&self.cgroup);
         if !std::thread::panicking() {
+            assert!(!self.run_root.exists(), "{} left behind", self.run_root.display());
             assert!(left.is_empty(), "left behind: {left:?}");
             assert!(!self.cgroup.exists(), "cgroup parent {} left behind", self.cgroup.display());
         }
@@ -414,13 +426,17 @@ fn idle_functions_scale_to_zero() {
     wait_for("scale to zero", Duration::from_secs(10), || {
         s.metric("strata_fn_warm_pool_size{function=\"nap\"}") == Some(0.0) && s.containers().is_empty()
     });
-    // No process of it is left either: the cgroups are gone with them.
-    let out = Command::new("pgrep").args(["-f", &s.state.to_string_lossy()]).output().expect("pgrep");
-    assert!(
-        out.stdout.iter().filter(|&&b| b == b'\n').count() <= 1,
-        "processes: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    // No container process is left either: the server's children are its
+    // zygotes, whose children are the containers' inits.
+    let children = |pid: u32| -> Vec<u32> {
+        let out = Command::new("pgrep").args(["-P", &pid.to_string()]).output().expect("pgrep");
+        String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect()
+    };
+    let server = s.child.as_ref().map(|c| c.id()).expect("server running");
+    let zygotes = children(server);
+    assert!(!zygotes.is_empty());
+    let inits: Vec<u32> = zygotes.iter().flat_map(|z| children(*z)).collect();
+    assert!(inits.is_empty(), "container processes left: {inits:?}");
     // min_warm keeps containers through idleness.
     s.deploy(&function(dir.path(), "nap", &["/bin/cat"], "[pool]\nmin_warm = 1\nmax_warm = 2\nkeep_alive_s = 1"));
     wait_for("min_warm", Duration::from_secs(10), || {

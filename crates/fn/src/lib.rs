@@ -11,3 +11,4 @@ pub mod pool;
 pub mod runner;
 pub mod server;
 pub mod store;
+pub mod zygote;

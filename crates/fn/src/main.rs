@@ -43,6 +43,9 @@ enum Command {
         /// The cgroup, under the cgroup v2 mount, holding every invocation's.
         #[arg(long, default_value = "strata-fn")]
         cgroup_parent: String,
+        /// Processes creating containers (0: the server itself; see zygote.rs).
+        #[arg(long, hide = true)]
+        zygotes: Option<usize>,
         /// Benchmark baseline: run each invocation with `RUNTIME run` instead.
         #[arg(long, hide = true)]
         naive_runtime: Option<PathBuf>,
@@ -114,6 +117,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             async_workers,
             pool_workers,
             cgroup_parent,
+            zygotes,
             naive_runtime,
         } => {
             if bill_ms == 0 || max_running == 0 || async_workers == 0 {
@@ -125,6 +129,12 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             sigs.add(nix::sys::signal::Signal::SIGTERM);
             sigs.add(nix::sys::signal::Signal::SIGINT);
             sigs.thread_block()?;
+            // Forked now, while this process has one thread (see zygote.rs):
+            // one per pool worker, one more for cold starts.
+            let zygotes = match zygotes.unwrap_or(pool_workers + 1) {
+                0 => None,
+                n => Some(strata_fn::zygote::Zygotes::spawn(n)?),
+            };
             let listener =
                 std::net::TcpListener::bind(&listen).map_err(|e| anyhow::anyhow!("listen on {listen}: {e}"))?;
             let cfg = Config {
@@ -139,7 +149,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 naive_runtime,
                 cgroup_parent,
             };
-            let server = Server::start(cfg)?;
+            let server = Server::start(cfg, zygotes)?;
             let s = server.clone();
             std::thread::spawn(move || {
                 if let Ok(sig) = sigs.wait() {

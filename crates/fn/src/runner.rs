@@ -28,8 +28,10 @@ pub struct Prepared {
     stdout: OwnedFd,
     stderr: OwnedFd,
     cgroup: Option<PathBuf>,
-    /// Whether the init was reaped (by `run`).
+    /// Whether the init was reaped.
     reaped: bool,
+    /// The zygote that created it (and is its init's parent), if one did.
+    zygote: Option<usize>,
 }
 
 /// What a run did.
@@ -62,10 +64,25 @@ pub struct FileMount {
 pub struct Runner {
     /// The library's state root for these containers.
     pub root: PathBuf,
+    /// Creates go through these when there are any (see `zygote`).
+    zygotes: Option<crate::zygote::Zygotes>,
     /// The cgroup (relative to the v2 mount) holding every invocation's cgroup.
     pub cgroup_parent: String,
     prefix: String,
     seq: AtomicU64,
+    /// Set at shutdown: no new container is made.
+    closed: std::sync::atomic::AtomicBool,
+    /// Creates and deletes under way (shutdown waits for them).
+    busy: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts one create or delete under way.
+struct Busy<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
@@ -113,22 +130,44 @@ fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
 impl Runner {
     /// A runner keeping container state under `root` and cgroups under
     /// `cgroup_parent`; container ids start with `prefix`.
-    pub fn new(root: PathBuf, cgroup_parent: &str, prefix: &str) -> Runner {
+    pub fn new(root: PathBuf, cgroup_parent: &str, prefix: &str, zygotes: Option<crate::zygote::Zygotes>) -> Runner {
         Runner {
             root,
+            zygotes,
             cgroup_parent: cgroup_parent.trim_matches('/').into(),
             prefix: prefix.into(),
             seq: AtomicU64::new(0),
+            closed: Default::default(),
+            busy: Default::default(),
+        }
+    }
+
+    fn busy(&self) -> Busy<'_> {
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        Busy(&self.busy)
+    }
+
+    /// Refuses new containers and waits (up to 10 s) for creates and deletes
+    /// under way, so that a sweep after it sees every container.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.busy.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Reaps the init of `p` (through its zygote when one made it).
+    fn reap_init(&self, p: &mut Prepared) -> i32 {
+        p.reaped = true;
+        match (&self.zygotes, p.zygote) {
+            (Some(z), Some(i)) => z.reap(i, p.pid),
+            _ => reap(p.pid),
         }
     }
 
     /// The OCI config of one invocation's container.
-    pub(crate) fn spec(
-        &self,
-        f: &Function,
-        id: &str,
-        file: Option<&FileMount>,
-    ) -> anyhow::Result<oci_spec::runtime::Spec> {
+    pub(crate) fn spec(&self, f: &Function, id: &str, file: Option<&FileMount>) -> anyhow::Result<serde_json::Value> {
         let mut s = strata_runtime::config::default_spec_json();
         s["process"]["terminal"] = false.into();
         s["process"]["args"] = serde_json::json!(f.command);
@@ -159,48 +198,63 @@ impl Runner {
         if let Some(c) = f.limits.cpus {
             r["cpu"] = serde_json::json!({ "quota": (c * 100_000.0) as i64, "period": 100_000 });
         }
-        Ok(serde_json::from_value(s)?)
+        Ok(s)
     }
 
     /// Creates a container for `f` (not started). On failure nothing is left.
     pub fn prepare(&self, f: &Function, file: Option<&FileMount>) -> anyhow::Result<Prepared> {
+        let _busy = self.busy();
+        if self.closed.load(Ordering::SeqCst) {
+            anyhow::bail!("the server is shutting down");
+        }
         let id = format!("{}-{}-{}", self.prefix, f.name, self.seq.fetch_add(1, Ordering::Relaxed));
         let spec = self.spec(f, &id, file)?;
         let (stdin_r, stdin_w) = pipe()?;
         let (stdout_r, stdout_w) = pipe()?;
         let (stderr_r, stderr_w) = pipe()?;
-        let opts = CreateOptions {
-            bundle: f.dir.clone(),
-            stdio: Some([stdin_r.as_raw_fd(), stdout_w.as_raw_fd(), stderr_w.as_raw_fd()]),
-            spec: Some(spec),
-            ..Default::default()
+        let stdio = [stdin_r.as_raw_fd(), stdout_w.as_raw_fd(), stderr_w.as_raw_fd()];
+        let (pid, zygote, cgroup) = match &self.zygotes {
+            Some(z) => {
+                let (pid, index, cgroup) = z.create(&self.root, &id, &f.dir, spec, stdio)?;
+                (pid, Some(index), cgroup)
+            }
+            None => {
+                let opts = CreateOptions {
+                    bundle: f.dir.clone(),
+                    stdio: Some(stdio),
+                    spec: Some(serde_json::from_value(spec)?),
+                    ..Default::default()
+                };
+                let st = Container::create(&self.root, &id, &opts).map_err(|e| anyhow::anyhow!("create: {e}"))?;
+                (st.pid, None, st.cgroup().map(|c| c.dir))
+            }
         };
-        let st = Container::create(&self.root, &id, &opts).map_err(|e| anyhow::anyhow!("create: {e}"))?;
         // Only the container holds its ends now.
         drop((stdin_r, stdout_w, stderr_w));
         for fd in [&stdin_w, &stdout_r, &stderr_r] {
             set_nonblocking(fd);
         }
-        let cgroup = st.cgroup().map(|c| c.dir);
         Ok(Prepared {
             id,
-            pid: st.pid,
+            pid,
             stdin: Some(stdin_w),
             stdout: stdout_r,
             stderr: stderr_r,
             cgroup,
             reaped: false,
+            zygote,
         })
     }
 
     /// Deletes a container, started or not, and reaps its init.
-    pub fn destroy(&self, p: Prepared) {
+    pub fn destroy(&self, mut p: Prepared) {
+        let _busy = self.busy();
         if let Ok(c) = Container::load(&self.root, &p.id) {
             let _ = c.delete(true);
         }
-        // A container that never ran still has its init for us to reap.
+        // Its init, ended by the delete if it was still waiting, is reaped here.
         if !p.reaped {
-            reap(p.pid);
+            self.reap_init(&mut p);
         }
     }
 
@@ -230,8 +284,7 @@ impl Runner {
             Err(e) => {
                 out.error = Some(format!("pidfd_open: {e}"));
                 let _ = container.kill(Signal::SIGKILL, true);
-                reap(p.pid);
-                p.reaped = true;
+                self.reap_init(p);
                 return out;
             }
         };
@@ -345,8 +398,12 @@ impl Runner {
                         exited = true;
                         exit_seen = Some(Instant::now());
                         out.duration = running.elapsed();
-                        out.exit_code = Some(reap(p.pid));
-                        p.reaped = true;
+                        // A zygote's child: its status is read while it is a
+                        // zombie, and the zygote reaps it at destroy, off this path.
+                        out.exit_code = match p.zygote.and_then(|_| crate::zygote::zombie_exit_code(p.pid)) {
+                            Some(code) => Some(code),
+                            None => Some(self.reap_init(p)),
+                        };
                     }
                 }
             }
@@ -387,6 +444,7 @@ pub fn run_naive(runtime: &Path, runner: &Runner, f: &Function, input: &[u8]) ->
         std::fs::create_dir_all(&bundle)?;
         let spec = runner.spec(f, &id, None)?;
         std::fs::write(bundle.join("config.json"), serde_json::to_vec(&spec)?)?;
+        // The baseline's state, created before the first run.
         let started = Instant::now();
         let mut child = Command::new(runtime)
             .args(["--root", &runner.root.join("naive-state").to_string_lossy(), "run", "--bundle"])

@@ -37,6 +37,24 @@ pub struct Config {
     pub cgroup_parent: String,
 }
 
+impl Config {
+    /// Settings for `state` with every other value at its default.
+    pub fn new(state: PathBuf) -> Config {
+        Config {
+            listen: "127.0.0.1:8080".into(),
+            state,
+            bill_ms: 1,
+            max_running: 64,
+            max_waiting: 1024,
+            async_workers: 4,
+            pool_workers: 2,
+            max_connections: 1024,
+            naive_runtime: None,
+            cgroup_parent: "strata-fn".into(),
+        }
+    }
+}
+
 /// A counting gate: `max` holders at once, up to `waiters` waiting.
 struct Gate {
     state: Mutex<(u32, u32)>,
@@ -139,6 +157,11 @@ pub struct Server {
     id_prefix: String,
 }
 
+/// FNV-1a, to name a state directory's run directory stably.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -146,7 +169,8 @@ fn ms(d: Duration) -> f64 {
 impl Server {
     /// Opens the state, cleans up after an earlier run, and starts the
     /// background workers. Call [`Server::serve`] to answer requests.
-    pub fn start(cfg: Config) -> anyhow::Result<Arc<Server>> {
+    /// `zygotes` (forked while the process had one thread) make the containers.
+    pub fn start(cfg: Config, zygotes: Option<crate::zygote::Zygotes>) -> anyhow::Result<Arc<Server>> {
         std::fs::create_dir_all(&cfg.state).map_err(|e| anyhow::anyhow!("{}: {e}", cfg.state.display()))?;
         // One server per state directory: a second would delete the first's containers.
         let lock = std::fs::File::create(cfg.state.join("serve.lock"))?;
@@ -165,8 +189,19 @@ impl Server {
         let parent = mount.join(&cfg.cgroup_parent);
         std::fs::create_dir_all(&parent).map_err(|e| anyhow::anyhow!("{}: {e}", parent.display()))?;
         let stamp = now_ms();
-        let runner =
-            Arc::new(Runner::new(cfg.state.join("containers"), &cfg.cgroup_parent, &format!("{:x}", stamp % 0xfffff)));
+        // Container state is runtime state: under /run (a tmpfs on a usual
+        // host), one directory per state directory; `containers` in the state
+        // directory points at it.
+        let canonical = std::fs::canonicalize(&cfg.state)?;
+        let run_root =
+            PathBuf::from("/run/strata-fn").join(format!("{:016x}", fnv1a(canonical.as_os_str().as_encoded_bytes())));
+        std::fs::create_dir_all(&run_root).map_err(|e| anyhow::anyhow!("{}: {e}", run_root.display()))?;
+        let link = cfg.state.join("containers");
+        if std::fs::read_link(&link).ok().as_deref() != Some(run_root.as_path()) {
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(&run_root, &link).map_err(|e| anyhow::anyhow!("{}: {e}", link.display()))?;
+        }
+        let runner = Arc::new(Runner::new(run_root, &cfg.cgroup_parent, &format!("{:x}", stamp % 0xfffff), zygotes));
         let swept = runner.sweep();
         if swept > 0 {
             eprintln!("strata-fn: deleted {swept} container(s) left by an earlier run");
@@ -617,8 +652,14 @@ impl Server {
 
     /// Deletes every warm and used container and the cgroup parent (on SIGTERM).
     pub fn shutdown(&self) {
+        self.runner.close();
         self.pools.drain();
         self.runner.sweep();
+        let _ = std::fs::remove_dir(&self.runner.root);
+        if let Some(top) = self.runner.root.parent() {
+            let _ = std::fs::remove_dir(top);
+        }
+        let _ = std::fs::remove_file(self.cfg.state.join("containers"));
         if let Ok(m) = strata_runtime::cgroups::find_mount() {
             let _ = std::fs::remove_dir(m.join(&self.cfg.cgroup_parent));
         }

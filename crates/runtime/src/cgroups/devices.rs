@@ -202,13 +202,46 @@ fn bpf(cmd: libc::c_long, attr: &mut [u8]) -> nix::Result<i64> {
     }
 }
 
-/// Loads `program` and attaches it to the cgroup open at `cgroup`.
+/// Programs this process has loaded, for reuse: a long-lived caller (a shim,
+/// the function server) attaches the same few programs to many cgroups, and
+/// the verifier's pass over each load is the expensive part.
+static LOADED: std::sync::Mutex<Vec<(Vec<Insn>, std::sync::Arc<OwnedFd>)>> = std::sync::Mutex::new(Vec::new());
+const LOADED_MAX: usize = 16;
+
+/// Loads `program` (or reuses this process's earlier load of it) and attaches
+/// it to the cgroup open at `cgroup`.
 pub fn attach(cgroup: BorrowedFd<'_>, program: &[Insn]) -> Result<()> {
-    const BPF_PROG_LOAD: libc::c_long = 5;
+    let cached =
+        LOADED.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(p, _)| p == program).map(|(_, fd)| fd.clone());
+    let prog = match cached {
+        Some(fd) => fd,
+        None => {
+            let fd = std::sync::Arc::new(load(program)?);
+            let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
+            if loaded.len() >= LOADED_MAX {
+                loaded.remove(0);
+            }
+            loaded.push((program.to_vec(), fd.clone()));
+            fd
+        }
+    };
     const BPF_PROG_ATTACH: libc::c_long = 8;
-    const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
     const BPF_CGROUP_DEVICE: u32 = 6;
     const BPF_F_ALLOW_MULTI: u32 = 2;
+    let mut at = [0u8; 20];
+    at[0..4].copy_from_slice(&(cgroup.as_raw_fd() as u32).to_ne_bytes());
+    at[4..8].copy_from_slice(&(prog.as_raw_fd() as u32).to_ne_bytes());
+    at[8..12].copy_from_slice(&BPF_CGROUP_DEVICE.to_ne_bytes());
+    at[12..16].copy_from_slice(&BPF_F_ALLOW_MULTI.to_ne_bytes());
+    bpf(BPF_PROG_ATTACH, &mut at).map_err(|e| Error::sys("bpf", "attach the device cgroup program", e))?;
+    Ok(())
+}
+
+/// Loads `program` as a device cgroup program (its descriptor is close-on-exec,
+/// as every bpf descriptor).
+fn load(program: &[Insn]) -> Result<OwnedFd> {
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
     let license = c"Apache-2.0";
     let load = |log: Option<&mut Vec<u8>>| {
         let mut attr = [0u8; 72];
@@ -237,14 +270,7 @@ pub fn attach(cgroup: BorrowedFd<'_>, program: &[Insn]) -> Result<()> {
         ))
     })?;
     // SAFETY: the kernel just returned this new descriptor and nothing else owns it.
-    let prog = unsafe { OwnedFd::from_raw_fd(prog as i32) };
-    let mut at = [0u8; 20];
-    at[0..4].copy_from_slice(&(cgroup.as_raw_fd() as u32).to_ne_bytes());
-    at[4..8].copy_from_slice(&(prog.as_raw_fd() as u32).to_ne_bytes());
-    at[8..12].copy_from_slice(&BPF_CGROUP_DEVICE.to_ne_bytes());
-    at[12..16].copy_from_slice(&BPF_F_ALLOW_MULTI.to_ne_bytes());
-    bpf(BPF_PROG_ATTACH, &mut at).map_err(|e| Error::sys("bpf", "attach the device cgroup program", e))?;
-    Ok(())
+    Ok(unsafe { OwnedFd::from_raw_fd(prog as i32) })
 }
 
 #[cfg(test)]
