@@ -350,7 +350,7 @@ fn load(url: &str, n: usize, c: usize, data: &[u8]) -> anyhow::Result<i32> {
         .map(|_| {
             let (addr, path, next, data) = (addr.clone(), path.clone(), next.clone(), data.to_vec());
             std::thread::spawn(move || {
-                let mut lat = Vec::new();
+                let (mut lat, mut to_running) = (Vec::new(), Vec::new());
                 let (mut failed, mut warm, mut statuses) = (0usize, 0usize, std::collections::BTreeMap::new());
                 let mut conn: Option<(TcpStream, BufReader<TcpStream>)> = None;
                 while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
@@ -376,6 +376,9 @@ fn load(url: &str, n: usize, c: usize, data: &[u8]) -> anyhow::Result<i32> {
                             if a.header("X-Start") == Some("warm") {
                                 warm += 1;
                             }
+                            if let Some(ms) = a.header("X-Start-Latency-Ms").and_then(|v| v.parse::<f64>().ok()) {
+                                to_running.push(ms);
+                            }
                         }
                         None => {
                             failed += 1;
@@ -383,15 +386,16 @@ fn load(url: &str, n: usize, c: usize, data: &[u8]) -> anyhow::Result<i32> {
                         }
                     }
                 }
-                (lat, failed, warm, statuses)
+                (lat, to_running, failed, warm, statuses)
             })
         })
         .collect();
-    let mut lat = Vec::new();
+    let (mut lat, mut to_running) = (Vec::new(), Vec::<f64>::new());
     let (mut failed, mut warm, mut statuses) = (0, 0, std::collections::BTreeMap::<u16, usize>::new());
     for w in workers {
-        let (l, f, wm, st) = w.join().map_err(|_| anyhow::anyhow!("a load thread panicked"))?;
+        let (l, r, f, wm, st) = w.join().map_err(|_| anyhow::anyhow!("a load thread panicked"))?;
         lat.extend(l);
+        to_running.extend(r);
         failed += f;
         warm += wm;
         for (k, v) in st {
@@ -405,7 +409,12 @@ fn load(url: &str, n: usize, c: usize, data: &[u8]) -> anyhow::Result<i32> {
             .map(|d| d.as_secs_f64() * 1000.0)
             .unwrap_or(0.0)
     };
+    to_running.sort_by(f64::total_cmp);
+    let run_pct = |p: f64| {
+        to_running.get(((to_running.len() as f64 * p) as usize).min(to_running.len().saturating_sub(1))).copied()
+    };
     let out = serde_json::json!({
+        "p50_to_running_ms": run_pct(0.50), "p99_to_running_ms": run_pct(0.99),
         "requests": n, "concurrency": c, "completed": lat.len(), "failed": failed, "warm": warm,
         "statuses": statuses.iter().map(|(k, v)| (k.to_string(), *v)).collect::<std::collections::BTreeMap<_, _>>(),
         "seconds": wall.as_secs_f64(), "per_second": lat.len() as f64 / wall.as_secs_f64(),

@@ -82,7 +82,7 @@ impl Metrics {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).entry(function.to_string()).or_default().rejected += 1;
     }
 
-    pub fn render(&self, pools: &[(String, usize)], queued: usize, running: u32) -> String {
+    pub fn render(&self, pools: &[(String, usize)], queued: usize, running: u32, cleanup: usize) -> String {
         let m = self.inner.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let mut names: Vec<&String> = m.keys().collect();
         names.sort();
@@ -130,6 +130,8 @@ impl Metrics {
         let _ = writeln!(out, "strata_fn_running {running}");
         out.push_str("# HELP strata_fn_async_queued Asynchronous events waiting (retries included).\n# TYPE strata_fn_async_queued gauge\n");
         let _ = writeln!(out, "strata_fn_async_queued {queued}");
+        out.push_str("# HELP strata_fn_cleanup_backlog Used containers waiting to be deleted.\n# TYPE strata_fn_cleanup_backlog gauge\n");
+        let _ = writeln!(out, "strata_fn_cleanup_backlog {cleanup}");
         out
     }
 }

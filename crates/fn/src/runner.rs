@@ -252,9 +252,16 @@ impl Runner {
         if let Ok(c) = Container::load(&self.root, &p.id) {
             let _ = c.delete(true);
         }
-        // Its init, ended by the delete if it was still waiting, is reaped here.
+        // Its init, ended by the delete if it was still waiting, is reaped here
+        // (by its zygote, when it gets to it).
         if !p.reaped {
-            self.reap_init(&mut p);
+            match (&self.zygotes, p.zygote) {
+                (Some(z), Some(i)) => z.reap_later(i, p.pid),
+                _ => {
+                    self.reap_init(&mut p);
+                }
+            }
+            p.reaped = true;
         }
     }
 
@@ -459,7 +466,6 @@ pub fn run_naive(runtime: &Path, runner: &Runner, f: &Function, input: &[u8]) ->
         }
         let o = child.wait_with_output()?;
         out.duration = started.elapsed();
-        out.running_at = Some(started);
         out.exit_code = Some(o.status.code().unwrap_or(255));
         out.stdout = o.stdout;
         out.stderr_tail = o.stderr;

@@ -157,6 +157,9 @@ pub struct Server {
     id_prefix: String,
 }
 
+/// Used containers waiting for deletion before callers delete their own.
+const MAX_CLEANUP_BACKLOG: usize = 16;
+
 /// FNV-1a, to name a state directory's run directory stably.
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
@@ -315,7 +318,13 @@ impl Server {
         };
         let out =
             self.runner.run(&mut p, event, Duration::from_millis(f.timeout_ms), Duration::from_millis(f.grace_ms));
-        self.pools.discard(p);
+        // Deletes happen off the request path, unless they fall behind: then
+        // the caller deletes its own, so that used containers never pile up.
+        if self.pools.trash_len() < MAX_CLEANUP_BACKLOG {
+            self.pools.discard(p);
+        } else {
+            self.runner.destroy(p);
+        }
         (out, warm)
     }
 
@@ -383,7 +392,7 @@ impl Server {
             return Response::error(429, "the server is at its global concurrency limit").header("Retry-After", 1);
         };
         let (out, warm) = self.run_once(&f, &req.body, None);
-        let to_running = out.running_at.map(|t| t.saturating_duration_since(received)).unwrap_or_default();
+        let to_running = out.running_at.map(|t| t.saturating_duration_since(received));
         self.meter(&f, &mut r, &out, warm);
         let (status, resp) = if let Some(e) = &out.error {
             (Status::Failed, Response::error(500, &format!("{}: {e}", f.name)))
@@ -402,12 +411,17 @@ impl Server {
         r.attempts = 1;
         let _ = self.store.put(&r, false);
         self.metrics.observe(&f.name, status, warm, received.elapsed(), out.duration);
-        resp.header("X-Invocation-Id", &id)
+        let resp = resp
+            .header("X-Invocation-Id", &id)
             .header("X-Start", if warm { "warm" } else { "cold" })
             .header("X-Exit-Code", out.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "none".into()))
-            .header("X-Duration-Ms", format!("{:.3}", r.duration_ms))
-            .header("X-Start-Latency-Ms", format!("{:.3}", ms(to_running)))
-            .header("X-Billed-Ms", r.billed_ms)
+            .header("X-Duration-Ms", format!("{:.3}", r.duration_ms));
+        // From the request received to the function's process running.
+        let resp = match to_running {
+            Some(d) => resp.header("X-Start-Latency-Ms", format!("{:.3}", ms(d))),
+            None => resp,
+        };
+        resp.header("X-Billed-Ms", r.billed_ms)
             .header("X-Cpu-Ms", format!("{:.3}", r.cpu_ms))
             .header("X-Peak-Memory", r.peak_memory_bytes.map(|b| b.to_string()).unwrap_or_else(|| "unavailable".into()))
     }
@@ -559,7 +573,12 @@ impl Server {
         match (method, parts.as_slice()) {
             ("GET", ["healthz"]) => Response::new(200, "text/plain", "ok\n"),
             ("GET", ["metrics"]) => {
-                let body = self.metrics.render(&self.pools.sizes(), self.queue.len(), self.global.running());
+                let body = self.metrics.render(
+                    &self.pools.sizes(),
+                    self.queue.len(),
+                    self.global.running(),
+                    self.pools.trash_len(),
+                );
                 Response::new(200, "text/plain; version=0.0.4", body)
             }
             ("GET", ["functions"]) => {

@@ -19,8 +19,20 @@ use strata_runtime::{Container, CreateOptions};
 
 #[derive(serde::Serialize, serde::Deserialize)]
 enum Request {
-    Create { root: PathBuf, id: String, bundle: PathBuf, spec: serde_json::Value },
-    Reap { pid: i32 },
+    Create {
+        root: PathBuf,
+        id: String,
+        bundle: PathBuf,
+        spec: serde_json::Value,
+    },
+    /// Reap, without an answer.
+    Reap {
+        pid: i32,
+    },
+    /// Reap and answer with the exit code.
+    ReapNow {
+        pid: i32,
+    },
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -36,6 +48,8 @@ const MAX_MESSAGE: usize = 4 << 20;
 /// Handles of the zygotes, used in turn.
 pub struct Zygotes {
     zygotes: Vec<Mutex<UnixDatagram>>,
+    /// The same sockets' descriptors, for messages without an answer.
+    raw: Vec<RawFd>,
     next: AtomicUsize,
 }
 
@@ -81,7 +95,12 @@ fn serve(sock: UnixDatagram) -> ! {
         };
         let reply = match req {
             Request::Create { root, id, bundle, spec } => create(&root, &id, bundle, spec, &fds),
-            Request::Reap { pid } => Reply::Reaped { code: reap(pid) },
+            // Sent without waiting for an answer (the caller knows the status).
+            Request::Reap { pid } => {
+                reap(pid);
+                continue;
+            }
+            Request::ReapNow { pid } => Reply::Reaped { code: reap(pid) },
         };
         drop(fds);
         if send(&sock, &reply, &[]).is_err() {
@@ -158,7 +177,8 @@ impl Zygotes {
                 }
             }
         }
-        Ok(Zygotes { zygotes, next: AtomicUsize::new(0) })
+        let raw = zygotes.iter().map(|z| z.lock().map(|s| s.as_raw_fd()).unwrap_or(-1)).collect();
+        Ok(Zygotes { zygotes, raw, next: AtomicUsize::new(0) })
     }
 
     fn call(&self, index: usize, req: &Request, fds: &[RawFd]) -> anyhow::Result<Reply> {
@@ -189,10 +209,23 @@ impl Zygotes {
 
     /// Has zygote `index` reap its child `pid`; its exit code.
     pub fn reap(&self, index: usize, pid: i32) -> i32 {
-        match self.call(index, &Request::Reap { pid }, &[]) {
+        match self.call(index, &Request::ReapNow { pid }, &[]) {
             Ok(Reply::Reaped { code }) => code,
             _ => 255,
         }
+    }
+
+    /// Has zygote `index` reap its child `pid` when it gets to it, without
+    /// waiting (a datagram is sent whole, so no lock is needed: a create in
+    /// flight gets its answer first).
+    pub fn reap_later(&self, index: usize, pid: i32) {
+        let sock = &self.zygotes[index % self.zygotes.len()];
+        // The socket itself, not the lock that orders request and answer.
+        let fd = self.raw[index % self.raw.len()];
+        let _ = sock;
+        // SAFETY: `fd` stays open as long as `self` (the socket in `zygotes`).
+        let s = std::mem::ManuallyDrop::new(unsafe { UnixDatagram::from_raw_fd(fd) });
+        let _ = send(&s, &Request::Reap { pid }, &[]);
     }
 }
 
