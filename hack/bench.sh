@@ -15,3 +15,5 @@ unshare -m --propagation private sh -c \
 # Tasks through containerd: strata's shim against the runc shim (set
 # STRATA_BENCH_SHIM=0 to leave it out).
 [ "${STRATA_BENCH_SHIM:-1}" = 0 ] || hack/bench-shim.sh
+# Functions: strata-fn's load test (set STRATA_BENCH_FN=0 to leave it out).
+[ "${STRATA_BENCH_FN:-1}" = 0 ] || hack/bench-fn.sh

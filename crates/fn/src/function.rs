@@ -473,6 +473,24 @@ mod tests {
     }
 
     #[test]
+    fn a_bundle_gives_rootfs_and_process() {
+        let d = dir("bundle");
+        let mut spec = strata_runtime::config::default_spec_json();
+        spec["process"]["args"] = serde_json::json!(["cat", "-"]);
+        spec["process"]["env"] = serde_json::json!(["PATH=/bin", "A=1"]);
+        spec["process"]["cwd"] = "/tmp".into();
+        spec["process"]["user"] = serde_json::json!({ "uid": 7, "gid": 8 });
+        std::fs::write(d.join("config.json"), spec.to_string()).expect("write");
+        let f = Function::parse("name = \"b\"\nbundle = \".\"\n[env]\nA = \"2\"\n", &d);
+        let _ = std::fs::remove_dir_all(&d);
+        let f = f.expect("valid");
+        assert_eq!(f.command, ["cat", "-"]);
+        assert_eq!(f.env, ["PATH=/bin", "A=2"]);
+        assert_eq!((f.cwd.as_str(), f.uid, f.gid), ("/tmp", 7, 8));
+        assert!(f.rootfs.ends_with("rootfs"));
+    }
+
+    #[test]
     fn names() {
         assert!(valid_name("echo-2_x"));
         for n in ["", "-x", "A", "a/b", "a.b", &"x".repeat(64)] {

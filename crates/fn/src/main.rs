@@ -198,7 +198,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             for r in records.iter().rev().take(n).rev() {
                 println!(
                     "{} {} {} {} exit={} {:.2}ms{}",
-                    r.accepted_ms,
+                    timestamp(r.accepted_ms),
                     r.id,
                     r.mode.map(|m| format!("{m:?}").to_lowercase()).unwrap_or_default(),
                     r.status.map(|s| format!("{s:?}").to_lowercase()).unwrap_or_default(),
@@ -271,6 +271,14 @@ fn civil(days: i64) -> (i64, u32, u32) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
+/// RFC 3339 UTC with milliseconds.
+fn timestamp(ms: u64) -> String {
+    let secs = (ms / 1000) as i64;
+    let (y, m, d) = civil(secs.div_euclid(86_400));
+    let t = secs.rem_euclid(86_400);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", t / 3600, t / 60 % 60, t % 60, ms % 1000)
+}
+
 fn period(ms: u64, by: &str) -> String {
     let secs = (ms / 1000) as i64;
     let (y, m, d) = civil(secs.div_euclid(86_400));
@@ -336,6 +344,18 @@ fn usage(state: &std::path::Path, name: Option<&str>, by: &str) -> anyhow::Resul
         );
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dates() {
+        assert_eq!(super::timestamp(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(super::timestamp(1_795_779_472_316), "2026-11-27T11:37:52.316Z");
+        assert_eq!(super::period(951_782_400_000, "day"), "2000-02-29");
+        assert_eq!(super::period(951_782_400_000, "month"), "2000-02");
+        assert_eq!(super::period(951_782_400_000 + 3_600_000 * 5, "hour"), "2000-02-29T05");
+    }
 }
 
 /// `n` POSTs of `data` to `url` over `c` keep-alive connections; prints the
