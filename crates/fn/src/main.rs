@@ -346,18 +346,6 @@ fn usage(state: &std::path::Path, name: Option<&str>, by: &str) -> anyhow::Resul
     Ok(0)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn dates() {
-        assert_eq!(super::timestamp(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(super::timestamp(1_795_779_472_316), "2026-11-27T11:37:52.316Z");
-        assert_eq!(super::period(951_782_400_000, "day"), "2000-02-29");
-        assert_eq!(super::period(951_782_400_000, "month"), "2000-02");
-        assert_eq!(super::period(951_782_400_000 + 3_600_000 * 5, "hour"), "2000-02-29T05");
-    }
-}
-
 /// `n` POSTs of `data` to `url` over `c` keep-alive connections; prints the
 /// throughput, latency percentiles and any failures as JSON.
 fn load(url: &str, n: usize, c: usize, data: &[u8]) -> anyhow::Result<i32> {
@@ -442,4 +430,16 @@ fn load(url: &str, n: usize, c: usize, data: &[u8]) -> anyhow::Result<i32> {
     });
     println!("{out}");
     Ok(if failed == 0 { 0 } else { 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dates() {
+        assert_eq!(super::timestamp(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(super::timestamp(1_795_779_472_316), "2026-11-27T11:37:52.316Z");
+        assert_eq!(super::period(951_782_400_000, "day"), "2000-02-29");
+        assert_eq!(super::period(951_782_400_000, "month"), "2000-02");
+        assert_eq!(super::period(951_782_400_000 + 3_600_000 * 5, "hour"), "2000-02-29T05");
+    }
 }
