@@ -214,8 +214,9 @@ fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
 #[test]
 fn sync_invoke_returns_stdout_with_metering_headers() {
     let s = Server::start("sync");
-    let dir = TempDir::new("fn-sync-src");
-    s.deploy(&function(dir.path(), "echo", &["/bin/cat"], "[pool]\nmax_warm = 2"));
+    // The example function, as the README deploys it.
+    shared_rootfs();
+    s.deploy(&repo_root().join("bundles/echo"));
     let first = s.invoke("echo", b"hello function");
     assert_eq!(first.status, 200, "{}", String::from_utf8_lossy(&first.body));
     assert_eq!(first.body, b"hello function");

@@ -1,8 +1,11 @@
 //! The state directory: registered functions (`functions/NAME.json`) and the
-//! invocation log (`invocations.log`), an append-only file of JSON lines, one
+//! invocation log, an append-only file of JSON lines (`invocations.log`), one
 //! snapshot of an invocation record per line; the last line of an id wins.
 //! An asynchronous event is on disk (fsynced) before it is acknowledged, and
 //! so is each change of its state, so a restart finds every accepted event.
+//! Past [`ROTATE_BYTES`] the log is sealed as `invocations-MS.log` and a new
+//! one starts with the records that are not final yet; sealed segments keep
+//! the metering history (`usage` reads them) until an operator removes them.
 
 use crate::function::Function;
 use serde::{Deserialize, Serialize};
@@ -96,12 +99,44 @@ pub fn now_ms() -> u64 {
 }
 
 /// Records kept in memory for `GET /invocations/ID` (the log has them all).
-const MEMORY_RECORDS: usize = 200_000;
+const MEMORY_RECORDS: usize = 100_000;
+
+/// Size at which the log is sealed and a new one started.
+pub const ROTATE_BYTES: u64 = 64 << 20;
+
+struct Log {
+    file: File,
+    size: u64,
+    /// ROTATE_BYTES (smaller in tests).
+    rotate_at: u64,
+    /// The number of the newest sealed segment (its time in ms, made unique).
+    last_sealed: u64,
+    /// Latest snapshots of records that are not final, carried into a new log.
+    pending: HashMap<String, Record>,
+}
 
 pub struct Store {
     pub dir: PathBuf,
-    log: Mutex<File>,
+    log: Mutex<Log>,
     records: Mutex<(HashMap<String, Record>, VecDeque<String>)>,
+}
+
+/// The log's files, oldest first: sealed segments, then the current log.
+fn log_files(state: &Path) -> Vec<PathBuf> {
+    let mut sealed: Vec<(u64, PathBuf)> = std::fs::read_dir(state)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let ms = name.strip_prefix("invocations-")?.strip_suffix(".log")?.parse().ok()?;
+            Some((ms, e.path()))
+        })
+        .collect();
+    sealed.sort();
+    let mut files: Vec<PathBuf> = sealed.into_iter().map(|(_, p)| p).collect();
+    files.push(state.join("invocations.log"));
+    files
 }
 
 fn functions_dir(state: &Path) -> PathBuf {
@@ -159,47 +194,48 @@ pub fn functions_stamp(state: &Path) -> Option<std::time::SystemTime> {
     std::fs::metadata(functions_dir(state)).and_then(|m| m.modified()).ok()
 }
 
-/// Every record of the log at `state`, last snapshot per id, in log order.
+/// Every record of the log at `state` (all segments), last snapshot per id,
+/// in log order.
 pub fn read_log(state: &Path) -> anyhow::Result<Vec<Record>> {
-    let path = state.join("invocations.log");
-    let file = match File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(anyhow::anyhow!("{}: {e}", path.display())),
-    };
     let mut order = Vec::new();
     let mut by_id: HashMap<String, Record> = HashMap::new();
-    for line in std::io::BufReader::new(file).split(b'\n') {
-        let line = line?;
-        // A torn last line (the server was killed mid-write) is skipped.
-        let Ok(r) = serde_json::from_slice::<Record>(&line) else { continue };
-        if !by_id.contains_key(&r.id) {
-            order.push(r.id.clone());
+    for path in log_files(state) {
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(anyhow::anyhow!("{}: {e}", path.display())),
+        };
+        for line in std::io::BufReader::new(file).split(b'\n') {
+            let line = line?;
+            // A torn last line (the server was killed mid-write) is skipped.
+            let Ok(r) = serde_json::from_slice::<Record>(&line) else { continue };
+            if !by_id.contains_key(&r.id) {
+                order.push(r.id.clone());
+            }
+            by_id.insert(r.id.clone(), r);
         }
-        by_id.insert(r.id.clone(), r);
     }
     Ok(order.into_iter().filter_map(|id| by_id.remove(&id)).collect())
 }
 
 impl Store {
-    /// Opens the store at `dir`, compacting the log to one line per
-    /// invocation. Returns the store and the records that are not final.
+    /// Opens the store at `dir` (cutting a torn last line off the log).
+    /// Returns the store and the records that are not final.
     pub fn open(dir: &Path) -> anyhow::Result<(Store, Vec<Record>)> {
         std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
-        let records = read_log(dir)?;
         let path = dir.join("invocations.log");
-        let tmp = dir.join("invocations.log.tmp");
-        {
-            let mut out = std::io::BufWriter::new(File::create(&tmp)?);
-            for r in &records {
-                serde_json::to_writer(&mut out, r)?;
-                out.write_all(b"\n")?;
+        let file = OpenOptions::new().create(true).read(true).append(true).open(&path)?;
+        // A line cut short by a kill would swallow the next append: cut it off.
+        let text_len = file.metadata()?.len();
+        if text_len > 0 {
+            let data = std::fs::read(&path)?;
+            let keep = data.iter().rposition(|&b| b == b'\n').map(|i| i + 1).unwrap_or(0) as u64;
+            if keep < text_len {
+                file.set_len(keep)?;
+                file.sync_data()?;
             }
-            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         }
-        std::fs::rename(&tmp, &path)?;
-        File::open(dir)?.sync_all()?;
-        let log = OpenOptions::new().append(true).open(&path)?;
+        let records = read_log(dir)?;
         let pending: Vec<Record> =
             records.iter().filter(|r| !r.status.is_some_and(Status::is_final)).cloned().collect();
         let mut map = HashMap::new();
@@ -208,7 +244,45 @@ impl Store {
             order.push_back(r.id.clone());
             map.insert(r.id.clone(), r);
         }
+        let _ = std::fs::remove_file(dir.join("invocations.log.new"));
+        let last_sealed = log_files(dir)
+            .iter()
+            .filter_map(|p| p.file_name()?.to_str()?.strip_prefix("invocations-")?.strip_suffix(".log")?.parse().ok())
+            .max()
+            .unwrap_or(0);
+        let log = Log {
+            last_sealed,
+            rotate_at: ROTATE_BYTES,
+            size: file.metadata()?.len(),
+            file,
+            pending: pending.iter().map(|r| (r.id.clone(), r.clone())).collect(),
+        };
         Ok((Store { dir: dir.to_path_buf(), log: Mutex::new(log), records: Mutex::new((map, order)) }, pending))
+    }
+
+    /// Seals the current log and starts a new one holding the pending records.
+    fn rotate(&self, log: &mut Log) -> anyhow::Result<()> {
+        let path = self.dir.join("invocations.log");
+        log.last_sealed = now_ms().max(log.last_sealed + 1);
+        let sealed = self.dir.join(format!("invocations-{}.log", log.last_sealed));
+        let tmp = self.dir.join("invocations.log.new");
+        let mut out = std::io::BufWriter::new(File::create(&tmp)?);
+        let mut size = 0;
+        for r in log.pending.values() {
+            let mut line = serde_json::to_vec(r)?;
+            line.push(b'\n');
+            size += line.len() as u64;
+            out.write_all(&line)?;
+        }
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        // Sealed first: a crash between the renames leaves the pending records
+        // in the sealed segment, read before the (then missing) current log.
+        std::fs::rename(&path, &sealed)?;
+        std::fs::rename(&tmp, &path)?;
+        File::open(&self.dir)?.sync_all()?;
+        log.file = OpenOptions::new().append(true).open(&path)?;
+        log.size = size;
+        Ok(())
     }
 
     /// Appends a snapshot of `r`; with `durable`, returns only once it is on disk.
@@ -217,9 +291,18 @@ impl Store {
         line.push(b'\n');
         {
             let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-            log.write_all(&line)?;
+            log.file.write_all(&line)?;
             if durable {
-                log.sync_data()?;
+                log.file.sync_data()?;
+            }
+            log.size += line.len() as u64;
+            if r.status.is_some_and(Status::is_final) {
+                log.pending.remove(&r.id);
+            } else {
+                log.pending.insert(r.id.clone(), r.clone());
+            }
+            if log.size > log.rotate_at {
+                self.rotate(&mut log)?;
             }
         }
         let mut recs = self.records.lock().unwrap_or_else(|e| e.into_inner());
@@ -290,6 +373,38 @@ pub fn unb64(s: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_log_rotates_and_keeps_pending_records() {
+        let d = std::env::temp_dir().join(format!("strata-fn-rotate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        {
+            let (s, _) = Store::open(&d).expect("open");
+            s.log.lock().expect("lock").rotate_at = 600;
+            let queued =
+                Record { id: "q".into(), function: "f".into(), status: Some(Status::Queued), ..Default::default() };
+            s.put(&queued, true).expect("put");
+            for i in 0..20 {
+                let r = Record {
+                    id: format!("r{i}"),
+                    function: "f".into(),
+                    status: Some(Status::Succeeded),
+                    ..Default::default()
+                };
+                s.put(&r, false).expect("put");
+            }
+        }
+        let segments = log_files(&d).len() - 1;
+        let (s, pending) = Store::open(&d).expect("reopen");
+        let all = read_log(&d).expect("read");
+        let current = std::fs::read_to_string(d.join("invocations.log")).expect("read");
+        let _ = std::fs::remove_dir_all(&d);
+        assert!(segments >= 2, "sealed segments: {segments}");
+        assert_eq!(all.len(), 21);
+        assert_eq!(pending.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["q"]);
+        assert!(current.len() < 600 + 200, "the current log stays small: {}", current.len());
+        assert!(s.get("r19").is_some());
+    }
 
     #[test]
     fn base64_round_trips() {
