@@ -262,6 +262,22 @@ fn the_rootfs_is_read_only_and_tmp_private() {
 }
 
 #[test]
+fn a_large_config_reaches_the_container() {
+    // 200 kB of environment: more than one message to a zygote holds.
+    let s = Server::start("bigenv");
+    let dir = TempDir::new("fn-bigenv-src");
+    let big = "x".repeat(100_000);
+    s.deploy(&function(
+        dir.path(),
+        "bigenv",
+        &["sh", "-c", "echo $((${#A} + ${#B}))"],
+        &format!("[env]\nA = {big:?}\nB = {big:?}"),
+    ));
+    let a = s.invoke("bigenv", b"");
+    assert_eq!((a.status, String::from_utf8_lossy(&a.body).trim()), (200, "200000"));
+}
+
+#[test]
 fn non_zero_exit_gives_502_with_stderr() {
     let s = Server::start("fail");
     let dir = TempDir::new("fn-fail-src");
@@ -380,6 +396,37 @@ fn sigkill_of_the_server_loses_no_accepted_event_and_leaves_no_container() {
 }
 
 #[test]
+fn sigterm_with_events_queued_spends_no_attempt() {
+    let mut s = Server::start("term");
+    let dir = TempDir::new("fn-term-src");
+    // One attempt only: an event cut short by the shutdown and counted as a
+    // failure would be dead-lettered.
+    s.deploy(&function(
+        dir.path(),
+        "once",
+        &["sh", "-c", "sleep 0.2; cat"],
+        "max_concurrency = 2\n[retry]\nattempts = 1",
+    ));
+    let ids: Vec<String> = (0..12)
+        .map(|i| {
+            let a = s.call("POST", "/functions/once/invoke?async=true", format!("e{i}").as_bytes());
+            assert_eq!(a.status, 202);
+            a.header("X-Invocation-Id").unwrap_or_default().to_string()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    s.stop();
+    s.spawn();
+    for (i, id) in ids.iter().enumerate() {
+        wait_for("every event", Duration::from_secs(60), || {
+            s.json(&format!("/invocations/{id}"))["status"] == "succeeded"
+        });
+        assert_eq!(s.json(&format!("/invocations/{id}"))["output"], format!("e{i}"));
+    }
+    assert_eq!(s.json("/dead-letters"), serde_json::json!([]));
+}
+
+#[test]
 fn a_new_file_in_the_trigger_directory_is_an_event() {
     let s = Server::start("file");
     let src = TempDir::new("fn-file-src");
@@ -405,7 +452,15 @@ fn a_new_file_in_the_trigger_directory_is_an_event() {
             })
             .collect()
     };
+    // A symlink moved in is not an event: it would hand the function another
+    // host file.
+    let link = src.path().join("link");
+    std::os::unix::fs::symlink("/etc/hostname", &link).expect("symlink");
+    std::fs::rename(&link, inbox.path().join("link.txt")).expect("move the link in");
     wait_for("both files processed", Duration::from_secs(20), || outputs().len() == 2);
+    std::thread::sleep(Duration::from_millis(500));
+    let records = store::read_log(&s.state).expect("log");
+    assert!(!records.iter().any(|r| r.source.as_deref().is_some_and(|p| p.ends_with("link.txt"))), "{records:?}");
     let mut got = outputs();
     got.sort();
     assert_eq!(
@@ -503,6 +558,8 @@ fn malformed_requests_get_clear_4xx_and_the_server_lives_on() {
         (b"POST /functions/echo/invoke HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n", "HTTP/1.1 413"),
         (b"POST /functions/echo/invoke HTTP/1.1\r\nContent-Length: 10\r\n\r\nshort", "HTTP/1.1 400"),
         (b"POST /functions/echo/invoke HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nxyz\r\n", "HTTP/1.1 400"),
+        // A chunk size that would overflow the body length.
+        (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\nffffffffffffffff\r\n", "HTTP/1.1 413"),
         (b"POST /functions/nope/invoke HTTP/1.1\r\n\r\n", "HTTP/1.1 404"),
         (b"GET /functions/echo/invoke HTTP/1.1\r\n\r\n", "HTTP/1.1 405"),
         (b"POST /functions/echo/invoke?async=maybe HTTP/1.1\r\n\r\n", "HTTP/1.1 400"),

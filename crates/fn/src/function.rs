@@ -232,6 +232,11 @@ impl Function {
         if command.iter().any(|a| a.contains('\0')) {
             return Err(bad("command", "contains a NUL byte"));
         }
+        // execve's limit on one string.
+        const MAX_ARG: usize = 131_072;
+        if let Some(i) = command.iter().position(|a| a.len() >= MAX_ARG) {
+            return Err(bad(&format!("command[{i}]"), format!("is over {} bytes", MAX_ARG - 1)));
+        }
         if !program_exists(&rootfs, &command[0]) {
             return Err(bad("command", format!("{:?} is not an executable file in {}", command[0], rootfs.display())));
         }
@@ -244,6 +249,10 @@ impl Function {
             }
             env.retain(|e| !e.starts_with(&format!("{k}=")));
             env.push(format!("{k}={v}"));
+        }
+        if let Some(e) = env.iter().find(|e| e.len() >= MAX_ARG) {
+            let name = e.split('=').next().unwrap_or("");
+            return Err(bad(&format!("env.{name}"), format!("is over {} bytes with its name", MAX_ARG - 1)));
         }
         if let Some(c) = t.cwd {
             cwd = Some(c);
@@ -465,6 +474,7 @@ mod tests {
             ("[trigger]\ndirectory = \"rel\"", "trigger.directory: must be absolute"),
             ("[limits]\ncpus = -1.0", "limits.cpus"),
             ("[env]\n\"A=B\" = \"x\"", "env.A=B"),
+            (&format!("[env]\nBIG = \"{}\"", "x".repeat(131_072)), "env.BIG: is over 131071 bytes"),
         ];
         for (i, (more, want)) in extra.iter().enumerate() {
             let got = err(&format!("e{i}"), &format!("{base}{more}\n"));

@@ -250,7 +250,7 @@ fn read_chunked(r: &mut BufReader<impl Read>) -> Result<Vec<u8>, HttpError> {
             }
             return Ok(body);
         }
-        if body.len() + n > MAX_BODY {
+        if n > MAX_BODY - body.len() {
             return Err(HttpError(413, format!("the body is over {MAX_BODY} bytes")));
         }
         let start = body.len();
@@ -357,6 +357,8 @@ mod tests {
             (b"POST /x HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc", 400),
             (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
             (b"POST /x HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+            (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\nffffffffffffffff\r\n", 413),
+            (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffff\r\n", 400),
             (b"GET /%zz HTTP/1.1\r\n\r\n", 400),
             (b"GET /x HTTP/1.1\r\nA: b", 400),
         ];

@@ -135,6 +135,11 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 0 => None,
                 n => Some(strata_fn::zygote::Zygotes::spawn(n)?),
             };
+            // Connections, pipes and warm containers all take descriptors.
+            use nix::sys::resource::{getrlimit, setrlimit, Resource};
+            if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+                let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+            }
             let listener =
                 std::net::TcpListener::bind(&listen).map_err(|e| anyhow::anyhow!("listen on {listen}: {e}"))?;
             let cfg = Config {

@@ -176,7 +176,7 @@ impl Pools {
                     let pool = inner.get_mut(&f.name).filter(|p| *p.f == *f);
                     match (made, pool) {
                         (Ok(p), Some(pool)) => {
-                            pool.creating -= 1;
+                            pool.creating = pool.creating.saturating_sub(1);
                             pool.failures = 0;
                             pool.retry_at = None;
                             pool.ready.push(p);
@@ -187,7 +187,7 @@ impl Pools {
                         }
                         (Err(e), pool) => {
                             if let Some(pool) = pool {
-                                pool.creating -= 1;
+                                pool.creating = pool.creating.saturating_sub(1);
                                 pool.failures += 1;
                                 // Back off: 100 ms doubling up to 30 s.
                                 let ms = (100u64 << pool.failures.min(9)).min(30_000);

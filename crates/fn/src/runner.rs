@@ -253,8 +253,11 @@ impl Runner {
             let _ = c.delete(true);
         }
         // Its init, ended by the delete if it was still waiting, is reaped here
-        // (by its zygote, when it gets to it).
+        // (by its zygote, when it gets to it). Should the delete have failed,
+        // the init is killed first, so the reap never waits on a live process
+        // (the pid is still ours to signal: it is not reaped yet).
         if !p.reaped {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid), Signal::SIGKILL);
             match (&self.zygotes, p.zygote) {
                 (Some(z), Some(i)) => z.reap_later(i, p.pid),
                 _ => {
@@ -310,7 +313,9 @@ impl Runner {
             let now = Instant::now();
             if !exited && now >= deadline && !out.timed_out {
                 out.timed_out = true;
-                let _ = container.kill(Signal::SIGTERM, false);
+                // Every process of it: the init is pid 1 of its namespace and gets
+                // SIGTERM only if it handles it.
+                let _ = container.kill(Signal::SIGTERM, true);
                 killed_at = Some(now);
             }
             if let Some(k) = killed_at {
@@ -426,12 +431,35 @@ impl Runner {
 
     /// Deletes containers of an earlier run of the server (it was killed):
     /// every container under the root whose id starts with a prefix of ours.
+    /// Also removes what a create cut short by a kill leaves (a state
+    /// directory without state, a cgroup): only while no create runs.
     pub fn sweep(&self) -> usize {
         let mut n = 0;
         for st in Container::list(&self.root).unwrap_or_default() {
             if let Ok(c) = Container::load(&self.root, &st.id) {
                 if c.delete(true).is_ok() {
                     n += 1;
+                }
+            }
+        }
+        for e in std::fs::read_dir(&self.root).into_iter().flatten().flatten() {
+            if std::fs::remove_dir_all(e.path()).is_ok() {
+                n += 1;
+            }
+        }
+        if let Ok(mount) = strata_runtime::cgroups::find_mount() {
+            for e in std::fs::read_dir(mount.join(&self.cgroup_parent)).into_iter().flatten().flatten() {
+                let dir = e.path();
+                if !dir.is_dir() {
+                    continue;
+                }
+                let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+                for _ in 0..100 {
+                    if std::fs::remove_dir(&dir).is_ok() {
+                        n += 1;
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
                 }
             }
         }

@@ -93,6 +93,16 @@ impl Gate {
         Some(Pass(self))
     }
 
+    /// A pass if fewer than `max` hold one, without waiting.
+    fn try_enter(&self, max: u32) -> Option<Pass<'_>> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.0 >= max {
+            return None;
+        }
+        s.0 += 1;
+        Some(Pass(self))
+    }
+
     fn running(&self) -> u32 {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).0
     }
@@ -154,8 +164,13 @@ pub struct Server {
     watched_dirs: Mutex<HashSet<PathBuf>>,
     connections: AtomicUsize,
     ids: AtomicUsize,
+    /// Set at shutdown: no event starts.
+    stopping: std::sync::atomic::AtomicBool,
     id_prefix: String,
 }
+
+/// Asynchronous and file events not final yet, at most; more get 503.
+const MAX_PENDING: usize = 100_000;
 
 /// Used containers waiting for deletion before callers delete their own.
 const MAX_CLEANUP_BACKLOG: usize = 16;
@@ -222,6 +237,7 @@ impl Server {
             watched_dirs: Mutex::new(HashSet::new()),
             connections: AtomicUsize::new(0),
             ids: AtomicUsize::new(0),
+            stopping: Default::default(),
             id_prefix: format!("{stamp:x}"),
             cfg,
         });
@@ -335,9 +351,14 @@ impl Server {
         r.cpu_ms = out.cpu_usec as f64 / 1000.0;
         r.peak_memory_bytes = out.peak_memory;
         r.exit_code = out.exit_code;
-        let units = (out.duration.as_micros() as u64).div_ceil(self.cfg.bill_ms * 1000).max(1);
-        r.billed_ms = units * self.cfg.bill_ms;
-        r.gb_seconds = r.billed_ms as f64 / 1000.0 * f.billed_memory_mb() as f64 / 1024.0;
+        // Billed: every attempt that ran (a run that never started is free),
+        // rounded up to the billing granularity.
+        if out.running_at.is_some() || out.exit_code.is_some() {
+            let units = (out.duration.as_micros() as u64).div_ceil(self.cfg.bill_ms * 1000).max(1);
+            let billed = units * self.cfg.bill_ms;
+            r.billed_ms += billed;
+            r.gb_seconds += billed as f64 / 1000.0 * f.billed_memory_mb() as f64 / 1024.0;
+        }
         r.stderr_tail = String::from_utf8_lossy(&out.stderr_tail).into_owned();
         r.finished_ms = Some(now_ms());
         r.error = if let Some(e) = &out.error {
@@ -363,6 +384,10 @@ impl Server {
         match req.query("async") {
             None | Some("false") | Some("0") => {}
             Some("true") | Some("1") | Some("") => {
+                if self.store.pending() >= MAX_PENDING {
+                    return Response::error(503, &format!("{MAX_PENDING} events are waiting already"))
+                        .header("Retry-After", 5);
+                }
                 r.mode = Some(Mode::Async);
                 r.status = Some(Status::Queued);
                 r.event_b64 = Some(b64(&req.body));
@@ -438,12 +463,24 @@ impl Server {
             let _ = self.store.put(&r, true);
             return;
         };
+        // A function at its limit does not hold the worker: the event waits
+        // its turn in the queue, and other functions' events go on.
         let gate = self.gate(&f.name);
-        let _fn_pass = gate.enter(f.max_concurrency, None);
-        let _pass = self.global.enter(self.cfg.max_running, None);
-        r.attempts += 1;
+        let (Some(_fn_pass), Some(_pass)) =
+            (gate.try_enter(f.max_concurrency), self.global.try_enter(self.cfg.max_running))
+        else {
+            self.queue.push(now_ms() + 20, r.id.clone());
+            return;
+        };
+        if self.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let before = r.clone();
+        // `attempts` counts attempts that ended: one cut short by a kill of
+        // the server is not one.
         r.status = Some(Status::Running);
         let _ = self.store.put(&r, false);
+        r.attempts += 1;
         let started = Instant::now();
         let (out, warm) = match (&r.source, &r.event_b64) {
             (Some(src), _) => {
@@ -452,7 +489,9 @@ impl Server {
                 // shared rootfs for it.
                 let target = format!("/tmp/event/{name}");
                 let m = FileMount { source: PathBuf::from(src), target: target.clone() };
-                if Path::new(src).is_file() {
+                // A regular file only: a symlink dropped into the directory
+                // must not hand the function some other host file.
+                if is_regular(Path::new(src)) {
                     self.run_once(&f, format!("{target}\n").as_bytes(), Some(&m))
                 } else {
                     (Outcome { error: Some(format!("{src} is gone")), ..Default::default() }, false)
@@ -464,8 +503,14 @@ impl Server {
             }
             (None, None) => (Outcome { error: Some("the event is missing".into()), ..Default::default() }, false),
         };
-        self.meter(&f, &mut r, &out, warm);
         let ok = out.error.is_none() && !out.timed_out && !out.stdout_truncated && out.exit_code == Some(0);
+        if self.stopping.load(Ordering::SeqCst) && !ok {
+            // Cut short by the shutdown (which kills running containers): not
+            // an attempt. It stays queued on disk and runs after the restart.
+            let _ = self.store.put(&before, true);
+            return;
+        }
+        self.meter(&f, &mut r, &out, warm);
         let outcome = if ok {
             Status::Succeeded
         } else if out.timed_out {
@@ -530,41 +575,68 @@ impl Server {
         if let Err(e) = inotify.add_watch(&dir, AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_MOVED_TO) {
             return eprintln!("strata-fn: trigger {}: {e}", dir.display());
         }
-        let seen: HashSet<String> = store::read_log(&self.cfg.state)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|r| r.function == f.name)
-            .filter_map(|r| r.source)
-            .collect();
-        let mut missed: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.is_file() && !seen.contains(&*p.to_string_lossy()))
-            .collect();
-        missed.sort();
-        for p in missed {
-            self.file_event(&f, &p);
-        }
+        // Files already there (arrived while no one watched) are queued now,
+        // unless a record names them; the watcher skips the one event it may
+        // also see for a file queued here.
+        let scanned = Arc::new(Mutex::new(self.scan_trigger(&f, &dir)));
         let s = self.clone();
         let name = f.name.clone();
         std::thread::spawn(move || loop {
-            let Ok(events) = inotify.read_events() else { continue };
+            let events = match inotify.read_events() {
+                Ok(e) => e,
+                Err(nix::Error::EINTR) => continue,
+                Err(e) => {
+                    eprintln!("strata-fn: trigger {}: {e}", dir.display());
+                    s.watched_dirs.lock().unwrap_or_else(|e| e.into_inner()).remove(&dir);
+                    return;
+                }
+            };
             // The function as registered now (it may have changed or gone).
             let Some(f) = s.function(&name).filter(|f| f.trigger.as_ref().is_some_and(|t| t.directory == dir)) else {
                 s.watched_dirs.lock().unwrap_or_else(|e| e.into_inner()).remove(&dir);
                 return;
             };
             for ev in events {
+                if ev.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
+                    // Events were dropped: whatever has no record yet is queued.
+                    let more = s.scan_trigger(&f, &dir);
+                    scanned.lock().unwrap_or_else(|e| e.into_inner()).extend(more);
+                    continue;
+                }
                 if let Some(n) = ev.name {
                     let p = dir.join(n);
-                    if p.is_file() {
+                    if scanned.lock().unwrap_or_else(|e| e.into_inner()).remove(&p) {
+                        continue;
+                    }
+                    if is_regular(&p) {
                         s.file_event(&f, &p);
                     }
                 }
             }
         });
+    }
+
+    /// Queues every regular file in `dir` that no record of `f` names yet;
+    /// returns them.
+    fn scan_trigger(&self, f: &Function, dir: &Path) -> HashSet<PathBuf> {
+        let seen: HashSet<String> = store::read_log(&self.cfg.state)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.function == f.name)
+            .filter_map(|r| r.source)
+            .collect();
+        let mut missed: Vec<PathBuf> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| is_regular(p) && !seen.contains(&*p.to_string_lossy()))
+            .collect();
+        missed.sort();
+        for p in &missed {
+            self.file_event(f, p);
+        }
+        missed.into_iter().collect()
     }
 
     fn route(self: &Arc<Self>, req: &Request, received: Instant) -> Response {
@@ -652,7 +724,11 @@ impl Server {
     /// Answers requests on `listener` until the process ends.
     pub fn serve(self: &Arc<Self>, listener: TcpListener) {
         for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
+            let Ok(mut stream) = stream else {
+                // Out of descriptors (or another passing failure): do not spin.
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            };
             if self.connections.load(Ordering::SeqCst) >= self.cfg.max_connections {
                 let _ = http::write_response(&mut stream, &Response::error(503, "too many connections"), false);
                 continue;
@@ -671,6 +747,7 @@ impl Server {
 
     /// Deletes every warm and used container and the cgroup parent (on SIGTERM).
     pub fn shutdown(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
         self.runner.close();
         self.pools.drain();
         self.runner.sweep();
@@ -683,6 +760,12 @@ impl Server {
             let _ = std::fs::remove_dir(m.join(&self.cfg.cgroup_parent));
         }
     }
+}
+
+/// Whether `p` is a regular file itself (not a symlink to one: a link dropped
+/// into a trigger directory must not hand the function another host file).
+fn is_regular(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_file())
 }
 
 /// An invocation record as the API shows it: the output decoded when it is

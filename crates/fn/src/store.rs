@@ -291,9 +291,12 @@ impl Store {
         line.push(b'\n');
         {
             let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-            log.file.write_all(&line)?;
-            if durable {
-                log.file.sync_data()?;
+            let written = log.file.write_all(&line).and_then(|()| if durable { log.file.sync_data() } else { Ok(()) });
+            if let Err(e) = written {
+                // A fragment left by a short write (a full disk) would swallow
+                // the next line: cut the log back to its last whole line.
+                let _ = log.file.set_len(log.size);
+                return Err(e.into());
             }
             log.size += line.len() as u64;
             if r.status.is_some_and(Status::is_final) {
@@ -302,7 +305,11 @@ impl Store {
                 log.pending.insert(r.id.clone(), r.clone());
             }
             if log.size > log.rotate_at {
-                self.rotate(&mut log)?;
+                // The record is on disk either way; a failed rotation is
+                // tried again at the next write.
+                if let Err(e) = self.rotate(&mut log) {
+                    eprintln!("strata-fn: rotate the invocation log: {e}");
+                }
             }
         }
         let mut recs = self.records.lock().unwrap_or_else(|e| e.into_inner());
@@ -318,8 +325,18 @@ impl Store {
         Ok(())
     }
 
+    /// The record `id`: from memory, or (an unfinished one that memory let
+    /// go of) from the log's pending set.
     pub fn get(&self, id: &str) -> Option<Record> {
-        self.records.lock().unwrap_or_else(|e| e.into_inner()).0.get(id).cloned()
+        if let Some(r) = self.records.lock().unwrap_or_else(|e| e.into_inner()).0.get(id) {
+            return Some(r.clone());
+        }
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).pending.get(id).cloned()
+    }
+
+    /// Records not final yet (queued or running).
+    pub fn pending(&self) -> usize {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).pending.len()
     }
 }
 

@@ -9,11 +9,10 @@
 //! zygote's children; the server watches them through pidfds, reads their exit
 //! status from /proc while they are zombies, and has the zygote reap them.
 
-use std::io::IoSlice;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixDatagram;
+use std::io::{IoSlice, Read, Seek, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use strata_runtime::{Container, CreateOptions};
 
@@ -42,33 +41,60 @@ enum Reply {
     Failed { error: String },
 }
 
-/// Largest message (a config with a big environment still fits).
-const MAX_MESSAGE: usize = 4 << 20;
+/// Messages up to this size travel in the socket; larger ones (a config with
+/// a big environment) in a memfd passed along, marked by a payload of "M".
+const INLINE_MESSAGE: usize = 64 * 1024;
+/// Largest message at all.
+const MAX_MESSAGE: u64 = 16 << 20;
+
+/// How long the server waits for a zygote's answer before it gives that
+/// zygote up.
+const ANSWER_TIMEOUT_S: i64 = 120;
+
+/// One zygote: its socket (SOCK_SEQPACKET: whole messages, and end-of-file
+/// when the other side is gone), behind a lock that pairs request and answer.
+struct Zygote {
+    sock: Mutex<OwnedFd>,
+    /// The same socket, for messages without an answer.
+    raw: RawFd,
+    dead: AtomicBool,
+}
 
 /// Handles of the zygotes, used in turn.
 pub struct Zygotes {
-    zygotes: Vec<Mutex<UnixDatagram>>,
-    /// The same sockets' descriptors, for messages without an answer.
-    raw: Vec<RawFd>,
+    zygotes: Vec<Zygote>,
     next: AtomicUsize,
 }
 
-fn send(sock: &UnixDatagram, msg: &impl serde::Serialize, fds: &[RawFd]) -> std::io::Result<()> {
+fn send(sock: RawFd, msg: &impl serde::Serialize, fds: &[RawFd]) -> std::io::Result<()> {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
     let bytes = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
-    let iov = [IoSlice::new(&bytes)];
-    let cmsg = [ControlMessage::ScmRights(fds)];
-    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
-    sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::empty(), None)?;
+    let mut all: Vec<RawFd> = fds.to_vec();
+    let memfd;
+    let payload: &[u8] = if bytes.len() <= INLINE_MESSAGE {
+        &bytes
+    } else {
+        let fd = nix::sys::memfd::memfd_create(c"strata-fn-message", nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC)?;
+        let mut file = std::fs::File::from(fd);
+        file.write_all(&bytes)?;
+        file.rewind()?;
+        memfd = file;
+        all.push(memfd.as_raw_fd());
+        b"M"
+    };
+    let iov = [IoSlice::new(payload)];
+    let cmsg = [ControlMessage::ScmRights(&all)];
+    let cmsgs: &[ControlMessage] = if all.is_empty() { &[] } else { &cmsg };
+    sendmsg::<()>(sock, &iov, cmsgs, MsgFlags::empty(), None)?;
     Ok(())
 }
 
-fn recv<T: serde::de::DeserializeOwned>(sock: &UnixDatagram, buf: &mut [u8]) -> std::io::Result<(T, Vec<OwnedFd>)> {
+fn recv<T: serde::de::DeserializeOwned>(sock: RawFd, buf: &mut [u8]) -> std::io::Result<(T, Vec<OwnedFd>)> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-    let mut space = nix::cmsg_space!([RawFd; 3]);
+    let mut space = nix::cmsg_space!([RawFd; 4]);
     let (n, fds) = {
         let mut iov = [std::io::IoSliceMut::new(buf)];
-        let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
+        let msg = recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
         let mut fds = Vec::new();
         for c in msg.cmsgs()? {
             if let ControlMessageOwned::ScmRights(list) = c {
@@ -79,17 +105,25 @@ fn recv<T: serde::de::DeserializeOwned>(sock: &UnixDatagram, buf: &mut [u8]) -> 
         (msg.bytes, fds)
     };
     if n == 0 {
-        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the zygote is gone"));
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the other side is gone"));
+    }
+    let mut fds = fds;
+    if &buf[..n] == b"M" {
+        let fd = fds.pop().ok_or_else(|| std::io::Error::other("a large message without its memfd"))?;
+        let mut bytes = Vec::new();
+        std::fs::File::from(fd).take(MAX_MESSAGE).read_to_end(&mut bytes)?;
+        let v = serde_json::from_slice(&bytes).map_err(std::io::Error::other)?;
+        return Ok((v, fds));
     }
     let v = serde_json::from_slice(&buf[..n]).map_err(std::io::Error::other)?;
     Ok((v, fds))
 }
 
 /// The zygote's loop: one request at a time until the server goes away.
-fn serve(sock: UnixDatagram) -> ! {
-    let mut buf = vec![0u8; MAX_MESSAGE];
+fn serve(sock: OwnedFd) -> ! {
+    let mut buf = vec![0u8; INLINE_MESSAGE];
     loop {
-        let (req, fds) = match recv::<Request>(&sock, &mut buf) {
+        let (req, fds) = match recv::<Request>(sock.as_raw_fd(), &mut buf) {
             Ok(r) => r,
             Err(_) => strata_runtime_exit(),
         };
@@ -103,7 +137,7 @@ fn serve(sock: UnixDatagram) -> ! {
             Request::ReapNow { pid } => Reply::Reaped { code: reap(pid) },
         };
         drop(fds);
-        if send(&sock, &reply, &[]).is_err() {
+        if send(sock.as_raw_fd(), &reply, &[]).is_err() {
             strata_runtime_exit();
         }
     }
@@ -151,9 +185,10 @@ fn reap(pid: i32) -> i32 {
 impl Zygotes {
     /// Forks `n` zygotes. Must run while the process has a single thread.
     pub fn spawn(n: usize) -> anyhow::Result<Zygotes> {
-        let mut zygotes = Vec::new();
+        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+        let mut zygotes: Vec<Zygote> = Vec::new();
         for _ in 0..n.max(1) {
-            let (ours, theirs) = UnixDatagram::pair()?;
+            let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)?;
             // SAFETY: the caller guarantees no other thread exists, so the child
             // is a consistent copy; it only runs `serve`, which never returns.
             match unsafe { nix::unistd::fork() }? {
@@ -162,34 +197,56 @@ impl Zygotes {
                     // Gone with the server, whatever kills it.
                     // SAFETY: prctl with PR_SET_PDEATHSIG only sets a flag.
                     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-                    // Descriptors of the zygotes forked before this one stay
+                    // The sockets of the zygotes forked before this one stay
                     // with the server alone.
                     for z in &zygotes {
-                        let z: &Mutex<UnixDatagram> = z;
-                        let fd = z.lock().map(|s| s.as_raw_fd()).unwrap_or(-1);
-                        let _ = nix::unistd::close(fd);
+                        let _ = nix::unistd::close(z.raw);
                     }
+                    std::mem::forget(zygotes);
                     serve(theirs);
                 }
                 nix::unistd::ForkResult::Parent { .. } => {
                     drop(theirs);
-                    zygotes.push(Mutex::new(ours));
+                    let timeout = libc::timeval { tv_sec: ANSWER_TIMEOUT_S, tv_usec: 0 };
+                    // SAFETY: setsockopt reads `timeout`, which lives across the call.
+                    unsafe {
+                        libc::setsockopt(
+                            ours.as_raw_fd(),
+                            libc::SOL_SOCKET,
+                            libc::SO_RCVTIMEO,
+                            (&timeout as *const libc::timeval).cast(),
+                            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+                        )
+                    };
+                    let raw = ours.as_raw_fd();
+                    zygotes.push(Zygote { sock: Mutex::new(ours), raw, dead: AtomicBool::new(false) });
                 }
             }
         }
-        let raw = zygotes.iter().map(|z| z.lock().map(|s| s.as_raw_fd()).unwrap_or(-1)).collect();
-        Ok(Zygotes { zygotes, raw, next: AtomicUsize::new(0) })
+        Ok(Zygotes { zygotes, next: AtomicUsize::new(0) })
     }
 
     fn call(&self, index: usize, req: &Request, fds: &[RawFd]) -> anyhow::Result<Reply> {
-        let sock = self.zygotes[index % self.zygotes.len()].lock().unwrap_or_else(|e| e.into_inner());
-        send(&sock, req, fds)?;
-        let mut buf = [0u8; 64 * 1024];
-        Ok(recv::<Reply>(&sock, &mut buf)?.0)
+        let z = &self.zygotes[index % self.zygotes.len()];
+        let sock = z.sock.lock().unwrap_or_else(|e| e.into_inner());
+        if z.dead.load(Ordering::SeqCst) {
+            anyhow::bail!("zygote {index} is gone");
+        }
+        let mut buf = [0u8; 4096];
+        match send(sock.as_fd().as_raw_fd(), req, fds).and_then(|()| recv::<Reply>(sock.as_raw_fd(), &mut buf)) {
+            Ok((reply, _)) => Ok(reply),
+            Err(e) => {
+                // Dead, or stuck past the timeout: its answers can no longer be
+                // paired with requests, so it is not used again.
+                z.dead.store(true, Ordering::SeqCst);
+                eprintln!("strata-fn: zygote {index} given up: {e}");
+                Err(anyhow::anyhow!("zygote {index}: {e}"))
+            }
+        }
     }
 
-    /// Creates container `id` through a zygote (the next in turn); returns its
-    /// init's pid, the zygote that is its parent, and its cgroup.
+    /// Creates container `id` through a zygote (the next live one in turn);
+    /// returns its init's pid, the zygote that is its parent, and its cgroup.
     pub fn create(
         &self,
         root: &Path,
@@ -198,7 +255,12 @@ impl Zygotes {
         spec: serde_json::Value,
         stdio: [RawFd; 3],
     ) -> anyhow::Result<(i32, usize, Option<PathBuf>)> {
-        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.zygotes.len();
+        let n = self.zygotes.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let index = (0..n)
+            .map(|k| (start + k) % n)
+            .find(|i| !self.zygotes[*i].dead.load(Ordering::SeqCst))
+            .ok_or_else(|| anyhow::anyhow!("every zygote is gone; restart strata-fn serve"))?;
         let req = Request::Create { root: root.into(), id: id.into(), bundle: bundle.into(), spec };
         match self.call(index, &req, &stdio)? {
             Reply::Created { pid, cgroup } => Ok((pid, index, cgroup)),
@@ -215,17 +277,12 @@ impl Zygotes {
         }
     }
 
-    /// Has zygote `index` reap its child `pid` when it gets to it, without
-    /// waiting (a datagram is sent whole, so no lock is needed: a create in
-    /// flight gets its answer first).
+    /// Has zygote `index` reap its child `pid`, which has exited or been
+    /// killed, when it gets to it, without waiting (a message is sent whole,
+    /// so no lock is needed: a create in flight gets its answer first).
     pub fn reap_later(&self, index: usize, pid: i32) {
-        let sock = &self.zygotes[index % self.zygotes.len()];
-        // The socket itself, not the lock that orders request and answer.
-        let fd = self.raw[index % self.raw.len()];
-        let _ = sock;
-        // SAFETY: `fd` stays open as long as `self` (the socket in `zygotes`).
-        let s = std::mem::ManuallyDrop::new(unsafe { UnixDatagram::from_raw_fd(fd) });
-        let _ = send(&s, &Request::Reap { pid }, &[]);
+        let z = &self.zygotes[index % self.zygotes.len()];
+        let _ = send(z.raw, &Request::Reap { pid }, &[]);
     }
 }
 
