@@ -427,6 +427,29 @@ fn sigterm_with_events_queued_spends_no_attempt() {
 }
 
 #[test]
+fn sigterm_lets_running_calls_finish() {
+    let mut s = Server::start("drain");
+    let dir = TempDir::new("fn-drain-src");
+    s.deploy(&function(dir.path(), "slow", &["sh", "-c", "sleep 1; echo done"], ""));
+    let addr = s.addr.clone();
+    let running = std::thread::spawn(move || {
+        let mut st = TcpStream::connect(&addr).expect("connect");
+        let mut r = BufReader::new(st.try_clone().expect("clone"));
+        let a = http::call(&mut st, "POST", "/functions/slow/invoke", b"", &mut r).expect("call");
+        (a.status, String::from_utf8_lossy(&a.body).into_owned())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = s.child.as_ref().map(|c| c.id() as i32).expect("server");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGTERM).expect("SIGTERM");
+    std::thread::sleep(Duration::from_millis(100));
+    // Draining: a new call is refused, the running one finishes.
+    let refused = s.invoke("slow", b"");
+    assert_eq!(refused.status, 503);
+    assert_eq!(running.join().expect("call"), (200, "done\n".to_string()));
+    s.stop();
+}
+
+#[test]
 fn a_new_file_in_the_trigger_directory_is_an_event() {
     let s = Server::start("file");
     let src = TempDir::new("fn-file-src");

@@ -40,6 +40,9 @@ enum Command {
         /// Threads creating warm containers.
         #[arg(long, default_value_t = 2)]
         pool_workers: usize,
+        /// On SIGTERM, how long running invocations get to finish.
+        #[arg(long, default_value_t = 30)]
+        drain_s: u64,
         /// The cgroup, under the cgroup v2 mount, holding every invocation's.
         #[arg(long, default_value = "strata-fn")]
         cgroup_parent: String,
@@ -119,6 +122,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             cgroup_parent,
             zygotes,
             naive_runtime,
+            drain_s,
         } => {
             if bill_ms == 0 || max_running == 0 || async_workers == 0 {
                 anyhow::bail!("--bill-ms, --max-running and --async-workers must be at least 1");
@@ -158,8 +162,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             let s = server.clone();
             std::thread::spawn(move || {
                 if let Ok(sig) = sigs.wait() {
-                    eprintln!("strata-fn: {sig}: deleting containers and exiting");
+                    eprintln!("strata-fn: {sig}: letting running invocations finish (up to {drain_s} s)");
                 }
+                s.drain(std::time::Duration::from_secs(drain_s));
+                eprintln!("strata-fn: deleting containers and exiting");
                 s.shutdown();
                 std::process::exit(0);
             });

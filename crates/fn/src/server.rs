@@ -416,6 +416,9 @@ impl Server {
             self.metrics.rejected(&f.name);
             return Response::error(429, "the server is at its global concurrency limit").header("Retry-After", 1);
         };
+        if self.stopping.load(Ordering::SeqCst) {
+            return Response::error(503, "the server is shutting down").header("Retry-After", 1);
+        }
         let (out, warm) = self.run_once(&f, &req.body, None);
         let to_running = out.running_at.map(|t| t.saturating_duration_since(received));
         self.meter(&f, &mut r, &out, warm);
@@ -745,7 +748,18 @@ impl Server {
         }
     }
 
-    /// Deletes every warm and used container and the cgroup parent (on SIGTERM).
+    /// On SIGTERM: no invocation starts any more (synchronous calls get 503;
+    /// asynchronous events are still accepted, for after the restart), and
+    /// those running get up to `grace` to finish.
+    pub fn drain(&self, grace: Duration) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + grace;
+        while self.global.running() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Deletes every warm and used container and the cgroup parent.
     pub fn shutdown(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         self.runner.close();
