@@ -450,6 +450,34 @@ fn sigterm_lets_running_calls_finish() {
 }
 
 #[test]
+fn a_killed_zygote_is_replaced_and_calls_go_on() {
+    let s = Server::start("zygote");
+    let dir = TempDir::new("fn-zygote-src");
+    s.deploy(&function(dir.path(), "z", &["/bin/cat"], "[pool]\nmax_warm = 0"));
+    assert_eq!(s.invoke("z", b"before").status, 200);
+    let server = s.child.as_ref().map(|c| c.id()).expect("server");
+    let zygotes = || -> Vec<u32> {
+        let out = Command::new("pgrep").args(["-P", &server.to_string()]).output().expect("pgrep");
+        String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect()
+    };
+    let before = zygotes();
+    assert_eq!(before.len(), 3, "zygotes: {before:?}");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(before[0] as i32), nix::sys::signal::SIGKILL).expect("kill");
+    // Every call (each a cold create) still succeeds, through the others.
+    for i in 0..6 {
+        let a = s.invoke("z", format!("after {i}").as_bytes());
+        assert_eq!((a.status, a.body), (200, format!("after {i}").into_bytes()));
+    }
+    wait_for("a replacement zygote", Duration::from_secs(10), || {
+        let now = zygotes();
+        now.len() == 3 && !now.contains(&before[0])
+    });
+    for i in 0..3 {
+        assert_eq!(s.invoke("z", format!("again {i}").as_bytes()).status, 200);
+    }
+}
+
+#[test]
 fn a_new_file_in_the_trigger_directory_is_an_event() {
     let s = Server::start("file");
     let src = TempDir::new("fn-file-src");

@@ -84,6 +84,9 @@ enum Command {
         #[arg(long, default_value = "day")]
         by: String,
     },
+    /// A replacement zygote (see zygote.rs), started by the server.
+    #[command(name = "__zygote", hide = true)]
+    Zygote,
     /// Load generator for benchmarks: N requests, C at a time; prints JSON.
     #[command(hide = true)]
     Load {
@@ -265,6 +268,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             }
         }
         Command::Usage { name, by } => usage(&state, name.as_deref(), &by),
+        Command::Zygote => strata_fn::zygote::serve_stdin(),
         Command::Load { url, n, c, data } => load(&url, n, c, data.as_bytes()),
     }
 }

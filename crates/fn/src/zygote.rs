@@ -12,8 +12,8 @@
 use std::io::{IoSlice, Read, Seek, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use strata_runtime::{Container, CreateOptions};
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -55,15 +55,59 @@ const ANSWER_TIMEOUT_S: i64 = 120;
 /// when the other side is gone), behind a lock that pairs request and answer.
 struct Zygote {
     sock: Mutex<OwnedFd>,
-    /// The same socket, for messages without an answer.
-    raw: RawFd,
+    /// The same socket, for messages without an answer. A replaced socket is
+    /// never closed, so a number read here never names another file.
+    raw: AtomicI32,
+    pid: AtomicI32,
     dead: AtomicBool,
 }
 
-/// Handles of the zygotes, used in turn.
+/// Handles of the zygotes, used in turn; a dead one is replaced.
 pub struct Zygotes {
-    zygotes: Vec<Zygote>,
+    zygotes: Arc<Vec<Zygote>>,
     next: AtomicUsize,
+    /// To the thread that replaces dead zygotes.
+    keeper: Mutex<std::sync::mpsc::Sender<usize>>,
+}
+
+fn set_answer_timeout(fd: RawFd) {
+    let timeout = libc::timeval { tv_sec: ANSWER_TIMEOUT_S, tv_usec: 0 };
+    // SAFETY: setsockopt reads `timeout`, which lives across the call.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&timeout as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+}
+
+/// Starts a fresh zygote by executing this program (`strata-fn __zygote`,
+/// its socket on stdin): forking the threaded server is what zygotes avoid.
+/// Must run on a thread that lives as long as the server (the zygote dies
+/// with the thread that made it).
+fn exec_zygote() -> anyhow::Result<(OwnedFd, i32)> {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)?;
+    let child = std::process::Command::new("/proc/self/exe")
+        .arg("__zygote")
+        .stdin(std::process::Stdio::from(theirs))
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    set_answer_timeout(ours.as_raw_fd());
+    Ok((ours, child.id() as i32))
+}
+
+/// Entry of an executed zygote (`strata-fn __zygote`): serves the socket on
+/// its stdin until the server goes away.
+pub fn serve_stdin() -> ! {
+    // SAFETY: prctl with PR_SET_PDEATHSIG only sets a flag.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    // SAFETY: the server passed the socket as our stdin; nothing else owns it.
+    let sock = unsafe { OwnedFd::from_raw_fd(0) };
+    serve(sock)
 }
 
 fn send(sock: RawFd, msg: &impl serde::Serialize, fds: &[RawFd]) -> std::io::Result<()> {
@@ -183,7 +227,8 @@ fn reap(pid: i32) -> i32 {
 }
 
 impl Zygotes {
-    /// Forks `n` zygotes. Must run while the process has a single thread.
+    /// Forks `n` zygotes. Must run while the process has a single thread
+    /// (it then starts the thread that replaces dead zygotes).
     pub fn spawn(n: usize) -> anyhow::Result<Zygotes> {
         use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
         let mut zygotes: Vec<Zygote> = Vec::new();
@@ -200,30 +245,48 @@ impl Zygotes {
                     // The sockets of the zygotes forked before this one stay
                     // with the server alone.
                     for z in &zygotes {
-                        let _ = nix::unistd::close(z.raw);
+                        let _ = nix::unistd::close(z.raw.load(Ordering::SeqCst));
                     }
                     std::mem::forget(zygotes);
                     serve(theirs);
                 }
-                nix::unistd::ForkResult::Parent { .. } => {
+                nix::unistd::ForkResult::Parent { child } => {
                     drop(theirs);
-                    let timeout = libc::timeval { tv_sec: ANSWER_TIMEOUT_S, tv_usec: 0 };
-                    // SAFETY: setsockopt reads `timeout`, which lives across the call.
-                    unsafe {
-                        libc::setsockopt(
-                            ours.as_raw_fd(),
-                            libc::SOL_SOCKET,
-                            libc::SO_RCVTIMEO,
-                            (&timeout as *const libc::timeval).cast(),
-                            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-                        )
-                    };
-                    let raw = ours.as_raw_fd();
-                    zygotes.push(Zygote { sock: Mutex::new(ours), raw, dead: AtomicBool::new(false) });
+                    set_answer_timeout(ours.as_raw_fd());
+                    let raw = AtomicI32::new(ours.as_raw_fd());
+                    zygotes.push(Zygote {
+                        sock: Mutex::new(ours),
+                        raw,
+                        pid: AtomicI32::new(child.as_raw()),
+                        dead: AtomicBool::new(false),
+                    });
                 }
             }
         }
-        Ok(Zygotes { zygotes, next: AtomicUsize::new(0) })
+        let zygotes = Arc::new(zygotes);
+        let (keeper, dead) = std::sync::mpsc::channel::<usize>();
+        let all = zygotes.clone();
+        std::thread::spawn(move || {
+            for index in dead {
+                let z = &all[index];
+                let old = z.pid.load(Ordering::SeqCst);
+                // Stuck or gone: it is ended and reaped either way.
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(old), nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(old), None);
+                match exec_zygote() {
+                    Ok((sock, pid)) => {
+                        let mut guard = z.sock.lock().unwrap_or_else(|e| e.into_inner());
+                        z.raw.store(sock.as_raw_fd(), Ordering::SeqCst);
+                        std::mem::forget(std::mem::replace(&mut *guard, sock));
+                        z.pid.store(pid, Ordering::SeqCst);
+                        z.dead.store(false, Ordering::SeqCst);
+                        eprintln!("strata-fn: zygote {index} replaced");
+                    }
+                    Err(e) => eprintln!("strata-fn: zygote {index} cannot be replaced: {e}"),
+                }
+            }
+        });
+        Ok(Zygotes { zygotes, next: AtomicUsize::new(0), keeper: Mutex::new(keeper) })
     }
 
     fn call(&self, index: usize, req: &Request, fds: &[RawFd]) -> anyhow::Result<Reply> {
@@ -237,9 +300,11 @@ impl Zygotes {
             Ok((reply, _)) => Ok(reply),
             Err(e) => {
                 // Dead, or stuck past the timeout: its answers can no longer be
-                // paired with requests, so it is not used again.
-                z.dead.store(true, Ordering::SeqCst);
-                eprintln!("strata-fn: zygote {index} given up: {e}");
+                // paired with requests, so it is replaced.
+                if !z.dead.swap(true, Ordering::SeqCst) {
+                    eprintln!("strata-fn: zygote {index} given up: {e}");
+                    let _ = self.keeper.lock().unwrap_or_else(|e| e.into_inner()).send(index % self.zygotes.len());
+                }
                 Err(anyhow::anyhow!("zygote {index}: {e}"))
             }
         }
@@ -257,16 +322,22 @@ impl Zygotes {
     ) -> anyhow::Result<(i32, usize, Option<PathBuf>)> {
         let n = self.zygotes.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let index = (0..n)
-            .map(|k| (start + k) % n)
-            .find(|i| !self.zygotes[*i].dead.load(Ordering::SeqCst))
-            .ok_or_else(|| anyhow::anyhow!("every zygote is gone; restart strata-fn serve"))?;
         let req = Request::Create { root: root.into(), id: id.into(), bundle: bundle.into(), spec };
-        match self.call(index, &req, &stdio)? {
-            Reply::Created { pid, cgroup } => Ok((pid, index, cgroup)),
-            Reply::Failed { error } => Err(anyhow::anyhow!(error)),
-            Reply::Reaped { .. } => Err(anyhow::anyhow!("the zygote answered out of turn")),
+        let mut last = None;
+        // A zygote found dead on the way is replaced; the create goes to the
+        // next live one.
+        for index in (0..n).map(|k| (start + k) % n) {
+            if self.zygotes[index].dead.load(Ordering::SeqCst) {
+                continue;
+            }
+            match self.call(index, &req, &stdio) {
+                Ok(Reply::Created { pid, cgroup }) => return Ok((pid, index, cgroup)),
+                Ok(Reply::Failed { error }) => return Err(anyhow::anyhow!(error)),
+                Ok(Reply::Reaped { .. }) => return Err(anyhow::anyhow!("the zygote answered out of turn")),
+                Err(e) => last = Some(e),
+            }
         }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("every zygote is gone (they are being replaced)")))
     }
 
     /// Has zygote `index` reap its child `pid`; its exit code.
@@ -282,7 +353,7 @@ impl Zygotes {
     /// so no lock is needed: a create in flight gets its answer first).
     pub fn reap_later(&self, index: usize, pid: i32) {
         let z = &self.zygotes[index % self.zygotes.len()];
-        let _ = send(z.raw, &Request::Reap { pid }, &[]);
+        let _ = send(z.raw.load(Ordering::SeqCst), &Request::Reap { pid }, &[]);
     }
 }
 
