@@ -169,8 +169,10 @@ pub struct Server {
     id_prefix: String,
 }
 
-/// Asynchronous and file events not final yet, at most; more get 503.
+/// Asynchronous and file events not final yet, at most, and the bytes of
+/// their events (held in memory until they are final); more get 503.
 const MAX_PENDING: usize = 100_000;
+const MAX_PENDING_BYTES: usize = 512 << 20;
 
 /// Used containers waiting for deletion before callers delete their own.
 const MAX_CLEANUP_BACKLOG: usize = 16;
@@ -384,9 +386,9 @@ impl Server {
         match req.query("async") {
             None | Some("false") | Some("0") => {}
             Some("true") | Some("1") | Some("") => {
-                if self.store.pending() >= MAX_PENDING {
-                    return Response::error(503, &format!("{MAX_PENDING} events are waiting already"))
-                        .header("Retry-After", 5);
+                let (events, bytes) = self.store.pending();
+                if events >= MAX_PENDING || bytes + req.body.len() * 4 / 3 > MAX_PENDING_BYTES {
+                    return Response::error(503, "too many events are waiting already").header("Retry-After", 5);
                 }
                 r.mode = Some(Mode::Async);
                 r.status = Some(Status::Queued);

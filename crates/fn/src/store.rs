@@ -94,6 +94,10 @@ pub struct Record {
     pub due_ms: Option<u64>,
 }
 
+fn event_len(r: &Record) -> usize {
+    r.event_b64.as_ref().map_or(0, String::len)
+}
+
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
@@ -111,8 +115,11 @@ struct Log {
     rotate_at: u64,
     /// The number of the newest sealed segment (its time in ms, made unique).
     last_sealed: u64,
-    /// Latest snapshots of records that are not final, carried into a new log.
+    /// Latest snapshots of records that are not final, carried into a new log
+    /// (the only copies of their events held in memory).
     pending: HashMap<String, Record>,
+    /// Bytes of the events in `pending`.
+    pending_bytes: usize,
 }
 
 pub struct Store {
@@ -240,8 +247,9 @@ impl Store {
             records.iter().filter(|r| !r.status.is_some_and(Status::is_final)).cloned().collect();
         let mut map = HashMap::new();
         let mut order = VecDeque::new();
-        for r in records.into_iter().rev().take(MEMORY_RECORDS).collect::<Vec<_>>().into_iter().rev() {
+        for mut r in records.into_iter().rev().take(MEMORY_RECORDS).collect::<Vec<_>>().into_iter().rev() {
             order.push_back(r.id.clone());
+            r.event_b64 = None;
             map.insert(r.id.clone(), r);
         }
         let _ = std::fs::remove_file(dir.join("invocations.log.new"));
@@ -255,6 +263,7 @@ impl Store {
             rotate_at: ROTATE_BYTES,
             size: file.metadata()?.len(),
             file,
+            pending_bytes: pending.iter().map(event_len).sum(),
             pending: pending.iter().map(|r| (r.id.clone(), r.clone())).collect(),
         };
         Ok((Store { dir: dir.to_path_buf(), log: Mutex::new(log), records: Mutex::new((map, order)) }, pending))
@@ -299,11 +308,13 @@ impl Store {
                 return Err(e.into());
             }
             log.size += line.len() as u64;
-            if r.status.is_some_and(Status::is_final) {
-                log.pending.remove(&r.id);
+            let old = if r.status.is_some_and(Status::is_final) {
+                log.pending.remove(&r.id)
             } else {
-                log.pending.insert(r.id.clone(), r.clone());
-            }
+                log.pending_bytes += event_len(r);
+                log.pending.insert(r.id.clone(), r.clone())
+            };
+            log.pending_bytes -= old.as_ref().map(event_len).unwrap_or(0);
             if log.size > log.rotate_at {
                 // The record is on disk either way; a failed rotation is
                 // tried again at the next write.
@@ -312,9 +323,12 @@ impl Store {
                 }
             }
         }
+        // In memory without the event: the pending set holds those still needed.
+        let mut slim = r.clone();
+        slim.event_b64 = None;
         let mut recs = self.records.lock().unwrap_or_else(|e| e.into_inner());
         let (map, order) = &mut *recs;
-        if map.insert(r.id.clone(), r.clone()).is_none() {
+        if map.insert(r.id.clone(), slim).is_none() {
             order.push_back(r.id.clone());
             if order.len() > MEMORY_RECORDS {
                 if let Some(old) = order.pop_front() {
@@ -327,16 +341,18 @@ impl Store {
 
     /// The record `id`: from memory, or (an unfinished one that memory let
     /// go of) from the log's pending set.
+    /// An unfinished record comes with its event.
     pub fn get(&self, id: &str) -> Option<Record> {
-        if let Some(r) = self.records.lock().unwrap_or_else(|e| e.into_inner()).0.get(id) {
+        if let Some(r) = self.log.lock().unwrap_or_else(|e| e.into_inner()).pending.get(id) {
             return Some(r.clone());
         }
-        self.log.lock().unwrap_or_else(|e| e.into_inner()).pending.get(id).cloned()
+        self.records.lock().unwrap_or_else(|e| e.into_inner()).0.get(id).cloned()
     }
 
-    /// Records not final yet (queued or running).
-    pub fn pending(&self) -> usize {
-        self.log.lock().unwrap_or_else(|e| e.into_inner()).pending.len()
+    /// Records not final yet (queued or running), and the bytes of their events.
+    pub fn pending(&self) -> (usize, usize) {
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        (log.pending.len(), log.pending_bytes)
     }
 }
 
@@ -441,13 +457,23 @@ mod tests {
         {
             let (s, pending) = Store::open(&d).expect("open");
             assert!(pending.is_empty());
-            let mut r =
-                Record { id: "a".into(), function: "f".into(), status: Some(Status::Queued), ..Default::default() };
+            let mut r = Record {
+                id: "a".into(),
+                function: "f".into(),
+                status: Some(Status::Queued),
+                event_b64: Some("aGkh".into()),
+                ..Default::default()
+            };
             s.put(&r, true).expect("put");
+            assert_eq!(s.pending(), (1, 4));
+            // Memory keeps the event only while the record is unfinished.
+            assert_eq!(s.get("a").and_then(|r| r.event_b64).as_deref(), Some("aGkh"));
             let b = Record { id: "b".into(), function: "f".into(), status: Some(Status::Queued), ..Default::default() };
             s.put(&b, true).expect("put");
             r.status = Some(Status::Succeeded);
             s.put(&r, false).expect("put");
+            assert_eq!(s.pending(), (1, 0));
+            assert_eq!(s.get("a").and_then(|r| r.event_b64), None);
         }
         std::fs::OpenOptions::new()
             .append(true)
