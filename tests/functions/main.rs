@@ -325,7 +325,7 @@ fn over_the_concurrency_limit_gets_429() {
         let mut r = BufReader::new(st.try_clone().expect("clone"));
         http::call(&mut st, "POST", "/functions/slow/invoke", b"", &mut r).expect("call").status
     });
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for("the first call to run", Duration::from_secs(10), || s.metric("strata_fn_running ") == Some(1.0));
     let second = s.invoke("slow", b"");
     assert_eq!(second.status, 429);
     assert!(second.header("Retry-After").is_some());
@@ -361,7 +361,9 @@ fn async_events_retry_then_dead_letter() {
     assert_eq!(r["attempts"], 3);
     assert!(r["stderr_tail"].as_str().is_some_and(|t| t.contains("no")));
     let dead = s.json("/dead-letters");
-    assert!(dead.as_array().is_some_and(|d| d.iter().any(|r| r["id"] == dead_id.as_str())));
+    let letter = dead.as_array().and_then(|d| d.iter().find(|r| r["id"] == dead_id.as_str())).expect("dead letter");
+    // The event is kept with it ("x").
+    assert_eq!(letter["event_b64"], "eA==");
 }
 
 #[test]
@@ -438,7 +440,7 @@ fn sigterm_lets_running_calls_finish() {
         let a = http::call(&mut st, "POST", "/functions/slow/invoke", b"", &mut r).expect("call");
         (a.status, String::from_utf8_lossy(&a.body).into_owned())
     });
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for("the call to run", Duration::from_secs(10), || s.metric("strata_fn_running ") == Some(1.0));
     let pid = s.child.as_ref().map(|c| c.id() as i32).expect("server");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGTERM).expect("SIGTERM");
     std::thread::sleep(Duration::from_millis(100));
@@ -524,12 +526,13 @@ fn a_new_file_in_the_trigger_directory_is_an_event() {
 fn idle_functions_scale_to_zero() {
     let s = Server::start("zero");
     let dir = TempDir::new("fn-zero-src");
-    s.deploy(&function(dir.path(), "nap", &["/bin/cat"], "[pool]\nmin_warm = 0\nmax_warm = 3\nkeep_alive_s = 1"));
+    s.deploy(&function(dir.path(), "nap", &["/bin/cat"], "[pool]\nmin_warm = 0\nmax_warm = 3\nkeep_alive_s = 2"));
     assert_eq!(s.invoke("nap", b"x").status, 200);
+    // Three warm containers, and the used one deleted (off the request path).
     wait_for("the pool to fill", Duration::from_secs(10), || {
         s.metric("strata_fn_warm_pool_size{function=\"nap\"}") == Some(3.0)
+            && s.containers().iter().filter(|c| !c.starts_with("cgroup")).count() == 3
     });
-    assert_eq!(s.containers().iter().filter(|c| !c.starts_with("cgroup")).count(), 3);
     wait_for("scale to zero", Duration::from_secs(10), || {
         s.metric("strata_fn_warm_pool_size{function=\"nap\"}") == Some(0.0) && s.containers().is_empty()
     });

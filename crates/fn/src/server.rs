@@ -687,7 +687,14 @@ impl Server {
                     .unwrap_or_default()
                     .iter()
                     .filter(|r| r.status == Some(Status::Dead))
-                    .map(record_json)
+                    .map(|r| {
+                        // With the event, to inspect or send again.
+                        let mut v = record_json(r);
+                        if let (Some(obj), Some(e)) = (v.as_object_mut(), &r.event_b64) {
+                            obj.insert("event_b64".into(), e.clone().into());
+                        }
+                        v
+                    })
                     .collect();
                 Response::json(200, &serde_json::Value::Array(dead))
             }
