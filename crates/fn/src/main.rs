@@ -273,30 +273,17 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
-/// Days since the epoch to a civil (y, m, d), UTC.
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
 /// RFC 3339 UTC with milliseconds.
 fn timestamp(ms: u64) -> String {
     let secs = (ms / 1000) as i64;
-    let (y, m, d) = civil(secs.div_euclid(86_400));
+    let (y, m, d) = strata_runtime::state::civil_from_days(secs.div_euclid(86_400));
     let t = secs.rem_euclid(86_400);
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", t / 3600, t / 60 % 60, t % 60, ms % 1000)
 }
 
 fn period(ms: u64, by: &str) -> String {
     let secs = (ms / 1000) as i64;
-    let (y, m, d) = civil(secs.div_euclid(86_400));
+    let (y, m, d) = strata_runtime::state::civil_from_days(secs.div_euclid(86_400));
     match by {
         "hour" => format!("{y:04}-{m:02}-{d:02}T{:02}", secs.rem_euclid(86_400) / 3600),
         "month" => format!("{y:04}-{m:02}"),

@@ -104,19 +104,6 @@ fn peak_memory(cgroup: Option<&Path>) -> Option<u64> {
     cgroup.and_then(|d| std::fs::read_to_string(d.join("memory.peak")).ok()).and_then(|s| s.trim().parse().ok())
 }
 
-/// Reaps child `pid`; its exit code (128+N for a signal).
-fn reap(pid: i32) -> i32 {
-    use nix::sys::wait::{waitpid, WaitStatus};
-    loop {
-        match waitpid(nix::unistd::Pid::from_raw(pid), None) {
-            Ok(WaitStatus::Exited(_, code)) => return code,
-            Ok(WaitStatus::Signaled(_, sig, _)) => return 128 + sig as i32,
-            Ok(_) | Err(nix::Error::EINTR) => continue,
-            Err(_) => return 255,
-        }
-    }
-}
-
 fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
@@ -162,7 +149,7 @@ impl Runner {
         p.reaped = true;
         match (&self.zygotes, p.zygote) {
             (Some(z), Some(i)) => z.reap(i, p.pid),
-            _ => reap(p.pid),
+            _ => crate::zygote::reap(p.pid),
         }
     }
 

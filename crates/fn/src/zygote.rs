@@ -214,7 +214,7 @@ fn create(root: &Path, id: &str, bundle: PathBuf, spec: serde_json::Value, fds: 
 }
 
 /// Reaps child `pid`; its exit code (128+N for a signal).
-fn reap(pid: i32) -> i32 {
+pub(crate) fn reap(pid: i32) -> i32 {
     use nix::sys::wait::{waitpid, WaitStatus};
     loop {
         match waitpid(nix::unistd::Pid::from_raw(pid), None) {
