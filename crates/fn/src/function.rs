@@ -135,8 +135,8 @@ pub struct Function {
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// An error in `function.toml`, naming the field.
-fn bad(field: &str, why: impl std::fmt::Display) -> anyhow::Error {
-    anyhow::anyhow!("function.toml: {field}: {why}")
+fn bad(field: &str, why: impl std::fmt::Display) -> crate::Error {
+    crate::Error::Function { field: field.to_string(), message: why.to_string() }
 }
 
 /// Whether `name` may name a function: 1 to 63 of [a-z0-9-_], starting with a
@@ -159,19 +159,19 @@ fn available_controllers() -> Vec<String> {
 
 impl Function {
     /// Reads and validates `DIR/function.toml`.
-    pub fn load(dir: &Path) -> anyhow::Result<Function> {
-        let dir = std::fs::canonicalize(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+    pub fn load(dir: &Path) -> crate::Result<Function> {
+        let dir = std::fs::canonicalize(dir).map_err(|e| crate::Error::path(dir, e))?;
         let path = dir.join("function.toml");
-        let meta = std::fs::metadata(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let meta = std::fs::metadata(&path).map_err(|e| crate::Error::path(&path, e))?;
         if !meta.is_file() || meta.len() > 1 << 20 {
-            anyhow::bail!("{}: not a regular file of at most 1 MiB", path.display());
+            return Err(crate::Error::Other(format!("{}: not a regular file of at most 1 MiB", path.display())));
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| crate::Error::path(&path, e))?;
         Self::parse(&text, &dir)
     }
 
     /// Validates the text of a `function.toml` found in `dir`.
-    pub fn parse(text: &str, dir: &Path) -> anyhow::Result<Function> {
+    pub fn parse(text: &str, dir: &Path) -> crate::Result<Function> {
         let t: FunctionToml = toml::from_str(text).map_err(|e| {
             // toml's message spans lines (the offending source and a caret).
             let msg = e.message().to_string();
@@ -181,9 +181,12 @@ impl Function {
                 Some(at) => {
                     let line_no = text[..at].matches('\n').count() + 1;
                     let line: String = text.lines().nth(line_no - 1).unwrap_or("").trim().chars().take(60).collect();
-                    anyhow::anyhow!("function.toml: line {line_no} ({line}): {}", msg.trim())
+                    crate::Error::Function {
+                        field: format!("line {line_no} ({line})"),
+                        message: msg.trim().to_string(),
+                    }
                 }
-                None => anyhow::anyhow!("function.toml: {}", msg.trim()),
+                None => crate::Error::Function { field: "document".into(), message: msg.trim().to_string() },
             }
         })?;
         if !valid_name(&t.name) {
@@ -285,7 +288,7 @@ impl Function {
             return Err(bad("queue", "must be at most 100000"));
         }
         let controllers = available_controllers();
-        let need = |field: &str, controller: &str| -> anyhow::Result<()> {
+        let need = |field: &str, controller: &str| -> crate::Result<()> {
             if controllers.iter().any(|c| c == controller) {
                 Ok(())
             } else {

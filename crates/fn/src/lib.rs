@@ -4,6 +4,7 @@
 //! cost on the request path; invocations are limited, timed out, metered and
 //! recorded; idle functions scale to zero.
 
+pub mod error;
 pub mod function;
 pub mod http;
 pub mod metrics;
@@ -12,3 +13,5 @@ pub mod runner;
 pub mod server;
 pub mod store;
 pub mod zygote;
+
+pub use error::{Error, Result};

@@ -154,7 +154,7 @@ impl Runner {
     }
 
     /// The OCI config of one invocation's container.
-    pub(crate) fn spec(&self, f: &Function, id: &str, file: Option<&FileMount>) -> anyhow::Result<serde_json::Value> {
+    pub(crate) fn spec(&self, f: &Function, id: &str, file: Option<&FileMount>) -> crate::Result<serde_json::Value> {
         let mut s = strata_runtime::config::default_spec_json();
         s["process"]["terminal"] = false.into();
         s["process"]["args"] = serde_json::json!(f.command);
@@ -163,7 +163,8 @@ impl Runner {
         s["process"]["user"] = serde_json::json!({ "uid": f.uid, "gid": f.gid });
         s["root"] = serde_json::json!({ "path": f.rootfs, "readonly": true });
         s["hostname"] = f.name.clone().into();
-        let mounts = s["mounts"].as_array_mut().ok_or_else(|| anyhow::anyhow!("default spec without mounts"))?;
+        let mounts =
+            s["mounts"].as_array_mut().ok_or_else(|| crate::Error::Other("default spec without mounts".into()))?;
         mounts.push(serde_json::json!({
             "destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
             "options": ["nosuid", "nodev", "mode=1777", "size=65536k"]
@@ -189,10 +190,10 @@ impl Runner {
     }
 
     /// Creates a container for `f` (not started). On failure nothing is left.
-    pub fn prepare(&self, f: &Function, file: Option<&FileMount>) -> anyhow::Result<Prepared> {
+    pub fn prepare(&self, f: &Function, file: Option<&FileMount>) -> crate::Result<Prepared> {
         let _busy = self.busy();
         if self.closed.load(Ordering::SeqCst) {
-            anyhow::bail!("the server is shutting down");
+            return Err(crate::Error::Other("the server is shutting down".into()));
         }
         let id = format!("{}-{}-{}", self.prefix, f.name, self.seq.fetch_add(1, Ordering::Relaxed));
         let spec = self.spec(f, &id, file)?;
@@ -212,7 +213,8 @@ impl Runner {
                     spec: Some(serde_json::from_value(spec)?),
                     ..Default::default()
                 };
-                let st = Container::create(&self.root, &id, &opts).map_err(|e| anyhow::anyhow!("create: {e}"))?;
+                let st = Container::create(&self.root, &id, &opts)
+                    .map_err(|e| crate::Error::Other(format!("create: {e}")))?;
                 (st.pid, None, st.cgroup().map(|c| c.dir))
             }
         };
@@ -462,7 +464,7 @@ pub fn run_naive(runtime: &Path, runner: &Runner, f: &Function, input: &[u8]) ->
     let mut out = Outcome::default();
     let id = format!("naive-{}-{}", f.name, runner.seq.fetch_add(1, Ordering::Relaxed));
     let bundle = runner.root.join("naive").join(&id);
-    let result = (|| -> anyhow::Result<()> {
+    let result = (|| -> crate::Result<()> {
         std::fs::create_dir_all(&bundle)?;
         let spec = runner.spec(f, &id, None)?;
         std::fs::write(bundle.join("config.json"), serde_json::to_vec(&spec)?)?;

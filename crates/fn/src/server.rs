@@ -190,24 +190,28 @@ impl Server {
     /// Opens the state, cleans up after an earlier run, and starts the
     /// background workers. Call [`Server::serve`] to answer requests.
     /// `zygotes` (forked while the process had one thread) make the containers.
-    pub fn start(cfg: Config, zygotes: Option<crate::zygote::Zygotes>) -> anyhow::Result<Arc<Server>> {
-        std::fs::create_dir_all(&cfg.state).map_err(|e| anyhow::anyhow!("{}: {e}", cfg.state.display()))?;
+    pub fn start(cfg: Config, zygotes: Option<crate::zygote::Zygotes>) -> crate::Result<Arc<Server>> {
+        std::fs::create_dir_all(&cfg.state).map_err(|e| crate::Error::path(&cfg.state, e))?;
         // One server per state directory: a second would delete the first's containers.
         let lock = std::fs::File::create(cfg.state.join("serve.lock"))?;
         // SAFETY: flock on a descriptor we own; it changes no memory.
         if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            anyhow::bail!("another strata-fn serve uses {}", cfg.state.display());
+            return Err(crate::Error::Other(format!("another strata-fn serve uses {}", cfg.state.display())));
         }
         // Held (and so locked) for the life of the process.
         std::mem::forget(lock);
         let (store, pending) = Store::open(&cfg.state)?;
-        let mount = strata_runtime::cgroups::find_mount().map_err(|e| anyhow::anyhow!("cgroup v2: {e}"))?;
+        let mount =
+            strata_runtime::cgroups::find_mount().map_err(|e| crate::Error::Other(format!("cgroup v2: {e}")))?;
         // Ours, made before any container, so no container owns (and removes) it.
         if !cfg.cgroup_parent.split('/').all(|c| !c.is_empty() && c != "." && c != "..") {
-            anyhow::bail!("--cgroup-parent {:?}: a relative path of plain names", cfg.cgroup_parent);
+            return Err(crate::Error::Other(format!(
+                "--cgroup-parent {:?}: a relative path of plain names",
+                cfg.cgroup_parent
+            )));
         }
         let parent = mount.join(&cfg.cgroup_parent);
-        std::fs::create_dir_all(&parent).map_err(|e| anyhow::anyhow!("{}: {e}", parent.display()))?;
+        std::fs::create_dir_all(&parent).map_err(|e| crate::Error::path(&parent, e))?;
         let stamp = now_ms();
         // Container state is runtime state: under /run (a tmpfs on a usual
         // host), one directory per state directory; `containers` in the state
@@ -215,11 +219,11 @@ impl Server {
         let canonical = std::fs::canonicalize(&cfg.state)?;
         let run_root =
             PathBuf::from("/run/strata-fn").join(format!("{:016x}", fnv1a(canonical.as_os_str().as_encoded_bytes())));
-        std::fs::create_dir_all(&run_root).map_err(|e| anyhow::anyhow!("{}: {e}", run_root.display()))?;
+        std::fs::create_dir_all(&run_root).map_err(|e| crate::Error::path(&run_root, e))?;
         let link = cfg.state.join("containers");
         if std::fs::read_link(&link).ok().as_deref() != Some(run_root.as_path()) {
             let _ = std::fs::remove_file(&link);
-            std::os::unix::fs::symlink(&run_root, &link).map_err(|e| anyhow::anyhow!("{}: {e}", link.display()))?;
+            std::os::unix::fs::symlink(&run_root, &link).map_err(|e| crate::Error::path(&link, e))?;
         }
         let runner = Arc::new(Runner::new(run_root, &cfg.cgroup_parent, &format!("{:x}", stamp % 0xfffff), zygotes));
         let swept = runner.sweep();

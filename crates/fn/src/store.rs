@@ -151,42 +151,44 @@ fn functions_dir(state: &Path) -> PathBuf {
 }
 
 /// Registers `f` (replacing a function of the same name).
-pub fn register(state: &Path, f: &Function) -> anyhow::Result<()> {
+pub fn register(state: &Path, f: &Function) -> crate::Result<()> {
     let dir = functions_dir(state);
-    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(&dir).map_err(|e| crate::Error::path(&dir, e))?;
     let tmp = dir.join(format!(".{}.tmp", f.name));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(f)?)?;
-    std::fs::rename(&tmp, dir.join(format!("{}.json", f.name)))?;
+    std::fs::write(&tmp, serde_json::to_vec_pretty(f)?).map_err(|e| crate::Error::path(&tmp, e))?;
+    let path = dir.join(format!("{}.json", f.name));
+    std::fs::rename(&tmp, &path).map_err(|e| crate::Error::path(&path, e))?;
     Ok(())
 }
 
 /// Unregisters function `name`; false when there is none.
-pub fn unregister(state: &Path, name: &str) -> anyhow::Result<bool> {
+pub fn unregister(state: &Path, name: &str) -> crate::Result<bool> {
     if !crate::function::valid_name(name) {
-        anyhow::bail!("{name:?} is not a function name");
+        return Err(crate::Error::Other(format!("{name:?} is not a function name")));
     }
-    match std::fs::remove_file(functions_dir(state).join(format!("{name}.json"))) {
+    let path = functions_dir(state).join(format!("{name}.json"));
+    match std::fs::remove_file(&path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(crate::Error::path(&path, e)),
     }
 }
 
 /// The registered functions, by name.
-pub fn functions(state: &Path) -> anyhow::Result<Vec<Function>> {
+pub fn functions(state: &Path) -> crate::Result<Vec<Function>> {
     let mut out = Vec::new();
     let dir = functions_dir(state);
     let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(anyhow::anyhow!("{}: {e}", dir.display())),
+        Err(e) => return Err(crate::Error::path(&dir, e)),
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') || !name.ends_with(".json") {
             continue;
         }
-        let text = std::fs::read(e.path())?;
+        let text = std::fs::read(e.path()).map_err(|err| crate::Error::path(e.path(), err))?;
         match serde_json::from_slice::<Function>(&text) {
             Ok(f) => out.push(f),
             Err(err) => eprintln!("warning: {}: {err}", e.path().display()),
@@ -203,14 +205,14 @@ pub fn functions_stamp(state: &Path) -> Option<std::time::SystemTime> {
 
 /// Every record of the log at `state` (all segments), last snapshot per id,
 /// in log order.
-pub fn read_log(state: &Path) -> anyhow::Result<Vec<Record>> {
+pub fn read_log(state: &Path) -> crate::Result<Vec<Record>> {
     let mut order = Vec::new();
     let mut by_id: HashMap<String, Record> = HashMap::new();
     for path in log_files(state) {
         let file = match File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(anyhow::anyhow!("{}: {e}", path.display())),
+            Err(e) => return Err(crate::Error::path(&path, e)),
         };
         for line in std::io::BufReader::new(file).split(b'\n') {
             let line = line?;
@@ -228,10 +230,15 @@ pub fn read_log(state: &Path) -> anyhow::Result<Vec<Record>> {
 impl Store {
     /// Opens the store at `dir` (cutting a torn last line off the log).
     /// Returns the store and the records that are not final.
-    pub fn open(dir: &Path) -> anyhow::Result<(Store, Vec<Record>)> {
-        std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+    pub fn open(dir: &Path) -> crate::Result<(Store, Vec<Record>)> {
+        std::fs::create_dir_all(dir).map_err(|e| crate::Error::path(dir, e))?;
         let path = dir.join("invocations.log");
-        let file = OpenOptions::new().create(true).read(true).append(true).open(&path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| crate::Error::path(&path, e))?;
         // A line cut short by a kill would swallow the next append: cut it off.
         let text_len = file.metadata()?.len();
         if text_len > 0 {
@@ -270,7 +277,7 @@ impl Store {
     }
 
     /// Seals the current log and starts a new one holding the pending records.
-    fn rotate(&self, log: &mut Log) -> anyhow::Result<()> {
+    fn rotate(&self, log: &mut Log) -> crate::Result<()> {
         let path = self.dir.join("invocations.log");
         log.last_sealed = now_ms().max(log.last_sealed + 1);
         let sealed = self.dir.join(format!("invocations-{}.log", log.last_sealed));
@@ -295,7 +302,7 @@ impl Store {
     }
 
     /// Appends a snapshot of `r`; with `durable`, returns only once it is on disk.
-    pub fn put(&self, r: &Record, durable: bool) -> anyhow::Result<()> {
+    pub fn put(&self, r: &Record, durable: bool) -> crate::Result<()> {
         let mut line = serde_json::to_vec(r)?;
         line.push(b'\n');
         {

@@ -88,7 +88,7 @@ fn set_answer_timeout(fd: RawFd) {
 /// its socket on stdin): forking the threaded server is what zygotes avoid.
 /// Must run on a thread that lives as long as the server (the zygote dies
 /// with the thread that made it).
-fn exec_zygote() -> anyhow::Result<(OwnedFd, i32)> {
+fn exec_zygote() -> crate::Result<(OwnedFd, i32)> {
     use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
     let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)?;
     let child = std::process::Command::new("/proc/self/exe")
@@ -229,7 +229,7 @@ pub(crate) fn reap(pid: i32) -> i32 {
 impl Zygotes {
     /// Forks `n` zygotes. Must run while the process has a single thread
     /// (it then starts the thread that replaces dead zygotes).
-    pub fn spawn(n: usize) -> anyhow::Result<Zygotes> {
+    pub fn spawn(n: usize) -> crate::Result<Zygotes> {
         use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
         let mut zygotes: Vec<Zygote> = Vec::new();
         for _ in 0..n.max(1) {
@@ -289,11 +289,11 @@ impl Zygotes {
         Ok(Zygotes { zygotes, next: AtomicUsize::new(0), keeper: Mutex::new(keeper) })
     }
 
-    fn call(&self, index: usize, req: &Request, fds: &[RawFd]) -> anyhow::Result<Reply> {
+    fn call(&self, index: usize, req: &Request, fds: &[RawFd]) -> crate::Result<Reply> {
         let z = &self.zygotes[index % self.zygotes.len()];
         let sock = z.sock.lock().unwrap_or_else(|e| e.into_inner());
         if z.dead.load(Ordering::SeqCst) {
-            anyhow::bail!("zygote {index} is gone");
+            return Err(crate::Error::Zygote(format!("zygote {index} is gone")));
         }
         let mut buf = [0u8; 4096];
         match send(sock.as_fd().as_raw_fd(), req, fds).and_then(|()| recv::<Reply>(sock.as_raw_fd(), &mut buf)) {
@@ -305,7 +305,7 @@ impl Zygotes {
                     eprintln!("strata-fn: zygote {index} given up: {e}");
                     let _ = self.keeper.lock().unwrap_or_else(|e| e.into_inner()).send(index % self.zygotes.len());
                 }
-                Err(anyhow::anyhow!("zygote {index}: {e}"))
+                Err(crate::Error::Zygote(format!("zygote {index}: {e}")))
             }
         }
     }
@@ -319,7 +319,7 @@ impl Zygotes {
         bundle: &Path,
         spec: serde_json::Value,
         stdio: [RawFd; 3],
-    ) -> anyhow::Result<(i32, usize, Option<PathBuf>)> {
+    ) -> crate::Result<(i32, usize, Option<PathBuf>)> {
         let n = self.zygotes.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let req = Request::Create { root: root.into(), id: id.into(), bundle: bundle.into(), spec };
@@ -332,12 +332,12 @@ impl Zygotes {
             }
             match self.call(index, &req, &stdio) {
                 Ok(Reply::Created { pid, cgroup }) => return Ok((pid, index, cgroup)),
-                Ok(Reply::Failed { error }) => return Err(anyhow::anyhow!(error)),
-                Ok(Reply::Reaped { .. }) => return Err(anyhow::anyhow!("the zygote answered out of turn")),
+                Ok(Reply::Failed { error }) => return Err(crate::Error::Other(error)),
+                Ok(Reply::Reaped { .. }) => return Err(crate::Error::Zygote("the zygote answered out of turn".into())),
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or_else(|| anyhow::anyhow!("every zygote is gone (they are being replaced)")))
+        Err(last.unwrap_or_else(|| crate::Error::Zygote("every zygote is gone (they are being replaced)".into())))
     }
 
     /// Has zygote `index` reap its child `pid`; its exit code.
