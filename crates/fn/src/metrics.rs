@@ -53,6 +53,9 @@ struct FnMetrics {
     run: Histogram,
 }
 
+/// A per-function counter: its name, help text and value.
+type Counter = (&'static str, &'static str, fn(&FnMetrics) -> u64);
+
 #[derive(Default)]
 pub struct Metrics {
     inner: Mutex<HashMap<String, FnMetrics>>,
@@ -98,21 +101,17 @@ impl Metrics {
                 let _ = writeln!(out, "strata_fn_invocations_total{{function=\"{n}\",outcome=\"{outcome}\"}} {v}");
             }
         }
-        out.push_str("# HELP strata_fn_errors_total Invocations that failed (non-zero exit or no run).\n# TYPE strata_fn_errors_total counter\n");
-        for n in &names {
-            let _ = writeln!(out, "strata_fn_errors_total{{function=\"{n}\"}} {}", m[*n].failed);
-        }
-        out.push_str("# HELP strata_fn_timeouts_total Invocations stopped at their timeout.\n# TYPE strata_fn_timeouts_total counter\n");
-        for n in &names {
-            let _ = writeln!(out, "strata_fn_timeouts_total{{function=\"{n}\"}} {}", m[*n].timeouts);
-        }
-        out.push_str("# HELP strata_fn_cold_starts_total Invocations that had to create their container.\n# TYPE strata_fn_cold_starts_total counter\n");
-        for n in &names {
-            let _ = writeln!(out, "strata_fn_cold_starts_total{{function=\"{n}\"}} {}", m[*n].cold);
-        }
-        out.push_str("# HELP strata_fn_warm_starts_total Invocations that took a container from the warm pool.\n# TYPE strata_fn_warm_starts_total counter\n");
-        for n in &names {
-            let _ = writeln!(out, "strata_fn_warm_starts_total{{function=\"{n}\"}} {}", m[*n].warm);
+        let counters: [Counter; 4] = [
+            ("strata_fn_errors_total", "Invocations that failed (non-zero exit or no run).", |f| f.failed),
+            ("strata_fn_timeouts_total", "Invocations stopped at their timeout.", |f| f.timeouts),
+            ("strata_fn_cold_starts_total", "Invocations that had to create their container.", |f| f.cold),
+            ("strata_fn_warm_starts_total", "Invocations that took a container from the warm pool.", |f| f.warm),
+        ];
+        for (metric, help, value) in counters {
+            let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} counter");
+            for n in &names {
+                let _ = writeln!(out, "{metric}{{function=\"{n}\"}} {}", value(&m[*n]));
+            }
         }
         out.push_str("# HELP strata_fn_latency_seconds From request received to answer ready.\n# TYPE strata_fn_latency_seconds histogram\n");
         for n in &names {

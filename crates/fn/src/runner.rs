@@ -96,7 +96,9 @@ fn set_nonblocking(fd: &OwnedFd) {
 fn cpu_usec(cgroup: Option<&Path>) -> u64 {
     cgroup
         .and_then(|d| std::fs::read_to_string(d.join("cpu.stat")).ok())
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("usage_usec ").and_then(|n| n.trim().parse().ok())))
+        .and_then(|s| {
+            strata_runtime::cgroups::stats::flat_keyed(&s).get("usage_usec").and_then(serde_json::Value::as_u64)
+        })
         .unwrap_or(0)
 }
 
