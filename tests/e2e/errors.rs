@@ -29,7 +29,7 @@ fn bad_configs_fail_with_one_clear_line() {
         (
             "seccomp refusing everything",
             Box::new(|c| c["linux"]["seccomp"] = json!({ "defaultAction": "SCMP_ACT_ERRNO" })),
-            "linux.seccomp may refuse a syscall",
+            "refuses execve",
         ),
         ("uid -1", Box::new(|c| c["process"]["user"]["uid"] = json!(4294967295u32)), "process.user"),
         (

@@ -12,10 +12,19 @@ pub struct Logger {
 }
 
 impl Logger {
-    /// Opens the log file (appending) if one is given; falls back to stderr only.
-    pub fn new(path: Option<&Path>, format: &str, debug: bool) -> Self {
-        let file = path.and_then(|p| std::fs::OpenOptions::new().create(true).append(true).open(p).ok());
-        Logger { file, json: format == "json", debug }
+    /// Opens the log file (appending) if one is given; a path that cannot be
+    /// opened is an error naming it.
+    pub fn new(path: Option<&Path>, format: &str, debug: bool) -> anyhow::Result<Self> {
+        let file = path
+            .map(|p| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(|e| anyhow::anyhow!("--log {}: {e}", p.display()))
+            })
+            .transpose()?;
+        Ok(Logger { file, json: format == "json", debug })
     }
 
     fn write(&self, level: &str, msg: &str) {
@@ -42,8 +51,7 @@ impl Logger {
         eprintln!("strata: warning: {msg}");
     }
 
-    /// A debug message, only with --debug.
-    #[allow(dead_code)]
+    /// A debug message, only with --debug: to the log file, or stderr without one.
     pub fn debug(&self, msg: &str) {
         if self.debug {
             self.write("debug", msg);

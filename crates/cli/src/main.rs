@@ -99,8 +99,19 @@ pub fn stdout_line(line: &str) -> anyhow::Result<()> {
     }
 }
 
+/// The `--version` text, in runc's lines (`commit:`, `spec:`, `libseccomp:`).
 fn version() -> String {
-    format!("{}\nspec: {}", env!("CARGO_PKG_VERSION"), strata_runtime::OCI_VERSION)
+    let seccomp = libseccomp_version();
+    format!(
+        "strata version {}\ncommit: {}\nspec: {}\nlibseccomp: {seccomp}",
+        env!("CARGO_PKG_VERSION"),
+        env!("STRATA_COMMIT"),
+        strata_runtime::OCI_VERSION
+    )
+}
+
+fn libseccomp_version() -> String {
+    strata_runtime::features::libseccomp_version().unwrap_or_else(|| "unknown".into())
 }
 
 fn main() {
@@ -112,7 +123,7 @@ fn main() {
         _ => {}
     }
     if cli.version {
-        println!("strata version {}", version());
+        println!("{}", version());
         return;
     }
     // Preserved descriptors are checked before this process opens anything (the log
@@ -127,19 +138,29 @@ fn main() {
         eprintln!("strata: {e}");
         std::process::exit(if matches!(cli.command, Some(Command::Exec(_))) { 255 } else { 1 });
     }
-    let log = logging::Logger::new(cli.log.as_deref(), &cli.log_format, cli.debug);
+    let log = match logging::Logger::new(cli.log.as_deref(), &cli.log_format, cli.debug) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("strata: {e:#}");
+            std::process::exit(if matches!(cli.command, Some(Command::Exec(_))) { 255 } else { 1 });
+        }
+    };
     let Some(command) = cli.command else {
         eprintln!("strata: no command given; see strata --help");
         std::process::exit(1);
     };
     let is_exec = matches!(command, Command::Exec(_));
+    log.debug(&format!("{command:?} (root {})", cli.root.display()));
     let result = if cli.systemd_cgroup {
         Err(anyhow::anyhow!("--systemd-cgroup is not supported: strata manages cgroups itself"))
     } else {
         run(command, &cli.root, &log)
     };
     match result {
-        Ok(code) => std::process::exit(code),
+        Ok(code) => {
+            log.debug(&format!("done, exit code {code}"));
+            std::process::exit(code)
+        }
         Err(e) => {
             log.error(&format!("{e:#}"));
             // runc's convention: exec reports runtime failures as 255 so they cannot be

@@ -28,6 +28,9 @@ impl CapabilityPlan {
     /// Translates the config's sets; capabilities missing from a set are dropped.
     pub fn new(spec: Option<&LinuxCapabilities>) -> Result<Self> {
         let supported = caps::runtime::thread_all_supported();
+        // What the runtime itself may hold: a capability outside its own bounding
+        // set can reach no process it starts (capset fails with a bare EPERM).
+        let held = caps::read(None, CapSet::Bounding).unwrap_or_else(|_| supported.clone());
         let mut plan = CapabilityPlan::default();
         let Some(spec) = spec else { return Ok(plan) };
         let mut convert = |set: &Option<oci_spec::runtime::Capabilities>, field: &str| -> Result<CapsHashSet> {
@@ -37,6 +40,12 @@ impl CapabilityPlan {
                 let cap = Capability::from_str(&name).map_err(|_| {
                     Error::config(format!("process.capabilities.{field}"), format!("unknown capability {name}"))
                 })?;
+                if supported.contains(&cap) && !held.contains(&cap) {
+                    return Err(Error::config(
+                        format!("process.capabilities.{field}"),
+                        format!("{name} is not in the runtime's own bounding set, so no container process can have it"),
+                    ));
+                }
                 if supported.contains(&cap) {
                     out.insert(cap);
                 } else if !plan.unknown_to_kernel.contains(&name) {
@@ -70,12 +79,19 @@ impl CapabilityPlan {
 
     /// Sets the inheritable, effective, permitted and ambient sets, in an order the
     /// kernel accepts (inheritable needs CAP_SETPCAP; effective must stay a subset of
-    /// permitted; ambient needs both permitted and inheritable).
-    pub fn apply(&self) -> Result<()> {
+    /// permitted; ambient needs both permitted and inheritable). With
+    /// `keep_sys_admin`, CAP_SYS_ADMIN stays in the effective and permitted sets
+    /// (for loading a seccomp filter last; execve drops it again).
+    pub fn apply(&self, keep_sys_admin: bool) -> Result<()> {
         caps::set(None, CapSet::Inheritable, &self.inheritable).map_err(|e| cap_err("inheritable", e))?;
-        let effective: CapsHashSet = self.effective.intersection(&self.permitted).copied().collect();
+        let mut effective: CapsHashSet = self.effective.intersection(&self.permitted).copied().collect();
+        let mut permitted = self.permitted.clone();
+        if keep_sys_admin {
+            effective.insert(Capability::CAP_SYS_ADMIN);
+            permitted.insert(Capability::CAP_SYS_ADMIN);
+        }
         caps::set(None, CapSet::Effective, &effective).map_err(|e| cap_err("effective", e))?;
-        caps::set(None, CapSet::Permitted, &self.permitted).map_err(|e| cap_err("permitted", e))?;
+        caps::set(None, CapSet::Permitted, &permitted).map_err(|e| cap_err("permitted", e))?;
         for cap in &self.ambient {
             if self.permitted.contains(cap) && self.inheritable.contains(cap) {
                 caps::raise(None, CapSet::Ambient, *cap).map_err(|e| cap_err("ambient", e))?;

@@ -175,8 +175,11 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<()> {
         Ok(_) => return Err(Error::config("root.path", format!("{} is not a directory", rootfs.display()))),
         Err(e) => return Err(Error::config("root.path", format!("{}: {e}", rootfs.display()))),
     }
-    let process = spec.process().as_ref().ok_or_else(|| Error::config("process", "missing"))?;
-    validate_process(process, "process")?;
+    // The spec makes `process` optional for create and required for start: a
+    // container without one is set up and waits, and `start` refuses it.
+    if let Some(process) = spec.process() {
+        validate_process(process, "process")?;
+    }
 
     let linux = spec.linux().as_ref().ok_or_else(|| Error::config("linux", "missing"))?;
     let namespaces = linux.namespaces().clone().unwrap_or_default();
@@ -216,11 +219,13 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<()> {
             }
         }
     }
-    if spec.hostname().is_some() && !has_new(LinuxNamespaceType::Uts) {
-        return Err(Error::config("hostname", "setting a hostname needs a new uts namespace"));
+    // A joined uts namespace is the container's own too; without any, the name
+    // would be the host's.
+    if spec.hostname().is_some() && !has(LinuxNamespaceType::Uts) {
+        return Err(Error::config("hostname", "setting a hostname needs a uts namespace (new or joined)"));
     }
-    if spec.domainname().is_some() && !has_new(LinuxNamespaceType::Uts) {
-        return Err(Error::config("domainname", "setting a domainname needs a new uts namespace"));
+    if spec.domainname().is_some() && !has(LinuxNamespaceType::Uts) {
+        return Err(Error::config("domainname", "setting a domainname needs a uts namespace (new or joined)"));
     }
     if linux.time_offsets().is_some() && !has_new(LinuxNamespaceType::Time) {
         return Err(Error::config("linux.timeOffsets", "time offsets need a new time namespace"));
@@ -235,12 +240,17 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<()> {
             }
         }
     }
-    let joined_mnt = namespaces.iter().any(|n| n.typ() == LinuxNamespaceType::Mount && n.path().is_some());
-    if joined_mnt && process.terminal() == Some(true) {
-        return Err(Error::Unsupported { field: "process.terminal with a joined mount namespace".into() });
-    }
     if !has(LinuxNamespaceType::Mount) {
-        return Err(Error::config("linux.namespaces", "a mount namespace is required"));
+        // The container then shares the runtime's mount namespace (the spec's
+        // "inherit"): masking and read-only paths would change the host's mounts.
+        for (name, list) in [("maskedPaths", linux.masked_paths()), ("readonlyPaths", linux.readonly_paths())] {
+            if list.as_ref().is_some_and(|l| !l.is_empty()) {
+                return Err(Error::config(
+                    format!("linux.{name}"),
+                    "needs a mount namespace of the container's own (none is in linux.namespaces)",
+                ));
+            }
+        }
     }
     if let Some(sysctl) = linux.sysctl() {
         for key in sysctl.keys() {
@@ -315,6 +325,25 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<()> {
         }
     }
     refuse_unimplemented(spec)
+}
+
+/// What a container without a mount namespace of its own does not get (nothing
+/// is mounted in the host's namespace), as warnings naming the fields.
+pub fn ignored_without_mount_namespace(spec: &Spec) -> Vec<String> {
+    let mut out = Vec::new();
+    if spec.mounts().as_ref().is_some_and(|m| !m.is_empty()) {
+        out.push("mounts: ignored without a mount namespace of the container's own".to_string());
+    }
+    if spec.root().as_ref().is_some_and(|r| r.readonly() == Some(true)) {
+        out.push("root.readonly: ignored without a mount namespace of the container's own".to_string());
+    }
+    if spec.linux().as_ref().and_then(|l| l.devices().as_ref()).is_some_and(|d| !d.is_empty()) {
+        out.push("linux.devices: not created without a mount namespace of the container's own".to_string());
+    }
+    if spec.linux().as_ref().and_then(|l| l.rootfs_propagation().as_ref()).is_some() {
+        out.push("linux.rootfsPropagation: ignored without a mount namespace of the container's own".to_string());
+    }
+    out
 }
 
 /// Refuses a path with a NUL byte (the kernel would cut it short), naming `field`.
@@ -518,13 +547,37 @@ mod tests {
         assert_eq!(error_of("default", |_| {}), "");
     }
 
+    #[test]
+    fn the_spec_allows_what_runc_runs() {
+        // No process (required only by start), no namespaces at all, and a
+        // hostname in a joined uts namespace.
+        assert_eq!(error_of("noproc", |c| drop(c.as_object_mut().map(|o| o.remove("process")))), "");
+        assert_eq!(
+            error_of("nons", |c| {
+                c["linux"]["namespaces"] = serde_json::json!([]);
+                c.as_object_mut().map(|o| o.remove("hostname"));
+                c["linux"].as_object_mut().map(|o| {
+                    o.remove("maskedPaths");
+                    o.remove("readonlyPaths")
+                });
+            }),
+            ""
+        );
+        assert_eq!(
+            error_of("joinuts", |c| {
+                c["linux"]["namespaces"] =
+                    serde_json::json!([{"type": "mount"}, {"type": "uts", "path": "/proc/self/ns/uts"}]);
+            }),
+            ""
+        );
+    }
+
     /// (name, change to the default config, text the error must contain).
     type Case = (&'static str, Box<dyn FnOnce(&mut serde_json::Value)>, &'static str);
 
     #[test]
     fn bad_configs_name_the_field() {
         let cases: Vec<Case> = vec![
-            ("noproc", Box::new(|c| drop(c.as_object_mut().map(|o| o.remove("process")))), "process: missing"),
             ("noargs", Box::new(|c| c["process"]["args"] = serde_json::json!([])), "process.args"),
             ("relcwd", Box::new(|c| c["process"]["cwd"] = "tmp".into()), "process.cwd"),
             ("cwdtype", Box::new(|c| c["process"]["cwd"] = 5.into()), "invalid type"),

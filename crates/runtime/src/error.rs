@@ -50,6 +50,11 @@ pub enum Error {
     #[error("{kind} hook {path}: {reason}")]
     Hook { kind: &'static str, path: PathBuf, reason: String },
 
+    /// The container's process failed between `start` and execve (a
+    /// startContainer hook, the seccomp filter, execve itself).
+    #[error("container {id:?} failed to start: {reason}")]
+    StartFailed { id: String, reason: String },
+
     /// The container's init process reported a failure while setting up.
     #[error("{0}")]
     Init(String),

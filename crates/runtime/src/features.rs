@@ -4,6 +4,11 @@
 
 use crate::{lsm, rootfs, seccomp};
 
+/// The version of the libseccomp this build is linked with ("2.5.4").
+pub fn libseccomp_version() -> Option<String> {
+    libseccomp::ScmpVersion::current().ok().map(|v| format!("{}.{}.{}", v.major, v.minor, v.micro))
+}
+
 /// The features document as JSON.
 pub fn document() -> serde_json::Value {
     let mut caps: Vec<caps::Capability> = caps::runtime::thread_all_supported().into_iter().collect();
@@ -25,14 +30,10 @@ pub fn document() -> serde_json::Value {
         .collect();
     let archs: Vec<&str> = seccomp::ARCHITECTURES.iter().copied().filter(|a| seccomp::arch_known(a)).collect();
     let known_flags: Vec<&str> = seccomp::FLAGS.iter().map(|(n, _)| *n).collect();
-    let supported_flags: Vec<&str> = seccomp::FLAGS
-        .iter()
-        .filter(|(n, bit)| seccomp::kernel_supports_flag(*bit) && seccomp::libseccomp_supports_flag(n))
-        .map(|(n, _)| *n)
-        .collect();
-    let version = libseccomp::ScmpVersion::current().map(|v| format!("{}.{}.{}", v.major, v.minor, v.micro));
+    let supported_flags: Vec<&str> =
+        seccomp::FLAGS.iter().filter(|(_, bit)| seccomp::kernel_supports_flag(*bit)).map(|(n, _)| *n).collect();
     let mut annotations = serde_json::Map::new();
-    if let Ok(v) = version {
+    if let Some(v) = libseccomp_version() {
         annotations.insert("io.github.seccomp.libseccomp.version".into(), v.into());
     }
     serde_json::json!({

@@ -75,7 +75,7 @@ pub fn run(kind: &'static str, hook: &Hook, state_json: &str) -> Result<()> {
     match status {
         WaitStatus::Exited(_, 0) => Ok(()),
         WaitStatus::Exited(_, code) => Err(fail(format!("exited with status {code}{detail}"))),
-        WaitStatus::Signaled(_, sig, _) => Err(fail(format!("killed by {sig}{detail}"))),
+        WaitStatus::Signaled(_, sig, _) => Err(fail(format!("killed by {}{detail}", crate::signal::describe(sig)))),
         other => Err(fail(format!("ended unexpectedly: {other:?}"))),
     }
 }

@@ -1,13 +1,24 @@
 //! `linux.seccomp`: the config's syscall filter compiled with libseccomp in the
-//! runtime (so every bad field fails `create` before anything exists), loaded by
-//! the container process just before it execs, and — for `SCMP_ACT_NOTIFY` — the
-//! listener descriptor handed to the config's `listenerPath` with the container
-//! process state, as the spec's seccomp notify section describes.
+//! runtime (so every bad field fails `create` before anything exists) into a
+//! classic BPF program, loaded by the container process with one seccomp(2) call
+//! just before it execs, and — for `SCMP_ACT_NOTIFY` — the listener descriptor
+//! handed to the config's `listenerPath` with the container process state, as the
+//! spec's seccomp notify section describes.
+//!
+//! Two things are added to what libseccomp generates, both as runc does:
+//! - an ENOSYS stub in front of the program: a syscall numbered above every
+//!   syscall the profile names (for each architecture) gets ENOSYS instead of the
+//!   default action's errno, so that C libraries fall back from syscalls newer
+//!   than the profile (clone3, faccessat2, close_range...) as they do on an older
+//!   kernel, and a syscall the kernel does not know still reads as unknown;
+//! - nothing else runs after the filter but execve (and, for notify, the hand-over
+//!   of the listener): the container process loads it as its last step, so a
+//!   profile written for the workload alone never refuses the runtime's own calls.
 
 use crate::{Error, Result};
 use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
-use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSeccompOperator};
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOperator};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
 /// The actions of the spec, by their config names.
@@ -64,7 +75,10 @@ pub const FLAGS: &[(&str, u32)] = &[
 
 /// A compiled filter, ready to load in the container process.
 pub struct SeccompPlan {
-    ctx: ScmpFilterContext,
+    /// The BPF program (the ENOSYS stub, then libseccomp's filter).
+    program: Vec<libc::sock_filter>,
+    /// seccomp(2) filter flags (SECCOMP_FILTER_FLAG_*), the listener's included.
+    flags: u32,
     /// Some rule (or the default) notifies a listener.
     pub notify: bool,
     /// Where the listener descriptor goes.
@@ -133,18 +147,6 @@ pub fn kernel_actions() -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Whether this build's libseccomp can set filter flag `name`.
-pub fn libseccomp_supports_flag(name: &str) -> bool {
-    let Ok(mut ctx) = ScmpFilterContext::new(ScmpAction::Allow) else { return false };
-    match name {
-        "SECCOMP_FILTER_FLAG_TSYNC" => ctx.set_ctl_tsync(true).is_ok(),
-        "SECCOMP_FILTER_FLAG_LOG" => ctx.set_ctl_log(true).is_ok(),
-        "SECCOMP_FILTER_FLAG_SPEC_ALLOW" => ctx.set_ctl_ssb(true).is_ok(),
-        "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV" => ctx.set_ctl_waitkill(true).is_ok(),
-        _ => false,
-    }
-}
-
 /// Whether this build's libseccomp knows architecture `name` (it can name
 /// syscalls of it; adding it to a filter also needs the native byte order).
 pub fn arch_known(name: &str) -> bool {
@@ -176,20 +178,18 @@ impl SeccompPlan {
             }
             ctx.add_arch(a).map_err(|e| bad(&f, format!("{name} is not supported by libseccomp here: {e}")))?;
         }
+        // The flags go to our own seccomp(2) call; only the kernel must know them.
+        let mut flags = 0;
         for (i, flag) in spec.flags().iter().flatten().enumerate() {
-            let f = format!("{field}.flags[{i}]");
             let name = name_of(flag);
             let bit = FLAGS.iter().find(|(n, _)| *n == name).map(|(_, b)| *b).unwrap_or(0);
             if !kernel_supports_flag(bit) {
-                return Err(bad(&f, format!("{name} is not supported by the running kernel")));
+                return Err(bad(
+                    format!("{field}.flags[{i}]"),
+                    format!("{name} is not supported by the running kernel"),
+                ));
             }
-            let r = match flag {
-                LinuxSeccompFilterFlag::SeccompFilterFlagTsync => ctx.set_ctl_tsync(true),
-                LinuxSeccompFilterFlag::SeccompFilterFlagLog => ctx.set_ctl_log(true),
-                LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => ctx.set_ctl_ssb(true),
-                LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => ctx.set_ctl_waitkill(true),
-            };
-            r.map_err(|e| bad(&f, format!("{name} is not supported by this build's libseccomp: {e}")))?;
+            flags |= bit;
         }
         let mut notify = false;
         for (i, rule) in spec.syscalls().iter().flatten().enumerate() {
@@ -242,23 +242,374 @@ impl SeccompPlan {
                 Some(_) => {}
             }
         }
-        Ok(SeccompPlan { ctx, notify, listener_path, listener_metadata: spec.listener_metadata().clone() })
+        let mut program = enosys_stub(spec, default, &ctx)?;
+        program.extend(export_program(&ctx)?);
+        if program.len() > BPF_MAXINSNS {
+            return Err(bad(
+                field,
+                format!(
+                    "the filter compiles to {} BPF instructions; the kernel takes at most {BPF_MAXINSNS}",
+                    program.len()
+                ),
+            ));
+        }
+        if notify {
+            flags |= SECCOMP_FILTER_FLAG_NEW_LISTENER;
+        }
+        let plan =
+            SeccompPlan { program, flags, notify, listener_path, listener_metadata: spec.listener_metadata().clone() };
+        // The filter is loaded just before execve: one that refuses execve itself
+        // would only show at `start`. Asked here, whatever the arguments.
+        if let Ok(execve) = ScmpSyscall::from_name("execve") {
+            let refused = |args: u64| {
+                let verdict = plan.verdict(i32::from(execve), [args; 6]);
+                !matches!(verdict & RET_ACTION_MASK, RET_ALLOW | RET_LOG | RET_TRACE | RET_USER_NOTIF)
+            };
+            if refused(0) && refused(u64::MAX) {
+                return Err(bad(field, "the filter refuses execve, so the container's process could never start"));
+            }
+        }
+        Ok(plan)
     }
 
-    /// Installs the filter on the calling process; returns the notify listener
-    /// descriptor when some rule notifies.
+    /// What the filter answers (SECCOMP_RET_*) for syscall `nr` of the native
+    /// architecture with `args`, by running the program as the kernel would.
+    pub fn verdict(&self, nr: i32, args: [u64; 6]) -> u32 {
+        let mut data = [0u8; 64];
+        data[0..4].copy_from_slice(&nr.to_ne_bytes());
+        data[4..8].copy_from_slice(&audit_arch(ScmpArch::native()).unwrap_or(0).to_ne_bytes());
+        for (i, a) in args.iter().enumerate() {
+            data[16 + 8 * i..24 + 8 * i].copy_from_slice(&a.to_ne_bytes());
+        }
+        run_bpf(&self.program, &data)
+    }
+
+    /// Installs the filter on the calling process with one seccomp(2) call (no
+    /// allocation, no other syscall); returns the notify listener descriptor when
+    /// some rule notifies. Without no_new_privs the caller needs CAP_SYS_ADMIN.
     pub fn load(&self) -> Result<Option<OwnedFd>> {
-        self.ctx.load().map_err(|e| Error::Init(format!("load seccomp filter: {e}")))?;
+        let prog = libc::sock_fprog { len: self.program.len() as u16, filter: self.program.as_ptr().cast_mut() };
+        // SAFETY: `prog` points at `self.program`, which lives for the duration of
+        // the call; the kernel copies the program before returning.
+        let ret = unsafe {
+            libc::syscall(libc::SYS_seccomp, SECCOMP_SET_MODE_FILTER, self.flags, &prog as *const libc::sock_fprog)
+        };
+        if ret < 0 {
+            let errno = nix::Error::last();
+            let hint = match errno {
+                nix::Error::EACCES => " (loading a filter without noNewPrivileges needs CAP_SYS_ADMIN)",
+                _ => "",
+            };
+            return Err(Error::Init(format!("load seccomp filter: {errno}{hint}")));
+        }
         if !self.notify {
             return Ok(None);
         }
-        let fd = self.ctx.get_notify_fd().map_err(|e| Error::Init(format!("seccomp notify descriptor: {e}")))?;
-        // The listener descriptor is libseccomp's; hand a duplicate to the caller.
-        // SAFETY: `fd` is open for as long as the filter context lives.
-        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-        let dup = borrowed.try_clone_to_owned().map_err(|e| Error::io("dup", "seccomp notify descriptor", e))?;
-        Ok(Some(dup))
+        // SAFETY: with SECCOMP_FILTER_FLAG_NEW_LISTENER the kernel returns a new
+        // descriptor that nothing else owns.
+        Ok(Some(unsafe { OwnedFd::from_raw_fd(ret as RawFd) }))
     }
+
+    /// Number of BPF instructions of the compiled filter.
+    pub fn len(&self) -> usize {
+        self.program.len()
+    }
+
+    /// Whether the program is empty (never, once compiled).
+    pub fn is_empty(&self) -> bool {
+        self.program.is_empty()
+    }
+}
+
+/// SECCOMP_RET_ACTION_FULL: the action part of a filter's answer.
+const RET_ACTION_MASK: u32 = 0xffff_0000;
+const RET_ALLOW: u32 = 0x7fff_0000;
+const RET_LOG: u32 = 0x7ffc_0000;
+const RET_TRACE: u32 = 0x7ff0_0000;
+const RET_USER_NOTIF: u32 = 0x7fc0_0000;
+
+/// Runs a classic BPF program over `data` (a struct seccomp_data) and returns
+/// what it returns; an instruction seccomp does not allow answers KILL (0),
+/// as the kernel would have refused the program.
+fn run_bpf(program: &[libc::sock_filter], data: &[u8; 64]) -> u32 {
+    let (mut a, mut x, mut mem) = (0u32, 0u32, [0u32; 16]);
+    let word = |k: u32| -> Option<u32> {
+        let k = k as usize;
+        data.get(k..k + 4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let mut pc = 0usize;
+    while let Some(i) = program.get(pc) {
+        pc += 1;
+        let k = i.k;
+        let src = if i.code & 0x08 != 0 { x } else { k };
+        match i.code & 0x07 {
+            // LD: W|ABS, W|IMM, W|MEM, W|LEN.
+            0x00 => match i.code & 0xe0 {
+                0x20 => match word(k) {
+                    Some(v) => a = v,
+                    None => return 0,
+                },
+                0x00 => a = k,
+                0x60 => a = mem.get(k as usize).copied().unwrap_or(0),
+                0x80 => a = 64,
+                _ => return 0,
+            },
+            // LDX: W|IMM, W|MEM, W|LEN.
+            0x01 => match i.code & 0xe0 {
+                0x00 => x = k,
+                0x60 => x = mem.get(k as usize).copied().unwrap_or(0),
+                0x80 => x = 64,
+                _ => return 0,
+            },
+            0x02 => {
+                if let Some(m) = mem.get_mut(k as usize) {
+                    *m = a;
+                }
+            }
+            0x03 => {
+                if let Some(m) = mem.get_mut(k as usize) {
+                    *m = x;
+                }
+            }
+            0x04 => {
+                a = match i.code & 0xf0 {
+                    0x00 => a.wrapping_add(src),
+                    0x10 => a.wrapping_sub(src),
+                    0x20 => a.wrapping_mul(src),
+                    0x30 => a.checked_div(src).unwrap_or(0),
+                    0x40 => a | src,
+                    0x50 => a & src,
+                    0x60 => a.checked_shl(src).unwrap_or(0),
+                    0x70 => a.checked_shr(src).unwrap_or(0),
+                    0x80 => a.wrapping_neg(),
+                    0x90 => a.checked_rem(src).unwrap_or(0),
+                    0xa0 => a ^ src,
+                    _ => return 0,
+                }
+            }
+            0x05 => {
+                let taken = match i.code & 0xf0 {
+                    0x00 => {
+                        pc += k as usize;
+                        continue;
+                    }
+                    0x10 => a == src,
+                    0x20 => a > src,
+                    0x30 => a >= src,
+                    0x40 => a & src != 0,
+                    _ => return 0,
+                };
+                pc += usize::from(if taken { i.jt } else { i.jf });
+            }
+            0x06 => return if i.code & 0x18 == 0x10 { a } else { k },
+            0x07 => {
+                if i.code & 0xf8 == 0x80 {
+                    a = x;
+                } else {
+                    x = a;
+                }
+            }
+            _ => return 0,
+        }
+    }
+    0
+}
+
+/// seccomp(2) operation that installs a BPF filter.
+const SECCOMP_SET_MODE_FILTER: libc::c_ulong = 1;
+/// seccomp(2) flag: return a notification listener descriptor.
+const SECCOMP_FILTER_FLAG_NEW_LISTENER: u32 = 8;
+/// Largest program the kernel accepts.
+const BPF_MAXINSNS: usize = 4096;
+/// SECCOMP_RET_ERRNO with ENOSYS.
+const RET_ENOSYS: u32 = 0x0005_0000 | libc::ENOSYS as u32;
+/// The bit x32 syscall numbers carry on x86_64.
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+/// Reads libseccomp's BPF program for `ctx` (exported through a memfd, as
+/// libseccomp 2.5 can only write it to a descriptor).
+fn export_program(ctx: &ScmpFilterContext) -> Result<Vec<libc::sock_filter>> {
+    use std::io::{Read, Seek};
+    let fail = |what: &str, e: &dyn std::fmt::Display| bad("linux.seccomp", format!("{what}: {e}"));
+    let fd = nix::sys::memfd::memfd_create(c"strata-seccomp", nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC)
+        .map_err(|e| fail("memfd_create", &e))?;
+    ctx.export_bpf(&fd).map_err(|e| fail("libseccomp export", &e))?;
+    let mut f = std::fs::File::from(fd);
+    f.rewind().map_err(|e| fail("read back the filter", &e))?;
+    let mut raw = Vec::new();
+    f.read_to_end(&mut raw).map_err(|e| fail("read back the filter", &e))?;
+    if raw.len() % 8 != 0 {
+        return Err(fail("libseccomp export", &"not a whole number of instructions"));
+    }
+    Ok(raw
+        .chunks_exact(8)
+        .map(|c| libc::sock_filter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect())
+}
+
+/// The kernel's AUDIT_ARCH value for a libseccomp architecture (x32 shares
+/// x86_64's), for the architectures the stub handles.
+fn audit_arch(a: ScmpArch) -> Option<u32> {
+    Some(match a {
+        ScmpArch::X86 => 0x4000_0003,
+        ScmpArch::X8664 | ScmpArch::X32 => 0xC000_003E,
+        ScmpArch::Arm => 0x4000_0028,
+        ScmpArch::Aarch64 => 0xC000_00B7,
+        ScmpArch::Ppc64Le => 0xC000_0015,
+        ScmpArch::S390X => 0x8000_0016,
+        ScmpArch::Riscv64 => 0xC000_00F3,
+        _ => return None,
+    })
+}
+
+/// A jump target in the stub being assembled.
+#[derive(Clone, Copy)]
+enum Label {
+    /// The next instruction.
+    Next,
+    /// The instruction after the next.
+    SkipOne,
+    /// The start of the section of architecture `i`.
+    Arch(usize),
+    /// The ENOSYS return.
+    Enosys,
+    /// The first instruction of libseccomp's filter.
+    Filter,
+}
+
+/// One stub instruction with symbolic jump targets.
+struct Insn {
+    code: u16,
+    k: u32,
+    jt: Label,
+    jf: Label,
+}
+
+/// The ENOSYS stub (empty when the default action lets unknown syscalls through
+/// anyway, or already answers ENOSYS): per architecture in the filter, a syscall
+/// number above the largest one the profile names returns ENOSYS; everything
+/// else falls through to libseccomp's filter.
+fn enosys_stub(spec: &LinuxSeccomp, default: ScmpAction, ctx: &ScmpFilterContext) -> Result<Vec<libc::sock_filter>> {
+    if matches!(default, ScmpAction::Allow | ScmpAction::Log | ScmpAction::Errno(libc::ENOSYS)) {
+        return Ok(Vec::new());
+    }
+    // (audit arch, largest native number, largest x32 number) per real architecture.
+    let mut arches: Vec<(u32, Option<u32>, Option<u32>)> = Vec::new();
+    let mut candidates = vec![ScmpArch::native()];
+    for a in spec.architectures().iter().flatten() {
+        if let Ok(arch) = name_of(a).parse::<ScmpArch>() {
+            if ctx.is_arch_present(arch).unwrap_or(false) && !candidates.contains(&arch) {
+                candidates.push(arch);
+            }
+        }
+    }
+    for arch in candidates {
+        let Some(audit) = audit_arch(arch) else { continue };
+        let largest = spec
+            .syscalls()
+            .iter()
+            .flatten()
+            .flat_map(|r| r.names().iter())
+            .filter_map(|n| ScmpSyscall::from_name_by_arch(n, arch).ok())
+            .map(i32::from)
+            .filter(|&n| n >= 0)
+            .max();
+        let Some(largest) = largest else { continue };
+        let entry = match arches.iter().position(|(a, _, _)| *a == audit) {
+            Some(i) => &mut arches[i],
+            None => {
+                arches.push((audit, None, None));
+                arches.last_mut().expect("just pushed") // infallible: pushed on the line above
+            }
+        };
+        if arch == ScmpArch::X32 {
+            entry.2 = Some(largest as u32 | X32_SYSCALL_BIT);
+        } else {
+            entry.1 = Some(largest as u32);
+        }
+    }
+    if arches.is_empty() {
+        return Ok(Vec::new());
+    }
+    const LD_W_ABS: u16 = 0x20;
+    const JEQ_K: u16 = 0x15;
+    const JGT_K: u16 = 0x25;
+    const JSET_K: u16 = 0x45;
+    const JA: u16 = 0x05;
+    const RET_K: u16 = 0x06;
+    let insn = |code, k, jt, jf| Insn { code, k, jt, jf };
+    // Dispatch on the architecture (offset 4 of struct seccomp_data).
+    let mut dispatch = vec![insn(LD_W_ABS, 4, Label::Next, Label::Next)];
+    for (i, (audit, _, _)) in arches.iter().enumerate() {
+        dispatch.push(insn(JEQ_K, *audit, Label::Arch(i), Label::Next));
+    }
+    dispatch.push(insn(JA, 0, Label::Filter, Label::Filter));
+    let mut sections: Vec<Vec<Insn>> = Vec::new();
+    for (audit, native, x32) in &arches {
+        // The syscall number is at offset 0.
+        let mut s = vec![insn(LD_W_ABS, 0, Label::Next, Label::Next)];
+        let is_x86_64 = *audit == 0xC000_003E;
+        match (native, x32) {
+            (Some(n), Some(x)) => {
+                // x32 calls (bit 30 set) compare with the x32 bound, the others with the native one.
+                s.push(insn(JSET_K, X32_SYSCALL_BIT, Label::Next, Label::SkipOne));
+                s.push(insn(JGT_K, *x, Label::Enosys, Label::Filter));
+                s.push(insn(JGT_K, *n, Label::Enosys, Label::Filter));
+            }
+            (Some(n), None) => {
+                if is_x86_64 {
+                    // x32 calls are not this profile's: libseccomp's filter decides.
+                    s.push(insn(JSET_K, X32_SYSCALL_BIT, Label::Filter, Label::Next));
+                }
+                s.push(insn(JGT_K, *n, Label::Enosys, Label::Filter));
+            }
+            (None, Some(x)) => {
+                s.push(insn(JSET_K, X32_SYSCALL_BIT, Label::Next, Label::Filter));
+                s.push(insn(JGT_K, *x, Label::Enosys, Label::Filter));
+            }
+            (None, None) => s.push(insn(JA, 0, Label::Filter, Label::Filter)),
+        }
+        sections.push(s);
+    }
+    // Lay out: dispatch, sections, ENOSYS return; then resolve the labels.
+    let mut starts = Vec::new();
+    let mut pos = dispatch.len();
+    for s in &sections {
+        starts.push(pos);
+        pos += s.len();
+    }
+    let enosys_at = pos;
+    let filter_at = pos + 1;
+    let all: Vec<Insn> = dispatch.into_iter().chain(sections.into_iter().flatten()).collect();
+    let mut out = Vec::with_capacity(all.len() + 1);
+    for (pc, i) in all.into_iter().enumerate() {
+        // Every target lies ahead (BPF only jumps forward).
+        let rel = |l: Label| -> usize {
+            let target = match l {
+                Label::Next => pc + 1,
+                Label::SkipOne => pc + 2,
+                Label::Arch(a) => starts[a],
+                Label::Enosys => enosys_at,
+                Label::Filter => filter_at,
+            };
+            target - (pc + 1)
+        };
+        // The stub is a few instructions per architecture: conditional offsets
+        // always fit in 8 bits.
+        let short = |l: Label| u8::try_from(rel(l)).map_err(|_| bad("linux.seccomp", "ENOSYS stub too large"));
+        out.push(match i.code {
+            JA => libc::sock_filter { code: JA, jt: 0, jf: 0, k: rel(i.jt) as u32 },
+            LD_W_ABS => libc::sock_filter { code: LD_W_ABS, jt: 0, jf: 0, k: i.k },
+            code => libc::sock_filter { code, jt: short(i.jt)?, jf: short(i.jf)?, k: i.k },
+        });
+    }
+    out.push(libc::sock_filter { code: RET_K, jt: 0, jf: 0, k: RET_ENOSYS });
+    Ok(out)
 }
 
 /// Sends the seccomp notify descriptor of container process `pid` to the
@@ -290,4 +641,65 @@ pub fn send_to_listener(plan: &SeccompPlan, fd: &OwnedFd, pid: i32, state: serde
         (&stream).write_all(&body.as_bytes()[sent..]).map_err(|e| Error::io("write", path, e))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(json: serde_json::Value) -> Result<SeccompPlan> {
+        SeccompPlan::new(&serde_json::from_value(json).expect("seccomp json"))
+    }
+
+    fn nr(name: &str) -> i32 {
+        i32::from(ScmpSyscall::from_name(name).expect("known syscall"))
+    }
+
+    #[test]
+    fn syscalls_newer_than_the_profile_get_enosys() {
+        let p = plan(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+            "syscalls": [{ "names": ["read", "write", "execve", "exit_group"], "action": "SCMP_ACT_ALLOW" }]
+        }))
+        .expect("compiles");
+        let largest = ["read", "write", "execve", "exit_group"].iter().map(|n| nr(n)).max().expect("some");
+        assert_eq!(p.verdict(nr("read"), [0; 6]), RET_ALLOW);
+        // Below the largest named number: the profile's default (EPERM).
+        assert_eq!(p.verdict(largest - 1, [0; 6]), 0x0005_0000 | libc::EPERM as u32);
+        // Above it, and numbers no kernel knows: ENOSYS, so libcs fall back.
+        assert_eq!(p.verdict(largest + 1, [0; 6]), RET_ENOSYS);
+        assert_eq!(p.verdict(1000, [0; 6]), RET_ENOSYS);
+    }
+
+    #[test]
+    fn permissive_defaults_get_no_stub() {
+        let p = plan(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{ "names": ["mkdir"], "action": "SCMP_ACT_ERRNO" }]
+        }))
+        .expect("compiles");
+        assert_eq!(p.verdict(1000, [0; 6]), RET_ALLOW);
+        assert_eq!(p.verdict(nr("mkdir"), [0; 6]), 0x0005_0000 | libc::EPERM as u32);
+    }
+
+    #[test]
+    fn a_filter_refusing_execve_fails_at_compile_time() {
+        let err = plan(serde_json::json!({ "defaultAction": "SCMP_ACT_ERRNO" })).err().expect("refused");
+        assert!(err.to_string().contains("refuses execve"), "{err}");
+        let err = plan(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{ "names": ["execve"], "action": "SCMP_ACT_KILL" }]
+        }))
+        .err()
+        .expect("refused");
+        assert!(err.to_string().contains("refuses execve"), "{err}");
+        // Refused only for some arguments: it may start, so it is accepted.
+        plan(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{ "names": ["execve"], "action": "SCMP_ACT_ERRNO",
+                           "args": [{ "index": 1, "value": 0, "op": "SCMP_CMP_EQ" }] }]
+        }))
+        .expect("accepted");
+    }
 }

@@ -74,6 +74,10 @@ pub struct ContainerState {
     /// Cgroup directories `create` made (removed again by `delete` when empty).
     #[serde(default)]
     pub cgroup_created: Vec<PathBuf>,
+    /// The cgroup already held other processes at create: `delete` then kills
+    /// only the container's own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cgroup_shared: bool,
     /// Warnings of the operation that returned this state (not stored).
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -81,8 +85,9 @@ pub struct ContainerState {
 
 impl ContainerState {
     /// The state JSON the OCI spec defines (what `strata state` prints and hooks read).
+    /// Keys in the order runc prints them; `annotations` only when there are some.
     pub fn oci_json(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "ociVersion": crate::OCI_VERSION,
             "id": self.id,
             "pid": self.pid,
@@ -90,9 +95,16 @@ impl ContainerState {
             "bundle": self.bundle,
             "rootfs": self.rootfs,
             "created": self.created,
-            "annotations": self.annotations,
-            "owner": self.owner,
-        })
+        });
+        if !self.annotations.is_empty() {
+            let mut sorted: Vec<(&String, &String)> = self.annotations.iter().collect();
+            sorted.sort();
+            v["annotations"] = serde_json::Value::Object(
+                sorted.into_iter().map(|(k, val)| (k.clone(), serde_json::Value::String(val.clone()))).collect(),
+            );
+        }
+        v["owner"] = serde_json::Value::String(self.owner.clone());
+        v
     }
 
     /// Re-derives the status from the kernel: an init that exited (or whose pid was

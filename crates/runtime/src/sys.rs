@@ -126,11 +126,15 @@ pub fn mount_setattr(fd: BorrowedFd<'_>, recursive: bool, set: u64, clear: u64) 
     Ok(())
 }
 
-/// A detached copy of the mount tree at `fd` (open_tree with OPEN_TREE_CLONE and
-/// AT_RECURSIVE, Linux 5.2): changed and attached again without any path lookup.
-pub fn open_tree_clone(fd: BorrowedFd<'_>) -> nix::Result<OwnedFd> {
+/// A detached copy of the mount at `fd` (open_tree with OPEN_TREE_CLONE, Linux
+/// 5.2), with the mounts below it when `recursive`: changed and attached again
+/// without any path lookup.
+pub fn open_tree_clone(fd: BorrowedFd<'_>, recursive: bool) -> nix::Result<OwnedFd> {
     const OPEN_TREE_CLONE: u32 = 1;
-    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as u32 | libc::AT_EMPTY_PATH as u32 | libc::AT_RECURSIVE as u32;
+    let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as u32 | libc::AT_EMPTY_PATH as u32;
+    if recursive {
+        flags |= libc::AT_RECURSIVE as u32;
+    }
     // SAFETY: the empty path with AT_EMPTY_PATH makes the call act on `fd`.
     let ret = unsafe { libc::syscall(libc::SYS_open_tree, fd.as_raw_fd(), c"".as_ptr(), flags) };
     if ret < 0 {
@@ -162,13 +166,27 @@ pub fn move_mount_onto(tree: BorrowedFd<'_>, target: BorrowedFd<'_>) -> nix::Res
     Ok(())
 }
 
-/// Marks every descriptor from `first` up close-on-exec (close_range, Linux 5.11).
+/// Marks every descriptor from `first` up close-on-exec: close_range (Linux 5.11),
+/// or on a kernel without CLOSE_RANGE_CLOEXEC (or a caller whose seccomp filter
+/// refuses it) one fcntl per descriptor listed in /proc/self/fd.
 pub fn cloexec_from(first: u32) -> nix::Result<()> {
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on descriptors; it
     // cannot invalidate memory or descriptors still in use before exec.
     let ret = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
-    if ret < 0 {
-        return Err(nix::Error::last());
+    if ret == 0 {
+        return Ok(());
+    }
+    let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
+        .map_err(|e| nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd: &RawFd| fd >= first as RawFd)
+        .collect();
+    for fd in fds {
+        // The directory's own descriptor is in the list and already closed: EBADF.
+        match nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC)) {
+            Ok(_) | Err(nix::Error::EBADF) => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }

@@ -21,6 +21,14 @@ pub fn open_peer(master: &OwnedFd) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Makes the pty slave `slave` belong to the process's user and group, so a
+/// process that is not root owns its terminal (as with runc), and `mesg`,
+/// `write` and job control work for it.
+pub fn give_to(slave: &OwnedFd, uid: u32, gid: u32) -> Result<()> {
+    nix::unistd::fchown(slave.as_raw_fd(), Some(nix::unistd::Uid::from_raw(uid)), Some(nix::unistd::Gid::from_raw(gid)))
+        .map_err(|e| Error::sys("fchown", format!("terminal to {uid}:{gid}"), e))
+}
+
 /// Unlocks the slave of a freshly opened master.
 pub fn unlock(master: &OwnedFd) -> Result<()> {
     let zero: libc::c_int = 0;

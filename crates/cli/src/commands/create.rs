@@ -60,6 +60,13 @@ pub fn run(args: CreateArgs, root: &Path, log: &crate::logging::Logger) -> anyho
     let state = Container::create(root, &args.id, &args.options(console.as_ref().map(|c| c.as_raw_fd()), spec))
         .with_context(|| format!("create container {:?}", args.id))?;
     state.warnings.iter().for_each(|w| log.warn(w));
+    log.debug(&format!(
+        "created {:?}: init pid {}, bundle {}, cgroup {}",
+        state.id,
+        state.pid,
+        state.bundle.display(),
+        state.cgroup.as_ref().map(|c| c.display().to_string()).unwrap_or_else(|| "none".into())
+    ));
     Ok(0)
 }
 

@@ -25,5 +25,6 @@ pub fn run(args: Args, root: &Path, log: &Logger) -> anyhow::Result<i32> {
     for w in c.delete(args.force)? {
         log.warn(&w);
     }
+    log.debug(&format!("deleted {:?}", args.id));
     Ok(0)
 }

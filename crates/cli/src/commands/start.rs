@@ -18,5 +18,6 @@ pub fn run(args: Args, root: &Path, log: &Logger) -> anyhow::Result<i32> {
     for w in c.start().with_context(|| format!("start container {:?}", args.id))? {
         log.warn(&w);
     }
+    log.debug(&format!("started {:?}", args.id));
     Ok(0)
 }

@@ -12,7 +12,7 @@
 
 use crate::{Error, Result};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 /// Access bits of the kernel's device hook.
 const ACC_MKNOD: u32 = 1;
@@ -226,7 +226,6 @@ pub fn attach(cgroup: BorrowedFd<'_>, program: &[Insn]) -> Result<()> {
         }
     };
     const BPF_PROG_ATTACH: libc::c_long = 8;
-    const BPF_CGROUP_DEVICE: u32 = 6;
     const BPF_F_ALLOW_MULTI: u32 = 2;
     let mut at = [0u8; 20];
     at[0..4].copy_from_slice(&(cgroup.as_raw_fd() as u32).to_ne_bytes());
@@ -235,6 +234,71 @@ pub fn attach(cgroup: BorrowedFd<'_>, program: &[Insn]) -> Result<()> {
     at[12..16].copy_from_slice(&BPF_F_ALLOW_MULTI.to_ne_bytes());
     bpf(BPF_PROG_ATTACH, &mut at).map_err(|e| Error::sys("bpf", "attach the device cgroup program", e))?;
     Ok(())
+}
+
+/// Replaces the device programs attached to the cgroup open at `cgroup` with
+/// `program` (an `update` of the device rules of a running container): the new
+/// program is attached first and the old ones detached after, so at no moment
+/// is a device allowed that both rule sets deny.
+pub fn replace(cgroup: BorrowedFd<'_>, program: &[Insn]) -> Result<()> {
+    let old = attached_ids(cgroup)?;
+    attach(cgroup, program).or_else(|e| match e {
+        // The very same program is attached already.
+        Error::Sys { errno: nix::Error::EEXIST, .. } => Ok(()),
+        e => Err(e),
+    })?;
+    let new_id = LOADED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .find(|(p, _)| p == program)
+        .and_then(|(_, fd)| prog_id(fd.as_fd()).ok());
+    for id in old.into_iter().filter(|id| Some(*id) != new_id) {
+        const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+        const BPF_PROG_DETACH: libc::c_long = 9;
+        let mut get = [0u8; 12];
+        get[0..4].copy_from_slice(&id.to_ne_bytes());
+        let fd =
+            bpf(BPF_PROG_GET_FD_BY_ID, &mut get).map_err(|e| Error::sys("bpf", format!("device program {id}"), e))?;
+        // SAFETY: the kernel just returned this new descriptor and nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        let mut at = [0u8; 20];
+        at[0..4].copy_from_slice(&(cgroup.as_raw_fd() as u32).to_ne_bytes());
+        at[4..8].copy_from_slice(&(fd.as_raw_fd() as u32).to_ne_bytes());
+        at[8..12].copy_from_slice(&BPF_CGROUP_DEVICE.to_ne_bytes());
+        bpf(BPF_PROG_DETACH, &mut at).map_err(|e| Error::sys("bpf", "detach the old device cgroup program", e))?;
+    }
+    Ok(())
+}
+
+/// The attach type of device cgroup programs.
+const BPF_CGROUP_DEVICE: u32 = 6;
+
+/// Ids of the device programs attached to the cgroup open at `cgroup`.
+fn attached_ids(cgroup: BorrowedFd<'_>) -> Result<Vec<u32>> {
+    const BPF_PROG_QUERY: libc::c_long = 16;
+    let mut ids = [0u32; 64];
+    let mut attr = [0u8; 40];
+    attr[0..4].copy_from_slice(&(cgroup.as_raw_fd() as u32).to_ne_bytes());
+    attr[4..8].copy_from_slice(&BPF_CGROUP_DEVICE.to_ne_bytes());
+    attr[16..24].copy_from_slice(&(ids.as_mut_ptr() as u64).to_ne_bytes());
+    attr[24..28].copy_from_slice(&(ids.len() as u32).to_ne_bytes());
+    bpf(BPF_PROG_QUERY, &mut attr).map_err(|e| Error::sys("bpf", "query the device cgroup programs", e))?;
+    let count = u32::from_ne_bytes([attr[24], attr[25], attr[26], attr[27]]) as usize;
+    Ok(ids[..count.min(ids.len())].to_vec())
+}
+
+/// The kernel's id of the loaded program `prog`.
+fn prog_id(prog: BorrowedFd<'_>) -> nix::Result<u32> {
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    // struct bpf_prog_info starts with `__u32 type; __u32 id;`.
+    let mut info = [0u8; 8];
+    let mut attr = [0u8; 16];
+    attr[0..4].copy_from_slice(&(prog.as_raw_fd() as u32).to_ne_bytes());
+    attr[4..8].copy_from_slice(&(info.len() as u32).to_ne_bytes());
+    attr[8..16].copy_from_slice(&(info.as_mut_ptr() as u64).to_ne_bytes());
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    Ok(u32::from_ne_bytes([info[4], info[5], info[6], info[7]]))
 }
 
 /// Loads `program` as a device cgroup program (its descriptor is close-on-exec,

@@ -173,31 +173,35 @@ impl Cgroup {
             return Err(e);
         }
         let cg = Cgroup { dir: cur };
-        // The spec lets a runtime refuse a cgroup that is in use.
-        if let Err(e) = cg.check_unused() {
+        // A frozen cgroup would stop the container's init the moment it exists.
+        if cg.is_frozen() {
             remove_dirs(&created);
-            return Err(e);
+            return Err(Error::Init(format!("cgroup {} is frozen", cg.dir.display())));
         }
         Ok((cg, created))
     }
 
-    fn check_unused(&self) -> Result<()> {
-        if !read(&self.dir, "cgroup.procs").unwrap_or_default().trim().is_empty() {
-            return Err(Error::Init(format!("cgroup {} already has processes", self.dir.display())));
+    /// Why the cgroup is already in use (processes, or child cgroups), if it is:
+    /// tools group containers by sharing a cgroup, so like runc the runtime warns
+    /// and goes on. Limits, device rules and `kill --all` then reach the others
+    /// too; `delete` leaves their processes alone.
+    pub fn in_use(&self) -> Option<String> {
+        let procs = read(&self.dir, "cgroup.procs").unwrap_or_default();
+        let n = procs.lines().filter(|l| !l.trim().is_empty()).count();
+        if n > 0 {
+            return Some(format!(
+                "cgroup {} already has {n} process(es): they share the container's limits and kill --all",
+                self.dir.display()
+            ));
         }
-        if self.is_frozen() {
-            return Err(Error::Init(format!("cgroup {} is frozen", self.dir.display())));
-        }
-        // A cgroup with children (or processes below it) belongs to others: limits,
-        // device programs and cgroup.kill would reach them too.
         let populated =
             read(&self.dir, "cgroup.events").map(|e| e.lines().any(|l| l.trim() == "populated 1")).unwrap_or(false);
         let has_children =
             std::fs::read_dir(&self.dir).map(|d| d.flatten().any(|e| e.path().is_dir())).unwrap_or(false);
         if populated || has_children {
-            return Err(Error::Init(format!("cgroup {} already has child cgroups or processes", self.dir.display())));
+            return Some(format!("cgroup {} already has child cgroups", self.dir.display()));
         }
-        Ok(())
+        None
     }
 
     /// Enables `controllers` for this cgroup (in every ancestor's subtree_control
@@ -291,9 +295,10 @@ impl Cgroup {
         }
     }
 
-    /// Sends `signal` to every process in the cgroup.
-    pub fn signal_all(&self, signal: nix::sys::signal::Signal) -> Result<()> {
-        if signal == nix::sys::signal::Signal::SIGKILL {
+    /// Sends `signal` to every process in the cgroup (`None`: signal 0, which
+    /// only checks they exist).
+    pub fn signal_all(&self, signal: Option<nix::sys::signal::Signal>) -> Result<()> {
+        if signal == Some(nix::sys::signal::Signal::SIGKILL) {
             return self.kill_all();
         }
         // Frozen while the list is read and signalled, so a process forked in

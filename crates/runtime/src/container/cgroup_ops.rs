@@ -67,6 +67,19 @@ impl Container {
         // Controllers not asked for at create time are enabled now, along the path.
         cg.enable(&crate::cgroups::find_mount()?, &controllers)?;
         cg.apply(&writes)?;
+        if let Some(devices) = update.devices() {
+            // The device rules are an allowlist program on the cgroup: compiled
+            // anew from the updated rules (with the config's device nodes) and
+            // swapped in for the one attached at create.
+            let nodes = st.config.linux().as_ref().and_then(|l| l.devices().clone()).unwrap_or_default();
+            if let Some(rules) = crate::cgroups::devices::rules(devices, &nodes)? {
+                let fd = cg.open()?;
+                crate::cgroups::devices::replace(
+                    std::os::fd::AsFd::as_fd(&fd),
+                    &crate::cgroups::devices::compile(&rules),
+                )?;
+            }
+        }
         if let Some(linux) = st.config.linux_mut() {
             let merged = merge(linux.resources().clone().unwrap_or_default(), update);
             linux.set_resources(Some(merged));
@@ -97,6 +110,9 @@ fn merge(mut base: LinuxResources, update: &LinuxResources) -> LinuxResources {
     }
     if update.rdma().is_some() {
         base.set_rdma(update.rdma().clone());
+    }
+    if update.devices().is_some() {
+        base.set_devices(update.devices().clone());
     }
     base
 }

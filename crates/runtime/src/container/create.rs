@@ -3,10 +3,11 @@
 use super::{Container, EXEC_FIFO};
 use crate::cgroups::{self, Cgroup};
 use crate::namespaces::NamespacePlan;
-use crate::process::init::{self, InitContext};
+use crate::process::init::{self, InitContext, MountNs};
 use crate::process::plan::ProcessPlan;
 use crate::process::{spawn, write_id_map, SpawnSpec};
 use crate::rootfs::devices;
+use crate::rootfs::mounts::BindSource;
 use crate::seccomp::SeccompPlan;
 use crate::state::{now_rfc3339, ContainerState, StateDir};
 use crate::sync::Msg;
@@ -55,8 +56,10 @@ impl Container {
         config::validate(spec, &bundle)?;
         let rootfs = std::fs::canonicalize(config::rootfs_path(spec, &bundle)?)
             .map_err(|e| Error::io("open", "root.path", e))?;
-        let process_spec = spec.process().as_ref().ok_or_else(|| Error::config("process", "missing"))?;
-        let process = ProcessPlan::new(process_spec, "process")?;
+        let process = match spec.process() {
+            Some(p) => ProcessPlan::new(p, "process")?,
+            None => ProcessPlan::without_process(),
+        };
         let linux = spec.linux().as_ref().ok_or_else(|| Error::config("linux", "missing"))?;
         let seccomp = linux.seccomp().as_ref().map(SeccompPlan::new).transpose()?;
         // The config's devices replace defaults (and earlier entries) of the same path.
@@ -94,13 +97,49 @@ impl Container {
             return Err(Error::config("process.terminal", "a terminal needs --console-socket"));
         }
 
+        let in_user_ns = namespaces.new_user() || namespaces.join.iter().any(|(t, _)| *t == LinuxNamespaceType::User);
+        let mount_ns = if namespaces.join.iter().any(|(t, _)| *t == LinuxNamespaceType::Mount) {
+            MountNs::Joined
+        } else if namespaces.clone_flags.contains(nix::sched::CloneFlags::CLONE_NEWNS) {
+            MountNs::New
+        } else {
+            MountNs::Host
+        };
+        let mut warnings: Vec<String> = process
+            .caps
+            .unknown_to_kernel
+            .iter()
+            .map(|c| format!("process.capabilities: {c} is unknown to the running kernel; dropped"))
+            .collect();
+        if mount_ns == MountNs::Host {
+            warnings.extend(config::ignored_without_mount_namespace(spec));
+        }
+        // In a user namespace the container's root may not reach a bind source
+        // (a parent directory only the host's root can enter): the runtime opens
+        // them here, with its own privileges.
+        let bind_sources: Vec<Option<BindSource>> = if in_user_ns && mount_ns != MountNs::Host {
+            spec.mounts()
+                .iter()
+                .flatten()
+                .enumerate()
+                .map(|(i, m)| BindSource::open(&bundle, m, i))
+                .collect::<Result<_>>()?
+        } else {
+            Vec::new()
+        };
+
         let dir = StateDir::create(root, id)?;
         let mut pid = 0;
         let mut cgroup_made: Option<(Cgroup, Vec<PathBuf>)> = None;
+        let mut cgroup_shared = false;
         let result = (|| -> Result<ContainerState> {
             let mut cgroup_fd = None;
             if !opts.no_cgroup {
                 let (cgroup, created) = Cgroup::create(&cg_mount, &cg_rel, &cg_controllers)?;
+                if let Some(w) = cgroup.in_use() {
+                    warnings.push(w);
+                    cgroup_shared = true;
+                }
                 let created = cgroups::owned_parents(&cg_mount, &cg_rel, created);
                 cgroup_made = Some((cgroup.clone(), created));
                 cgroup.apply(&cg_writes)?;
@@ -124,15 +163,14 @@ impl Container {
             .map_err(|e| Error::sys("open", fifo_path.display(), e))?;
             // SAFETY: `open` returned a new descriptor that nothing else owns.
             let fifo = unsafe { OwnedFd::from_raw_fd(fifo) };
-            let joined_mount_ns = namespaces.join.iter().any(|(t, _)| *t == LinuxNamespaceType::Mount);
             let ctx = InitContext {
                 spec,
                 bundle: &bundle,
                 rootfs: &rootfs,
                 process: &process,
-                in_user_ns: namespaces.new_user()
-                    || namespaces.join.iter().any(|(t, _)| *t == LinuxNamespaceType::User),
-                joined_mount_ns,
+                in_user_ns,
+                mount_ns,
+                bind_sources: &bind_sources,
                 no_pivot: opts.no_pivot,
                 exec_fifo: fifo.as_raw_fd(),
                 console_socket: opts.console_socket,
@@ -142,6 +180,7 @@ impl Container {
             };
             let mut keep = vec![fifo.as_raw_fd()];
             keep.extend(opts.console_socket);
+            keep.extend(bind_sources.iter().flatten().map(|b| b.tree.as_raw_fd()));
             let spawn_spec = SpawnSpec {
                 namespaces: &namespaces,
                 time_offsets: linux.time_offsets().as_ref(),
@@ -166,12 +205,8 @@ impl Container {
                 config: spec.clone(),
                 cgroup: cgroup_made.as_ref().map(|(cg, _)| cg.dir.clone()),
                 cgroup_created: cgroup_made.as_ref().map(|(_, created)| created.clone()).unwrap_or_default(),
-                warnings: process
-                    .caps
-                    .unknown_to_kernel
-                    .iter()
-                    .map(|c| format!("process.capabilities: {c} is unknown to the running kernel; dropped"))
-                    .collect(),
+                cgroup_shared,
+                warnings: warnings.clone(),
             };
             // Recorded before anything else can fail, so `delete --force` finds the
             // process even if this `create` is killed.
@@ -194,8 +229,8 @@ impl Container {
                 crate::seccomp::send_to_listener(filter, &fd, pid, state.oci_json())?;
             }
             sync.expect(&Msg::Ready, "create").map_err(|e| match (&seccomp, e) {
-                (Some(_), Error::Init(m)) if m.ends_with("exited during setup") => Error::Init(format!(
-                    "{m} (linux.seccomp may refuse a syscall the runtime makes after loading it: write, read, execve)"
+                (Some(f), Error::Init(m)) if f.notify && m.ends_with("exited during setup") => Error::Init(format!(
+                    "{m} (a linux.seccomp notify filter is loaded before the ready report: it must let write through)"
                 )),
                 (_, e) => e,
             })?;

@@ -3,10 +3,6 @@
 use super::{is_alive, wrong_status, Container};
 use crate::state::StateDir;
 use crate::{hooks, Result, Status};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use std::os::fd::AsFd;
 
 impl Container {
     /// Deletes the container. A running (or paused) container needs `force`, which
@@ -23,12 +19,13 @@ impl Container {
             return Err(wrong_status(&st, "stop it first or use --force"));
         }
         if is_alive(st.status) {
-            kill_and_wait(st.pid, st.init_start_time);
+            crate::process::reap_foreign(st.pid, st.init_start_time);
         }
         if let Some(cg) = st.cgroup() {
             // Whatever is left (processes sharing the host's pid namespace, or that
-            // outlived the init) dies with the cgroup.
-            if cg.dir.exists() {
+            // outlived the init) dies with the cgroup, unless the container shared
+            // it with processes of others.
+            if cg.dir.exists() && !st.cgroup_shared {
                 let _ = cg.kill_all();
                 cg.remove(&st.cgroup_created)?;
             }
@@ -46,18 +43,4 @@ impl Container {
         dir.remove()?;
         Ok(warnings)
     }
-}
-
-/// SIGKILLs the container's init and waits (up to 10 s) until it is gone.
-fn kill_and_wait(pid: i32, start_time: u64) {
-    // The pidfd pins the process: after the start-time check, the pid cannot be reused.
-    let Ok(pidfd) = crate::sys::pidfd_open(pid) else {
-        return;
-    };
-    if !crate::state::process_alive(pid, start_time) {
-        return;
-    }
-    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-    let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
-    let _ = poll(&mut fds, PollTimeout::from(10_000u16));
 }

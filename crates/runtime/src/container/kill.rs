@@ -8,18 +8,26 @@ use nix::unistd::Pid;
 impl Container {
     /// Sends `signal` to the init process, or with `all` to every process in the
     /// container's cgroup (which also reaches processes that share the host's pid
-    /// namespace).
-    pub fn kill(&self, signal: Signal, all: bool) -> Result<()> {
+    /// namespace). `None` is signal 0: only checks that the process exists.
+    ///
+    /// As runc's, `all` on a stopped container succeeds: it signals whatever is
+    /// left in the cgroup, which may be nothing.
+    pub fn kill(&self, signal: impl Into<Option<Signal>>, all: bool) -> Result<()> {
+        let signal = signal.into();
         let st = self.state()?;
-        // With --all, processes that outlived the init can still be signalled.
-        let leftovers = all && st.cgroup().is_some_and(|c| c.pids().is_ok_and(|p| !p.is_empty()));
-        if !is_alive(st.status) && !leftovers {
-            return Err(wrong_status(&st, "container not running"));
-        }
         if all {
             if let Some(cg) = st.cgroup() {
+                if !cg.dir.exists() {
+                    return Ok(());
+                }
                 return cg.signal_all(signal);
             }
+            if !is_alive(st.status) {
+                return Ok(());
+            }
+        }
+        if !is_alive(st.status) {
+            return Err(wrong_status(&st, "container not running"));
         }
         kill(Pid::from_raw(st.pid), signal).map_err(|e| Error::sys("kill", format!("pid {}", st.pid), e))
     }

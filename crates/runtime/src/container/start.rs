@@ -16,6 +16,11 @@ impl Container {
         if st.status != Status::Created {
             return Err(wrong_status(&st, "only a created container can be started"));
         }
+        if st.config.process().is_none() {
+            // Nothing can ever run in it: it stops here, as a failed start does.
+            crate::process::reap_foreign(st.pid, st.init_start_time);
+            return Err(Error::config("process", "start needs a process; the container's config has none"));
+        }
         let fifo_path = dir.path().join(EXEC_FIFO);
         // A reader of our own first: once the init's descriptor (its only writer)
         // is closed by execve, the fifo reports hang-up, and `start` returns only
@@ -57,17 +62,24 @@ impl Container {
         }
         // What is left in the fifo tells how the init went away: nothing (execve
         // closed it), our unread byte (it died before reading), or its failure mark.
-        let mut left = [0u8; 1];
-        match nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&watch), &mut left) {
-            Ok(1) if left[..] == *crate::process::init::START_FAILED => {
-                st.status = Status::Stopped;
-                return Err(wrong_status(&st, "its process failed to start (see the container's stderr)"));
+        let mut left = [0u8; 4096];
+        let n = loop {
+            match nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&watch), &mut left) {
+                Err(nix::Error::EINTR) => continue,
+                Ok(n) => break n,
+                Err(_) => break 0,
             }
-            Ok(1) => {
-                st.status = Status::Stopped;
-                return Err(wrong_status(&st, "its init process exited before start"));
-            }
-            _ => {}
+        };
+        if n > 0 {
+            st.status = Status::Stopped;
+            return Err(match left[..n].strip_prefix(crate::process::init::START_FAILED) {
+                // Our own byte comes first when the init died before reading it.
+                Some(report) if left[0] != 0 => {
+                    let text = String::from_utf8_lossy(report);
+                    Error::StartFailed { id: st.id.clone(), reason: text.trim().to_string() }
+                }
+                _ => wrong_status(&st, "its init process exited before start"),
+            });
         }
         let dir = StateDir::open(&self.root, &self.id)
             .map_err(|_| wrong_status(&st, "it was deleted while it was being started"))?;

@@ -1,6 +1,8 @@
 //! A process started in a running container (`strata exec`): it has already joined
 //! the container's namespaces (the mount namespace puts it at the container's root);
-//! it sets up its terminal, limits, user and capabilities, and execs. Success is
+//! it starts a session of its own (so it leads its own process group inside the
+//! container, as with runc), sets up its terminal, limits, user and capabilities,
+//! loads the container's seccomp filter as its last step and execs. Success is
 //! seen by the runtime as end-of-file on the sync channel (closed by execve).
 
 use super::plan::ProcessPlan;
@@ -25,39 +27,37 @@ pub struct ExecContext<'a> {
 /// Runs the exec'd process; returns only with the error that stopped it.
 pub fn main(ctx: &ExecContext<'_>, sync: &mut SyncChannel) -> Error {
     match setup(ctx, sync) {
-        Ok(program) => ctx.process.exec(&program),
+        Ok(target) => ctx.process.exec(&target),
         Err(e) => e,
     }
 }
 
-fn setup(ctx: &ExecContext<'_>, sync: &mut SyncChannel) -> Result<std::ffi::CString> {
+fn setup(ctx: &ExecContext<'_>, sync: &mut SyncChannel) -> Result<super::plan::ExecTarget> {
+    nix::unistd::setsid().map_err(|e| Error::sys("setsid", "exec", e))?;
     if ctx.process.terminal {
-        nix::unistd::setsid().map_err(|e| Error::sys("setsid", "exec", e))?;
         let socket =
             ctx.console_socket.ok_or_else(|| Error::config("process.terminal", "a terminal needs --console-socket"))?;
-        let slave = open_terminal(socket, ctx.process.console_size)?;
+        let slave = open_terminal(socket, ctx.process)?;
         crate::tty::make_controlling(&slave)?;
     }
     ctx.process.apply_limits()?;
     let labels = ctx.process.open_labels()?;
     labels.apply()?;
     drop(labels);
-    let mut notify_fd = super::load_seccomp(ctx.seccomp, ctx.process.no_new_privs, true)?;
-    ctx.process.apply_user_and_caps(super::init::setgroups_allowed())?;
-    ctx.process.enter_cwd()?;
-    let program = ctx.process.resolve_program()?;
+    let target = ctx.process.become_process(ctx.seccomp.is_some() && !ctx.process.no_new_privs)?;
     super::init::prepare_fds(ctx.preserve_fds)?;
-    if let Some(fd) = super::load_seccomp(ctx.seccomp, ctx.process.no_new_privs, false)? {
-        notify_fd = Some(fd);
+    if let Some(filter) = ctx.seccomp {
+        if let Some(fd) = filter.load()? {
+            sync.send_fd(std::os::fd::AsFd::as_fd(&fd))
+                .map_err(|e| Error::io("send", "seccomp notify descriptor", e))?;
+        }
     }
-    if let Some(fd) = notify_fd {
-        sync.send_fd(std::os::fd::AsFd::as_fd(&fd)).map_err(|e| Error::io("send", "seccomp notify descriptor", e))?;
-    }
-    Ok(program)
+    Ok(target)
 }
 
-/// Opens a new pty from the container's devpts and sends its master away.
-fn open_terminal(socket: RawFd, size: Option<(u16, u16)>) -> Result<OwnedFd> {
+/// Opens a new pty from the container's devpts, gives its slave to the process's
+/// user, and sends its master away.
+fn open_terminal(socket: RawFd, process: &ProcessPlan) -> Result<OwnedFd> {
     let fd = nix::fcntl::open("/dev/pts/ptmx", OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, Mode::empty())
         .map_err(|e| Error::sys("open", "/dev/pts/ptmx in the container", e))?;
     // SAFETY: `open` returned a new descriptor that nothing else owns.
@@ -68,7 +68,8 @@ fn open_terminal(socket: RawFd, size: Option<(u16, u16)>) -> Result<OwnedFd> {
     }
     crate::tty::unlock(&master)?;
     let slave = crate::tty::open_peer(&master)?;
-    if let Some((w, h)) = size {
+    crate::tty::give_to(&slave, process.uid, process.gid)?;
+    if let Some((w, h)) = process.console_size {
         crate::tty::resize(slave.as_raw_fd(), w, h)?;
     }
     crate::tty::send_master(socket, master.as_raw_fd())?;

@@ -6,11 +6,18 @@
 //! 3. let the runtime run `prestart`/`createRuntime` hooks, then run
 //!    `createContainer` hooks here, still before pivot_root;
 //! 4. sysctls, masked and read-only paths, limits, pivot_root, read-only root;
-//! 5. hostname, user, capabilities, cwd; check the program exists; load the
-//!    seccomp filter (before the user change when it needs CAP_SYS_ADMIN, that
-//!    is without noNewPrivileges; else last) and pass a notify descriptor on;
+//! 5. hostname, cwd, user, capabilities; check the program exists; mark every
+//!    descriptor but the preserved ones close-on-exec;
 //! 6. report ready, block on the exec fifo until `start`, run `startContainer`
-//!    hooks, execve.
+//!    hooks, load the seccomp filter, execve.
+//!
+//! The seccomp filter comes last so that a profile written for the workload
+//! alone (an allowlist without close_range, getcwd, capset...) never refuses a
+//! step of the runtime: nothing but execve runs under it. The one exception is
+//! `SCMP_ACT_NOTIFY`: the listener descriptor must reach its agent during
+//! `create`, so such a filter is loaded before the ready report, and only the
+//! hand-over, the ready report, the wait for `start`, the startContainer hooks
+//! and execve follow it.
 
 use super::plan::ProcessPlan;
 use crate::rootfs::{devices, mounts, paths, pivot};
@@ -24,6 +31,20 @@ use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
+/// Which mount namespace a container has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountNs {
+    /// A new one: mounts, devices, masks, pivot_root.
+    New,
+    /// An existing one joined by path: the rootfs is set up in it as in a new
+    /// one (as runc does), so it becomes the container's.
+    Joined,
+    /// None in the config: the runtime's own (the spec's "inherit"). Nothing is
+    /// mounted (that would change the host); the process is chrooted into the
+    /// rootfs, as runc does.
+    Host,
+}
+
 /// Everything the init process needs, prepared by the runtime before the fork.
 pub struct InitContext<'a> {
     /// The container's config.
@@ -36,8 +57,12 @@ pub struct InitContext<'a> {
     pub process: &'a ProcessPlan,
     /// Whether the container has a user namespace of its own (new or joined).
     pub in_user_ns: bool,
-    /// Whether the container joined an existing mount namespace (no rootfs setup).
-    pub joined_mount_ns: bool,
+    /// The container's mount namespace: new or joined (the rootfs is set up in
+    /// it), or the runtime's own (the process is chrooted).
+    pub mount_ns: MountNs,
+    /// Bind mount sources opened by the runtime, by mount index (for a
+    /// container in a user namespace, whose root may not reach them).
+    pub bind_sources: &'a [Option<mounts::BindSource>],
     /// Use move + chroot instead of pivot_root.
     pub no_pivot: bool,
     /// The exec fifo, opened read-write.
@@ -65,10 +90,18 @@ pub fn main(ctx: &InitContext<'_>, sync: &mut SyncChannel) -> Error {
             let err = wait_and_exec(ctx, ready, &state);
             // Nobody listens on the channel any more: tell the container's stderr.
             let _ = nix::unistd::write(std::io::stderr(), format!("strata: {err}\n").as_bytes());
-            // And tell `start`, which reads what is left in the fifo once we are gone.
+            // And tell `start`, which reads what is left in the fifo once we are gone:
+            // the failure mark and the error, in one write below PIPE_BUF (atomic).
             // SAFETY: the fifo descriptor is still open (it is only closed by execve).
             let fifo = unsafe { std::os::fd::BorrowedFd::borrow_raw(ctx.exec_fifo) };
-            let _ = nix::unistd::write(fifo, START_FAILED);
+            let mut report = START_FAILED.to_vec();
+            let text = err.to_string();
+            let mut end = text.len().min(START_REPORT_MAX);
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            report.extend_from_slice(&text.as_bytes()[..end]);
+            let _ = nix::unistd::write(fifo, &report);
             crate::sys::exit_now(127)
         }
         Err(e) => e,
@@ -76,12 +109,18 @@ pub fn main(ctx: &InitContext<'_>, sync: &mut SyncChannel) -> Error {
 }
 
 /// Written to the exec fifo by an init that failed after `start` (a failing
-/// startContainer hook, a failed execve).
+/// startContainer hook, a failed execve), followed by the error.
 pub const START_FAILED: &[u8] = b"E";
+
+/// Longest error text sent back to `start` (the whole report stays below
+/// PIPE_BUF, so it is written at once).
+pub const START_REPORT_MAX: usize = 4000;
 
 /// What is left to do after the container is created.
 struct Ready {
-    program: std::ffi::CString,
+    target: super::plan::ExecTarget,
+    /// Whether the seccomp filter is in place already (notify filters).
+    seccomp_loaded: bool,
 }
 
 fn setup(ctx: &InitContext<'_>, sync: &mut SyncChannel, state: &str) -> Result<Ready> {
@@ -99,46 +138,54 @@ fn setup(ctx: &InitContext<'_>, sync: &mut SyncChannel, state: &str) -> Result<R
 
     let linux = ctx.spec.linux().as_ref();
     let mut console: Option<OwnedFd> = None;
-    if ctx.joined_mount_ns {
-        run_hook_handshake(ctx, sync, state)?;
-    } else {
-        let root = prepare_rootfs(ctx)?;
-        if ctx.process.terminal {
-            console = Some(setup_console(ctx, &root)?);
+    match ctx.mount_ns {
+        MountNs::Host => {
+            if ctx.process.terminal {
+                console = Some(host_console(ctx)?);
+            }
+            run_hook_handshake(ctx, sync, state)?;
+            write_sysctls(ctx)?;
+            ctx.process.apply_limits()?;
+            pivot::chroot(ctx.rootfs)?;
         }
-        paths::mkdir_all_in_root(&root, &ctx.process.cwd)
-            .map_err(|e| Error::config("process.cwd", format!("{}: {e}", ctx.process.cwd.display())))?;
-        run_hook_handshake(ctx, sync, state)?;
-        for (key, value) in linux.and_then(|l| l.sysctl().as_ref()).into_iter().flatten() {
-            let path = Path::new("/proc/sys").join(key.replace('.', "/"));
-            std::fs::write(&path, value).map_err(|e| Error::io("write sysctl", path, e))?;
+        MountNs::New | MountNs::Joined => {
+            let (root, read_only_later) = prepare_rootfs(ctx)?;
+            if ctx.process.terminal {
+                console = Some(setup_console(ctx, &root)?);
+            }
+            paths::mkdir_all_in_root(&root, &ctx.process.cwd)
+                .map_err(|e| Error::config("process.cwd", format!("{}: {e}", ctx.process.cwd.display())))?;
+            run_hook_handshake(ctx, sync, state)?;
+            write_sysctls(ctx)?;
+            let null = mounts::open_null()?;
+            for p in linux.and_then(|l| l.masked_paths().as_ref()).into_iter().flatten() {
+                mounts::mask(&root, Path::new(p), &null)?;
+            }
+            for p in linux.and_then(|l| l.readonly_paths().as_ref()).into_iter().flatten() {
+                mounts::make_readonly(&root, Path::new(p))?;
+            }
+            drop(null);
+            // Mounts with `ro` that had to stay writable while what lies below them
+            // was created (/dev/pts in a read-only /dev, say).
+            for dest in &read_only_later {
+                mounts::make_mount_readonly(&root, dest)?;
+            }
+            drop(root);
+            ctx.process.apply_limits()?;
+            if ctx.no_pivot {
+                pivot::move_root(ctx.rootfs)?;
+            } else {
+                pivot::pivot_root(ctx.rootfs)?;
+            }
+            if let Some(prop) = linux.and_then(|l| l.rootfs_propagation().as_deref()) {
+                let flags = crate::rootfs::options::propagation(prop).unwrap_or(MsFlags::empty());
+                mount(None::<&str>, "/", None::<&str>, flags, None::<&str>)
+                    .map_err(|e| Error::sys("mount", format!("rootfsPropagation {prop}"), e))?;
+            }
+            if ctx.spec.root().as_ref().is_some_and(|r| r.readonly() == Some(true)) {
+                mounts::remount_bind_path("/", MsFlags::MS_RDONLY)?;
+            }
         }
-        let null = mounts::open_null()?;
-        for p in linux.and_then(|l| l.masked_paths().as_ref()).into_iter().flatten() {
-            mounts::mask(&root, Path::new(p), &null)?;
-        }
-        for p in linux.and_then(|l| l.readonly_paths().as_ref()).into_iter().flatten() {
-            mounts::make_readonly(&root, Path::new(p))?;
-        }
-        drop(null);
-        drop(root);
-        ctx.process.apply_limits()?;
-        if ctx.no_pivot {
-            pivot::move_root(ctx.rootfs)?;
-        } else {
-            pivot::pivot_root(ctx.rootfs)?;
-        }
-        if let Some(prop) = linux.and_then(|l| l.rootfs_propagation().as_deref()) {
-            let flags = crate::rootfs::options::propagation(prop).unwrap_or(MsFlags::empty());
-            mount(None::<&str>, "/", None::<&str>, flags, None::<&str>)
-                .map_err(|e| Error::sys("mount", format!("rootfsPropagation {prop}"), e))?;
-        }
-        if ctx.spec.root().as_ref().is_some_and(|r| r.readonly() == Some(true)) {
-            mounts::remount_bind_path("/", MsFlags::MS_RDONLY)?;
-        }
-    }
-    if ctx.joined_mount_ns {
-        ctx.process.apply_limits()?;
     }
     if let Some(h) = ctx.spec.hostname() {
         nix::unistd::sethostname(h).map_err(|e| Error::sys("sethostname", h, e))?;
@@ -158,24 +205,33 @@ fn setup(ctx: &InitContext<'_>, sync: &mut SyncChannel, state: &str) -> Result<R
     drop(console);
     labels.apply()?;
     drop(labels);
-    let mut notify_fd = super::load_seccomp(ctx.seccomp, ctx.process.no_new_privs, true)?;
-    ctx.process.apply_user_and_caps(setgroups_allowed())?;
-    ctx.process.enter_cwd()?;
-    let program = ctx.process.resolve_program()?;
+    let target = ctx.process.become_process(ctx.seccomp.is_some() && !ctx.process.no_new_privs)?;
     prepare_fds(ctx.preserve_fds)?;
-    if let Some(fd) = super::load_seccomp(ctx.seccomp, ctx.process.no_new_privs, false)? {
-        notify_fd = Some(fd);
-    }
-    if let Some(fd) = notify_fd {
-        sync.send_fd(std::os::fd::AsFd::as_fd(&fd)).map_err(|e| Error::io("send", "seccomp notify descriptor", e))?;
+    let mut seccomp_loaded = false;
+    if let Some(filter) = ctx.seccomp.filter(|f| f.notify) {
+        if let Some(fd) = filter.load()? {
+            sync.send_fd(std::os::fd::AsFd::as_fd(&fd))
+                .map_err(|e| Error::io("send", "seccomp notify descriptor", e))?;
+        }
+        seccomp_loaded = true;
     }
     sync.send(&Msg::Ready).map_err(|e| Error::io("write", "sync channel", e))?;
-    Ok(Ready { program })
+    Ok(Ready { target, seccomp_loaded })
 }
 
 /// setgroups(2) is refused in a user namespace whose /proc/self/setgroups says deny.
 pub fn setgroups_allowed() -> bool {
     std::fs::read_to_string("/proc/self/setgroups").map(|s| s.trim() != "deny").unwrap_or(true)
+}
+
+/// Writes `linux.sysctl` (the keys were checked to belong to namespaces of the
+/// container's own).
+fn write_sysctls(ctx: &InitContext<'_>) -> Result<()> {
+    for (key, value) in ctx.spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()).into_iter().flatten() {
+        let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+        std::fs::write(&path, value).map_err(|e| Error::io("write sysctl", path, e))?;
+    }
+    Ok(())
 }
 
 fn run_hook_handshake(ctx: &InitContext<'_>, sync: &mut SyncChannel, state: &str) -> Result<()> {
@@ -185,15 +241,19 @@ fn run_hook_handshake(ctx: &InitContext<'_>, sync: &mut SyncChannel, state: &str
     hooks::run_all("createContainer", hooks, state)
 }
 
-fn prepare_rootfs(ctx: &InitContext<'_>) -> Result<OwnedFd> {
+/// Mounts, devices and /dev symlinks in the new mount namespace. Returns the
+/// rootfs and the mounts to make read-only once everything below them exists.
+fn prepare_rootfs(ctx: &InitContext<'_>) -> Result<(OwnedFd, Vec<std::path::PathBuf>)> {
     let linux = ctx.spec.linux().as_ref();
-    // Our mount events must never reach the host: slave (or the requested
-    // propagation) for everything we inherited.
-    let prop = linux
-        .and_then(|l| l.rootfs_propagation().as_deref())
-        .and_then(crate::rootfs::options::propagation)
-        .map(|f| if f.contains(MsFlags::MS_SHARED) { MsFlags::MS_SLAVE | MsFlags::MS_REC } else { f | MsFlags::MS_REC })
-        .unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
+    // Our mount events must never reach the host: everything we inherited
+    // becomes slave (private when asked). The requested propagation itself is
+    // applied to the new root after pivot_root: shared would leak our mounts,
+    // and unbindable now would forbid the rootfs bind below.
+    let prop = match linux.and_then(|l| l.rootfs_propagation().as_deref()).and_then(crate::rootfs::options::propagation)
+    {
+        Some(f) if f.contains(MsFlags::MS_PRIVATE) => MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+        _ => MsFlags::MS_SLAVE | MsFlags::MS_REC,
+    };
     mount(None::<&str>, "/", None::<&str>, prop, None::<&str>)
         .map_err(|e| Error::sys("mount", "/ (propagation)", e))?;
     // pivot_root needs the new root to be a mount point.
@@ -201,9 +261,13 @@ fn prepare_rootfs(ctx: &InitContext<'_>) -> Result<OwnedFd> {
         .map_err(|e| Error::sys("mount", format!("bind rootfs {}", ctx.rootfs.display()), e))?;
     let root = open_path(ctx.rootfs)?;
     let mut dev_is_bound = false;
+    let mut read_only_later = Vec::new();
+    let label = linux.and_then(|l| l.mount_label().as_deref()).filter(|l| !l.is_empty());
     for (i, m) in ctx.spec.mounts().iter().flatten().enumerate() {
-        let label = ctx.spec.linux().as_ref().and_then(|l| l.mount_label().as_deref()).filter(|l| !l.is_empty());
-        mounts::apply(&root, ctx.bundle, m, i, label)?;
+        let source = ctx.bind_sources.get(i).and_then(Option::as_ref);
+        if mounts::apply(&root, ctx.bundle, m, i, label, source)? == mounts::Applied::ReadOnlyLater {
+            read_only_later.push(m.destination().clone());
+        }
         if m.destination() == Path::new("/dev") && m.options().iter().flatten().any(|o| o == "bind" || o == "rbind") {
             dev_is_bound = true;
         }
@@ -218,7 +282,31 @@ fn prepare_rootfs(ctx: &InitContext<'_>) -> Result<OwnedFd> {
             devices::create_symlinks(&root)?;
         }
     }
-    Ok(root)
+    Ok((root, read_only_later))
+}
+
+/// A terminal for a container without a mount namespace of its own: from the
+/// runtime's devpts (nothing is bound over the rootfs's /dev/console, which is
+/// the host's file). Returns the slave.
+fn host_console(ctx: &InitContext<'_>) -> Result<OwnedFd> {
+    let socket =
+        ctx.console_socket.ok_or_else(|| Error::config("process.terminal", "a terminal needs --console-socket"))?;
+    let fd = nix::fcntl::open(
+        "/dev/ptmx",
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| Error::sys("open", "/dev/ptmx", e))?;
+    // SAFETY: `open` returned a new descriptor that nothing else owns.
+    let master = unsafe { OwnedFd::from_raw_fd(fd) };
+    crate::tty::unlock(&master)?;
+    let slave = crate::tty::open_peer(&master)?;
+    crate::tty::give_to(&slave, ctx.process.uid, ctx.process.gid)?;
+    if let Some((w, h)) = ctx.process.console_size {
+        crate::tty::resize(slave.as_raw_fd(), w, h)?;
+    }
+    crate::tty::send_master(socket, master.as_raw_fd())?;
+    Ok(slave)
 }
 
 /// Allocates the container's terminal from its own devpts, binds it over
@@ -230,6 +318,7 @@ fn setup_console(ctx: &InitContext<'_>, root: &OwnedFd) -> Result<OwnedFd> {
         .map_err(|e| Error::Init(format!("process.terminal needs a devpts mount at /dev/pts: {e}")))?;
     crate::tty::unlock(&master)?;
     let slave = crate::tty::open_peer(&master)?;
+    crate::tty::give_to(&slave, ctx.process.uid, ctx.process.gid)?;
     if let Some((w, h)) = ctx.process.console_size {
         crate::tty::resize(slave.as_raw_fd(), w, h)?;
     }
@@ -279,13 +368,20 @@ fn wait_and_exec(ctx: &InitContext<'_>, ready: Ready, state: &str) -> Error {
             return e;
         }
     }
-    ctx.process.exec(&ready.program)
+    if !ready.seccomp_loaded {
+        if let Some(filter) = ctx.seccomp {
+            if let Err(e) = filter.load() {
+                return e;
+            }
+        }
+    }
+    ctx.process.exec(&ready.target)
 }
 
 /// Marks every descriptor past stdio and the preserved ones close-on-exec, so
 /// nothing of the runtime leaks into the container (CVE-2024-21626).
 pub fn prepare_fds(preserve_fds: u32) -> Result<()> {
-    crate::sys::cloexec_from(3 + preserve_fds).map_err(|e| Error::sys("close_range", "descriptors", e))?;
+    crate::sys::cloexec_from(3 + preserve_fds).map_err(|e| Error::sys("mark descriptors close-on-exec", "", e))?;
     for fd in 3..3 + preserve_fds as RawFd {
         nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))
             .map_err(|e| Error::sys("fcntl", format!("preserved fd {fd}"), e))?;

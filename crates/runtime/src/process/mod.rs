@@ -21,21 +21,6 @@ use nix::unistd::Pid;
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, RawFd};
 
-/// Loads the seccomp filter at the right moment: `before_user` is the call made
-/// before the process drops to its user and capabilities (where a filter without
-/// no_new_privs must go, as it needs CAP_SYS_ADMIN), the other call comes last,
-/// just before the process reports it is ready to exec.
-pub(crate) fn load_seccomp(
-    filter: Option<&crate::seccomp::SeccompPlan>,
-    no_new_privs: bool,
-    before_user: bool,
-) -> Result<Option<std::os::fd::OwnedFd>> {
-    match filter {
-        Some(f) if no_new_privs != before_user => f.load(),
-        _ => Ok(None),
-    }
-}
-
 /// How to create the process.
 pub struct SpawnSpec<'a> {
     /// Namespaces to create and to join.
@@ -241,6 +226,21 @@ fn join_cgroup(dir: RawFd) -> Result<()> {
 pub fn reap(pid: i32) {
     let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
     while let Err(nix::Error::EINTR) = waitpid(Pid::from_raw(pid), None) {}
+}
+
+/// SIGKILLs a container process that may not be our child (another runtime
+/// invocation created it), checking first that `pid` is still the process that
+/// started at `start_time`, and waits up to 10 s for it to be gone.
+pub fn reap_foreign(pid: i32, start_time: u64) {
+    use std::os::fd::AsFd;
+    // The pidfd pins the process: after the start-time check, the pid cannot be reused.
+    let Ok(pidfd) = crate::sys::pidfd_open(pid) else { return };
+    if !crate::state::process_alive(pid, start_time) {
+        return;
+    }
+    let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    let mut fds = [nix::poll::PollFd::new(pidfd.as_fd(), nix::poll::PollFlags::POLLIN)];
+    let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(10_000u16));
 }
 
 /// Writes a uid or gid map for `pid` ("uid_map" or "gid_map").

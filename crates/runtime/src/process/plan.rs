@@ -6,7 +6,7 @@
 use crate::capabilities::CapabilityPlan;
 use crate::{Error, Result};
 use oci_spec::runtime::{PosixRlimitType, Process};
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
 /// Default PATH when the process's environment has none (as runc).
@@ -50,6 +50,17 @@ pub struct ProcessPlan {
     pub apparmor_profile: Option<String>,
     /// SELinux label for the process.
     pub selinux_label: Option<String>,
+    /// False for a container created without `process`: it is set up, its init
+    /// waits, and `start` refuses it (the spec requires a process only there).
+    pub runnable: bool,
+}
+
+/// What execve needs, found by [`ProcessPlan::become_process`].
+pub struct ExecTarget {
+    /// Path of the program to run.
+    pub program: CString,
+    /// Its environment (HOME added when the config has none).
+    pub env: Vec<CString>,
 }
 
 /// `struct sched_attr` of sched_setattr(2).
@@ -123,7 +134,34 @@ impl ProcessPlan {
             console_size: process.console_size().map(|b| (b.width() as u16, b.height() as u16)),
             apparmor_profile: process.apparmor_profile().clone(),
             selinux_label: process.selinux_label().clone(),
+            runnable: true,
         })
+    }
+
+    /// The plan of a container whose config has no `process`: root, no
+    /// capabilities, nothing to run.
+    pub fn without_process() -> Self {
+        ProcessPlan {
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: PathBuf::from("/"),
+            uid: 0,
+            gid: 0,
+            groups: Vec::new(),
+            umask: 0o022,
+            rlimits: Vec::new(),
+            caps: CapabilityPlan::default(),
+            no_new_privs: true,
+            oom_score_adj: None,
+            scheduler: None,
+            ioprio: None,
+            cpu_affinity: None,
+            terminal: false,
+            console_size: None,
+            apparmor_profile: None,
+            selinux_label: None,
+            runnable: false,
+        }
     }
 
     /// Value of `name` in the process's environment.
@@ -217,9 +255,45 @@ impl ProcessPlan {
         crate::lsm::ExecLabels::open(&self.apparmor_profile, &self.selinux_label)
     }
 
-    /// Switches to the process's user and groups and sets its capabilities.
-    /// `setgroups_allowed` is false in a user namespace whose setgroups is denied.
-    pub fn apply_user_and_caps(&self, setgroups_allowed: bool) -> Result<()> {
+    /// Becomes the process, short of its seccomp filter and execve: finds its
+    /// environment (HOME from the container's /etc/passwd), enters its working
+    /// directory, switches to its user, groups and capabilities, and finds the
+    /// program as that user. `keep_sys_admin` keeps CAP_SYS_ADMIN in the effective
+    /// and permitted sets for a seccomp filter loaded later without no_new_privs
+    /// (the kernel demands it then); execve recomputes both sets from the
+    /// bounding, inheritable and ambient ones, so the workload never sees it
+    /// unless its config grants it.
+    pub fn become_process(&self, keep_sys_admin: bool) -> Result<ExecTarget> {
+        let env = self.env_with_home().into_owned();
+        if !self.runnable {
+            // Nothing will run: drop every capability and stay in `/`.
+            self.apply_user_and_caps(crate::process::init::setgroups_allowed(), false)?;
+            nix::unistd::chdir("/").map_err(|e| Error::sys("chdir", "/", e))?;
+            return Ok(ExecTarget { program: CString::default(), env });
+        }
+        // The working directory is entered while still privileged, as runc does: a
+        // directory only its owner may enter must not stop a process that runs as
+        // root without CAP_DAC_OVERRIDE, or as another user.
+        let privileged_chdir = nix::unistd::chdir(&self.cwd);
+        self.apply_user_and_caps(crate::process::init::setgroups_allowed(), keep_sys_admin)?;
+        if privileged_chdir.is_err() {
+            // A directory the user may enter but root may not (root squash on NFS).
+            nix::unistd::chdir(&self.cwd)
+                .map_err(|e| Error::sys("chdir", format!("process.cwd {}", self.cwd.display()), e))?;
+        }
+        let cwd = nix::unistd::getcwd().map_err(|e| Error::sys("getcwd", self.cwd.display(), e))?;
+        if !cwd.is_absolute() {
+            return Err(Error::Init(format!("process.cwd {} is outside the container's root", self.cwd.display())));
+        }
+        let program = self.resolve_program()?;
+        Ok(ExecTarget { program, env })
+    }
+
+    /// Switches to the process's user and groups and sets its capabilities
+    /// (with CAP_SYS_ADMIN kept effective when `keep_sys_admin`, see
+    /// [`ProcessPlan::become_process`]). `setgroups_allowed` is false in a user
+    /// namespace whose setgroups is denied.
+    pub fn apply_user_and_caps(&self, setgroups_allowed: bool, keep_sys_admin: bool) -> Result<()> {
         self.caps.drop_bounding()?;
         if setgroups_allowed {
             let groups: Vec<nix::unistd::Gid> = self.groups.iter().map(|&g| nix::unistd::Gid::from_raw(g)).collect();
@@ -232,21 +306,9 @@ impl ProcessPlan {
         let uid = nix::unistd::Uid::from_raw(self.uid);
         nix::unistd::setresuid(uid, uid, uid).map_err(|e| Error::sys("setresuid", format!("uid {}", self.uid), e))?;
         nix::sys::prctl::set_keepcaps(false).map_err(|e| Error::sys("prctl", "PR_SET_KEEPCAPS", e))?;
-        self.caps.apply()?;
+        self.caps.apply(keep_sys_admin)?;
         if self.no_new_privs {
             nix::sys::prctl::set_no_new_privs().map_err(|e| Error::sys("prctl", "PR_SET_NO_NEW_PRIVS", e))?;
-        }
-        Ok(())
-    }
-
-    /// Changes to the working directory and refuses one that lies outside the root
-    /// (such as a directory reached through a leaked descriptor).
-    pub fn enter_cwd(&self) -> Result<()> {
-        nix::unistd::chdir(&self.cwd)
-            .map_err(|e| Error::sys("chdir", format!("process.cwd {}", self.cwd.display()), e))?;
-        let cwd = nix::unistd::getcwd().map_err(|e| Error::sys("getcwd", self.cwd.display(), e))?;
-        if !cwd.is_absolute() {
-            return Err(Error::Init(format!("process.cwd {} is outside the container's root", self.cwd.display())));
         }
         Ok(())
     }
@@ -274,10 +336,10 @@ impl ProcessPlan {
     }
 
     /// Replaces the process image; returns only on failure.
-    pub fn exec(&self, program: &CStr) -> Error {
-        let env = self.env_with_home();
-        let errno = nix::unistd::execve(program, &self.args, &env).err().unwrap_or(nix::Error::UnknownErrno);
-        Error::sys("execve", program.to_string_lossy(), errno)
+    pub fn exec(&self, target: &ExecTarget) -> Error {
+        let errno =
+            nix::unistd::execve(&target.program, &self.args, &target.env).err().unwrap_or(nix::Error::UnknownErrno);
+        Error::sys("execve", target.program.to_string_lossy(), errno)
     }
 }
 

@@ -18,10 +18,72 @@ fn mount_err(what: &str, dest: &Path, e: nix::Error) -> Error {
     Error::sys("mount", format!("{what} on {}", dest.display()), e)
 }
 
+/// The source of a bind mount, opened by the runtime on the host as a detached
+/// copy of its mount tree (open_tree(OPEN_TREE_CLONE)): a container in a user
+/// namespace attaches it with move_mount, even when its root could not reach the
+/// source path (a parent directory only the host's root may enter).
+pub struct BindSource {
+    /// The detached mount tree.
+    pub tree: OwnedFd,
+    /// Whether the source is a directory (else a file is the mount point).
+    pub is_dir: bool,
+}
+
+impl BindSource {
+    /// Opens the source of mount `m` (index `i`) if it is a bind mount; `bundle`
+    /// anchors relative sources.
+    pub fn open(bundle: &Path, m: &Mount, i: usize) -> Result<Option<BindSource>> {
+        let field = format!("mounts[{i}]");
+        let opts = options::parse(m.options().as_deref().unwrap_or_default(), &field)?;
+        if !opts.is_bind() {
+            return Ok(None);
+        }
+        let src = m
+            .source()
+            .as_ref()
+            .ok_or_else(|| Error::config(format!("{field}.source"), "a bind mount needs a source"))?;
+        let src = if src.is_relative() { bundle.join(src) } else { src.clone() };
+        let dir = nix::fcntl::open(&src, OFlag::O_PATH | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+            .map_err(|e| Error::config(format!("{field}.source"), format!("{}: {e}", src.display())))?;
+        // SAFETY: `open` returned a new descriptor that nothing else owns.
+        let dir = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(dir) };
+        let st = fstat(dir.as_raw_fd()).map_err(|e| Error::sys("fstat", src.display(), e))?;
+        let is_dir = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR;
+        let tree = crate::sys::open_tree_clone(dir.as_fd(), opts.flags.contains(MsFlags::MS_REC))
+            .map_err(|e| Error::sys("open_tree", format!("{field}.source {}", src.display()), e))?;
+        Ok(Some(BindSource { tree, is_dir }))
+    }
+}
+
+/// What [`apply`] left to do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// Nothing.
+    Done,
+    /// The mount asked for `ro` but is mounted writable for now: other mounts
+    /// and device nodes go below it (a read-only /dev, say). The caller makes it
+    /// read-only with [`make_mount_readonly`] once they exist.
+    ReadOnlyLater,
+}
+
+/// Makes the single mount at `dest` read-only (not the mounts below it).
+pub fn make_mount_readonly(root: &OwnedFd, dest: &Path) -> Result<()> {
+    let mounted = open_in_root(root, dest, OFlag::O_PATH)?;
+    mount_setattr(mounted.as_fd(), false, options::attr::RDONLY, 0)
+        .map_err(|e| Error::sys("mount_setattr", format!("read-only {}", dest.display()), e))
+}
+
 /// Mounts one entry of the config's `mounts` (index `i`) inside `root`.
 /// `label` is `linux.mountLabel`, given to the filesystems created here that
-/// take a context.
-pub fn apply(root: &OwnedFd, bundle: &Path, m: &Mount, i: usize, label: Option<&str>) -> Result<()> {
+/// take a context. `pre` is the bind source the runtime opened, if it did.
+pub fn apply(
+    root: &OwnedFd,
+    bundle: &Path,
+    m: &Mount,
+    i: usize,
+    label: Option<&str>,
+    pre: Option<&BindSource>,
+) -> Result<Applied> {
     let field = format!("mounts[{i}]");
     let mut opts = options::parse(m.options().as_deref().unwrap_or_default(), &field)?;
     let dest = m.destination();
@@ -42,12 +104,24 @@ pub fn apply(root: &OwnedFd, bundle: &Path, m: &Mount, i: usize, label: Option<&
     }
 
     // The mount point: a file for a bind mount of a file, else a directory.
-    let bind_of_file =
-        opts.is_bind() && source.as_ref().is_some_and(|s| std::fs::metadata(s).map(|md| !md.is_dir()).unwrap_or(false));
+    let bind_of_file = opts.is_bind()
+        && match pre {
+            Some(p) => !p.is_dir,
+            None => source.as_ref().is_some_and(|s| std::fs::metadata(s).map(|md| !md.is_dir()).unwrap_or(false)),
+        };
     let target = if bind_of_file { create_file_in_root(root, dest)? } else { mkdir_all_in_root(root, dest)? };
     let target_path = fd_path(&target);
 
-    if opts.is_bind() {
+    let mut later = Applied::Done;
+    if let (true, Some(pre)) = (opts.is_bind(), pre) {
+        crate::sys::move_mount_onto(pre.tree.as_fd(), target.as_fd())
+            .map_err(|e| Error::sys("move_mount", format!("bind source of {field} on {}", dest.display()), e))?;
+        let remount = opts.remount_flags();
+        if !remount.is_empty() {
+            let mounted = open_in_root(root, dest, OFlag::O_PATH)?;
+            remount_bind(&mounted, remount, dest)?;
+        }
+    } else if opts.is_bind() {
         let src = source.ok_or_else(|| Error::config(format!("{field}.source"), "a bind mount needs a source"))?;
         // Open the source first so a racing rename cannot swap what is mounted.
         let src_fd = nix::fcntl::open(&src, OFlag::O_PATH | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
@@ -75,9 +149,16 @@ pub fn apply(root: &OwnedFd, bundle: &Path, m: &Mount, i: usize, label: Option<&
             opts.data.push_str(&crate::lsm::mount_context(label));
         }
         let data = if opts.data.is_empty() { None } else { Some(opts.data.as_str()) };
-        let flags = opts.flags & !MsFlags::MS_REC;
+        let mut flags = opts.flags & !MsFlags::MS_REC;
+        // A read-only tmpfs, or /dev, is mounted writable and made read-only once
+        // what goes below it exists (as runc does).
+        if flags.contains(MsFlags::MS_RDONLY) && (fstype == "tmpfs" || dest == Path::new("/dev")) && !opts.copy_up {
+            flags.remove(MsFlags::MS_RDONLY);
+            later = Applied::ReadOnlyLater;
+        }
         if opts.copy_up && fstype == "tmpfs" {
-            return tmpfs_copy_up(root, dest, &target_path, flags, data, &opts);
+            tmpfs_copy_up(root, dest, &target_path, flags, data, &opts)?;
+            return Ok(Applied::Done);
         }
         if let Err(e) = mount(Some(src.as_str()), target_path.as_str(), Some(fstype), flags, data) {
             // Without its own network namespace (or owning user namespace) a fresh sysfs
@@ -104,7 +185,8 @@ pub fn apply(root: &OwnedFd, bundle: &Path, m: &Mount, i: usize, label: Option<&
             }
         }
     }
-    apply_after(root, dest, &opts)
+    apply_after(root, dest, &opts)?;
+    Ok(later)
 }
 
 /// Propagation and recursive attributes, applied to the mount now at `dest`.
@@ -240,7 +322,7 @@ pub fn make_readonly(root: &OwnedFd, path: &Path) -> Result<()> {
     let target = open_in_root(root, path, OFlag::O_PATH)?;
     // A detached clone of what is there, made read-only, then attached on the very
     // target we opened: no second path lookup a rootfs change could redirect.
-    let tree = crate::sys::open_tree_clone(target.as_fd())
+    let tree = crate::sys::open_tree_clone(target.as_fd(), true)
         .map_err(|e| Error::sys("open_tree", format!("read-only {}", path.display()), e))?;
     // Only read-only, as runc: nosuid/noexec here would break binaries under the path.
     mount_setattr(tree.as_fd(), true, options::attr::RDONLY, 0)

@@ -20,10 +20,78 @@ pub fn pivot_root(rootfs: &Path) -> Result<()> {
 }
 
 /// Moves the rootfs mount onto `/` and chroots into it (no pivot_root).
+///
+/// The old root stays in the mount namespace, outside the chroot, and with it
+/// the runtime's full procfs and sysfs mounts: the kernel lets a process mount
+/// a fresh procfs (unmasked, /proc/sysrq-trigger writable) wherever one is fully
+/// visible in its mount namespace, chroot or not. So those mounts are detached
+/// first (or covered by an empty tmpfs where they cannot be), as runc does.
 pub fn move_root(rootfs: &Path) -> Result<()> {
+    hide_outside_proc_and_sys(rootfs)?;
     nix::unistd::chdir(rootfs).map_err(|e| Error::sys("chdir", rootfs.display(), e))?;
     mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
         .map_err(|e| Error::sys("mount", "move rootfs to /", e))?;
     nix::unistd::chroot(".").map_err(|e| Error::sys("chroot", rootfs.display(), e))?;
     nix::unistd::chdir("/").map_err(|e| Error::sys("chdir", "/", e))
+}
+
+/// Chroots into `rootfs` without touching any mount (a container without a
+/// mount namespace of its own).
+pub fn chroot(rootfs: &Path) -> Result<()> {
+    nix::unistd::chdir(rootfs).map_err(|e| Error::sys("chdir", rootfs.display(), e))?;
+    nix::unistd::chroot(".").map_err(|e| Error::sys("chroot", rootfs.display(), e))?;
+    nix::unistd::chdir("/").map_err(|e| Error::sys("chdir", "/", e))
+}
+
+/// Detaches every whole procfs and sysfs mount outside `rootfs` in the current
+/// (private, slave) mount namespace.
+fn hide_outside_proc_and_sys(rootfs: &Path) -> Result<()> {
+    let info =
+        std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| Error::io("read", "/proc/self/mountinfo", e))?;
+    let mut targets: Vec<String> = Vec::new();
+    for line in info.lines() {
+        // id parent major:minor root mountpoint options [optional...] - fstype source super
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(dash) = fields.iter().position(|f| *f == "-") else { continue };
+        let (Some(root), Some(point), Some(fstype)) = (fields.get(3), fields.get(4), fields.get(dash + 1)) else {
+            continue;
+        };
+        let point = unescape_mountinfo(point);
+        let inside = Path::new(&point).starts_with(rootfs);
+        if *root == "/" && matches!(*fstype, "proc" | "sysfs") && !inside {
+            targets.push(point);
+        }
+    }
+    // Deepest first, so a mount under another one goes before its parent.
+    targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
+    for t in targets {
+        match umount2(t.as_str(), MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::Error::ENOENT) => {}
+            Err(nix::Error::EINVAL) | Err(nix::Error::EPERM) => {
+                // Locked (inherited by a user namespace) or already gone from
+                // under us: cover it instead.
+                mount(Some("tmpfs"), t.as_str(), Some("tmpfs"), MsFlags::MS_RDONLY, Some("size=0"))
+                    .map_err(|e| Error::sys("mount", format!("tmpfs over {t}"), e))?;
+            }
+            Err(e) => return Err(Error::sys("umount2", t, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space).
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
