@@ -12,6 +12,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace
 cargo build -p strata-shim --example task-rpc
 cargo test --workspace
+# The OCI runtime validation suite (runtime-tools), checked against the
+# expectations in tests/conformance/expected.tsv.
+tests/conformance/run.sh
 # containerd (stock runc shim), podman and Docker driving strata, each with
 # private daemons in a private mount namespace.
 tests/clients/run.sh
