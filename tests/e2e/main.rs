@@ -4,6 +4,7 @@
 //! against runc to validate them.
 
 mod cgroups;
+mod compat;
 mod errors;
 mod features;
 mod hooks;

@@ -287,3 +287,92 @@ pub fn skip(test: &str, why: &str) {
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
+
+/// A `--console-socket` and a thread that takes the first terminal master sent
+/// to it.
+pub struct ConsoleSocket {
+    _dir: TempDir,
+    /// The socket's path.
+    pub path: PathBuf,
+    master: Option<std::thread::JoinHandle<std::os::fd::OwnedFd>>,
+}
+
+impl ConsoleSocket {
+    /// Binds a new console socket in a temporary directory.
+    pub fn new() -> ConsoleSocket {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+        let dir = TempDir::new("console");
+        let path = dir.path().join("console.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind console socket");
+        let master = std::thread::spawn(move || {
+            let (conn, _) = listener.accept().expect("accept");
+            let mut buf = [0u8; 256];
+            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+            let mut space = nix::cmsg_space!([RawFd; 1]);
+            let msg = nix::sys::socket::recvmsg::<()>(
+                conn.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                nix::sys::socket::MsgFlags::empty(),
+            )
+            .expect("recvmsg");
+            for c in msg.cmsgs().expect("cmsgs") {
+                if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
+                    // SAFETY: the kernel installed this descriptor for us.
+                    return unsafe { OwnedFd::from_raw_fd(fds[0]) };
+                }
+            }
+            panic!("no terminal received");
+        });
+        ConsoleSocket { _dir: dir, path, master: Some(master) }
+    }
+
+    /// The path as a string, for the command line.
+    pub fn arg(&self) -> String {
+        self.path.to_string_lossy().into_owned()
+    }
+
+    /// Waits for the master and reads the terminal's output until the
+    /// container side closes it (carriage returns dropped).
+    pub fn output(&mut self) -> String {
+        use std::os::fd::AsRawFd;
+        let master = self.master.take().expect("output read once").join().expect("console thread");
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match nix::unistd::read(master.as_raw_fd(), &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+        String::from_utf8_lossy(&out).replace('\r', "")
+    }
+}
+
+impl Default for ConsoleSocket {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A static helper from `tests/probe/NAME.c`, compiled once into the target
+/// directory (gcc and glibc's static libc come with Debian's gcc).
+pub fn probe_binary(name: &str) -> PathBuf {
+    let src = repo_root().join(format!("tests/probe/{name}.c"));
+    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| repo_root().join("target"));
+    let out = target.join("probe").join(name);
+    let fresh = |o: &Path| {
+        let (Ok(a), Ok(b)) = (std::fs::metadata(o), std::fs::metadata(&src)) else { return false };
+        a.modified().ok() >= b.modified().ok()
+    };
+    if !fresh(&out) {
+        std::fs::create_dir_all(out.parent().expect("parent")).expect("mkdir probe dir");
+        // Built under a temporary name and renamed: tests running in parallel
+        // never see a half-written binary.
+        let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+        let st = Command::new("cc").args(["-static", "-O2", "-o"]).arg(&tmp).arg(&src).status().expect("run cc");
+        assert!(st.success(), "cc {} failed", src.display());
+        std::fs::rename(&tmp, &out).expect("rename probe");
+    }
+    out
+}

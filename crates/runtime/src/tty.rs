@@ -21,12 +21,15 @@ pub fn open_peer(master: &OwnedFd) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Makes the pty slave `slave` belong to the process's user and group, so a
-/// process that is not root owns its terminal (as with runc), and `mesg`,
-/// `write` and job control work for it.
+/// Makes the pty slave `slave` belong to the process's user, as with runc: a
+/// process that is not root owns its terminal, so `mesg`, `write` and job
+/// control work. The group stays what devpts gave it when its `gid=` option set
+/// one (the tty group, with mode 620); otherwise it is the process's group.
 pub fn give_to(slave: &OwnedFd, uid: u32, gid: u32) -> Result<()> {
-    nix::unistd::fchown(slave.as_raw_fd(), Some(nix::unistd::Uid::from_raw(uid)), Some(nix::unistd::Gid::from_raw(gid)))
-        .map_err(|e| Error::sys("fchown", format!("terminal to {uid}:{gid}"), e))
+    let st = nix::sys::stat::fstat(slave.as_raw_fd()).map_err(|e| Error::sys("fstat", "terminal", e))?;
+    let group = (st.st_gid == nix::unistd::getegid().as_raw()).then(|| nix::unistd::Gid::from_raw(gid));
+    nix::unistd::fchown(slave.as_raw_fd(), Some(nix::unistd::Uid::from_raw(uid)), group)
+        .map_err(|e| Error::sys("fchown", format!("terminal to uid {uid}"), e))
 }
 
 /// Unlocks the slave of a freshly opened master.
