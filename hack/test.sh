@@ -15,6 +15,9 @@ cargo test --workspace
 # The OCI runtime validation suite (runtime-tools), checked against the
 # expectations in tests/conformance/expected.tsv.
 tests/conformance/run.sh
+# Differential testing against runc on generated configs (hack/differential.sh
+# CASES SEED runs more).
+hack/differential.sh "${STRATA_DIFF_CASES:-40}"
 # containerd (stock runc shim), podman and Docker driving strata, each with
 # private daemons in a private mount namespace.
 tests/clients/run.sh

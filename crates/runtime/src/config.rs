@@ -423,7 +423,17 @@ fn validate_sysctl(key: &str, namespaces: &[oci_spec::runtime::LinuxNamespace]) 
     {
         return Err(Error::config(field, "not a valid sysctl name"));
     }
-    let has_new = |t| namespaces.iter().any(|n: &oci_spec::runtime::LinuxNamespace| n.typ() == t && n.path().is_none());
+    // The container's own: new, or joined by path but not the runtime's own
+    // (then the sysctl would change the host), as runc checks it.
+    let has_new = |t| {
+        namespaces.iter().any(|n: &oci_spec::runtime::LinuxNamespace| {
+            n.typ() == t
+                && match n.path() {
+                    None => true,
+                    Some(p) => !same_namespace(p, &format!("/proc/self/ns/{}", crate::namespaces::proc_name(t))),
+                }
+        })
+    };
     let key = key.replace('/', ".");
     let ipc = [
         "kernel.msgmax",
@@ -448,6 +458,16 @@ fn validate_sysctl(key: &str, namespaces: &[oci_spec::runtime::LinuxNamespace]) 
         return Err(Error::config(field, "needs the container to have its own namespace for it"));
     }
     Ok(())
+}
+
+/// Whether two namespace files name the same namespace.
+fn same_namespace(a: &Path, b: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.ino() == y.ino() && x.dev() == y.dev(),
+        // Unreadable: assume the worst.
+        _ => true,
+    }
 }
 
 /// Fields whose features belong to later work: refused loudly, never ignored.

@@ -83,11 +83,16 @@ pub struct NamespacePlan {
     pub new_time: bool,
     /// Existing namespaces to join, user namespace first, mount namespace last.
     pub join: Vec<(LinuxNamespaceType, File)>,
+    /// A new ipc namespace unshared by the container process once it is root in
+    /// its new user namespace: the ipc namespace's mqueue filesystem belongs to
+    /// whoever creates it, and created by the clone it would belong to the
+    /// host's root (an unmapped owner, "nobody", on /dev/mqueue).
+    pub late_ipc: bool,
 }
 
 impl Default for NamespacePlan {
     fn default() -> Self {
-        NamespacePlan { clone_flags: CloneFlags::empty(), new_time: false, join: Vec::new() }
+        NamespacePlan { clone_flags: CloneFlags::empty(), new_time: false, join: Vec::new(), late_ipc: false }
     }
 }
 
@@ -104,6 +109,10 @@ impl NamespacePlan {
                 None if t == LinuxNamespaceType::Time => plan.new_time = true,
                 None => plan.clone_flags |= clone_flag(t),
             }
+        }
+        if plan.clone_flags.contains(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWIPC) {
+            plan.clone_flags.remove(CloneFlags::CLONE_NEWIPC);
+            plan.late_ipc = true;
         }
         Ok(plan)
     }

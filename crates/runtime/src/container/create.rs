@@ -169,6 +169,7 @@ impl Container {
                 rootfs: &rootfs,
                 process: &process,
                 in_user_ns,
+                late_ipc: namespaces.late_ipc,
                 mount_ns,
                 bind_sources: &bind_sources,
                 no_pivot: opts.no_pivot,
@@ -188,6 +189,7 @@ impl Container {
                 keep_fds: keep,
                 preserve_fds: opts.preserve_fds,
                 stdio: opts.stdio,
+                oom_score_adj: process.oom_score_adj,
             };
             let (init_pid, mut sync) = spawn(&spawn_spec, |sync| init::main(&ctx, sync))?;
             pid = init_pid;

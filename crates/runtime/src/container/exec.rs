@@ -75,6 +75,7 @@ impl Container {
             keep_fds: opts.console_socket.into_iter().collect(),
             preserve_fds: opts.preserve_fds,
             stdio: opts.stdio,
+            oom_score_adj: plan.oom_score_adj,
         };
         let (pid, mut sync) = spawn(&spawn_spec, |sync| exec::main(&ctx, sync))?;
         if let Some(filter) = seccomp.as_ref().filter(|s| s.notify) {

@@ -57,6 +57,9 @@ pub struct InitContext<'a> {
     pub process: &'a ProcessPlan,
     /// Whether the container has a user namespace of its own (new or joined).
     pub in_user_ns: bool,
+    /// Unshare the ipc namespace once root in the new user namespace (see
+    /// [`crate::namespaces::NamespacePlan::late_ipc`]).
+    pub late_ipc: bool,
     /// The container's mount namespace: new or joined (the rootfs is set up in
     /// it), or the runtime's own (the process is chrooted).
     pub mount_ns: MountNs,
@@ -131,6 +134,10 @@ fn setup(ctx: &InitContext<'_>, sync: &mut SyncChannel, state: &str) -> Result<R
             .map_err(|e| Error::sys("setresgid", "0 in user namespace", e))?;
         nix::unistd::setresuid(root_uid, root_uid, root_uid)
             .map_err(|e| Error::sys("setresuid", "0 in user namespace", e))?;
+        if ctx.late_ipc {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWIPC)
+                .map_err(|e| Error::sys("unshare", "ipc namespace", e))?;
+        }
     }
     // A session of its own: the container is not part of the caller's job control.
     nix::unistd::setsid().map_err(|e| Error::sys("setsid", "init", e))?;

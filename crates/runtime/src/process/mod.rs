@@ -38,6 +38,8 @@ pub struct SpawnSpec<'a> {
     /// Descriptors to become the process's stdin, stdout and stderr (default:
     /// the caller's own 0, 1 and 2).
     pub stdio: Option<[RawFd; 3]>,
+    /// process.oomScoreAdj, set before any namespace is joined or created.
+    pub oom_score_adj: Option<i32>,
 }
 
 /// Creates the container process, which runs `main` with its end of the sync
@@ -130,6 +132,9 @@ where
     let result = (|| -> Result<i32> {
         if let Some(stdio) = spec.stdio {
             install_stdio(stdio)?;
+        }
+        if let Some(adj) = spec.oom_score_adj {
+            plan::set_oom_score_adj(adj)?;
         }
         spec.namespaces.join_all()?;
         if spec.namespaces.new_time {

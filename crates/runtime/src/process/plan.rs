@@ -209,13 +209,10 @@ impl ProcessPlan {
         }))
     }
 
-    /// Applies the settings that need no privileges to drop first: oom score,
-    /// rlimits, scheduling, I/O priority, CPU affinity, umask.
+    /// Applies the settings that need no privileges to drop first: rlimits,
+    /// scheduling, I/O priority, CPU affinity, umask. (The oom score is set
+    /// earlier, before any namespace is entered: see [`set_oom_score_adj`].)
     pub fn apply_limits(&self) -> Result<()> {
-        if let Some(adj) = self.oom_score_adj {
-            std::fs::write("/proc/self/oom_score_adj", adj.to_string())
-                .map_err(|e| Error::io("write", "/proc/self/oom_score_adj", e))?;
-        }
         for &(res, soft, hard, name) in &self.rlimits {
             let lim = libc::rlimit { rlim_cur: soft, rlim_max: hard };
             // SAFETY: `lim` is a valid rlimit for the duration of the call.
@@ -341,6 +338,18 @@ impl ProcessPlan {
             nix::unistd::execve(&target.program, &self.args, &target.env).err().unwrap_or(nix::Error::UnknownErrno);
         Error::sys("execve", target.program.to_string_lossy(), errno)
     }
+}
+
+/// Writes the calling process's oom_score_adj. Done by the runtime's side of
+/// the fork before any namespace is entered (the value is inherited): in a user
+/// namespace the file belongs to the host's root once the process is not
+/// dumpable, and the container's root could not open it.
+pub fn set_oom_score_adj(adj: i32) -> Result<()> {
+    std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(|e| {
+        let hint =
+            if e.kind() == std::io::ErrorKind::PermissionDenied { " (lowering it needs CAP_SYS_RESOURCE)" } else { "" };
+        Error::Init(format!("process.oomScoreAdj {adj}: write /proc/self/oom_score_adj: {e}{hint}"))
+    })
 }
 
 /// The container's /etc/passwd, which the container controls: only a regular file
