@@ -53,6 +53,9 @@ exit_code() {
 }
 check "exit code" exit_code
 
+# ctr's task gets a network namespace of its own with only lo, which must be up.
+check "loopback is up (listen and connect on 127.0.0.1)" same hi "$(run --rm "$IMAGE_REF" lo1 sh -c "$LOOPBACK_TALK")"
+
 check "env and cwd" same "bar /tmp" "$(run --rm --env FOO=bar --cwd /tmp "$IMAGE_REF" env1 sh -c 'echo $FOO $(pwd)')"
 
 mkdir -p "$T/vol"

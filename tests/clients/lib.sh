@@ -18,6 +18,10 @@ FAILED=()
 
 log() { printf '%s: %s\n' "$SUITE" "$*" >&2; }
 
+# Run inside a container: a server on 127.0.0.1 and a client talking to it;
+# prints what the server received.
+LOOPBACK_TALK='(nc -l -p 7070 > /tmp/got &); for i in 1 2 3 4 5 6 7 8 9 10; do echo hi | nc 127.0.0.1 7070 2>/dev/null && break; sleep 0.1; done; sleep 0.2; cat /tmp/got'
+
 # Records one check: NAME, then a command that must succeed (or exit 77, with
 # the reason as its last line, where this machine cannot run it).
 check() {
@@ -161,6 +165,8 @@ engine_checks() {
   check "--read-only" read_only
   tty() { same /dev/pts/0 "$(script -qec "$TTY_RUN --rm -t $IMG tty" /dev/null | tr -d '\r' | grep -m1 /dev/)"; }
   check "tty" tty
+  # --network none: a network namespace with only lo, which must be up.
+  check "loopback is up (listen and connect on 127.0.0.1)" same hi "$(run --rm "$IMG" sh -c "$LOOPBACK_TALK")"
 
   check "detached run" run -d --name det1 "$IMG" sh -c 'trap "exit 0" TERM; sleep 1000 & wait'
   check "exec output" same inside "$($cli exec det1 echo inside)"

@@ -542,3 +542,78 @@ fn debug_and_log_files_in_text_and_json() {
         assert!(out.stderr.contains("/nonexistent-dir/strata.log"), "{out:?}");
     }
 }
+
+// Round 2: found by trying configs and checks from elsewhere beside runc.
+
+#[test]
+fn loopback_is_up_in_a_new_network_namespace() {
+    let mut b = Bundle::new(&["true"]);
+    b.config["mounts"]
+        .as_array_mut()
+        .expect("mounts")
+        .push(json!({ "destination": "/tmp", "type": "tmpfs", "source": "tmpfs" }));
+    let out = b.sh("cat /sys/class/net/lo/flags; (nc -l -p 7070 > /tmp/got &); \
+         for i in 1 2 3 4 5 6 7 8 9 10; do echo hi | nc 127.0.0.1 7070 2>/dev/null && break; sleep 0.1; done; \
+         sleep 0.2; cat /tmp/got");
+    // IFF_UP | IFF_LOOPBACK, and a server on 127.0.0.1 reached by a client.
+    assert_eq!(out.ok(), "0x9\nhi\n");
+}
+
+#[test]
+fn the_specs_scheduler_flag_spellings_are_accepted() {
+    let mut b = Bundle::private_rootfs(&["/bin/sched"]);
+    std::fs::copy(probe_binary("sched"), b.rootfs().join("bin/sched")).expect("copy probe");
+    b.config["process"]["scheduler"] = json!({ "policy": "SCHED_OTHER", "flags": ["SCHED_FLAG_RESET_ON_FORK"] });
+    let out = b.run("sched");
+    if !is_strata() {
+        // runc 1.1.5 predates process.scheduler and ignores it.
+        out.ok();
+        return skip("the_specs_scheduler_flag_spellings_are_accepted", "runc 1.1.5 ignores process.scheduler");
+    }
+    // SCHED_OTHER (0) with SCHED_FLAG_RESET_ON_FORK (1).
+    assert_eq!(out.ok(), "policy 0 flags 0x1\n");
+    // The config types' own spelling is not the spec's: refused, naming the field.
+    b.config["process"]["scheduler"]["flags"] = json!(["SCHED_RESET_ON_FORK"]);
+    let out = b.run("sched2");
+    assert!(out.failed().contains("process.scheduler.flags[0]"), "{out:?}");
+}
+
+#[test]
+fn device_nodes_outside_dev() {
+    let mut b = Bundle::private_rootfs(&["true"]);
+    b.config["root"]["readonly"] = json!(false);
+    b.config["linux"]["devices"] =
+        json!([{ "path": "/mnt/nul", "type": "c", "major": 1, "minor": 3, "fileMode": 438, "uid": 0, "gid": 0 }]);
+    let out = b.sh("ls -l /mnt/nul | cut -c1; echo x > /mnt/nul && echo written");
+    assert_eq!(out.ok(), "c\nwritten\n");
+}
+
+#[test]
+fn exec_gives_the_process_a_group_of_its_own() {
+    let b = Bundle::new(&["sleep", "100"]);
+    b.create("pg").ok();
+    b.rt(&["start", "pg"]).ok();
+    // Field 5 of /proc/PID/stat is the process group: the shell leads its own.
+    let out = b.rt(&["exec", "pg", "sh", "-c", "set -- $(cat /proc/$$/stat); [ \"$5\" = \"$$\" ] && echo own-group"]);
+    assert_eq!(out.ok(), "own-group\n");
+    b.rt(&["delete", "--force", "pg"]).ok();
+}
+
+#[test]
+fn a_mount_over_a_dangling_symlink_creates_its_target_in_the_root() {
+    let mut b = Bundle::private_rootfs(&["true"]);
+    // /var/cache points at a directory that does not exist yet; /etc/link-file
+    // at a file that does not either. Relative and absolute.
+    std::os::unix::fs::symlink("/srv/cache", b.rootfs().join("var/cache")).expect("symlink");
+    std::os::unix::fs::symlink("../srv/file", b.rootfs().join("etc/link-file")).expect("symlink");
+    let src = TempDir::new("dangling");
+    std::fs::write(src.path().join("f"), "bound\n").expect("write");
+    let mounts = b.config["mounts"].as_array_mut().expect("mounts");
+    mounts.push(json!({ "destination": "/var/cache/data", "type": "tmpfs", "source": "tmpfs" }));
+    mounts.push(
+        json!({ "destination": "/etc/link-file", "type": "bind", "source": src.path().join("f"), "options": ["bind"] }),
+    );
+    let out = b.sh("grep -c ' /srv/cache/data ' /proc/self/mountinfo; cat /srv/file");
+    assert_eq!(out.ok(), "1\nbound\n");
+    assert!(b.rootfs().join("srv/cache/data").is_dir(), "the target was created inside the root");
+}

@@ -262,6 +262,19 @@ fn the_rootfs_is_read_only_and_tmp_private() {
 }
 
 #[test]
+fn a_function_can_talk_to_itself_over_loopback() {
+    // Each event's container has a network namespace of its own: its lo is up,
+    // so a function can run a server on 127.0.0.1 and talk to it.
+    let s = Server::start("lo");
+    let dir = TempDir::new("fn-lo-src");
+    let script = "(nc -l -p 7070 > /tmp/got &); for i in 1 2 3 4 5 6 7 8 9 10; do \
+                  echo hi | nc 127.0.0.1 7070 2>/dev/null && break; sleep 0.1; done; sleep 0.2; cat /tmp/got";
+    s.deploy(&function(dir.path(), "lo", &["sh", "-c", script], ""));
+    let a = s.invoke("lo", b"");
+    assert_eq!((a.status, String::from_utf8_lossy(&a.body).into_owned()), (200, "hi\n".to_string()));
+}
+
+#[test]
 fn a_large_config_reaches_the_container() {
     // 200 kB of environment: more than one message to a zygote holds.
     let s = Server::start("bigenv");

@@ -141,7 +141,8 @@ fn describe(data: &[u8], e: &serde_json::Error) -> String {
 pub fn parse(data: &[u8]) -> Result<Spec> {
     let err = |reason: String| Error::ConfigLoad { path: PathBuf::from("config.json"), reason };
     check_objects(data, OBJECTS).map_err(err)?;
-    serde_json::from_slice(data).map_err(|e| err(describe(data, &e)))
+    let data = respell_scheduler_flags(data, &["process"]).map_err(err)?;
+    serde_json::from_slice(&data).map_err(|e| err(describe(&data, &e)))
 }
 
 /// Parses an `exec` process.json the same way (`what` names it in errors).
@@ -150,7 +151,64 @@ pub fn parse_process(data: &[u8], what: &Path) -> Result<oci_spec::runtime::Proc
     let patterns: Vec<&str> =
         std::iter::once("").chain(OBJECTS.iter().filter_map(|p| p.strip_prefix("/process"))).collect();
     check_objects(data, &patterns).map_err(err)?;
-    serde_json::from_slice(data).map_err(|e| err(describe(data, &e)))
+    let data = respell_scheduler_flags(data, &[]).map_err(err)?;
+    serde_json::from_slice(&data).map_err(|e| err(describe(&data, &e)))
+}
+
+/// Scheduler flags the spec names differently from the config types
+/// (oci-spec 0.10): (the spec's name, the types' name).
+const SCHEDULER_FLAG_SPELLINGS: &[(&str, &str)] =
+    &[("SCHED_FLAG_RESET_ON_FORK", "SCHED_RESET_ON_FORK"), ("SCHED_FLAG_DL_OVERRUN", "SCHED_FLAG_D_L_OVERRUN")];
+
+/// Rewrites the spec's spellings of scheduler flags (at `base`.scheduler.flags)
+/// into the config types' before serde reads them, and refuses the types' own
+/// spellings, which the spec does not have.
+fn respell_scheduler_flags<'a>(
+    data: &'a [u8],
+    base: &[&str],
+) -> std::result::Result<std::borrow::Cow<'a, [u8]>, String> {
+    use crate::jsonpath::Seg;
+    let mut edits: Vec<(usize, usize, &str)> = Vec::new();
+    let mut problem = None;
+    crate::jsonpath::walk(data, |path, at, first| {
+        let is_flag = first == b'"'
+            && path.len() == base.len() + 3
+            && path
+                .iter()
+                .zip(base.iter().chain(["scheduler", "flags"].iter()))
+                .all(|(seg, want)| matches!(seg, Seg::Key(k) if k == want))
+            && matches!(path.last(), Some(Seg::Index(_)));
+        if !is_flag {
+            return true;
+        }
+        for (spec, types) in SCHEDULER_FLAG_SPELLINGS {
+            if data[at..].starts_with(format!("\"{spec}\"").as_bytes()) {
+                edits.push((at + 1, spec.len(), types));
+            } else if data[at..].starts_with(format!("\"{types}\"").as_bytes()) {
+                problem = Some(format!(
+                    "{}: unknown variant `{types}` (the spec names it `{spec}`)",
+                    crate::jsonpath::format(path)
+                ));
+                return false;
+            }
+        }
+        true
+    });
+    if let Some(p) = problem {
+        return Err(p);
+    }
+    if edits.is_empty() {
+        return Ok(std::borrow::Cow::Borrowed(data));
+    }
+    let mut out = Vec::with_capacity(data.len());
+    let mut from = 0;
+    for (at, len, with) in edits {
+        out.extend_from_slice(&data[from..at]);
+        out.extend_from_slice(with.as_bytes());
+        from = at + len;
+    }
+    out.extend_from_slice(&data[from..]);
+    Ok(std::borrow::Cow::Owned(out))
 }
 
 /// The absolute root filesystem path of `spec` in `bundle`.
@@ -282,12 +340,14 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<()> {
             return Err(Error::Unsupported { field: format!("{field}.uidMappings (idmapped mounts)") });
         }
     }
+    // A device node may be anywhere in the container (the spec asks only for a
+    // full path); it is created inside the root like any other path.
     for (i, d) in linux.devices().iter().flatten().enumerate() {
         let dots = d.path().components().any(|c| c == std::path::Component::ParentDir);
-        if !d.path().is_absolute() || !d.path().starts_with("/dev") || dots {
+        if !d.path().is_absolute() || dots || d.path().file_name().is_none() {
             return Err(Error::config(
                 format!("linux.devices[{i}].path"),
-                format!("{} is not under /dev", d.path().display()),
+                format!("{} is not an absolute path to a file in the container", d.path().display()),
             ));
         }
     }
@@ -653,5 +713,252 @@ mod tests {
             let got = error_of(tag, edit);
             assert!(got.contains(want), "{tag}: expected an error containing {want:?}, got {got:?}");
         }
+    }
+}
+
+/// Every value the runtime spec's JSON schema (v1.3) allows for an enumerated
+/// field must parse, and a value outside it must fail naming the field: the
+/// config types once spelled two scheduler flags differently from the spec.
+#[cfg(test)]
+mod schema_enums {
+    use super::*;
+    use serde_json::json;
+
+    /// (JSON pointer of the field in the default config, values the schema allows).
+    fn enums() -> Vec<(&'static str, Vec<&'static str>)> {
+        vec![
+            ("/linux/namespaces/0/type", vec!["mount", "pid", "network", "uts", "ipc", "user", "cgroup", "time"]),
+            ("/linux/rootfsPropagation", vec!["private", "shared", "slave", "unbindable"]),
+            (
+                "/linux/seccomp/architectures/0",
+                vec![
+                    "SCMP_ARCH_X86",
+                    "SCMP_ARCH_X86_64",
+                    "SCMP_ARCH_X32",
+                    "SCMP_ARCH_ARM",
+                    "SCMP_ARCH_AARCH64",
+                    "SCMP_ARCH_MIPS",
+                    "SCMP_ARCH_MIPS64",
+                    "SCMP_ARCH_MIPS64N32",
+                    "SCMP_ARCH_MIPSEL",
+                    "SCMP_ARCH_MIPSEL64",
+                    "SCMP_ARCH_MIPSEL64N32",
+                    "SCMP_ARCH_PPC",
+                    "SCMP_ARCH_PPC64",
+                    "SCMP_ARCH_PPC64LE",
+                    "SCMP_ARCH_S390",
+                    "SCMP_ARCH_S390X",
+                    "SCMP_ARCH_PARISC",
+                    "SCMP_ARCH_PARISC64",
+                    "SCMP_ARCH_RISCV64",
+                    "SCMP_ARCH_LOONGARCH64",
+                    "SCMP_ARCH_M68K",
+                    "SCMP_ARCH_SH",
+                    "SCMP_ARCH_SHEB",
+                ],
+            ),
+            (
+                "/linux/seccomp/syscalls/0/action",
+                vec![
+                    "SCMP_ACT_KILL",
+                    "SCMP_ACT_KILL_PROCESS",
+                    "SCMP_ACT_KILL_THREAD",
+                    "SCMP_ACT_TRAP",
+                    "SCMP_ACT_ERRNO",
+                    "SCMP_ACT_TRACE",
+                    "SCMP_ACT_ALLOW",
+                    "SCMP_ACT_LOG",
+                    "SCMP_ACT_NOTIFY",
+                ],
+            ),
+            (
+                "/linux/seccomp/flags/0",
+                vec![
+                    "SECCOMP_FILTER_FLAG_TSYNC",
+                    "SECCOMP_FILTER_FLAG_LOG",
+                    "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
+                    "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV",
+                ],
+            ),
+            (
+                "/linux/seccomp/syscalls/0/args/0/op",
+                vec![
+                    "SCMP_CMP_NE",
+                    "SCMP_CMP_LT",
+                    "SCMP_CMP_LE",
+                    "SCMP_CMP_EQ",
+                    "SCMP_CMP_GE",
+                    "SCMP_CMP_GT",
+                    "SCMP_CMP_MASKED_EQ",
+                ],
+            ),
+            (
+                "/process/scheduler/policy",
+                vec![
+                    "SCHED_OTHER",
+                    "SCHED_FIFO",
+                    "SCHED_RR",
+                    "SCHED_BATCH",
+                    "SCHED_ISO",
+                    "SCHED_IDLE",
+                    "SCHED_DEADLINE",
+                ],
+            ),
+            (
+                "/process/scheduler/flags/0",
+                vec![
+                    "SCHED_FLAG_RESET_ON_FORK",
+                    "SCHED_FLAG_RECLAIM",
+                    "SCHED_FLAG_DL_OVERRUN",
+                    "SCHED_FLAG_KEEP_POLICY",
+                    "SCHED_FLAG_KEEP_PARAMS",
+                    "SCHED_FLAG_UTIL_CLAMP_MIN",
+                    "SCHED_FLAG_UTIL_CLAMP_MAX",
+                ],
+            ),
+            ("/process/ioPriority/class", vec!["IOPRIO_CLASS_RT", "IOPRIO_CLASS_BE", "IOPRIO_CLASS_IDLE"]),
+            ("/linux/personality/domain", vec!["LINUX", "LINUX32"]),
+            (
+                "/linux/memoryPolicy/mode",
+                vec![
+                    "MPOL_DEFAULT",
+                    "MPOL_BIND",
+                    "MPOL_INTERLEAVE",
+                    "MPOL_WEIGHTED_INTERLEAVE",
+                    "MPOL_PREFERRED",
+                    "MPOL_PREFERRED_MANY",
+                    "MPOL_LOCAL",
+                ],
+            ),
+            (
+                "/linux/memoryPolicy/flags/0",
+                vec!["MPOL_F_NUMA_BALANCING", "MPOL_F_RELATIVE_NODES", "MPOL_F_STATIC_NODES"],
+            ),
+            (
+                "/process/rlimits/0/type",
+                vec![
+                    "RLIMIT_AS",
+                    "RLIMIT_CORE",
+                    "RLIMIT_CPU",
+                    "RLIMIT_DATA",
+                    "RLIMIT_FSIZE",
+                    "RLIMIT_LOCKS",
+                    "RLIMIT_MEMLOCK",
+                    "RLIMIT_MSGQUEUE",
+                    "RLIMIT_NICE",
+                    "RLIMIT_NOFILE",
+                    "RLIMIT_NPROC",
+                    "RLIMIT_RSS",
+                    "RLIMIT_RTPRIO",
+                    "RLIMIT_RTTIME",
+                    "RLIMIT_SIGPENDING",
+                    "RLIMIT_STACK",
+                ],
+            ),
+            (
+                "/process/capabilities/bounding/0",
+                vec![
+                    "CAP_CHOWN",
+                    "CAP_DAC_OVERRIDE",
+                    "CAP_DAC_READ_SEARCH",
+                    "CAP_FOWNER",
+                    "CAP_FSETID",
+                    "CAP_KILL",
+                    "CAP_SETGID",
+                    "CAP_SETUID",
+                    "CAP_SETPCAP",
+                    "CAP_LINUX_IMMUTABLE",
+                    "CAP_NET_BIND_SERVICE",
+                    "CAP_NET_BROADCAST",
+                    "CAP_NET_ADMIN",
+                    "CAP_NET_RAW",
+                    "CAP_IPC_LOCK",
+                    "CAP_IPC_OWNER",
+                    "CAP_SYS_MODULE",
+                    "CAP_SYS_RAWIO",
+                    "CAP_SYS_CHROOT",
+                    "CAP_SYS_PTRACE",
+                    "CAP_SYS_PACCT",
+                    "CAP_SYS_ADMIN",
+                    "CAP_SYS_BOOT",
+                    "CAP_SYS_NICE",
+                    "CAP_SYS_RESOURCE",
+                    "CAP_SYS_TIME",
+                    "CAP_SYS_TTY_CONFIG",
+                    "CAP_MKNOD",
+                    "CAP_LEASE",
+                    "CAP_AUDIT_WRITE",
+                    "CAP_AUDIT_CONTROL",
+                    "CAP_SETFCAP",
+                    "CAP_MAC_OVERRIDE",
+                    "CAP_MAC_ADMIN",
+                    "CAP_SYSLOG",
+                    "CAP_WAKE_ALARM",
+                    "CAP_BLOCK_SUSPEND",
+                    "CAP_AUDIT_READ",
+                    "CAP_PERFMON",
+                    "CAP_BPF",
+                    "CAP_CHECKPOINT_RESTORE",
+                ],
+            ),
+            ("/linux/devices/0/type", vec!["c", "b", "u", "p"]),
+            ("/linux/resources/devices/0/type", vec!["a", "c", "b"]),
+        ]
+    }
+
+    /// The default config with every enumerated field present, so each pointer
+    /// above names a place that exists.
+    fn config() -> serde_json::Value {
+        let mut c = default_spec_json();
+        c["process"]["scheduler"] = json!({ "policy": "SCHED_OTHER", "flags": ["SCHED_FLAG_RECLAIM"] });
+        c["process"]["ioPriority"] = json!({ "class": "IOPRIO_CLASS_BE", "priority": 4 });
+        c["linux"]["rootfsPropagation"] = json!("private");
+        c["linux"]["personality"] = json!({ "domain": "LINUX" });
+        c["linux"]["memoryPolicy"] = json!({ "mode": "MPOL_BIND", "nodes": "0", "flags": ["MPOL_F_STATIC_NODES"] });
+        c["linux"]["devices"] = json!([{ "path": "/dev/fuse", "type": "c", "major": 10, "minor": 229 }]);
+        c["linux"]["resources"]["devices"] = json!([{ "allow": false, "type": "a", "access": "rwm" }]);
+        c["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64"],
+            "flags": ["SECCOMP_FILTER_FLAG_LOG"],
+            "syscalls": [{ "names": ["kill"], "action": "SCMP_ACT_ERRNO",
+                           "args": [{ "index": 1, "value": 0, "op": "SCMP_CMP_EQ" }] }]
+        });
+        c
+    }
+
+    fn parse_with(pointer: &str, value: &str) -> Result<Spec> {
+        let mut c = config();
+        *c.pointer_mut(pointer).expect("the pointer names a field of the test config") = json!(value);
+        parse(c.to_string().as_bytes())
+    }
+
+    #[test]
+    fn every_value_the_schema_allows_parses() {
+        let mut refused = Vec::new();
+        for (pointer, values) in enums() {
+            for v in values {
+                if let Err(e) = parse_with(pointer, v) {
+                    refused.push(format!("{pointer} = {v}: {e}"));
+                }
+            }
+        }
+        assert!(refused.is_empty(), "values of the spec's schema refused:\n{}", refused.join("\n"));
+    }
+
+    #[test]
+    fn values_outside_the_schema_fail_naming_the_field() {
+        // Parsed and validated: some fields are free strings to the config types.
+        let d = std::env::temp_dir().join(format!("strata-schema-enums-{}", std::process::id()));
+        std::fs::create_dir_all(d.join("rootfs")).expect("mkdir");
+        for (pointer, _) in enums() {
+            let mut c = config();
+            *c.pointer_mut(pointer).expect("field") = json!("NOT_IN_THE_SCHEMA");
+            std::fs::write(d.join("config.json"), c.to_string()).expect("write");
+            let err = load(&d).and_then(|s| validate(&s, &d)).err().map(|e| e.to_string()).unwrap_or_default();
+            let field = pointer.trim_start_matches('/').split('/').next().unwrap_or_default();
+            assert!(err.contains(field) && err.contains("NOT_IN_THE_SCHEMA"), "{pointer}: {err:?}");
+        }
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -87,8 +87,33 @@ fn sealed_copy() -> Result<OwnedFd> {
         .map_err(|e| Error::sys("memfd_create", "sealed copy of the runtime", e))?;
     let mut src = std::fs::File::open("/proc/self/exe").map_err(|e| Error::io("open", "/proc/self/exe", e))?;
     let mut dst = std::fs::File::from(memfd);
-    std::io::copy(&mut src, &mut dst).map_err(|e| Error::io("copy", "/proc/self/exe", e))?;
+    // Through a buffer of ours, not std::io::copy: the kernel's in-kernel copy
+    // (copy_file_range, splice) can leave the memfd's pages referenced for a
+    // while, and the write seal is then refused with EBUSY.
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        use std::io::{Read, Write};
+        let n = match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("read", "/proc/self/exe", e)),
+        };
+        dst.write_all(&buf[..n]).map_err(|e| Error::io("write", "sealed copy of the runtime", e))?;
+    }
     let seals = SealFlag::F_SEAL_SEAL | SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_WRITE;
-    fcntl(dst.as_raw_fd(), FcntlArg::F_ADD_SEALS(seals)).map_err(|e| Error::sys("fcntl", "F_ADD_SEALS", e))?;
+    // The kernel waits a while for page references to go before EBUSY; any
+    // left by someone else reading the memfd are brief: try a few more times.
+    let mut tries = 0;
+    loop {
+        match fcntl(dst.as_raw_fd(), FcntlArg::F_ADD_SEALS(seals)) {
+            Ok(_) => break,
+            Err(nix::Error::EBUSY) if tries < 20 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => return Err(Error::sys("fcntl", "F_ADD_SEALS", e)),
+        }
+    }
     Ok(OwnedFd::from(dst))
 }

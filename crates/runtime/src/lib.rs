@@ -18,6 +18,7 @@ pub mod id;
 pub mod jsonpath;
 pub mod lsm;
 pub mod namespaces;
+pub mod network;
 pub mod process;
 pub mod rootfs;
 pub mod seccomp;

@@ -170,6 +170,7 @@ impl Container {
                 process: &process,
                 in_user_ns,
                 late_ipc: namespaces.late_ipc,
+                new_network: namespaces.clone_flags.contains(nix::sched::CloneFlags::CLONE_NEWNET),
                 mount_ns,
                 bind_sources: &bind_sources,
                 no_pivot: opts.no_pivot,

@@ -57,6 +57,9 @@ pub struct InitContext<'a> {
     pub process: &'a ProcessPlan,
     /// Whether the container has a user namespace of its own (new or joined).
     pub in_user_ns: bool,
+    /// The container has a network namespace of its own, made for it: its
+    /// loopback interface is brought up.
+    pub new_network: bool,
     /// Unshare the ipc namespace once root in the new user namespace (see
     /// [`crate::namespaces::NamespacePlan::late_ipc`]).
     pub late_ipc: bool,
@@ -141,6 +144,9 @@ fn setup(ctx: &InitContext<'_>, sync: &mut SyncChannel, state: &str) -> Result<R
     }
     // A session of its own: the container is not part of the caller's job control.
     nix::unistd::setsid().map_err(|e| Error::sys("setsid", "init", e))?;
+    if ctx.new_network {
+        crate::network::loopback_up()?;
+    }
     let labels = ctx.process.open_labels()?;
 
     let linux = ctx.spec.linux().as_ref();

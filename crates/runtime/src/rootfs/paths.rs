@@ -54,9 +54,18 @@ pub fn exists_in_root(root: &OwnedFd, path: &Path) -> Result<bool> {
     }
 }
 
+/// How many dangling symlinks one path may lead through (the kernel's own limit).
+const MAX_LINKS: usize = 40;
+
 /// Creates the directory `path` inside `root` with all missing parents, returning an
-/// O_PATH descriptor of it.
+/// O_PATH descriptor of it. A dangling symlink on the way is followed inside the
+/// root and its target created, as runc and crun do (a rootfs where /var/run
+/// points at a /run that does not exist yet, say).
 pub fn mkdir_all_in_root(root: &OwnedFd, path: &Path) -> Result<OwnedFd> {
+    mkdir_all_links(root, path, 0)
+}
+
+fn mkdir_all_links(root: &OwnedFd, path: &Path, links: usize) -> Result<OwnedFd> {
     let rel = relative(path);
     // Absolute, so error messages show the path as the container sees it.
     let mut cur = PathBuf::from("/");
@@ -68,7 +77,16 @@ pub fn mkdir_all_in_root(root: &OwnedFd, path: &Path) -> Result<OwnedFd> {
             Err(Error::Sys { errno: nix::Error::ENOENT, .. }) => {
                 let name = cpath(Path::new(comp.as_os_str()))?;
                 match nix::sys::stat::mkdirat(Some(fd.as_raw_fd()), name.as_c_str(), Mode::from_bits_truncate(0o755)) {
-                    Ok(()) | Err(nix::Error::EEXIST) => {}
+                    Ok(()) => {}
+                    Err(nix::Error::EEXIST) => {
+                        // Something is there but does not resolve: a dangling symlink.
+                        if let Some(target) = dangling_target(&fd, &name, &cur)? {
+                            if links >= MAX_LINKS {
+                                return Err(Error::sys("mkdirat", cur.display(), nix::Error::ELOOP));
+                            }
+                            mkdir_all_links(root, &target, links + 1)?;
+                        }
+                    }
                     Err(e) => return Err(Error::sys("mkdirat", cur.display(), e)),
                 }
                 fd = open_in_root(root, &cur, OFlag::O_PATH | OFlag::O_DIRECTORY)?;
@@ -79,9 +97,32 @@ pub fn mkdir_all_in_root(root: &OwnedFd, path: &Path) -> Result<OwnedFd> {
     Ok(fd)
 }
 
+/// When `name` in the directory `dir` (the container path `at`) is a symlink,
+/// the container path it points at (resolved against `at`'s parent when relative).
+fn dangling_target(dir: &OwnedFd, name: &CString, at: &Path) -> Result<Option<PathBuf>> {
+    let st = nix::sys::stat::fstatat(Some(dir.as_raw_fd()), name.as_c_str(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+        .map_err(|e| Error::sys("fstatat", at.display(), e))?;
+    if nix::sys::stat::SFlag::from_bits_truncate(st.st_mode) & nix::sys::stat::SFlag::S_IFMT
+        != nix::sys::stat::SFlag::S_IFLNK
+    {
+        return Ok(None);
+    }
+    let link = nix::fcntl::readlinkat(Some(dir.as_raw_fd()), name.as_c_str())
+        .map_err(|e| Error::sys("readlinkat", at.display(), e))?;
+    let link = PathBuf::from(link);
+    // The result is used inside the root only (openat2 RESOLVE_IN_ROOT): `..`
+    // and absolute links cannot leave it.
+    Ok(Some(if link.is_absolute() { link } else { at.parent().unwrap_or(Path::new("/")).join(link) }))
+}
+
 /// Creates an empty regular file at `path` inside `root` (and its parents) unless
-/// something is there already; returns an O_PATH descriptor of what is there.
+/// something is there already; returns an O_PATH descriptor of what is there. A
+/// dangling symlink there is followed inside the root and its target created.
 pub fn create_file_in_root(root: &OwnedFd, path: &Path) -> Result<OwnedFd> {
+    create_file_links(root, path, 0)
+}
+
+fn create_file_links(root: &OwnedFd, path: &Path, links: usize) -> Result<OwnedFd> {
     match open_in_root(root, path, OFlag::O_PATH) {
         Ok(fd) => return Ok(fd),
         Err(Error::Sys { errno: nix::Error::ENOENT, .. }) => {}
@@ -99,7 +140,14 @@ pub fn create_file_in_root(root: &OwnedFd, path: &Path) -> Result<OwnedFd> {
         Mode::from_bits_truncate(0o644),
     ) {
         Ok(fd) => drop(nix::unistd::close(fd)),
-        Err(nix::Error::EEXIST) => {}
+        Err(nix::Error::EEXIST) => {
+            if let Some(target) = dangling_target(&dir, &cname, path)? {
+                if links >= MAX_LINKS {
+                    return Err(Error::sys("create", path.display(), nix::Error::ELOOP));
+                }
+                create_file_links(root, &target, links + 1)?;
+            }
+        }
         Err(e) => return Err(Error::sys("create", path.display(), e)),
     }
     open_in_root(root, path, OFlag::O_PATH)
@@ -135,6 +183,23 @@ mod tests {
         assert!(root.join("etc/strata-test-x").is_dir());
         assert!(!Path::new("/etc/strata-test-x").exists());
         create_file_in_root(&rfd, Path::new("/up/etc/f")).expect("file");
+        // Dangling links are followed inside the root, and their targets made there.
+        std::os::unix::fs::symlink("/strata-test-abs/sub", root.join("abs")).expect("symlink");
+        std::os::unix::fs::symlink("../../../strata-test-rel", root.join("etc/rel")).expect("symlink");
+        std::os::unix::fs::symlink("/strata-test-file", root.join("filelink")).expect("symlink");
+        mkdir_all_in_root(&rfd, Path::new("/abs/x")).expect("mkdir through a dangling link");
+        assert!(root.join("strata-test-abs/sub/x").is_dir());
+        mkdir_all_in_root(&rfd, Path::new("/etc/rel/y")).expect("mkdir through a dangling link");
+        assert!(root.join("strata-test-rel/y").is_dir());
+        create_file_in_root(&rfd, Path::new("/filelink")).expect("file through a dangling link");
+        assert!(root.join("strata-test-file").is_file());
+        for p in ["/strata-test-abs", "/strata-test-rel", "/strata-test-file"] {
+            assert!(!Path::new(p).exists(), "{p} was created on the host");
+        }
+        // A loop of links ends with an error, not a hang.
+        std::os::unix::fs::symlink("/loop-b", root.join("loop-a")).expect("symlink");
+        std::os::unix::fs::symlink("/loop-a", root.join("loop-b")).expect("symlink");
+        assert!(mkdir_all_in_root(&rfd, Path::new("/loop-a/z")).is_err());
         assert!(root.join("etc/f").is_file());
         assert!(!exists_in_root(&rfd, Path::new("/missing")).expect("exists"));
         std::fs::remove_dir_all(&d).expect("cleanup");
