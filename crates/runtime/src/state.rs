@@ -66,6 +66,10 @@ pub struct ContainerState {
     /// `/proc/PID/stat`), to tell our process from a later one reusing its pid.
     #[serde(default)]
     pub init_start_time: u64,
+    /// The process that runs `create` (pid, start time), so a container left
+    /// `creating` by a creator that was killed reads as `stopped`.
+    #[serde(default)]
+    pub creator: (i32, u64),
     /// The config the container was created from.
     pub config: Spec,
     /// The container's cgroup directory.
@@ -110,6 +114,15 @@ impl ContainerState {
     /// Re-derives the status from the kernel: an init that exited (or whose pid was
     /// reused) means `stopped`.
     pub fn refresh_status(&mut self) {
+        if self.status == Status::Creating {
+            // Creating for as long as the creator lives; once it is gone nothing
+            // will finish the container (its init, if any, exits on its own).
+            let (pid, start) = self.creator;
+            if pid <= 0 || !process_alive(pid, start) {
+                self.status = Status::Stopped;
+            }
+            return;
+        }
         if matches!(self.status, Status::Stopped) || self.pid <= 0 {
             return;
         }
@@ -153,20 +166,53 @@ pub struct StateDir {
     lock: Flock<File>,
 }
 
+/// Where state directories are prepared before they get their container's id
+/// (`~` is not allowed in ids, so it never names a container).
+const PREPARING: &str = "~creating";
+
 impl StateDir {
-    /// Creates `<root>/<id>` exclusively (the existence of the directory is what
-    /// reserves the id) and locks it.
-    pub fn create(root: &Path, id: &str) -> Result<Self> {
+    /// Creates `<root>/<id>`, locked, holding `initial` as its state: the
+    /// directory is made and filled under a temporary name and renamed into
+    /// place (never over an existing one, which is what reserves the id), so a
+    /// container's directory always has a state, even if `create` is killed the
+    /// next moment. Temporary directories of creates killed before the rename
+    /// are removed by the next create.
+    pub fn create(root: &Path, id: &str, initial: &ContainerState) -> Result<Self> {
+        let preparing = root.join(PREPARING);
+        let stamp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let tmp = preparing.join(format!("{id}.{}.{stamp}", std::process::id()));
+        // Another create removes the (then empty) parent once it is done: make it
+        // again if it went between our two mkdirs.
         std::fs::create_dir_all(root).map_err(|e| Error::io("create", root, e))?;
-        let path = root.join(id);
-        match std::fs::create_dir(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(Error::AlreadyExists(id.to_string()))
+        let mut tries = 0;
+        loop {
+            match std::fs::create_dir(&preparing) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::io("create", &preparing, e)),
             }
-            Err(e) => return Err(Error::io("create", &path, e)),
+            match std::fs::create_dir(&tmp) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 10 => tries += 1,
+                Err(e) => return Err(Error::io("create", &tmp, e)),
+            }
         }
-        Self::lock(path)
+        let dir = Self::lock(tmp.clone())?;
+        sweep_preparing(&preparing);
+        let placed = dir.save(initial).and_then(|()| {
+            let path = root.join(id);
+            match rename_noreplace(&tmp, &path) {
+                Ok(()) => Ok(path),
+                Err(nix::Error::EEXIST) | Err(nix::Error::ENOTEMPTY) => Err(Error::AlreadyExists(id.to_string())),
+                Err(e) => Err(Error::sys("rename", path.display(), e)),
+            }
+        });
+        if placed.is_err() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        // Left empty, the parent goes (it only holds creates in progress).
+        let _ = std::fs::remove_dir(&preparing);
+        placed.map(|path| StateDir { path, lock: dir.lock })
     }
 
     /// Opens and locks an existing `<root>/<id>`.
@@ -211,6 +257,40 @@ impl StateDir {
         std::fs::remove_dir_all(&self.path).map_err(|e| Error::io("remove", &self.path, e))?;
         drop(self.lock);
         Ok(())
+    }
+}
+
+/// renameat2(RENAME_NOREPLACE): a directory is never renamed over another.
+fn rename_noreplace(from: &Path, to: &Path) -> nix::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let f = std::ffi::CString::new(from.as_os_str().as_bytes()).map_err(|_| nix::Error::EINVAL)?;
+    let t = std::ffi::CString::new(to.as_os_str().as_bytes()).map_err(|_| nix::Error::EINVAL)?;
+    // SAFETY: both paths are valid NUL-terminated strings for the duration of the call.
+    let ret =
+        unsafe { libc::renameat2(libc::AT_FDCWD, f.as_ptr(), libc::AT_FDCWD, t.as_ptr(), libc::RENAME_NOREPLACE) };
+    if ret < 0 {
+        return Err(nix::Error::last());
+    }
+    Ok(())
+}
+
+/// Removes the temporary directories of creates that were killed before
+/// naming theirs: their creator (the pid in the name) is gone and nobody holds
+/// their lock. (A live creator's directory may not be locked yet.)
+fn sweep_preparing(preparing: &Path) {
+    let Ok(entries) = std::fs::read_dir(preparing) else { return };
+    for e in entries.flatten() {
+        let path = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        let creator: Option<i32> = name.rsplit('.').nth(1).and_then(|p| p.parse().ok());
+        if creator.is_none_or(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists()) {
+            continue;
+        }
+        let Ok(f) = File::open(&path) else { continue };
+        if let Ok(lock) = Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+            let _ = std::fs::remove_dir_all(&path);
+            drop(lock);
+        }
     }
 }
 

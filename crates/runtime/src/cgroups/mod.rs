@@ -108,6 +108,30 @@ pub fn owned_parents(mount: &Path, rel: &Path, mut created: Vec<PathBuf>) -> Vec
     created
 }
 
+/// The directories on the way to `mount`/`rel` (the cgroup included) that do
+/// not exist yet: what a create is about to make, recorded before it does.
+pub fn missing_dirs(mount: &Path, rel: &Path) -> Vec<PathBuf> {
+    let mut cur = mount.to_path_buf();
+    let mut out = Vec::new();
+    for comp in rel.components() {
+        cur.push(comp);
+        if !cur.is_dir() {
+            out.push(cur.clone());
+        }
+    }
+    out
+}
+
+/// Removes those of `dirs` that exist and are empty cgroups, deepest first (a
+/// create that failed, or was killed, on the way to making them all).
+pub fn remove_empty(dirs: &[PathBuf]) {
+    let mut dirs: Vec<&PathBuf> = dirs.iter().collect();
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    for d in dirs {
+        let _ = std::fs::remove_dir(d);
+    }
+}
+
 /// A container's cgroup directory.
 #[derive(Debug, Clone)]
 pub struct Cgroup {

@@ -128,7 +128,36 @@ impl Container {
             Vec::new()
         };
 
-        let dir = StateDir::create(root, id)?;
+        // The state is on disk, `creating`, before anything of the container
+        // exists (its cgroup included, with the directories create is about to
+        // make): a create killed at any later moment leaves a container that
+        // `list` shows and `delete --force` removes entirely.
+        let mut state = ContainerState {
+            id: id.to_string(),
+            pid: 0,
+            status: Status::Creating,
+            bundle: bundle.clone(),
+            rootfs: rootfs.clone(),
+            created: now_rfc3339(),
+            annotations: spec.annotations().clone().unwrap_or_default(),
+            owner: owner(),
+            init_start_time: 0,
+            creator: crate::process::own_identity(),
+            config: spec.clone(),
+            cgroup: (!opts.no_cgroup).then(|| cg_mount.join(&cg_rel)),
+            cgroup_created: if opts.no_cgroup {
+                Vec::new()
+            } else {
+                cgroups::owned_parents(&cg_mount, &cg_rel, cgroups::missing_dirs(&cg_mount, &cg_rel))
+            },
+            cgroup_shared: false,
+            warnings: Vec::new(),
+        };
+        // Lock order: the state directory's lock, then (inside Cgroup::create) the
+        // cgroup tree; every operation takes the lock first, so a create and a
+        // delete of one id never interleave, and a second create of it fails at
+        // the rename that reserves the id.
+        let dir = StateDir::create(root, id, &state)?;
         let mut pid = 0;
         let mut cgroup_made: Option<(Cgroup, Vec<PathBuf>)> = None;
         let mut cgroup_shared = false;
@@ -142,6 +171,13 @@ impl Container {
                 }
                 let created = cgroups::owned_parents(&cg_mount, &cg_rel, created);
                 cgroup_made = Some((cgroup.clone(), created));
+                if cgroup_shared
+                    || state.cgroup_created != cgroup_made.as_ref().map(|c| c.1.clone()).unwrap_or_default()
+                {
+                    state.cgroup_shared = cgroup_shared;
+                    state.cgroup_created = cgroup_made.as_ref().map(|c| c.1.clone()).unwrap_or_default();
+                    dir.save(&state)?;
+                }
                 cgroup.apply(&cg_writes)?;
                 let fd = cgroup.open()?;
                 // Attached before the init exists, so the rules hold from its first step.
@@ -195,22 +231,9 @@ impl Container {
             let (init_pid, mut sync) = spawn(&spawn_spec, |sync| init::main(&ctx, sync))?;
             pid = init_pid;
             drop(fifo);
-            let mut state = ContainerState {
-                id: id.to_string(),
-                pid,
-                status: Status::Creating,
-                bundle: bundle.clone(),
-                rootfs: rootfs.clone(),
-                created: now_rfc3339(),
-                annotations: spec.annotations().clone().unwrap_or_default(),
-                owner: owner(),
-                init_start_time: crate::state::proc_stat(pid).map(|(_, t)| t).unwrap_or(0),
-                config: spec.clone(),
-                cgroup: cgroup_made.as_ref().map(|(cg, _)| cg.dir.clone()),
-                cgroup_created: cgroup_made.as_ref().map(|(_, created)| created.clone()).unwrap_or_default(),
-                cgroup_shared,
-                warnings: warnings.clone(),
-            };
+            state.pid = pid;
+            state.init_start_time = crate::state::proc_stat(pid).map(|(_, t)| t).unwrap_or(0);
+            state.warnings = warnings.clone();
             // Recorded before anything else can fail, so `delete --force` finds the
             // process even if this `create` is killed.
             dir.save(&state)?;
@@ -242,25 +265,29 @@ impl Container {
             if let Some(pid_file) = &opts.pid_file {
                 write_pid_file(pid_file, pid)?;
             }
-            Ok(state)
+            Ok(state.clone())
         })();
         match result {
             Ok(state) => Ok(state),
             Err(e) => {
                 if pid > 0 {
                     crate::process::reap(pid);
-                }
-                // The spec continues a failed create at delete: poststop hooks undo
-                // what earlier hooks (networking, say) set up.
-                if let Ok(Some(mut st)) = dir.load() {
-                    st.status = Status::Stopped;
-                    let json = st.oci_json().to_string();
-                    for h in st.config.hooks().as_ref().and_then(|h| h.poststop().clone()).unwrap_or_default() {
-                        let _ = hooks::run("poststop", &h, &json);
+                    // The spec continues a failed create at delete: poststop hooks
+                    // undo what earlier hooks (networking, say) set up.
+                    if let Ok(Some(mut st)) = dir.load() {
+                        st.status = Status::Stopped;
+                        let json = st.oci_json().to_string();
+                        for h in st.config.hooks().as_ref().and_then(|h| h.poststop().clone()).unwrap_or_default() {
+                            let _ = hooks::run("poststop", &h, &json);
+                        }
                     }
                 }
-                if let Some((cg, created)) = &cgroup_made {
-                    let _ = cg.remove(created);
+                match &cgroup_made {
+                    Some((cg, created)) => {
+                        let _ = cg.remove(created);
+                    }
+                    // Failed on the way to making it: the directories made so far.
+                    None => cgroups::remove_empty(&state.cgroup_created),
                 }
                 let _ = dir.remove();
                 Err(e)

@@ -1,6 +1,6 @@
 //! `delete`: stop what is left of the container, run `poststop` hooks, remove its state.
 
-use super::{is_alive, wrong_status, Container};
+use super::{wrong_status, Container};
 use crate::state::StateDir;
 use crate::{hooks, Result, Status};
 
@@ -18,7 +18,9 @@ impl Container {
         if matches!(st.status, Status::Running | Status::Paused) && !force {
             return Err(wrong_status(&st, "stop it first or use --force"));
         }
-        if is_alive(st.status) {
+        // Whatever the status says (a create killed after its init existed reads
+        // `stopped`), an init that is still this container's dies now.
+        if st.pid > 0 {
             crate::process::reap_foreign(st.pid, st.init_start_time);
         }
         if let Some(cg) = st.cgroup() {
@@ -28,10 +30,15 @@ impl Container {
             if cg.dir.exists() && !st.cgroup_shared {
                 let _ = cg.kill_all();
                 cg.remove(&st.cgroup_created)?;
+            } else if !cg.dir.exists() {
+                // A create killed on its way to the cgroup: the parents it made.
+                crate::cgroups::remove_empty(&st.cgroup_created);
             }
         }
         let mut warnings = Vec::new();
-        if let Some(list) = st.config.hooks().as_ref().and_then(|h| h.poststop().clone()) {
+        // poststop hooks undo what earlier hooks did: they run once the
+        // container's process existed (a create killed before that ran none).
+        if let Some(list) = st.config.hooks().as_ref().and_then(|h| h.poststop().clone()).filter(|_| st.pid > 0) {
             st.status = Status::Stopped;
             let json = st.oci_json().to_string();
             for h in &list {

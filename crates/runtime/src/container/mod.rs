@@ -50,6 +50,11 @@ impl Container {
             reason: "creation did not finish; use delete --force".into(),
         })?;
         st.refresh_status();
+        // A start killed after it opened the gate never recorded `running`; the
+        // gate is gone, so the process is past it.
+        if st.status == Status::Created && !self.root.join(&self.id).join(EXEC_FIFO).exists() {
+            st.status = Status::Running;
+        }
         Ok(st)
     }
 

@@ -46,6 +46,9 @@ fn setup(ctx: &ExecContext<'_>, sync: &mut SyncChannel) -> Result<super::plan::E
     drop(labels);
     let target = ctx.process.become_process(ctx.seccomp.is_some() && !ctx.process.no_new_privs)?;
     super::init::prepare_fds(ctx.preserve_fds)?;
+    // The process is set up: from execve on it is the container's, whatever
+    // happens to the runtime that started it (as with runc).
+    nix::sys::prctl::set_pdeathsig(None).map_err(|e| Error::sys("prctl", "PR_SET_PDEATHSIG", e))?;
     if let Some(filter) = ctx.seccomp {
         if let Some(fd) = filter.load()? {
             sync.send_fd(std::os::fd::AsFd::as_fd(&fd))

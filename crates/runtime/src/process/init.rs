@@ -220,6 +220,9 @@ fn setup(ctx: &InitContext<'_>, sync: &mut SyncChannel, state: &str) -> Result<R
     drop(labels);
     let target = ctx.process.become_process(ctx.seccomp.is_some() && !ctx.process.no_new_privs)?;
     prepare_fds(ctx.preserve_fds)?;
+    // Created from here on: the init outlives its creator and waits for `start`
+    // (a creator killed now leaves a `stopped` container that delete removes).
+    nix::sys::prctl::set_pdeathsig(None).map_err(|e| Error::sys("prctl", "PR_SET_PDEATHSIG", e))?;
     let mut seccomp_loaded = false;
     if let Some(filter) = ctx.seccomp.filter(|f| f.notify) {
         if let Some(fd) = filter.load()? {

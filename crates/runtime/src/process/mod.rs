@@ -158,6 +158,11 @@ where
         };
         match forked.map_err(|e| Error::sys("clone3", "container process", e))? {
             Forked::Child => {
+                // Until it reports ready, the process dies with the thread that
+                // creates it (our caller, through CLONE_PARENT): a runtime killed
+                // mid-way leaves no half-set-up process behind. Cleared again
+                // by the process once it no longer needs the caller.
+                let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
                 let err = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| main(sync))) {
                     Ok(e) => e,
                     Err(_) => Error::Init("container process panicked during setup".into()),
@@ -231,6 +236,12 @@ fn join_cgroup(dir: RawFd) -> Result<()> {
 pub fn reap(pid: i32) {
     let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
     while let Err(nix::Error::EINTR) = waitpid(Pid::from_raw(pid), None) {}
+}
+
+/// This process's pid and start time (to recognise it later, pid reuse aside).
+pub fn own_identity() -> (i32, u64) {
+    let pid = std::process::id() as i32;
+    (pid, crate::state::proc_stat(pid).map(|(_, t)| t).unwrap_or(0))
 }
 
 /// SIGKILLs a container process that may not be our child (another runtime
