@@ -344,6 +344,58 @@ fn device_rules_are_enforced() {
     assert_eq!(out.ok(), "fuse-opened\n");
 }
 
+/// A cgroupsPath naming a cgroup that already exists, and that earlier had
+/// cgroup.kill written (a container deleted in it, systemd stopping a unit):
+/// some kernels SIGKILL every process cloned into such a cgroup from outside
+/// it. Containers run there all the same, each with only its own device
+/// rules, and delete leaves the cgroup as it found it.
+#[test]
+fn a_cgroup_that_existed_and_was_killed_is_reused_and_left_as_found() {
+    let test = "a_cgroup_that_existed_and_was_killed_is_reused_and_left_as_found";
+    let Some(mount) = setup(test) else { return };
+    let cg = TestCgroup::new(&mount, "reuse");
+    std::fs::create_dir_all(cg.dir()).expect("mkdir cgroup");
+    if std::fs::write(cg.dir().join("cgroup.kill"), "1").is_err() {
+        return skip(test, "no cgroup.kill (Linux 5.14)");
+    }
+    let mut b = Bundle::new(&["true"]);
+    b.config["linux"]["cgroupsPath"] = json!(cg.path());
+    b.config["mounts"]
+        .as_array_mut()
+        .expect("array")
+        .push(json!({ "destination": "/tmp", "type": "tmpfs", "source": "tmpfs" }));
+    for set in ["bounding", "effective", "permitted"] {
+        b.config["process"]["capabilities"][set] = json!(["CAP_MKNOD"]);
+    }
+    let fuse = "mknod /tmp/fuse c 10 229; (exec 3</tmp/fuse) 2>/dev/null && echo fuse-opened || echo fuse-denied";
+    // Default rules (fuse denied), then fuse allowed: the second container
+    // must not also get the first one's program.
+    assert_eq!(b.sh(fuse).ok(), "fuse-denied\n");
+    b.config["linux"]["resources"] =
+        json!({ "devices": [{ "allow": true, "type": "c", "major": 10, "minor": 229, "access": "rw" }] });
+    assert_eq!(b.sh(fuse).ok(), "fuse-opened\n");
+    // An exec into a container there, and a kill of it.
+    b.config["process"]["args"] = json!(["sleep", "100"]);
+    b.create("reuse").ok();
+    b.rt(&["start", "reuse"]).ok();
+    assert_eq!(b.rt(&["exec", "reuse", "echo", "exec-ok"]).ok(), "exec-ok\n");
+    b.rt(&["delete", "--force", "reuse"]).ok();
+    assert!(b.leftover_state().is_empty());
+    assert!(cg.dir().exists(), "delete removed a cgroup it did not create");
+    if is_strata() {
+        // No device program of the containers is left on it: a process put
+        // there opens what it could open before.
+        let dir = cg.dir();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("echo $$ > {}/cgroup.procs && (exec 3</dev/fuse) && echo fuse-opened", dir.display()))
+            .output()
+            .expect("sh");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "fuse-opened\n", "{out:?}");
+    }
+    assert!(wait_for(|| std::fs::remove_dir(cg.dir()).is_ok() || !cg.dir().exists()));
+}
+
 /// `--cgroup-manager disabled`: the container runs in the caller's cgroup, the
 /// operations that need one say so, and limits are refused.
 #[test]

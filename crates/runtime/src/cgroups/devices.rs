@@ -254,21 +254,42 @@ pub fn replace(cgroup: BorrowedFd<'_>, program: &[Insn]) -> Result<()> {
         .find(|(p, _)| p == program)
         .and_then(|(_, fd)| prog_id(fd.as_fd()).ok());
     for id in old.into_iter().filter(|id| Some(*id) != new_id) {
-        const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
-        const BPF_PROG_DETACH: libc::c_long = 9;
-        let mut get = [0u8; 12];
-        get[0..4].copy_from_slice(&id.to_ne_bytes());
-        let fd =
-            bpf(BPF_PROG_GET_FD_BY_ID, &mut get).map_err(|e| Error::sys("bpf", format!("device program {id}"), e))?;
-        // SAFETY: the kernel just returned this new descriptor and nothing else owns it.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-        let mut at = [0u8; 20];
-        at[0..4].copy_from_slice(&(cgroup.as_raw_fd() as u32).to_ne_bytes());
-        at[4..8].copy_from_slice(&(fd.as_raw_fd() as u32).to_ne_bytes());
-        at[8..12].copy_from_slice(&BPF_CGROUP_DEVICE.to_ne_bytes());
-        bpf(BPF_PROG_DETACH, &mut at).map_err(|e| Error::sys("bpf", "detach the old device cgroup program", e))?;
+        detach(cgroup, id)?;
     }
     Ok(())
+}
+
+/// Detaches every device program from the cgroup open at `cgroup`: a cgroup
+/// the runtime leaves behind (one that existed before the container) goes
+/// back to allowing what it allowed before.
+pub fn detach_all(cgroup: BorrowedFd<'_>) -> Result<()> {
+    for id in attached_ids(cgroup)? {
+        detach(cgroup, id)?;
+    }
+    Ok(())
+}
+
+fn detach(cgroup: BorrowedFd<'_>, id: u32) -> Result<()> {
+    const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+    const BPF_PROG_DETACH: libc::c_long = 9;
+    let mut get = [0u8; 12];
+    get[0..4].copy_from_slice(&id.to_ne_bytes());
+    let fd = match bpf(BPF_PROG_GET_FD_BY_ID, &mut get) {
+        Ok(fd) => fd,
+        // Detached and freed by someone else meanwhile.
+        Err(nix::Error::ENOENT) => return Ok(()),
+        Err(e) => return Err(Error::sys("bpf", format!("device program {id}"), e)),
+    };
+    // SAFETY: the kernel just returned this new descriptor and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let mut at = [0u8; 20];
+    at[0..4].copy_from_slice(&(cgroup.as_raw_fd() as u32).to_ne_bytes());
+    at[4..8].copy_from_slice(&(fd.as_raw_fd() as u32).to_ne_bytes());
+    at[8..12].copy_from_slice(&BPF_CGROUP_DEVICE.to_ne_bytes());
+    match bpf(BPF_PROG_DETACH, &mut at) {
+        Ok(_) | Err(nix::Error::ENOENT) => Ok(()),
+        Err(e) => Err(Error::sys("bpf", "detach a device cgroup program", e)),
+    }
 }
 
 /// The attach type of device cgroup programs.

@@ -319,6 +319,25 @@ impl Cgroup {
         }
     }
 
+    /// SIGKILLs every process in the cgroup without cgroup.kill: for a cgroup
+    /// that outlives the container. After cgroup.kill some kernels (6.18 among
+    /// them) kill every process later cloned into the cgroup from outside it
+    /// (CLONE_INTO_CGROUP, as runtimes and systemd do), so whoever uses it next
+    /// would find it poisoned.
+    pub fn kill_each(&self) -> Result<()> {
+        let was_frozen = self.is_frozen();
+        let froze = !was_frozen && self.freeze(true).is_ok();
+        let pids = self.pids();
+        for &pid in pids.iter().flatten() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+        if froze || was_frozen {
+            // A frozen process dies only once thawed.
+            self.freeze(false)?;
+        }
+        pids.map(|_| ())
+    }
+
     /// Sends `signal` to every process in the cgroup (`None`: signal 0, which
     /// only checks they exist).
     pub fn signal_all(&self, signal: Option<nix::sys::signal::Signal>) -> Result<()> {

@@ -5,7 +5,7 @@ use crate::cgroups::{self, Cgroup};
 use crate::namespaces::NamespacePlan;
 use crate::process::init::{self, InitContext, MountNs};
 use crate::process::plan::ProcessPlan;
-use crate::process::{spawn, write_id_map, SpawnSpec};
+use crate::process::{spawn, write_id_map, CgroupEntry, SpawnSpec};
 use crate::rootfs::devices;
 use crate::rootfs::mounts::BindSource;
 use crate::seccomp::SeccompPlan;
@@ -170,6 +170,7 @@ impl Container {
                     cgroup_shared = true;
                 }
                 let created = cgroups::owned_parents(&cg_mount, &cg_rel, created);
+                let fresh = created.last() == Some(&cgroup.dir);
                 cgroup_made = Some((cgroup.clone(), created));
                 if cgroup_shared
                     || state.cgroup_created != cgroup_made.as_ref().map(|c| c.1.clone()).unwrap_or_default()
@@ -181,10 +182,17 @@ impl Container {
                 cgroup.apply(&cg_writes)?;
                 let fd = cgroup.open()?;
                 // Attached before the init exists, so the rules hold from its first step.
+                // A cgroup that existed may still carry the programs of containers
+                // that ran in it before: those would add their rules to ours.
                 if let Some(rules) = &device_rules {
-                    cgroups::devices::attach(fd.as_fd(), &cgroups::devices::compile(rules))?;
+                    let program = cgroups::devices::compile(rules);
+                    if fresh {
+                        cgroups::devices::attach(fd.as_fd(), &program)?;
+                    } else {
+                        cgroups::devices::replace(fd.as_fd(), &program)?;
+                    }
                 }
-                cgroup_fd = Some(fd);
+                cgroup_fd = Some((fd, fresh));
             }
             let fifo_path = dir.path().join(EXEC_FIFO);
             nix::unistd::mkfifo(&fifo_path, nix::sys::stat::Mode::from_bits_truncate(0o600))
@@ -222,7 +230,7 @@ impl Container {
             let spawn_spec = SpawnSpec {
                 namespaces: &namespaces,
                 time_offsets: linux.time_offsets().as_ref(),
-                cgroup: cgroup_fd.as_ref().map(|fd| fd.as_raw_fd()),
+                cgroup: cgroup_fd.as_ref().map(|(fd, fresh)| CgroupEntry::new(fd.as_raw_fd(), *fresh)),
                 keep_fds: keep,
                 preserve_fds: opts.preserve_fds,
                 stdio: opts.stdio,
@@ -242,14 +250,14 @@ impl Container {
                 write_id_map(pid, "gid_map", linux.gid_mappings().as_deref().unwrap_or_default())?;
             }
             let state_json = state.oci_json().to_string();
-            sync.send(&Msg::State(state_json.clone())).map_err(|e| Error::io("write", "sync channel", e))?;
+            sync.send(&Msg::State(state_json.clone())).map_err(|e| crate::process::setup_failure(pid, "create", e))?;
             sync.expect(&Msg::RunRuntimeHooks, "create")?;
             if let Some(h) = spec.hooks() {
                 #[allow(deprecated)]
                 hooks::run_all("prestart", h.prestart().as_deref().unwrap_or_default(), &state_json)?;
                 hooks::run_all("createRuntime", h.create_runtime().as_deref().unwrap_or_default(), &state_json)?;
             }
-            sync.send(&Msg::RuntimeHooksDone).map_err(|e| Error::io("write", "sync channel", e))?;
+            sync.send(&Msg::RuntimeHooksDone).map_err(|e| crate::process::setup_failure(pid, "create", e))?;
             if let Some(filter) = seccomp.as_ref().filter(|s| s.notify) {
                 let fd = sync.recv_fd("create")?;
                 crate::seccomp::send_to_listener(filter, &fd, pid, state.oci_json())?;

@@ -28,8 +28,16 @@ impl Container {
             // outlived the init) dies with the cgroup, unless the container shared
             // it with processes of others.
             if cg.dir.exists() && !st.cgroup_shared {
-                let _ = cg.kill_all();
-                cg.remove(&st.cgroup_created)?;
+                if st.cgroup_created.contains(&cg.dir) {
+                    let _ = cg.kill_all();
+                    cg.remove(&st.cgroup_created)?;
+                } else {
+                    // A cgroup that was there before the container stays, as it was.
+                    let _ = cg.kill_each();
+                    if let Ok(fd) = cg.open() {
+                        let _ = crate::cgroups::devices::detach_all(std::os::fd::AsFd::as_fd(&fd));
+                    }
+                }
             } else if !cg.dir.exists() {
                 // A create killed on its way to the cgroup: the parents it made.
                 crate::cgroups::remove_empty(&st.cgroup_created);

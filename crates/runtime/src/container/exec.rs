@@ -4,7 +4,7 @@ use super::{wrong_status, Container};
 use crate::namespaces::{proc_name, NamespacePlan, ALL};
 use crate::process::exec::{self, ExecContext};
 use crate::process::plan::ProcessPlan;
-use crate::process::{spawn, SpawnSpec};
+use crate::process::{spawn, CgroupEntry, SpawnSpec};
 use crate::{Error, Result, Status};
 use oci_spec::runtime::Process;
 use std::fs::File;
@@ -54,6 +54,7 @@ impl Container {
             std::fs::write(&marker, b"").map_err(|e| Error::io("write", &marker, e))?;
         }
         let cgroup_fd = st.cgroup().map(|c| c.open()).transpose()?;
+        let cgroup_ours = st.cgroup.as_ref().is_some_and(|dir| st.cgroup_created.contains(dir));
         // Like runc, exec'd processes get the container's seccomp filter.
         let seccomp = st
             .config
@@ -71,7 +72,7 @@ impl Container {
         let spawn_spec = SpawnSpec {
             namespaces: &namespaces,
             time_offsets: None,
-            cgroup: cgroup_fd.as_ref().map(|fd| fd.as_raw_fd()),
+            cgroup: cgroup_fd.as_ref().map(|fd| CgroupEntry::new(fd.as_raw_fd(), cgroup_ours)),
             keep_fds: opts.console_socket.into_iter().collect(),
             preserve_fds: opts.preserve_fds,
             stdio: opts.stdio,

@@ -27,8 +27,8 @@ pub struct SpawnSpec<'a> {
     pub namespaces: &'a NamespacePlan,
     /// Time namespace offsets, written when a new time namespace is unshared.
     pub time_offsets: Option<&'a HashMap<String, oci_spec::runtime::LinuxTimeOffset>>,
-    /// Cgroup directory to clone into (CLONE_INTO_CGROUP).
-    pub cgroup: Option<RawFd>,
+    /// The cgroup the process starts in.
+    pub cgroup: Option<CgroupEntry>,
     /// Descriptors the container process needs besides stdio and the preserved
     /// ones; every other descriptor of the caller is closed in the child, so a
     /// multi-threaded caller's unrelated files (and locks) never reach it.
@@ -40,6 +40,39 @@ pub struct SpawnSpec<'a> {
     pub stdio: Option<[RawFd; 3]>,
     /// process.oomScoreAdj, set before any namespace is joined or created.
     pub oom_score_adj: Option<i32>,
+}
+
+/// How the process gets into its cgroup (a descriptor of the cgroup directory).
+#[derive(Clone, Copy, Debug)]
+pub enum CgroupEntry {
+    /// Cloned straight into it (CLONE_INTO_CGROUP): the fast way, for a cgroup
+    /// this runtime created and has never killed.
+    Clone(RawFd),
+    /// The intermediate process moves itself in first and the process is
+    /// cloned there: for a cgroup that existed before. A cgroup that ever had
+    /// cgroup.kill written (by us deleting an earlier container in it, or by
+    /// anyone else) makes some kernels (6.18 among them) SIGKILL every child
+    /// cloned into it from another cgroup, as they compare the kill counter of
+    /// the target cgroup with the caller's.
+    Migrate(RawFd),
+}
+
+impl CgroupEntry {
+    /// The entry for the cgroup open at `fd`: `fresh` when this runtime
+    /// created it for the process's container.
+    pub fn new(fd: RawFd, fresh: bool) -> CgroupEntry {
+        if fresh {
+            CgroupEntry::Clone(fd)
+        } else {
+            CgroupEntry::Migrate(fd)
+        }
+    }
+
+    fn fd(self) -> RawFd {
+        match self {
+            CgroupEntry::Clone(fd) | CgroupEntry::Migrate(fd) => fd,
+        }
+    }
 }
 
 /// Creates the container process, which runs `main` with its end of the sync
@@ -55,7 +88,7 @@ where
             drop(parent_end);
             let mut keep: Vec<RawFd> = spec.keep_fds.clone();
             keep.extend(spec.namespaces.join.iter().map(|(_, f)| f.as_raw_fd()));
-            keep.extend(spec.cgroup);
+            keep.extend(spec.cgroup.map(CgroupEntry::fd));
             keep.push(child_end.as_stream().as_raw_fd());
             keep.extend(spec.stdio.iter().flatten());
             close_all_but(3 + spec.preserve_fds as RawFd, &mut keep);
@@ -145,11 +178,19 @@ where
             }
         }
         let flags = spec.namespaces.clone_flags.bits() as u64 | libc::CLONE_PARENT as u64;
-        let forked = match sys::clone3_fork(flags, spec.cgroup) {
+        let clone_into = match spec.cgroup {
+            Some(CgroupEntry::Migrate(fd)) => {
+                join_cgroup(fd)?;
+                None
+            }
+            Some(CgroupEntry::Clone(fd)) => Some(fd),
+            None => None,
+        };
+        let forked = match sys::clone3_fork(flags, clone_into) {
             // Kernels before 5.7 know no CLONE_INTO_CGROUP: move ourselves into the
             // cgroup instead, and the clone inherits it.
-            Err(nix::Error::E2BIG) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOSYS) if spec.cgroup.is_some() => {
-                if let Some(fd) = spec.cgroup {
+            Err(nix::Error::E2BIG) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOSYS) if clone_into.is_some() => {
+                if let Some(fd) = clone_into {
                     join_cgroup(fd)?;
                 }
                 sys::clone3_fork(flags, None)
@@ -236,6 +277,27 @@ fn join_cgroup(dir: RawFd) -> Result<()> {
 pub fn reap(pid: i32) {
     let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
     while let Err(nix::Error::EINTR) = waitpid(Pid::from_raw(pid), None) {}
+}
+
+/// Why the child `pid` stopped answering during setup (its end of the channel
+/// closed without a word, `err`): the signal that killed it or its exit status,
+/// once it is gone (it is not reaped here).
+pub fn setup_failure(pid: i32, what: &str, err: std::io::Error) -> Error {
+    use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    for _ in 0..100 {
+        match waitid(Id::Pid(Pid::from_raw(pid)), flags) {
+            Ok(WaitStatus::Signaled(_, sig, _)) => {
+                return Error::Init(format!("{what}: container process killed by {sig} during setup"))
+            }
+            Ok(WaitStatus::Exited(_, code)) => {
+                return Error::Init(format!("{what}: container process exited with status {code} during setup"))
+            }
+            Ok(WaitStatus::StillAlive) => std::thread::sleep(std::time::Duration::from_millis(1)),
+            _ => break,
+        }
+    }
+    Error::io("write", "sync channel", err)
 }
 
 /// This process's pid and start time (to recognise it later, pid reuse aside).
