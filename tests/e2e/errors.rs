@@ -131,3 +131,52 @@ fn delete_force_cleans_up_after_a_killed_create() {
         assert!(!alive, "init {pid} survived");
     }
 }
+
+#[test]
+fn a_container_is_listed_from_its_first_moment_and_delete_removes_every_trace() {
+    if !is_strata() {
+        return skip(
+            "a_container_is_listed_from_its_first_moment_and_delete_removes_every_trace",
+            "runc 1.1.5 shows no half-created container and leaves its state and cgroup",
+        );
+    }
+    let mut b = Bundle::new(&["sleep", "100"]);
+    b.config["hooks"] = json!({ "createRuntime": [{ "path": "/bin/sleep", "args": ["sleep", "2"] }] });
+    b.write_config();
+    let mut child = b.cmd(&["create", "--bundle", &b.dir.path().to_string_lossy(), "half"]).spawn().expect("spawn");
+    // While the creator runs its hook: listed, and creating.
+    let mut seen = String::new();
+    for _ in 0..200 {
+        seen = b.status("half");
+        if seen == "creating" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(seen, "creating");
+    assert!(b.rt(&["list", "--quiet"]).ok().lines().any(|l| l == "half"));
+    let state: serde_json::Value = serde_json::from_str(b.rt(&["state", "half"]).ok()).expect("state");
+    let init = state["pid"].as_i64().unwrap_or(0);
+    let _ = child.kill();
+    let _ = child.wait();
+    // The creator is gone: nothing will finish the container.
+    assert_eq!(b.status("half"), "stopped");
+    let cgroup = cgroup_dir_of(&b, "half");
+    b.rt(&["delete", "--force", "half"]).ok();
+    assert!(b.leftover_state().is_empty(), "{:?}", b.leftover_state());
+    if let Some(cg) = cgroup {
+        assert!(!cg.exists(), "cgroup {} left", cg.display());
+    }
+    if init > 0 {
+        std::thread::sleep(Duration::from_millis(100));
+        let alive = std::fs::read_to_string(format!("/proc/{init}/stat")).map(|s| !s.contains(") Z")).unwrap_or(false);
+        assert!(!alive, "init {init} survived");
+    }
+}
+
+/// The cgroup directory a container's state records.
+fn cgroup_dir_of(b: &Bundle, id: &str) -> Option<std::path::PathBuf> {
+    let text = std::fs::read_to_string(b.root.path().join(id).join("state.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["cgroup"].as_str().map(std::path::PathBuf::from)
+}

@@ -170,6 +170,21 @@ pub struct StateDir {
 /// (`~` is not allowed in ids, so it never names a container).
 const PREPARING: &str = "~creating";
 
+/// Where state directories go to be removed.
+const DELETING: &str = "~deleting";
+
+/// Removes what creates and deletes killed mid-way left under `root`'s
+/// `~creating` and `~deleting` (cheap when there is nothing: two stat calls).
+pub fn sweep(root: &Path) {
+    for d in [PREPARING, DELETING] {
+        let dir = root.join(d);
+        if dir.is_dir() {
+            sweep_preparing(&dir);
+            let _ = std::fs::remove_dir(&dir);
+        }
+    }
+}
+
 impl StateDir {
     /// Creates `<root>/<id>`, locked, holding `initial` as its state: the
     /// directory is made and filled under a temporary name and renamed into
@@ -253,9 +268,36 @@ impl StateDir {
     }
 
     /// Removes the directory and everything in it.
+    ///
+    /// It is first renamed out of the way (under `~deleting`, with our pid in
+    /// the name), so the container's name is gone at once: a `delete` killed
+    /// while removing files leaves no half-removed container, only a directory
+    /// that the next `create` or `list` sweeps away.
     pub fn remove(self) -> Result<()> {
-        std::fs::remove_dir_all(&self.path).map_err(|e| Error::io("remove", &self.path, e))?;
+        let (Some(root), Some(name)) = (self.path.parent(), self.path.file_name()) else {
+            return Err(Error::io("remove", &self.path, std::io::ErrorKind::InvalidInput.into()));
+        };
+        let deleting = root.join(DELETING);
+        let stamp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let gone = deleting.join(format!("{}.{}.{stamp}", name.to_string_lossy(), std::process::id()));
+        // Another delete removes the (then empty) parent once it is done: make
+        // it again if it went between our mkdir and our rename.
+        let mut tries = 0;
+        loop {
+            match std::fs::create_dir(&deleting) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::io("create", &deleting, e)),
+            }
+            match std::fs::rename(&self.path, &gone) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.path.exists() && tries < 10 => tries += 1,
+                Err(e) => return Err(Error::io("rename", &self.path, e)),
+            }
+        }
+        std::fs::remove_dir_all(&gone).map_err(|e| Error::io("remove", &gone, e))?;
         drop(self.lock);
+        let _ = std::fs::remove_dir(&deleting);
         Ok(())
     }
 }

@@ -70,6 +70,9 @@ impl Container {
     /// States of all containers under `root`, sorted by id. Containers whose state
     /// cannot be read are skipped.
     pub fn list(root: &Path) -> Result<Vec<ContainerState>> {
+        // A listing is what recovery starts from: scratch left by killed
+        // creates and deletes goes first.
+        state::sweep(root);
         Ok(state::list_ids(root)?
             .into_iter()
             .filter_map(|id| Container { root: root.to_path_buf(), id }.state().ok())
