@@ -169,6 +169,25 @@ bad_create() {
 check "a failing create reports its cause" bad_create
 
 if [ -n "${STRATA_SHIM:-}" ]; then
+  # containerd restarted while a task exits: the shim keeps the exit status
+  # until containerd has read it.
+  exit_across_restart() {
+    run -d "$IMAGE_REF" restart1 sh -c 'sleep 1; exit 7' >/dev/null || return 1
+    local cpid=${DAEMONS[0]}
+    kill -KILL "$cpid"; wait "$cpid" 2>/dev/null
+    sleep 2
+    PATH="$(dirname "$SHIM_BIN"):$PATH" start_daemon containerd containerd --config "$T/config.toml"
+    DAEMONS=("${DAEMONS[@]:1}")
+    wait_socket "$SOCK" || return 1
+    for _ in $(seq 50); do ctr task ls 2>/dev/null | grep -q '^restart1 .*STOPPED' && break; sleep 0.1; done
+    same STOPPED "$(ctr task ls | awk '$1 == "restart1" {print $3}')" || return 1
+    # What the reconnected containerd reads from the shim.
+    same "STOPPED 7" "$("$TASK_RPC" "$(cat "$T/state/io.containerd.runtime.v2.task/$NS/restart1/address")" state restart1)" || return 1
+    ctr task delete restart1 >/dev/null 2>&1
+    ctr container rm restart1
+  }
+  check "an exit status outlives a containerd restart" exit_across_restart
+
   # 200 short tasks, 8 at a time: every one prints its id, and no shim, mount,
   # cgroup or state directory outlives them.
   stress() {
@@ -306,6 +325,49 @@ if [ -n "${STRATA_SHIM:-}" ]; then
       same 0 "$(grep -c "/dead1/rootfs" /proc/self/mountinfo)"
   }
   check "a SIGKILLed shim is cleaned up" killed_shim
+
+  # The shim SIGKILLed at a seeded random moment of create and start, exec,
+  # delete, or a whole run: containerd's cleanup must leave no task, container,
+  # cgroup, rootfs mount or state each time. STRATA_SHIM_CHAOS rounds (default
+  # 12), from STRATA_SHIM_CHAOS_SEED.
+  shim_chaos() {
+    local i id op delay bg left=0 kills=0
+    RANDOM=${STRATA_SHIM_CHAOS_SEED:-1}
+    for i in $(seq "${STRATA_SHIM_CHAOS:-12}"); do
+      id=chaos$i op=$((RANDOM % 4)) delay=$((RANDOM % 200))
+      case $op in
+        0) run -d "$IMAGE_REF" "$id" sleep 1000 >/dev/null 2>&1 & ;;
+        1) run -d "$IMAGE_REF" "$id" sleep 1000 >/dev/null 2>&1
+           ctr task exec --exec-id "e$i" "$id" sleep 1000 >/dev/null 2>&1 & ;;
+        2) run -d "$IMAGE_REF" "$id" sleep 1000 >/dev/null 2>&1
+           { ctr task kill -s KILL "$id"; sleep 0.05; ctr task delete "$id"; } >/dev/null 2>&1 & ;;
+        *) run --rm "$IMAGE_REF" "$id" true >/dev/null 2>&1 & ;;
+      esac
+      bg=$!
+      sleep "0.$(printf %03d "$delay")"
+      pkill -9 -f "containerd-shim-strata-v2 .*-id $id( |$)" && kills=$((kills + 1))
+      # (only that job: containerd itself is a job of this shell too)
+      wait "$bg"
+      ctr task delete -f "$id" >/dev/null 2>&1
+      ctr container rm "$id" >/dev/null 2>&1
+      local what=()
+      ctr task ls -q | grep -qx "$id" && what+=(task)
+      ctr container ls -q | grep -qx "$id" && what+=(container)
+      [ -e "$CG/$id" ] && what+=("cgroup($(cat "$CG/$id/cgroup.procs" 2>/dev/null | wc -l) procs)")
+      grep -q "/$id/rootfs" /proc/self/mountinfo && what+=("rootfs mount")
+      [ -n "$(ls "$STATE_DIR" 2>/dev/null)" ] && what+=("state: $(ls "$STATE_DIR" | tr '\n' ' ')")
+      if [ ${#what[@]} -gt 0 ]; then
+        echo "round $i (op $op, ${delay} ms): left ${what[*]}"
+        left=$((left + 1))
+        # Clean up, so the next round starts from nothing.
+        echo 1 > "$CG/$id/cgroup.kill" 2>/dev/null; sleep 0.1; rmdir "$CG/$id" 2>/dev/null
+        umount -l "$(awk -v i="/$id/rootfs" '$5 ~ i {print $5}' /proc/self/mountinfo | head -1)" 2>/dev/null
+      fi
+    done
+    echo "shim chaos: ${STRATA_SHIM_CHAOS:-12} rounds, $kills shims killed, $left rounds left something"
+    [ "$left" = 0 ]
+  }
+  check "SIGKILL of the shim at random moments leaves nothing" shim_chaos
 fi
 
 nothing_left() {

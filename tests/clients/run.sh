@@ -42,7 +42,12 @@ for s in "${suites[@]}"; do
     fi
     script=containerd shim=1
   fi
-  STRATA_SHIM=$shim unshare -m --propagation private sh -c \
+  # containerd's suites run as pid 1 of a pid namespace of their own: the
+  # processes a killed shim orphans are reaped there (this machine's own pid 1
+  # does not reap, and a zombie keeps its container's pid namespace from ending).
+  pidns=()
+  [ "$script" = containerd ] && pidns=(--pid --fork --mount-proc)
+  STRATA_SHIM=$shim unshare -m --propagation private "${pidns[@]}" sh -c \
     'mount -t cgroup2 cgroup2 /sys/fs/cgroup && exec bash tests/clients/'"$script"'.sh' || rc=1
 done
 exit $rc

@@ -410,6 +410,86 @@ fn sigkill_of_the_server_loses_no_accepted_event_and_leaves_no_container() {
     assert_eq!(records.iter().filter(|r| r.status == Some(Status::Succeeded)).count(), 24);
 }
 
+/// Descriptors open in process `pid`.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+#[test]
+fn kills_of_the_server_and_its_zygotes_at_random_moments_lose_no_event() {
+    // Rounds (STRATA_FN_CHAOS_ROUNDS, default 6) of async events under load,
+    // each cut by a SIGKILL of the server or of a zygote at a seeded random
+    // moment; every accepted event must succeed exactly once with its output,
+    // nothing may be left after the restarts, and a long-lived server's
+    // descriptors must not grow.
+    let rounds: u64 = std::env::var("STRATA_FN_CHAOS_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(6);
+    let mut seed: u64 = std::env::var("STRATA_FN_CHAOS_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    let mut rand = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut s = Server::start("chaos");
+    let dir = TempDir::new("fn-chaos-src");
+    s.deploy(&function(
+        dir.path(),
+        "work",
+        &["sh", "-c", "sleep 0.1; cat"],
+        "max_concurrency = 4\n[pool]\nmax_warm = 3",
+    ));
+    let mut all: Vec<(String, String)> = Vec::new();
+    let mut kills = (0, 0);
+    let mut fds_after_first = None;
+    for round in 0..rounds {
+        for i in 0..8 {
+            let body = format!("r{round}e{i}");
+            let a = s.call("POST", "/functions/work/invoke?async=true", body.as_bytes());
+            assert_eq!(a.status, 202);
+            all.push((a.header("X-Invocation-Id").unwrap_or_default().to_string(), body));
+        }
+        std::thread::sleep(Duration::from_millis(rand(600)));
+        let server = s.child.as_ref().map(|c| c.id()).expect("server");
+        if rand(2) == 0 {
+            s.kill9();
+            s.spawn();
+            kills.0 += 1;
+        } else {
+            let out = Command::new("pgrep").args(["-P", &server.to_string()]).output().expect("pgrep");
+            let zygotes: Vec<i32> =
+                String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect();
+            if let Some(z) = zygotes.get(rand(zygotes.len().max(1) as u64) as usize) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*z), nix::sys::signal::SIGKILL);
+                kills.1 += 1;
+            }
+        }
+        for (id, body) in &all {
+            wait_for("every accepted event", Duration::from_secs(60), || {
+                s.json(&format!("/invocations/{id}"))["status"] == "succeeded"
+            });
+            assert_eq!(s.json(&format!("/invocations/{id}"))["output"], body.as_str());
+        }
+        // The same server lived through the round: its descriptors stay level.
+        let server = s.child.as_ref().map(|c| c.id()).expect("server");
+        wait_for("the warm pool to settle", Duration::from_secs(10), || {
+            s.metric("strata_fn_cleanup_backlog ") == Some(0.0)
+        });
+        let fds = open_fds(server);
+        match fds_after_first {
+            Some((pid, n)) if pid == server => assert!(fds <= n + 4, "server descriptors grew from {n} to {fds}"),
+            _ => fds_after_first = Some((server, fds)),
+        }
+    }
+    let records = store::read_log(&s.state).expect("log");
+    assert_eq!(records.iter().filter(|r| r.status == Some(Status::Succeeded)).count(), all.len());
+    eprintln!(
+        "strata-fn chaos: {rounds} rounds, {} events, {} server kills, {} zygote kills",
+        all.len(),
+        kills.0,
+        kills.1
+    );
+}
+
 #[test]
 fn sigterm_with_events_queued_spends_no_attempt() {
     let mut s = Server::start("term");

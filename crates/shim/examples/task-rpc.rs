@@ -2,10 +2,11 @@
 //! has no command for, straight to a shim's socket.
 //!
 //! Usage: task-rpc ADDRESS update ID RESOURCES_JSON | task-rpc ADDRESS checkpoint ID
+//! | task-rpc ADDRESS state ID (prints the status and the exit status)
 //! (ADDRESS as in the bundle's `address` file, e.g. unix:///run/containerd/s/…).
 //! Prints the RPC's error and exits 1 when it fails.
 
-use containerd_shim::api::{CheckpointTaskRequest, UpdateTaskRequest};
+use containerd_shim::api::{CheckpointTaskRequest, StateRequest, UpdateTaskRequest};
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::ttrpc::{context, Client};
 use containerd_shim::protos::TaskClient;
@@ -31,13 +32,18 @@ fn main() {
             req.resources = Some(any).into();
             client.update(ctx, &req).map(|_| ())
         }
+        Some(["state", id]) => {
+            let mut req = StateRequest::new();
+            req.id = id.to_string();
+            client.state(ctx, &req).map(|r| println!("{:?} {}", r.status.enum_value_or_default(), r.exit_status))
+        }
         Some(["checkpoint", id]) => {
             let mut req = CheckpointTaskRequest::new();
             req.id = id.to_string();
             client.checkpoint(ctx, &req).map(|_| ())
         }
         _ => {
-            eprintln!("usage: task-rpc ADDRESS update ID RESOURCES_JSON | task-rpc ADDRESS checkpoint ID");
+            eprintln!("usage: task-rpc ADDRESS update ID RESOURCES_JSON | task-rpc ADDRESS checkpoint ID | task-rpc ADDRESS state ID");
             std::process::exit(2);
         }
     };
