@@ -5,6 +5,7 @@
 
 mod cgroups;
 mod compat;
+mod docs;
 mod errors;
 mod features;
 mod hooks;
