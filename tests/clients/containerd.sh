@@ -169,16 +169,26 @@ bad_create() {
 check "a failing create reports its cause" bad_create
 
 if [ -n "${STRATA_SHIM:-}" ]; then
+  kill_containerd() {
+    local cpid=${DAEMONS[0]}
+    kill -KILL "$cpid"; wait "$cpid" 2>/dev/null
+    DAEMONS=("${DAEMONS[@]:1}")
+  }
+  start_containerd() {
+    rm -f "$SOCK" "$SOCK.ttrpc"
+    PATH="$(dirname "$SHIM_BIN"):$PATH" start_daemon containerd containerd --config "$T/config.toml"
+    # (containerd goes first in DAEMONS, as kill_containerd expects.)
+    DAEMONS=("${DAEMONS[@]: -1}" "${DAEMONS[@]:0:${#DAEMONS[@]}-1}")
+    wait_socket "$SOCK"
+  }
+
   # containerd restarted while a task exits: the shim keeps the exit status
   # until containerd has read it.
   exit_across_restart() {
     run -d "$IMAGE_REF" restart1 sh -c 'sleep 1; exit 7' >/dev/null || return 1
-    local cpid=${DAEMONS[0]}
-    kill -KILL "$cpid"; wait "$cpid" 2>/dev/null
+    kill_containerd
     sleep 2
-    PATH="$(dirname "$SHIM_BIN"):$PATH" start_daemon containerd containerd --config "$T/config.toml"
-    DAEMONS=("${DAEMONS[@]:1}")
-    wait_socket "$SOCK" || return 1
+    start_containerd || return 1
     for _ in $(seq 50); do ctr task ls 2>/dev/null | grep -q '^restart1 .*STOPPED' && break; sleep 0.1; done
     same STOPPED "$(ctr task ls | awk '$1 == "restart1" {print $3}')" || return 1
     # What the reconnected containerd reads from the shim.
@@ -187,6 +197,40 @@ if [ -n "${STRATA_SHIM:-}" ]; then
     ctr container rm restart1
   }
   check "an exit status outlives a containerd restart" exit_across_restart
+
+  # The task exits while containerd is down, then the shim dies: containerd
+  # learns the exit from `SHIM delete`, run in the bundle as containerd runs
+  # it, which must report the task's own status (7), not a SIGKILL's.
+  exit_after_dead_shim() {
+    local bundle="$T/state/io.containerd.runtime.v2.task/$NS/dead7" shim status
+    run -d "$IMAGE_REF" dead7 sh -c 'sleep 1; exit 7' >/dev/null || return 1
+    shim=$(pgrep -f "containerd-shim-strata-v2 .*-id dead7( |$)" | head -1)
+    kill_containerd
+    sleep 2
+    kill -KILL "$shim"
+    # The DeleteResponse (protobuf): field 2 is the exit status.
+    status=$(cd "$bundle" && TTRPC_ADDRESS="$SOCK.ttrpc" GRPC_ADDRESS="$SOCK" NAMESPACE="$NS" "$SHIM_BIN" -namespace "$NS" -address "$SOCK" -publish-binary "$(command -v containerd)" \
+      -id dead7 -bundle "$bundle" delete | python3 -c '
+import sys
+b, i, fields = sys.stdin.buffer.read(), 0, {}
+def varint():
+    global i
+    v = s = 0
+    while True:
+        c = b[i]; i += 1; v |= (c & 0x7f) << s; s += 7
+        if c < 0x80: return v
+while i < len(b):
+    key = varint()
+    if key & 7 == 0: fields[key >> 3] = varint()
+    elif key & 7 == 2: n = varint(); i += n
+    else: break
+print(fields.get(2, 0))')
+    start_containerd || return 1
+    ctr task delete dead7 >/dev/null 2>&1
+    ctr container rm dead7
+    same 7 "$status"
+  }
+  check "an exit status outlives a shim killed before containerd read it" exit_after_dead_shim
 
   # 200 short tasks, 8 at a time: every one prints its id, and no shim, mount,
   # cgroup or state directory outlives them.

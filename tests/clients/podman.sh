@@ -8,8 +8,11 @@ trap 'finish; exit $?' EXIT
 
 # podman's system-wide defaults, made ours in this mount namespace.
 for d in /var/lib/containers /run/containers /run/libpod /var/tmp; do
+  # (Not over a checkout or scratch directory that lives there.)
+  case "$ROOT/ $T/" in "$d"/*|*" $d"/*) continue ;; esac
   mkdir -p "$d" && mount -t tmpfs tmpfs "$d"
 done
+mkdir -p "$T/tmp" && export TMPDIR=$T/tmp
 CG=/sys/fs/cgroup/libpod_parent
 # podman makes a probe cgroup next to it; ours to remove unless it was there.
 PROBE=/sys/fs/cgroup/podman_probe

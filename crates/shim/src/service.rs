@@ -37,6 +37,21 @@ fn internal(e: impl std::fmt::Display) -> ttrpc::Error {
     err(Code::UNKNOWN, e)
 }
 
+/// The file in the bundle where the shim records the init's exit status
+/// (`CODE SECONDS NANOS`) before publishing it: containerd reads it back
+/// through `delete_shim` if the shim dies before containerd has read it.
+const EXIT_RECORD: &str = "strata-init-exit";
+
+fn read_exit_record(path: &Path) -> Option<(u32, Timestamp)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut f = text.split_whitespace().map(str::parse::<i64>);
+    let (Some(Ok(code)), Some(Ok(seconds)), Some(Ok(nanos))) = (f.next(), f.next(), f.next()) else { return None };
+    let mut at = Timestamp::new();
+    at.seconds = seconds;
+    at.nanos = i32::try_from(nanos).ok()?;
+    Some((u32::try_from(code).ok()?, at))
+}
+
 fn now() -> Timestamp {
     let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let mut t = Timestamp::new();
@@ -135,8 +150,19 @@ impl containerd_shim::Shim for Shim {
         let bundle = std::env::current_dir().unwrap_or_default();
         let _ = containerd_shim::mount::umount_recursive(bundle.join("rootfs").to_str(), 0);
         let mut resp = DeleteResponse::new();
-        resp.exit_status = 128 + libc::SIGKILL as u32;
-        resp.exited_at = Some(now()).into();
+        // An init that exited before the shim died keeps its own status (the
+        // shim wrote it down before telling anyone); one the delete above
+        // killed died of SIGKILL.
+        match read_exit_record(&bundle.join(EXIT_RECORD)) {
+            Some((code, at)) => {
+                resp.exit_status = code;
+                resp.exited_at = Some(at).into();
+            }
+            None => {
+                resp.exit_status = 128 + libc::SIGKILL as u32;
+                resp.exited_at = Some(now()).into();
+            }
+        }
         Ok(resp)
     }
 
@@ -240,8 +266,9 @@ impl Service {
     }
 
     /// Reaps `proc` when it exits (waiting for that pid alone, so no other
-    /// child of the shim is touched) and publishes its exit.
-    fn watch(&self, id: String, exec_id: String, proc: Arc<Proc>) {
+    /// child of the shim is touched) and publishes its exit, after writing it
+    /// to `record` when given (the init's, for `delete_shim`).
+    fn watch(&self, id: String, exec_id: String, proc: Arc<Proc>, record: Option<PathBuf>) {
         let events = self.events.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let watched = self.watched.clone();
         watched.lock().unwrap_or_else(|e| e.into_inner()).insert(proc.pid());
@@ -249,6 +276,11 @@ impl Service {
             let code = wait_for(proc.pid());
             watched.lock().unwrap_or_else(|e| e.into_inner()).remove(&proc.pid());
             let at = now();
+            if let Some(path) = record {
+                if let Err(e) = std::fs::write(&path, format!("{code} {} {}", at.seconds, at.nanos)) {
+                    log::warn!("record the exit status in {}: {e}", path.display());
+                }
+            }
             proc.set_exit(code, at.clone());
             let ev = TaskExit {
                 container_id: id.clone(),
@@ -311,6 +343,8 @@ impl containerd_shim::Task for Service {
             return Err(err(Code::UNIMPLEMENTED, "checkpoint restore is not supported"));
         }
         let bundle = PathBuf::from(&req.bundle);
+        // (A bundle directory used again must not report an earlier exit.)
+        let _ = std::fs::remove_file(bundle.join(EXIT_RECORD));
         let rootfs = bundle.join("rootfs");
         let mut mounted = false;
         for m in &req.rootfs {
@@ -411,10 +445,10 @@ impl containerd_shim::Task for Service {
         let container = self.container(&req.id)?;
         let mut resp = StartResponse::new();
         if req.exec_id.is_empty() {
-            let init = {
+            let (init, bundle) = {
                 let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
                 let task = tasks.get(&req.id).ok_or_else(|| err(Code::NOT_FOUND, &req.id))?;
-                task.init.clone()
+                (task.init.clone(), task.bundle.clone())
             };
             container.start().map_err(|e| err(Code::FAILED_PRECONDITION, e))?;
             if let Some(t) = self.tasks.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&req.id) {
@@ -424,7 +458,7 @@ impl containerd_shim::Task for Service {
                 "/tasks/start",
                 Box::new(TaskStart { container_id: req.id.clone(), pid: init.pid() as u32, ..Default::default() }),
             );
-            self.watch(req.id.clone(), String::new(), init.clone());
+            self.watch(req.id.clone(), String::new(), init.clone(), Some(bundle.join(EXIT_RECORD)));
             resp.pid = init.pid() as u32;
             return Ok(resp);
         }
@@ -480,7 +514,7 @@ impl containerd_shim::Task for Service {
                 ..Default::default()
             }),
         );
-        self.watch(req.id.clone(), req.exec_id.clone(), proc);
+        self.watch(req.id.clone(), req.exec_id.clone(), proc, None);
         resp.pid = pid as u32;
         Ok(resp)
     }
