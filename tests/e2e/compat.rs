@@ -113,29 +113,10 @@ fn syscalls_the_profile_does_not_know_get_enosys() {
 /// container's process is gone (the listener descriptor then reports hang-up).
 fn continuing_agent(sock: &std::path::Path) -> std::thread::JoinHandle<Result<u32, String>> {
     use libseccomp::{ScmpNotifReq, ScmpNotifResp, ScmpNotifRespFlags};
-    use std::os::fd::AsRawFd;
     let listener = std::os::unix::net::UnixListener::bind(sock).expect("bind");
     std::thread::spawn(move || {
         let (conn, _) = listener.accept().map_err(|e| e.to_string())?;
-        let mut buf = vec![0u8; 1 << 16];
-        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-        let msg = nix::sys::socket::recvmsg::<()>(
-            conn.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            nix::sys::socket::MsgFlags::empty(),
-        )
-        .map_err(|e| e.to_string())?;
-        let mut fd = -1;
-        for c in msg.cmsgs().map_err(|e| e.to_string())? {
-            if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
-                fd = fds[0];
-            }
-        }
-        if fd < 0 {
-            return Err("no descriptor".into());
-        }
+        let (_, fd) = receive_seccomp_listener(&conn)?;
         let mut answered = 0;
         loop {
             let mut p = [nix::poll::PollFd::new(

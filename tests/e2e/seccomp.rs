@@ -197,7 +197,6 @@ fn filter_flags() {
 #[test]
 fn notify_hands_the_listener_a_descriptor_that_answers_syscalls() {
     use libseccomp::{ScmpNotifReq, ScmpNotifResp, ScmpNotifRespFlags};
-    use std::os::fd::AsRawFd;
     let sock_dir = TempDir::new("listener");
     let sock = sock_dir.path().join("seccomp.sock");
     let listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind");
@@ -205,27 +204,8 @@ fn notify_hands_the_listener_a_descriptor_that_answers_syscalls() {
     // answers getppid() with 4242.
     let agent = std::thread::spawn(move || -> Result<Value, String> {
         let (conn, _) = listener.accept().map_err(|e| e.to_string())?;
-        let mut buf = vec![0u8; 1 << 16];
-        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-        let msg = nix::sys::socket::recvmsg::<()>(
-            conn.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            nix::sys::socket::MsgFlags::empty(),
-        )
-        .map_err(|e| e.to_string())?;
-        let mut fd = -1;
-        for c in msg.cmsgs().map_err(|e| e.to_string())? {
-            if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
-                fd = fds[0];
-            }
-        }
-        let n = msg.bytes;
-        let state: Value = serde_json::from_slice(&buf[..n]).map_err(|e| e.to_string())?;
-        if fd < 0 {
-            return Err("no descriptor".into());
-        }
+        let (state, fd) = receive_seccomp_listener(&conn)?;
+        let state: Value = serde_json::from_slice(&state).map_err(|e| e.to_string())?;
         let req = ScmpNotifReq::receive(fd).map_err(|e| e.to_string())?;
         ScmpNotifResp::new_val(req.id, 4242, ScmpNotifRespFlags::empty()).respond(fd).map_err(|e| e.to_string())?;
         // SAFETY: the descriptor came from the message and is ours to close.

@@ -23,22 +23,6 @@ const REGRESSIONS: &[(u64, &str)] = &[
     (1048, "a delete killed while removing files left a directory list could not show"),
 ];
 
-/// splitmix64: the same seed, the same kill points.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// How an operation is interrupted.
 #[derive(Debug, Clone, Copy)]
 enum Fault {

@@ -3,6 +3,7 @@
 //! cleaning up after every test, whatever its outcome.
 
 use serde_json::{json, Value};
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -378,4 +379,58 @@ pub fn probe_binary(name: &str) -> PathBuf {
         std::fs::rename(&tmp, &out).expect("rename probe");
     }
     out
+}
+
+/// A small deterministic generator (splitmix64) for the seeded suites: the
+/// same seed gives the same configs and kill points on every machine.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+    pub fn subset<T: Clone>(&mut self, items: &[T], percent: u64) -> Vec<T> {
+        items.iter().filter(|_| self.chance(percent)).cloned().collect()
+    }
+}
+
+/// Receives what a runtime sends a seccomp agent on `conn`: the container's
+/// state (JSON) and the notification listener's descriptor.
+pub fn receive_seccomp_listener(conn: &std::os::unix::net::UnixStream) -> Result<(Vec<u8>, RawFd), String> {
+    use std::os::fd::AsRawFd;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = nix::sys::socket::recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        nix::sys::socket::MsgFlags::empty(),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut fd = -1;
+    for c in msg.cmsgs().map_err(|e| e.to_string())? {
+        if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
+            fd = fds[0];
+        }
+    }
+    let n = msg.bytes;
+    if fd < 0 {
+        return Err("no descriptor".into());
+    }
+    buf.truncate(n);
+    Ok((buf, fd))
 }

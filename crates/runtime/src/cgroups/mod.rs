@@ -36,7 +36,7 @@ fn find_mount_in(mountinfo: &str) -> Option<PathBuf> {
         if fstype != "cgroup2" {
             return None;
         }
-        left.split(' ').nth(4).map(|p| PathBuf::from(unescape(p)))
+        left.split(' ').nth(4).map(|p| PathBuf::from(unescape_mountinfo(p)))
     });
     let first = all.next()?;
     if first.join("cgroup.controllers").exists() {
@@ -45,8 +45,8 @@ fn find_mount_in(mountinfo: &str) -> Option<PathBuf> {
     all.find(|p| p.join("cgroup.controllers").exists()).or(Some(first))
 }
 
-/// mountinfo escapes spaces and a few other bytes as \ooo.
-fn unescape(s: &str) -> String {
+/// Undoes mountinfo's octal escapes (`\040` for a space, and a few other bytes).
+pub(crate) fn unescape_mountinfo(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

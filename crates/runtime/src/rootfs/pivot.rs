@@ -56,7 +56,7 @@ fn hide_outside_proc_and_sys(rootfs: &Path) -> Result<()> {
         let (Some(root), Some(point), Some(fstype)) = (fields.get(3), fields.get(4), fields.get(dash + 1)) else {
             continue;
         };
-        let point = unescape_mountinfo(point);
+        let point = crate::cgroups::unescape_mountinfo(point);
         let inside = Path::new(&point).starts_with(rootfs);
         if *root == "/" && matches!(*fstype, "proc" | "sysfs") && !inside {
             targets.push(point);
@@ -77,21 +77,4 @@ fn hide_outside_proc_and_sys(rootfs: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space).
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
