@@ -13,6 +13,7 @@ mod hostile;
 mod library;
 mod lifecycle;
 mod namespaces;
+mod oci13;
 mod process;
 mod rootfs;
 mod seccomp;

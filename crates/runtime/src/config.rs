@@ -336,9 +336,7 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<()> {
         if opts.copy_up && m.typ().as_deref() != Some("tmpfs") {
             return Err(Error::config(format!("{field}.options"), "tmpcopyup only applies to tmpfs mounts"));
         }
-        if m.uid_mappings().is_some() || m.gid_mappings().is_some() {
-            return Err(Error::Unsupported { field: format!("{field}.uidMappings (idmapped mounts)") });
-        }
+        crate::rootfs::idmap::of(spec.linux().as_ref(), m, i)?;
     }
     // A device node may be anywhere in the container (the spec asks only for a
     // full path); it is created inside the root like any other path.

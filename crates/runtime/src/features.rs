@@ -56,7 +56,7 @@ pub fn document() -> serde_json::Value {
             "apparmor": { "enabled": lsm::apparmor_enabled() },
             "selinux": { "enabled": lsm::selinux_enabled() },
             "intelRdt": { "enabled": false },
-            "mountExtensions": { "idmap": { "enabled": false } },
+            "mountExtensions": { "idmap": { "enabled": crate::sys::mount_setattr_known() } },
             "netDevices": { "enabled": false },
         },
         "annotations": annotations,

@@ -116,17 +116,27 @@ impl Container {
         }
         // In a user namespace the container's root may not reach a bind source
         // (a parent directory only the host's root can enter): the runtime opens
-        // them here, with its own privileges.
-        let bind_sources: Vec<Option<BindSource>> = if in_user_ns && mount_ns != MountNs::Host {
+        // them here, with its own privileges. Idmapped mounts are made here too,
+        // as detached copies idmapped before the container attaches them.
+        let mut idmap_namespaces = crate::rootfs::idmap::Namespaces::default();
+        let bind_sources: Vec<Option<BindSource>> = if mount_ns == MountNs::Host {
+            Vec::new()
+        } else {
             spec.mounts()
                 .iter()
                 .flatten()
                 .enumerate()
-                .map(|(i, m)| BindSource::open(&bundle, m, i))
+                .map(|(i, m)| match crate::rootfs::idmap::of(Some(linux), m, i)? {
+                    Some(map) => {
+                        let userns = idmap_namespaces.get(&map)?;
+                        BindSource::open(&bundle, m, i, Some((map.recursive, userns)))
+                    }
+                    None if in_user_ns => BindSource::open(&bundle, m, i, None),
+                    None => Ok(None),
+                })
                 .collect::<Result<_>>()?
-        } else {
-            Vec::new()
         };
+        drop(idmap_namespaces);
 
         // The state is on disk, `creating`, before anything of the container
         // exists (its cgroup included, with the directories create is about to

@@ -3,6 +3,7 @@
 
 pub mod copyup;
 pub mod devices;
+pub mod idmap;
 pub mod mounts;
 pub mod options;
 pub mod paths;

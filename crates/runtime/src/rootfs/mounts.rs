@@ -11,7 +11,7 @@ use nix::mount::{mount, MsFlags};
 use nix::sys::stat::{fstat, SFlag};
 use nix::sys::statvfs::{statvfs, FsFlags};
 use oci_spec::runtime::Mount;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 fn mount_err(what: &str, dest: &Path, e: nix::Error) -> Error {
@@ -31,8 +31,14 @@ pub struct BindSource {
 
 impl BindSource {
     /// Opens the source of mount `m` (index `i`) if it is a bind mount; `bundle`
-    /// anchors relative sources.
-    pub fn open(bundle: &Path, m: &Mount, i: usize) -> Result<Option<BindSource>> {
+    /// anchors relative sources. `idmap`: idmap the copy (recursively or not)
+    /// with the mappings of that user namespace.
+    pub fn open(
+        bundle: &Path,
+        m: &Mount,
+        i: usize,
+        idmap: Option<(bool, BorrowedFd<'_>)>,
+    ) -> Result<Option<BindSource>> {
         let field = format!("mounts[{i}]");
         let opts = options::parse(m.options().as_deref().unwrap_or_default(), &field)?;
         if !opts.is_bind() {
@@ -51,6 +57,19 @@ impl BindSource {
         let is_dir = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR;
         let tree = crate::sys::open_tree_clone(dir.as_fd(), opts.flags.contains(MsFlags::MS_REC))
             .map_err(|e| Error::sys("open_tree", format!("{field}.source {}", src.display()), e))?;
+        if let Some((recursive, userns)) = idmap {
+            crate::sys::mount_setattr_idmap(tree.as_fd(), recursive, userns).map_err(|e| match e {
+                nix::Error::EINVAL | nix::Error::EPERM => Error::config(
+                    format!("{field}.source"),
+                    format!(
+                        "{} cannot be idmapped ({e}): its filesystem does not support idmapped mounts, or it is \
+                         idmapped already",
+                        src.display()
+                    ),
+                ),
+                e => Error::sys("mount_setattr", format!("idmap {field}.source {}", src.display()), e),
+            })?;
+        }
         Ok(Some(BindSource { tree, is_dir }))
     }
 }

@@ -43,6 +43,9 @@ pub struct MountOptions {
     pub data: String,
     /// `tmpcopyup`: a tmpfs starts with a copy of the directory it covers.
     pub copy_up: bool,
+    /// `idmap` (false) or `ridmap` (true: the mounts below too): an idmapped
+    /// bind mount.
+    pub idmap: Option<bool>,
 }
 
 impl Default for MountOptions {
@@ -54,6 +57,7 @@ impl Default for MountOptions {
             rec_clear: 0,
             data: String::new(),
             copy_up: false,
+            idmap: None,
         }
     }
 }
@@ -93,6 +97,7 @@ pub const KNOWN: &[&str] = &[
     "diratime",
     "dirsync",
     "exec",
+    "idmap",
     "lazytime",
     "loud",
     "mand",
@@ -110,6 +115,7 @@ pub const KNOWN: &[&str] = &[
     "rbind",
     "relatime",
     "remount",
+    "ridmap",
     "ro",
     "rprivate",
     "rshared",
@@ -188,7 +194,9 @@ pub fn parse(options: &[String], field: &str) -> Result<MountOptions> {
                 continue;
             }
             "idmap" | "ridmap" => {
-                return Err(Error::Unsupported { field: format!("{field}: option {opt:?} (idmapped mounts)") })
+                // ridmap wins over idmap whatever their order.
+                out.idmap = Some(out.idmap == Some(true) || opt == "ridmap");
+                continue;
             }
             "tmpcopyup" => {
                 out.copy_up = true;
@@ -317,11 +325,15 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_and_invalid() {
+    fn invalid_and_idmap() {
         let bad = |opts: &[&str]| {
             parse(&opts.iter().map(|s| s.to_string()).collect::<Vec<_>>(), "mounts[3]").unwrap_err().to_string()
         };
-        assert!(bad(&["idmap"]).contains("mounts[3]"));
         assert!(bad(&[""]).contains("empty mount option"));
+        assert_eq!(p(&["bind", "idmap"]).idmap, Some(false));
+        // ridmap wins in either order.
+        assert_eq!(p(&["rbind", "ridmap", "idmap"]).idmap, Some(true));
+        assert_eq!(p(&["rbind", "idmap", "ridmap"]).idmap, Some(true));
+        assert_eq!(p(&["rbind"]).idmap, None);
     }
 }

@@ -1,0 +1,189 @@
+//! The parts of runtime-spec 1.3 beyond runc 1.1.5: idmapped mounts, and the
+//! rest of what `features` reports.
+
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use strata_tests::*;
+
+const USERNS_MAP: &str = r#"[{ "containerID": 0, "hostID": 100000, "size": 65536 }]"#;
+
+fn with_userns(b: &mut Bundle) {
+    let map: Value = serde_json::from_str(USERNS_MAP).expect("map");
+    b.config["linux"]["namespaces"].as_array_mut().expect("ns").push(json!({ "type": "user" }));
+    b.config["linux"]["uidMappings"] = map.clone();
+    b.config["linux"]["gidMappings"] = map;
+}
+
+fn sh(cmd: &str) {
+    let st = Command::new("sh").arg("-c").arg(cmd).status().expect("sh");
+    assert!(st.success(), "{cmd}");
+}
+
+/// A filesystem of `kind` ("tmpfs" or "ext4") mounted on a directory of its
+/// own, unmounted (and its loop device freed) on drop.
+struct Fs {
+    dir: TempDir,
+    mnt: PathBuf,
+}
+
+impl Fs {
+    fn new(kind: &str) -> Fs {
+        let dir = TempDir::new(&format!("idmap-{kind}"));
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).expect("mkdir");
+        match kind {
+            "tmpfs" => sh(&format!("mount -t tmpfs -o mode=755 tmpfs {}", mnt.display())),
+            _ => {
+                let img = dir.path().join("fs.img");
+                sh(&format!(
+                    "truncate -s 16M {img} && mkfs.ext4 -q -F {img} && mount -o loop {img} {mnt}",
+                    img = img.display(),
+                    mnt = mnt.display()
+                ));
+            }
+        }
+        Fs { dir, mnt }
+    }
+
+    fn path(&self) -> &Path {
+        &self.mnt
+    }
+}
+
+impl Drop for Fs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-R").arg(&self.mnt).status();
+        let _ = &self.dir;
+    }
+}
+
+fn owner(p: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::symlink_metadata(p).expect("stat");
+    format!("{}:{}", md.uid(), md.gid())
+}
+
+fn chown(p: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::lchown(p, Some(uid), Some(gid)).expect("chown");
+}
+
+fn skip_runc(test: &str) -> bool {
+    if !is_strata() {
+        skip(test, "runc 1.1.5 has no idmapped mounts");
+        return true;
+    }
+    false
+}
+
+/// In a user-namespaced container (0 → 100000), a bind mount idmapped with
+/// the same mappings shows the host's files with their own owners, and what
+/// the container writes lands on the host with the owners it gave them.
+#[test]
+fn idmapped_bind_mounts_shift_owners_both_ways_on_tmpfs_and_ext4() {
+    let test = "idmapped_bind_mounts_shift_owners_both_ways_on_tmpfs_and_ext4";
+    if skip_runc(test) {
+        return;
+    }
+    for kind in ["tmpfs", "ext4"] {
+        let fs = Fs::new(kind);
+        let src = fs.path();
+        std::fs::write(src.join("by-root"), "r").expect("write");
+        std::fs::write(src.join("by-1000"), "u").expect("write");
+        chown(&src.join("by-1000"), 1000, 1001);
+        for (options, own_maps) in [(json!(["bind", "idmap"]), true), (json!(["rbind", "idmap"]), false)] {
+            let mut b = Bundle::new(&["true"]);
+            with_userns(&mut b);
+            for set in ["bounding", "effective", "permitted"] {
+                b.config["process"]["capabilities"][set] = json!(["CAP_CHOWN"]);
+            }
+            let mut m = json!({ "destination": "/mnt", "type": "bind", "source": src, "options": options });
+            if own_maps {
+                let map: Value = serde_json::from_str(USERNS_MAP).expect("map");
+                m["uidMappings"] = map.clone();
+                m["gidMappings"] = map;
+            }
+            b.config["mounts"].as_array_mut().expect("mounts").push(m);
+            let out = b.sh("stat -c '%u:%g %n' /mnt/by-root /mnt/by-1000 && echo x > /mnt/new && \
+                 echo y > /mnt/given && chown 7:8 /mnt/given && echo written");
+            assert_eq!(out.ok(), "0:0 /mnt/by-root\n1000:1001 /mnt/by-1000\nwritten\n", "{kind}, {options}: {out:?}");
+            assert_eq!(owner(&src.join("new")), "0:0", "{kind}: a file the container's root made");
+            assert_eq!(owner(&src.join("given")), "7:8", "{kind}: a file chowned inside");
+            std::fs::remove_file(src.join("new")).expect("rm");
+            std::fs::remove_file(src.join("given")).expect("rm");
+            assert!(b.leftover_state().is_empty());
+        }
+    }
+}
+
+/// `ridmap` idmaps the mounts below the source too; `idmap` only the top one.
+#[test]
+fn ridmap_reaches_the_mounts_below_and_idmap_does_not() {
+    let test = "ridmap_reaches_the_mounts_below_and_idmap_does_not";
+    if skip_runc(test) {
+        return;
+    }
+    let top = Fs::new("tmpfs");
+    std::fs::create_dir(top.path().join("sub")).expect("mkdir");
+    sh(&format!("mount -t tmpfs tmpfs {}", top.path().join("sub").display()));
+    std::fs::write(top.path().join("sub/f"), "f").expect("write");
+    std::fs::write(top.path().join("f"), "f").expect("write");
+    for (opt, below) in [("ridmap", "0:0"), ("idmap", "65534:65534")] {
+        let mut b = Bundle::new(&["true"]);
+        with_userns(&mut b);
+        b.config["mounts"]
+            .as_array_mut()
+            .expect("mounts")
+            .push(json!({ "destination": "/mnt", "type": "bind", "source": top.path(), "options": ["rbind", opt] }));
+        let out = b.sh("stat -c %u:%g /mnt/f /mnt/sub/f");
+        assert_eq!(out.ok(), format!("0:0\n{below}\n"), "{opt}");
+    }
+}
+
+/// What cannot be idmapped is refused before anything exists, naming the mount.
+#[test]
+fn idmaps_that_cannot_be_made_are_refused_naming_the_mount() {
+    let test = "idmaps_that_cannot_be_made_are_refused_naming_the_mount";
+    if skip_runc(test) {
+        return;
+    }
+    let map: Value = serde_json::from_str(USERNS_MAP).expect("map");
+    let cases = [
+        // sysfs does not support idmapped mounts.
+        (
+            json!({ "destination": "/mnt", "type": "bind", "source": "/sys/kernel", "options": ["rbind", "idmap"] }),
+            "mounts[1].source",
+        ),
+        (
+            json!({ "destination": "/mnt", "type": "bind", "source": "/tmp", "options": ["bind"], "uidMappings": map }),
+            "mounts[1].gidMappings",
+        ),
+        (
+            json!({ "destination": "/mnt", "type": "tmpfs", "source": "tmpfs", "options": ["idmap"] }),
+            "mounts[1].options",
+        ),
+    ];
+    for (m, field) in cases {
+        let mut b = Bundle::new(&["true"]);
+        with_userns(&mut b);
+        let mounts = b.config["mounts"].as_array_mut().expect("mounts");
+        mounts.truncate(1);
+        mounts.push(m);
+        let out = b.sh("true");
+        assert_ne!(out.code, 0, "{field}: accepted");
+        assert!(out.stderr.contains(field), "{field}: {out:?}");
+        assert!(b.leftover_state().is_empty(), "{field}: state left");
+    }
+}
+
+#[test]
+fn features_report_idmapped_mounts() {
+    if skip_runc("features_report_idmapped_mounts") {
+        return;
+    }
+    let b = Bundle::new(&["true"]);
+    let f: Value = serde_json::from_str(b.rt(&["features"]).ok()).expect("json");
+    let opts: Vec<&str> = f["mountOptions"].as_array().expect("options").iter().filter_map(Value::as_str).collect();
+    assert!(opts.contains(&"idmap") && opts.contains(&"ridmap"), "{opts:?}");
+    assert_eq!(f["linux"]["mountExtensions"]["idmap"]["enabled"], json!(true));
+}
