@@ -177,8 +177,8 @@ fn idmaps_that_cannot_be_made_are_refused_naming_the_mount() {
 }
 
 #[test]
-fn features_report_idmapped_mounts() {
-    if skip_runc("features_report_idmapped_mounts") {
+fn features_report_idmapped_mounts_and_memory_policies() {
+    if skip_runc("features_report_idmapped_mounts_and_memory_policies") {
         return;
     }
     let b = Bundle::new(&["true"]);
@@ -186,4 +186,80 @@ fn features_report_idmapped_mounts() {
     let opts: Vec<&str> = f["mountOptions"].as_array().expect("options").iter().filter_map(Value::as_str).collect();
     assert!(opts.contains(&"idmap") && opts.contains(&"ridmap"), "{opts:?}");
     assert_eq!(f["linux"]["mountExtensions"]["idmap"]["enabled"], json!(true));
+    let modes = f["linux"]["memoryPolicy"]["modes"].as_array().expect("modes").len();
+    assert_eq!(modes, 7, "{}", f["linux"]["memoryPolicy"]);
+    assert_eq!(f["linux"]["memoryPolicy"]["flags"].as_array().map(Vec::len), Some(3));
+}
+
+/// The policy named by the config, as numa_maps shows it for the process's
+/// own mappings ("bind:0"); the same for an exec'd process.
+#[test]
+fn memory_policy_reaches_the_init_and_exec() {
+    let test = "memory_policy_reaches_the_init_and_exec";
+    if !is_strata() {
+        return skip(test, "runc 1.1.5 has no linux.memoryPolicy");
+    }
+    if !Path::new("/proc/self/numa_maps").exists() {
+        return skip(test, "no /proc/PID/numa_maps (a kernel without NUMA)");
+    }
+    let policy_of = "grep -o -m1 -E ' (bind|interleave|prefer|local|default)[^ ]*' /proc/self/numa_maps";
+    for (policy, want) in [
+        (json!({ "mode": "MPOL_BIND", "nodes": "0" }), "bind:0"),
+        (json!({ "mode": "MPOL_INTERLEAVE", "nodes": "0" }), "interleave:0"),
+        (json!({ "mode": "MPOL_PREFERRED", "nodes": "0", "flags": ["MPOL_F_STATIC_NODES"] }), "prefer=static:0"),
+        (json!({ "mode": "MPOL_LOCAL" }), "local"),
+    ] {
+        let mut b = Bundle::new(&["true"]);
+        b.config["linux"]["memoryPolicy"] = policy.clone();
+        assert_eq!(b.sh(policy_of).ok().trim(), want, "{policy}");
+    }
+    let mut b = Bundle::new(&["sleep", "100"]);
+    b.config["linux"]["memoryPolicy"] = json!({ "mode": "MPOL_BIND", "nodes": "0" });
+    b.create("mpol").ok();
+    b.rt(&["start", "mpol"]).ok();
+    let out = b.rt(&["exec", "mpol", "sh", "-c", policy_of]);
+    assert_eq!(out.ok().trim(), "bind:0");
+    b.rt(&["delete", "--force", "mpol"]).ok();
+}
+
+#[test]
+fn memory_policies_the_host_cannot_apply_are_refused_naming_the_field() {
+    let test = "memory_policies_the_host_cannot_apply_are_refused_naming_the_field";
+    if !is_strata() {
+        return skip(test, "runc 1.1.5 has no linux.memoryPolicy");
+    }
+    let online = std::fs::read_to_string("/sys/devices/system/node/online").unwrap_or_else(|_| "0".into());
+    if online.trim() != "0" {
+        return skip(test, "expects a host whose only NUMA node is 0");
+    }
+    for (policy, want) in [
+        (json!({ "mode": "MPOL_BIND", "nodes": "1" }), "linux.memoryPolicy.nodes: node 1 is not online"),
+        (json!({ "mode": "MPOL_BIND" }), "linux.memoryPolicy.nodes"),
+        (json!({ "mode": "MPOL_DEFAULT", "nodes": "0" }), "linux.memoryPolicy.nodes"),
+        (json!({ "mode": "MPOL_NOPE" }), "linux.memoryPolicy"),
+    ] {
+        let mut b = Bundle::new(&["true"]);
+        b.config["linux"]["memoryPolicy"] = policy.clone();
+        let out = b.sh("true");
+        assert!(out.failed().contains(want), "{policy}: {out:?}");
+        assert!(b.leftover_state().is_empty());
+    }
+}
+
+/// linux.personality holds for exec'd processes as for the init.
+#[test]
+fn personality_reaches_exec() {
+    if !is_strata() {
+        return skip("personality_reaches_exec", "runc 1.1.5 has no linux.personality");
+    }
+    let mut b = Bundle::new(&["sleep", "100"]);
+    b.config["linux"]["personality"] = json!({ "domain": "LINUX32" });
+    assert_eq!(b.sh("uname -m").ok().trim(), "i686", "the init");
+    b.config["process"]["args"] = json!(["sleep", "100"]);
+    b.create("pers").ok();
+    b.rt(&["start", "pers"]).ok();
+    let out = b.rt(&["exec", "pers", "uname", "-m"]);
+    let got = out.ok().trim().to_string();
+    b.rt(&["delete", "--force", "pers"]).ok();
+    assert_eq!(got, "i686");
 }

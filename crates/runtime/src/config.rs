@@ -538,9 +538,7 @@ fn refuse_unimplemented(spec: &Spec) -> Result<()> {
     if linux.intel_rdt().is_some() {
         return unsupported("linux.intelRdt");
     }
-    if linux.memory_policy().is_some() {
-        return unsupported("linux.memoryPolicy");
-    }
+    crate::process::policies::Policies::for_host(Some(linux))?;
     if linux.net_devices().as_ref().is_some_and(|d| !d.is_empty()) {
         return unsupported("linux.netDevices");
     }

@@ -56,6 +56,10 @@ pub fn document() -> serde_json::Value {
             "apparmor": { "enabled": lsm::apparmor_enabled() },
             "selinux": { "enabled": lsm::selinux_enabled() },
             "intelRdt": { "enabled": false },
+            "memoryPolicy": {
+                "modes": crate::process::policies::MODES,
+                "flags": crate::process::policies::FLAGS,
+            },
             "mountExtensions": { "idmap": { "enabled": crate::sys::mount_setattr_known() } },
             "netDevices": { "enabled": false },
         },

@@ -62,6 +62,7 @@ impl Container {
         };
         let linux = spec.linux().as_ref().ok_or_else(|| Error::config("linux", "missing"))?;
         let seccomp = linux.seccomp().as_ref().map(SeccompPlan::new).transpose()?;
+        let policies = crate::process::policies::Policies::for_host(Some(linux))?;
         // The config's devices replace defaults (and earlier entries) of the same path.
         let mut nodes: Vec<Option<devices::DeviceNode>> = devices::defaults().into_iter().map(Some).collect();
         let mut by_path: std::collections::HashMap<PathBuf, usize> =
@@ -219,6 +220,7 @@ impl Container {
             let fifo = unsafe { OwnedFd::from_raw_fd(fifo) };
             let ctx = InitContext {
                 spec,
+                policies: &policies,
                 bundle: &bundle,
                 rootfs: &rootfs,
                 process: &process,

@@ -63,7 +63,9 @@ impl Container {
             .and_then(|l| l.seccomp().as_ref())
             .map(crate::seccomp::SeccompPlan::new)
             .transpose()?;
+        let policies = crate::process::policies::Policies::for_host(st.config.linux().as_ref())?;
         let ctx = ExecContext {
+            policies: &policies,
             process: &plan,
             console_socket: opts.console_socket,
             preserve_fds: opts.preserve_fds,

@@ -22,6 +22,8 @@ pub struct ExecContext<'a> {
     pub preserve_fds: u32,
     /// The container's seccomp filter.
     pub seccomp: Option<&'a crate::seccomp::SeccompPlan>,
+    /// The container's personality and memory policy.
+    pub policies: &'a super::policies::Policies,
 }
 
 /// Runs the exec'd process; returns only with the error that stopped it.
@@ -41,6 +43,7 @@ fn setup(ctx: &ExecContext<'_>, sync: &mut SyncChannel) -> Result<super::plan::E
         crate::tty::make_controlling(&slave)?;
     }
     ctx.process.apply_limits()?;
+    ctx.policies.apply()?;
     let labels = ctx.process.open_labels()?;
     labels.apply()?;
     drop(labels);

@@ -49,6 +49,8 @@ pub enum MountNs {
 pub struct InitContext<'a> {
     /// The container's config.
     pub spec: &'a Spec,
+    /// Personality and memory policy, checked.
+    pub policies: &'a super::policies::Policies,
     /// Bundle directory (relative bind sources resolve against it).
     pub bundle: &'a Path,
     /// Absolute rootfs path.
@@ -209,9 +211,7 @@ fn setup(ctx: &InitContext<'_>, sync: &mut SyncChannel, state: &str) -> Result<R
             return Err(Error::sys("setdomainname", d, nix::Error::last()));
         }
     }
-    if let Some(p) = linux.and_then(|l| l.personality().as_ref()) {
-        set_personality(p)?;
-    }
+    ctx.policies.apply()?;
     if let Some(slave) = &console {
         crate::tty::make_controlling(slave)?;
     }
@@ -410,33 +410,4 @@ fn open_path(p: &Path) -> Result<OwnedFd> {
         .map_err(|e| Error::sys("open", p.display(), e))?;
     // SAFETY: `open` returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn set_personality(p: &oci_spec::runtime::LinuxPersonality) -> Result<()> {
-    use oci_spec::runtime::LinuxPersonalityDomain as D;
-    let mut persona: libc::c_ulong = match p.domain() {
-        D::PerLinux => 0x0000,
-        D::PerLinux32 => 0x0008,
-    };
-    for f in p.flags().iter().flatten() {
-        persona |= match f.as_str() {
-            "ADDR_NO_RANDOMIZE" => 0x0040000,
-            "ADDR_COMPAT_LAYOUT" => 0x0200000,
-            "READ_IMPLIES_EXEC" => 0x0400000,
-            "ADDR_LIMIT_32BIT" => 0x0800000,
-            "SHORT_INODE" => 0x1000000,
-            "WHOLE_SECONDS" => 0x2000000,
-            "STICKY_TIMEOUTS" => 0x4000000,
-            "ADDR_LIMIT_3GB" => 0x8000000,
-            "MMAP_PAGE_ZERO" => 0x0100000,
-            "UNAME26" => 0x0020000,
-            "FDPIC_FUNCPTRS" => 0x0080000,
-            other => return Err(Error::config("linux.personality.flags", format!("unknown flag {other:?}"))),
-        };
-    }
-    // SAFETY: personality takes a plain integer and only changes this process.
-    if unsafe { libc::personality(persona) } < 0 {
-        return Err(Error::sys("personality", format!("{persona:#x}"), nix::Error::last()));
-    }
-    Ok(())
 }

@@ -10,6 +10,7 @@
 pub mod exec;
 pub mod init;
 pub mod plan;
+pub mod policies;
 
 use crate::namespaces::NamespacePlan;
 use crate::sync::{Msg, SyncChannel};
