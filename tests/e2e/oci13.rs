@@ -263,3 +263,114 @@ fn personality_reaches_exec() {
     b.rt(&["delete", "--force", "pers"]).ok();
     assert_eq!(got, "i686");
 }
+
+/// A network namespace of the test's own, with a veth pair and a tap device
+/// carrying addresses; the runtime runs in it. Removed on drop.
+struct TestNetns {
+    name: String,
+}
+
+impl TestNetns {
+    fn new(tag: &str) -> TestNetns {
+        let name = format!("strata-e2e-{}-{tag}", std::process::id());
+        sh(&format!("ip netns add {name}"));
+        let ns = TestNetns { name };
+        ns.ip("link add va type veth peer name vb");
+        ns.ip("addr add 10.9.8.7/24 dev va");
+        ns.ip("-6 addr add fd00:9::7/64 dev va nodad");
+        ns.ip("link set va up");
+        ns.ip("tuntap add dev tap7 mode tap");
+        ns.ip("addr add 10.9.9.1/24 dev tap7");
+        ns
+    }
+
+    fn ip(&self, args: &str) -> String {
+        let out = Command::new("sh").arg("-c").arg(format!("ip -n {} {args}", self.name)).output().expect("ip");
+        assert!(out.status.success(), "ip {args}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn has(&self, dev: &str) -> bool {
+        Command::new("ip").args(["-n", &self.name, "link", "show", dev]).output().is_ok_and(|o| o.status.success())
+    }
+
+    /// A runtime command of bundle `b`, run inside this namespace.
+    fn rt(&self, b: &Bundle, args: &[&str]) -> Out {
+        // (nsenter, not `ip netns exec`, which remounts /sys and hides the cgroup tree.)
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.name)).arg(runtime_bin()).arg("--root").arg(b.root.path()).args(args);
+        run_to_files(c.stdin(std::process::Stdio::null()))
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// linux.netDevices: the devices move into the container renamed, with their
+/// addresses and up, and are back (with their addresses) after delete.
+#[test]
+fn net_devices_move_in_with_their_addresses_and_back_at_delete() {
+    let test = "net_devices_move_in_with_their_addresses_and_back_at_delete";
+    if !is_strata() {
+        return skip(test, "runc 1.1.5 has no linux.netDevices");
+    }
+    let ns = TestNetns::new("dev");
+    let mut b = Bundle::new(&["sleep", "100"]);
+    b.config["linux"]["netDevices"] = json!({ "va": { "name": "eth7" }, "tap7": {} });
+    b.write_config();
+    let bundle = b.dir.path().to_string_lossy().into_owned();
+    ns.rt(&b, &["create", "--bundle", &bundle, "nd"]).ok();
+    ns.rt(&b, &["start", "nd"]).ok();
+    assert!(!ns.has("va") && !ns.has("tap7"), "still in the runtime's namespace");
+    let inside = ns.rt(&b, &["exec", "nd", "ip", "addr"]).ok().to_string();
+    assert!(inside.contains("eth7") && inside.contains("inet 10.9.8.7/24"), "{inside}");
+    assert!(inside.contains("inet6 fd00:9::7/64"), "{inside}");
+    assert!(inside.contains("tap7") && inside.contains("inet 10.9.9.1/24"), "{inside}");
+    assert!(!inside.contains(" va:") && !inside.contains(" va@"), "not renamed: {inside}");
+    let link = ns.rt(&b, &["exec", "nd", "ip", "link", "show", "eth7"]).ok().to_string();
+    assert!(link.contains(",UP"), "not up: {link}");
+    ns.rt(&b, &["delete", "--force", "nd"]).ok();
+    assert!(ns.has("va") && ns.has("tap7"), "not moved back");
+    assert!(ns.ip("addr show va").contains("inet 10.9.8.7/24"));
+    assert!(ns.ip("addr show tap7").contains("inet 10.9.9.1/24"));
+    assert!(b.leftover_state().is_empty());
+}
+
+/// A missing device, or a name the container's namespace has already, fails
+/// create before any device moves; so does a container without a network
+/// namespace of its own.
+#[test]
+fn net_devices_that_cannot_move_fail_create_with_nothing_moved() {
+    let test = "net_devices_that_cannot_move_fail_create_with_nothing_moved";
+    if !is_strata() {
+        return skip(test, "runc 1.1.5 has no linux.netDevices");
+    }
+    let ns = TestNetns::new("bad");
+    for (devices, want) in [
+        (json!({ "tap7": { "name": "eth1" }, "nope0": {} }), "linux.netDevices.nope0"),
+        (json!({ "tap7": { "name": "eth1" }, "va": { "name": "lo" } }), "linux.netDevices.va.name"),
+        (json!({ "tap7": { "name": "eth1" }, "va": { "name": "eth1" } }), "linux.netDevices.va.name"),
+        (json!({ "tap7": { "name": "a/b" } }), "linux.netDevices.tap7.name"),
+    ] {
+        let mut b = Bundle::new(&["true"]);
+        b.config["linux"]["netDevices"] = devices.clone();
+        b.write_config();
+        let bundle = b.dir.path().to_string_lossy().into_owned();
+        let out = ns.rt(&b, &["run", "--bundle", &bundle, "nd"]);
+        assert!(out.failed().contains(want), "{devices}: {out:?}");
+        assert!(ns.has("va") && ns.has("tap7"), "{devices}: a device moved");
+        assert!(ns.ip("addr show va").contains("inet 10.9.8.7/24"));
+        assert!(b.leftover_state().is_empty());
+    }
+    let mut b = Bundle::new(&["true"]);
+    b.config["linux"]["namespaces"].as_array_mut().expect("ns").retain(|n| n["type"] != "network");
+    b.config["linux"]["netDevices"] = json!({ "tap7": {} });
+    b.write_config();
+    let bundle = b.dir.path().to_string_lossy().into_owned();
+    let out = ns.rt(&b, &["run", "--bundle", &bundle, "nd"]);
+    assert!(out.failed().contains("linux.netDevices"), "{out:?}");
+    assert!(ns.has("tap7"));
+}

@@ -539,8 +539,16 @@ fn refuse_unimplemented(spec: &Spec) -> Result<()> {
         return unsupported("linux.intelRdt");
     }
     crate::process::policies::Policies::for_host(Some(linux))?;
-    if linux.net_devices().as_ref().is_some_and(|d| !d.is_empty()) {
-        return unsupported("linux.netDevices");
+    if let Some(devices) = linux.net_devices().as_ref().filter(|d| !d.is_empty()) {
+        crate::network::planned(devices)?;
+        let own_netns =
+            linux.namespaces().iter().flatten().any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network);
+        if !own_netns {
+            return Err(Error::config(
+                "linux.netDevices",
+                "the container shares the runtime's network namespace: devices move into a network namespace of its own",
+            ));
+        }
     }
     if let Some(r) = linux.resources() {
         crate::cgroups::resources::plan(r)?;

@@ -61,7 +61,7 @@ pub fn document() -> serde_json::Value {
                 "flags": crate::process::policies::FLAGS,
             },
             "mountExtensions": { "idmap": { "enabled": crate::sys::mount_setattr_known() } },
-            "netDevices": { "enabled": false },
+            "netDevices": { "enabled": true },
         },
         "annotations": annotations,
         "potentiallyUnsafeConfigAnnotations": [],

@@ -1,50 +1,347 @@
-//! The network a new network namespace starts with: its loopback interface,
-//! down when the kernel creates it, brought up with one rtnetlink request (no
-//! `ip` binary), as runc and crun do. Servers, test harnesses and language
-//! runtimes that talk to themselves over 127.0.0.1 depend on it.
+//! The container's network devices, through rtnetlink (no `ip` binary):
+//!
+//! - the loopback interface of a new network namespace, down when the kernel
+//!   creates it, is brought up, as runc and crun do (servers, test harnesses
+//!   and language runtimes talk to themselves over 127.0.0.1);
+//! - `linux.netDevices`: host devices moved into the container's network
+//!   namespace (renamed if asked, with their permanent global addresses, and
+//!   up), and moved back to the runtime's namespace when the container is
+//!   deleted.
 
 use crate::{Error, Result};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use oci_spec::runtime::LinuxNetDevice;
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 /// The loopback interface's index: the first device of every network namespace.
 const LOOPBACK_INDEX: i32 = 1;
 
+const IFLA_IFNAME: u16 = 3;
+const IFLA_NET_NS_FD: u16 = 28;
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+const IFA_FLAGS: u16 = 8;
+const IFA_F_PERMANENT: u32 = 0x80;
+const RT_SCOPE_UNIVERSE: u8 = 0;
+const NLMSG_HDRLEN: usize = 16;
+
 /// Brings the loopback interface of the calling process's network namespace up
 /// and waits for the kernel's answer.
 pub fn loopback_up() -> Result<()> {
-    // SAFETY: plain socket(2) call; the descriptor is owned right below.
-    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
-    if fd < 0 {
-        return Err(Error::sys("socket", "rtnetlink", nix::Error::last()));
+    Rtnl::open()?.set_up(LOOPBACK_INDEX, true).map_err(|e| Error::sys("rtnetlink", "loopback up", e))
+}
+
+/// An address of an interface: family, prefix length and the address bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Address {
+    family: u8,
+    prefix: u8,
+    addr: Vec<u8>,
+}
+
+/// An rtnetlink socket, in the network namespace it was made in.
+struct Rtnl {
+    sock: OwnedFd,
+    seq: u32,
+}
+
+fn attr(msg: &mut Vec<u8>, kind: u16, data: &[u8]) {
+    let len = 4 + data.len();
+    msg.extend_from_slice(&(len as u16).to_ne_bytes());
+    msg.extend_from_slice(&kind.to_ne_bytes());
+    msg.extend_from_slice(data);
+    msg.resize(msg.len() + (4 - len % 4) % 4, 0);
+}
+
+/// The attributes of a message body starting at `from`, by type.
+fn attrs(body: &[u8], from: usize) -> HashMap<u16, &[u8]> {
+    let mut out = HashMap::new();
+    let mut at = from;
+    while at + 4 <= body.len() {
+        let len = u16::from_ne_bytes([body[at], body[at + 1]]) as usize;
+        let kind = u16::from_ne_bytes([body[at + 2], body[at + 3]]) & 0x3fff;
+        if len < 4 || at + len > body.len() {
+            break;
+        }
+        out.insert(kind, &body[at + 4..at + len]);
+        at += (len + 3) & !3;
     }
-    // SAFETY: socket(2) just returned this descriptor and nothing else owns it.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    // struct nlmsghdr (16 bytes) + struct ifinfomsg (16 bytes): RTM_NEWLINK on
-    // index 1 with IFF_UP set in both the flags and the change mask.
-    let mut req = [0u8; 32];
-    req[0..4].copy_from_slice(&32u32.to_ne_bytes());
-    req[4..6].copy_from_slice(&libc::RTM_NEWLINK.to_ne_bytes());
-    req[6..8].copy_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16).to_ne_bytes());
-    req[8..12].copy_from_slice(&1u32.to_ne_bytes());
-    req[16] = libc::AF_UNSPEC as u8;
-    req[20..24].copy_from_slice(&LOOPBACK_INDEX.to_ne_bytes());
-    req[24..28].copy_from_slice(&(libc::IFF_UP as u32).to_ne_bytes());
-    req[28..32].copy_from_slice(&(libc::IFF_UP as u32).to_ne_bytes());
-    nix::unistd::write(&sock, &req).map_err(|e| Error::sys("send", "rtnetlink: loopback up", e))?;
-    // The acknowledgement: an NLMSG_ERROR message whose error is 0 on success.
-    let mut ack = [0u8; 1024];
-    let n = loop {
-        match nix::unistd::read(sock.as_raw_fd(), &mut ack) {
-            Err(nix::Error::EINTR) => continue,
-            other => break other.map_err(|e| Error::sys("recv", "rtnetlink: loopback up", e))?,
+    out
+}
+
+fn ifinfomsg(index: i32, flags: u32, change: u32) -> Vec<u8> {
+    let mut m = vec![0u8; 16];
+    m[0] = libc::AF_UNSPEC as u8;
+    m[4..8].copy_from_slice(&index.to_ne_bytes());
+    m[8..12].copy_from_slice(&flags.to_ne_bytes());
+    m[12..16].copy_from_slice(&change.to_ne_bytes());
+    m
+}
+
+impl Rtnl {
+    fn open() -> Result<Rtnl> {
+        // SAFETY: plain socket(2) call; the descriptor is owned right below.
+        let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
+        if fd < 0 {
+            return Err(Error::sys("socket", "rtnetlink", nix::Error::last()));
         }
-    };
-    if n >= 20 && u16::from_ne_bytes([ack[4], ack[5]]) == libc::NLMSG_ERROR as u16 {
-        let errno = i32::from_ne_bytes([ack[16], ack[17], ack[18], ack[19]]);
-        if errno != 0 {
-            return Err(Error::sys("rtnetlink", "loopback up", nix::Error::from_raw(-errno)));
+        // SAFETY: socket(2) just returned this descriptor and nothing else owns it.
+        Ok(Rtnl { sock: unsafe { OwnedFd::from_raw_fd(fd) }, seq: 0 })
+    }
+
+    /// A socket in the network namespace open at `netns` (made by a thread
+    /// that joins it, so the calling thread stays where it is).
+    fn open_in(netns: BorrowedFd<'_>) -> Result<Rtnl> {
+        let ns = netns.try_clone_to_owned().map_err(|e| Error::io("dup", "network namespace", e))?;
+        std::thread::spawn(move || -> Result<Rtnl> {
+            nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| Error::sys("setns", "the container's network namespace", e))?;
+            Rtnl::open()
+        })
+        .join()
+        .map_err(|_| Error::Init("rtnetlink: the thread joining the network namespace panicked".into()))?
+    }
+
+    /// Sends one request (`kind`, `flags`, body) and returns the replies'
+    /// bodies (with their types) up to the acknowledgement or the end of a dump.
+    fn call(&mut self, kind: u16, flags: u16, body: &[u8]) -> nix::Result<Vec<(u16, Vec<u8>)>> {
+        self.seq += 1;
+        let len = NLMSG_HDRLEN + body.len();
+        let mut msg = Vec::with_capacity(len);
+        msg.extend_from_slice(&(len as u32).to_ne_bytes());
+        msg.extend_from_slice(&kind.to_ne_bytes());
+        msg.extend_from_slice(&(flags | libc::NLM_F_REQUEST as u16 | libc::NLM_F_ACK as u16).to_ne_bytes());
+        msg.extend_from_slice(&self.seq.to_ne_bytes());
+        msg.extend_from_slice(&0u32.to_ne_bytes());
+        msg.extend_from_slice(body);
+        nix::unistd::write(&self.sock, &msg)?;
+        let mut replies = Vec::new();
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let n = match nix::unistd::read(self.sock.as_raw_fd(), &mut buf) {
+                Err(nix::Error::EINTR) => continue,
+                other => other?,
+            };
+            let mut at = 0;
+            while at + NLMSG_HDRLEN <= n {
+                let mlen = u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
+                let mkind = u16::from_ne_bytes([buf[at + 4], buf[at + 5]]);
+                let mseq = u32::from_ne_bytes([buf[at + 8], buf[at + 9], buf[at + 10], buf[at + 11]]);
+                if mlen < NLMSG_HDRLEN || at + mlen > n {
+                    return Err(nix::Error::EBADMSG);
+                }
+                let payload = &buf[at + NLMSG_HDRLEN..at + mlen];
+                at += (mlen + 3) & !3;
+                if mseq != self.seq {
+                    continue;
+                }
+                match mkind as i32 {
+                    libc::NLMSG_ERROR => {
+                        let errno = i32::from_ne_bytes([payload[0], payload[1], payload[2], payload[3]]);
+                        return if errno == 0 { Ok(replies) } else { Err(nix::Error::from_raw(-errno)) };
+                    }
+                    libc::NLMSG_DONE => return Ok(replies),
+                    _ => replies.push((mkind, payload.to_vec())),
+                }
+            }
         }
+    }
+
+    /// The index of the interface called `name`, or None.
+    fn index_of(&mut self, name: &str) -> nix::Result<Option<i32>> {
+        let mut body = ifinfomsg(0, 0, 0);
+        attr(&mut body, IFLA_IFNAME, format!("{name}\0").as_bytes());
+        match self.call(libc::RTM_GETLINK, 0, &body) {
+            Ok(replies) => Ok(replies
+                .iter()
+                .find(|(k, b)| *k == libc::RTM_NEWLINK && b.len() >= 16)
+                .map(|(_, b)| i32::from_ne_bytes([b[4], b[5], b[6], b[7]]))),
+            Err(nix::Error::ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The names of every interface.
+    fn names(&mut self) -> nix::Result<Vec<String>> {
+        let replies = self.call(libc::RTM_GETLINK, libc::NLM_F_DUMP as u16, &ifinfomsg(0, 0, 0))?;
+        Ok(replies
+            .iter()
+            .filter(|(k, b)| *k == libc::RTM_NEWLINK && b.len() >= 16)
+            .filter_map(|(_, b)| {
+                let name = attrs(b, 16).get(&IFLA_IFNAME)?.to_vec();
+                Some(String::from_utf8_lossy(&name).trim_end_matches('\0').to_string())
+            })
+            .collect())
+    }
+
+    fn set_up(&mut self, index: i32, up: bool) -> nix::Result<()> {
+        let flags = if up { libc::IFF_UP as u32 } else { 0 };
+        self.call(libc::RTM_NEWLINK, 0, &ifinfomsg(index, flags, libc::IFF_UP as u32)).map(|_| ())
+    }
+
+    /// The permanent addresses of global scope of interface `index`: those a
+    /// move between namespaces drops and that belong to the device's user.
+    fn addresses(&mut self, index: i32) -> nix::Result<Vec<Address>> {
+        let replies =
+            self.call(libc::RTM_GETADDR, libc::NLM_F_DUMP as u16, &[libc::AF_UNSPEC as u8, 0, 0, 0, 0, 0, 0, 0])?;
+        Ok(replies
+            .iter()
+            .filter(|(k, b)| *k == libc::RTM_NEWADDR && b.len() >= 8)
+            .filter(|(_, b)| u32::from_ne_bytes([b[4], b[5], b[6], b[7]]) as i32 == index)
+            .filter_map(|(_, b)| {
+                let a = attrs(b, 8);
+                let flags = a
+                    .get(&IFA_FLAGS)
+                    .filter(|f| f.len() == 4)
+                    .map_or(u32::from(b[2]), |f| u32::from_ne_bytes([f[0], f[1], f[2], f[3]]));
+                let addr = a.get(&IFA_LOCAL).or_else(|| a.get(&IFA_ADDRESS))?.to_vec();
+                (flags & IFA_F_PERMANENT != 0 && b[3] == RT_SCOPE_UNIVERSE).then_some(Address {
+                    family: b[0],
+                    prefix: b[1],
+                    addr,
+                })
+            })
+            .collect())
+    }
+
+    fn add_address(&mut self, index: i32, a: &Address) -> nix::Result<()> {
+        let mut body = vec![a.family, a.prefix, 0, RT_SCOPE_UNIVERSE];
+        body.extend_from_slice(&(index as u32).to_ne_bytes());
+        attr(&mut body, IFA_LOCAL, &a.addr);
+        attr(&mut body, IFA_ADDRESS, &a.addr);
+        let flags = (libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16;
+        self.call(libc::RTM_NEWADDR, flags, &body).map(|_| ())
+    }
+
+    /// Moves interface `index` into the namespace open at `netns`, named
+    /// `name` there, in one request (so the name is never taken meanwhile).
+    fn move_to(&mut self, index: i32, name: &str, netns: BorrowedFd<'_>) -> nix::Result<()> {
+        let mut body = ifinfomsg(index, 0, 0);
+        attr(&mut body, IFLA_IFNAME, format!("{name}\0").as_bytes());
+        attr(&mut body, IFLA_NET_NS_FD, &(netns.as_raw_fd() as u32).to_ne_bytes());
+        self.call(libc::RTM_NEWLINK, 0, &body).map(|_| ())
+    }
+}
+
+/// Checks an interface name as the kernel would take it.
+fn check_name(name: &str, field: &str) -> Result<()> {
+    let bad = name.is_empty()
+        || name.len() >= libc::IFNAMSIZ
+        || name == "."
+        || name == ".."
+        || name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c == '\0');
+    if bad {
+        return Err(Error::config(field, format!("{name:?} is not a valid interface name")));
+    }
+    Ok(())
+}
+
+/// The devices `linux.netDevices` asks for, checked: (name in the runtime's
+/// namespace, name in the container's), sorted by the former.
+pub fn planned(devices: &HashMap<String, LinuxNetDevice>) -> Result<Vec<(String, String)>> {
+    let mut plan: Vec<(String, String)> = devices
+        .iter()
+        .map(|(host, d)| {
+            let field = format!("linux.netDevices.{host}");
+            check_name(host, &field)?;
+            let inside = d.name().clone().filter(|n| !n.is_empty()).unwrap_or_else(|| host.clone());
+            check_name(&inside, &format!("{field}.name"))?;
+            Ok((host.clone(), inside))
+        })
+        .collect::<Result<_>>()?;
+    plan.sort();
+    for w in plan.windows(2) {
+        if w[0].1 == w[1].1 {
+            return Err(Error::config(
+                format!("linux.netDevices.{}.name", w[1].0),
+                format!("{:?} is also the name given to {}", w[1].1, w[0].0),
+            ));
+        }
+    }
+    Ok(plan)
+}
+
+/// One device moved from the namespace of `from` to the one at `to`: down
+/// first, moved and renamed at once, its addresses again, up.
+fn move_device(from: &mut Rtnl, to: &mut Rtnl, to_ns: BorrowedFd<'_>, name: &str, new_name: &str) -> Result<()> {
+    let what = format!("network device {name}");
+    let index = from
+        .index_of(name)
+        .map_err(|e| Error::sys("rtnetlink", &what, e))?
+        .ok_or_else(|| Error::Init(format!("{what} is gone")))?;
+    let addresses = from.addresses(index).map_err(|e| Error::sys("rtnetlink", format!("addresses of {name}"), e))?;
+    from.set_up(index, false).map_err(|e| Error::sys("rtnetlink", format!("set {name} down"), e))?;
+    from.move_to(index, new_name, to_ns)
+        .map_err(|e| Error::sys("rtnetlink", format!("move {name} as {new_name}"), e))?;
+    let moved = to
+        .index_of(new_name)
+        .map_err(|e| Error::sys("rtnetlink", new_name, e))?
+        .ok_or_else(|| Error::Init(format!("network device {new_name} is not where it was moved")))?;
+    for a in &addresses {
+        match to.add_address(moved, a) {
+            Ok(()) | Err(nix::Error::EEXIST) => {}
+            Err(e) => return Err(Error::sys("rtnetlink", format!("address {:?} of {new_name}", a.addr), e)),
+        }
+    }
+    to.set_up(moved, true).map_err(|e| Error::sys("rtnetlink", format!("set {new_name} up"), e))
+}
+
+/// Moves the planned devices into the network namespace open at `netns`.
+/// Nothing is moved unless every device exists and no name is taken there;
+/// a failure part-way moves back what was moved.
+pub fn attach(plan: &[(String, String)], netns: BorrowedFd<'_>) -> Result<()> {
+    if plan.is_empty() {
         return Ok(());
     }
-    Err(Error::Init("rtnetlink: loopback up: no acknowledgement".into()))
+    let mut here = Rtnl::open()?;
+    let mut there = Rtnl::open_in(netns)?;
+    for (host, _) in plan {
+        if here.index_of(host).map_err(|e| Error::sys("rtnetlink", host, e))?.is_none() {
+            return Err(Error::config(
+                format!("linux.netDevices.{host}"),
+                "no such device in the runtime's network namespace",
+            ));
+        }
+    }
+    let taken = there.names().map_err(|e| Error::sys("rtnetlink", "the container's devices", e))?;
+    if let Some((host, inside)) = plan.iter().find(|(_, inside)| taken.contains(inside)) {
+        return Err(Error::config(
+            format!("linux.netDevices.{host}.name"),
+            format!("the container's network namespace has a device called {inside} already"),
+        ));
+    }
+    let own =
+        std::fs::File::open("/proc/thread-self/ns/net").map_err(|e| Error::io("open", "own network namespace", e))?;
+    for (done, (host, inside)) in plan.iter().enumerate() {
+        if let Err(e) = move_device(&mut here, &mut there, netns, host, inside) {
+            for (h, i) in plan[..done].iter().rev() {
+                let _ = move_device(&mut there, &mut here, own.as_fd(), i, h);
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Moves the planned devices from the network namespace open at `netns`
+/// back into the runtime's, under their own names; returns what could not be
+/// moved back, in words.
+pub fn detach(plan: &[(String, String)], netns: BorrowedFd<'_>) -> Vec<String> {
+    if plan.is_empty() {
+        return Vec::new();
+    }
+    let (mut here, mut there) = match (Rtnl::open(), Rtnl::open_in(netns)) {
+        (Ok(h), Ok(t)) => (h, t),
+        (Err(e), _) | (_, Err(e)) => return vec![format!("network devices not moved back: {e}")],
+    };
+    let Ok(own) = std::fs::File::open("/proc/thread-self/ns/net") else {
+        return vec!["network devices not moved back: cannot open the runtime's network namespace".into()];
+    };
+    plan.iter()
+        .filter_map(|(host, inside)| {
+            move_device(&mut there, &mut here, own.as_fd(), inside, host)
+                .err()
+                .map(|e| format!("network device {inside} not moved back as {host}: {e}"))
+        })
+        .collect()
 }

@@ -63,6 +63,7 @@ impl Container {
         let linux = spec.linux().as_ref().ok_or_else(|| Error::config("linux", "missing"))?;
         let seccomp = linux.seccomp().as_ref().map(SeccompPlan::new).transpose()?;
         let policies = crate::process::policies::Policies::for_host(Some(linux))?;
+        let net_devices = crate::network::planned(linux.net_devices().as_ref().unwrap_or(&Default::default()))?;
         // The config's devices replace defaults (and earlier entries) of the same path.
         let mut nodes: Vec<Option<devices::DeviceNode>> = devices::defaults().into_iter().map(Some).collect();
         let mut by_path: std::collections::HashMap<PathBuf, usize> =
@@ -170,6 +171,7 @@ impl Container {
         // the rename that reserves the id.
         let dir = StateDir::create(root, id, &state)?;
         let mut pid = 0;
+        let mut devices_moved = false;
         let mut cgroup_made: Option<(Cgroup, Vec<PathBuf>)> = None;
         let mut cgroup_shared = false;
         let result = (|| -> Result<ContainerState> {
@@ -261,6 +263,12 @@ impl Container {
                 write_id_map(pid, "uid_map", linux.uid_mappings().as_deref().unwrap_or_default())?;
                 write_id_map(pid, "gid_map", linux.gid_mappings().as_deref().unwrap_or_default())?;
             }
+            if !net_devices.is_empty() {
+                let netns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
+                    .map_err(|e| Error::io("open", "the container's network namespace", e))?;
+                crate::network::attach(&net_devices, netns.as_fd())?;
+                devices_moved = true;
+            }
             let state_json = state.oci_json().to_string();
             sync.send(&Msg::State(state_json.clone())).map_err(|e| crate::process::setup_failure(pid, "create", e))?;
             sync.expect(&Msg::RunRuntimeHooks, "create")?;
@@ -291,6 +299,13 @@ impl Container {
             Ok(state) => Ok(state),
             Err(e) => {
                 if pid > 0 {
+                    // Devices go back before their namespace ends (virtual ones
+                    // would be destroyed with it).
+                    if devices_moved {
+                        if let Ok(netns) = std::fs::File::open(format!("/proc/{pid}/ns/net")) {
+                            crate::network::detach(&net_devices, netns.as_fd());
+                        }
+                    }
                     crate::process::reap(pid);
                     // The spec continues a failed create at delete: poststop hooks
                     // undo what earlier hooks (networking, say) set up.

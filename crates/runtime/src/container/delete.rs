@@ -20,7 +20,18 @@ impl Container {
         }
         // Whatever the status says (a create killed after its init existed reads
         // `stopped`), an init that is still this container's dies now.
+        let mut warnings = Vec::new();
         if st.pid > 0 {
+            // Moved devices go back to the runtime's namespace while the
+            // container's still exists (virtual ones would end with it).
+            let devices = st.config.linux().as_ref().and_then(|l| l.net_devices().clone()).unwrap_or_default();
+            if !devices.is_empty() && crate::state::process_alive(st.pid, st.init_start_time) {
+                if let (Ok(plan), Ok(netns)) =
+                    (crate::network::planned(&devices), std::fs::File::open(format!("/proc/{}/ns/net", st.pid)))
+                {
+                    warnings.extend(crate::network::detach(&plan, std::os::fd::AsFd::as_fd(&netns)));
+                }
+            }
             crate::process::reap_foreign(st.pid, st.init_start_time);
         }
         if let Some(cg) = st.cgroup() {
@@ -43,7 +54,6 @@ impl Container {
                 crate::cgroups::remove_empty(&st.cgroup_created);
             }
         }
-        let mut warnings = Vec::new();
         // poststop hooks undo what earlier hooks did: they run once the
         // container's process existed (a create killed before that ran none).
         if let Some(list) = st.config.hooks().as_ref().and_then(|h| h.poststop().clone()).filter(|_| st.pid > 0) {
