@@ -374,3 +374,22 @@ fn net_devices_that_cannot_move_fail_create_with_nothing_moved() {
     assert!(out.failed().contains("linux.netDevices"), "{out:?}");
     assert!(ns.has("tap7"));
 }
+
+/// linux.intelRdt needs resctrl: where it is not mounted, create says so and
+/// leaves nothing (the groups themselves are tested against a fake resctrl
+/// tree in the library's unit tests).
+#[test]
+fn intel_rdt_without_resctrl_is_refused_naming_it() {
+    let test = "intel_rdt_without_resctrl_is_refused_naming_it";
+    if !is_strata() {
+        return skip(test, "checks strata's own refusal");
+    }
+    if std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default().contains(" - resctrl ") {
+        return skip(test, "resctrl is mounted here");
+    }
+    let mut b = Bundle::new(&["true"]);
+    b.config["linux"]["intelRdt"] = json!({ "closID": "gold", "l3CacheSchema": "L3:0=f" });
+    let err = b.sh("true").failed().to_string();
+    assert!(err.contains("linux.intelRdt") && err.contains("resctrl"), "{err}");
+    assert!(b.leftover_state().is_empty());
+}

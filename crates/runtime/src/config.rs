@@ -382,7 +382,7 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<()> {
             }
         }
     }
-    refuse_unimplemented(spec)
+    check_host_features(spec)
 }
 
 /// What a container without a mount namespace of its own does not get (nothing
@@ -528,15 +528,16 @@ fn same_namespace(a: &Path, b: &str) -> bool {
     }
 }
 
-/// Fields whose features belong to later work: refused loudly, never ignored.
-fn refuse_unimplemented(spec: &Spec) -> Result<()> {
+/// Fields whose features this host may lack (a label system, resctrl, NUMA
+/// nodes, cgroup controllers): refused loudly, never ignored.
+fn check_host_features(spec: &Spec) -> Result<()> {
     let Some(linux) = spec.linux() else {
         return Ok(());
     };
-    let unsupported = |f: &str| Err(Error::Unsupported { field: f.to_string() });
     crate::lsm::check_mount_label(linux.mount_label())?;
-    if linux.intel_rdt().is_some() {
-        return unsupported("linux.intelRdt");
+    if let Some(r) = linux.intel_rdt() {
+        crate::rdt::plan(r)?;
+        crate::rdt::mount()?;
     }
     crate::process::policies::Policies::for_host(Some(linux))?;
     if let Some(devices) = linux.net_devices().as_ref().filter(|d| !d.is_empty()) {

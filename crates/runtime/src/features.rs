@@ -55,7 +55,7 @@ pub fn document() -> serde_json::Value {
             },
             "apparmor": { "enabled": lsm::apparmor_enabled() },
             "selinux": { "enabled": lsm::selinux_enabled() },
-            "intelRdt": { "enabled": false },
+            "intelRdt": { "enabled": true, "schemata": true, "monitoring": true },
             "memoryPolicy": {
                 "modes": crate::process::policies::MODES,
                 "flags": crate::process::policies::FLAGS,

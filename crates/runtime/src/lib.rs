@@ -20,6 +20,7 @@ pub mod lsm;
 pub mod namespaces;
 pub mod network;
 pub mod process;
+pub mod rdt;
 pub mod rootfs;
 pub mod seccomp;
 pub mod signal;

@@ -64,6 +64,10 @@ impl Container {
         let seccomp = linux.seccomp().as_ref().map(SeccompPlan::new).transpose()?;
         let policies = crate::process::policies::Policies::for_host(Some(linux))?;
         let net_devices = crate::network::planned(linux.net_devices().as_ref().unwrap_or(&Default::default()))?;
+        let rdt_plan = match linux.intel_rdt() {
+            Some(r) => Some((crate::rdt::plan(r)?, crate::rdt::mount()?)),
+            None => None,
+        };
         // The config's devices replace defaults (and earlier entries) of the same path.
         let mut nodes: Vec<Option<devices::DeviceNode>> = devices::defaults().into_iter().map(Some).collect();
         let mut by_path: std::collections::HashMap<PathBuf, usize> =
@@ -163,6 +167,7 @@ impl Container {
                 cgroups::owned_parents(&cg_mount, &cg_rel, cgroups::missing_dirs(&cg_mount, &cg_rel))
             },
             cgroup_shared: false,
+            rdt: None,
             warnings: Vec::new(),
         };
         // Lock order: the state directory's lock, then (inside Cgroup::create) the
@@ -207,6 +212,13 @@ impl Container {
                 }
                 cgroup_fd = Some((fd, fresh));
             }
+            let mut rdt_tasks = None;
+            if let Some((plan, mount)) = &rdt_plan {
+                let groups = crate::rdt::setup(mount, plan, id)?;
+                state.rdt = Some(groups.clone());
+                dir.save(&state)?;
+                rdt_tasks = Some(crate::rdt::open_tasks(&groups)?);
+            }
             let fifo_path = dir.path().join(EXEC_FIFO);
             nix::unistd::mkfifo(&fifo_path, nix::sys::stat::Mode::from_bits_truncate(0o600))
                 .map_err(|e| Error::sys("mkfifo", fifo_path.display(), e))?;
@@ -249,6 +261,7 @@ impl Container {
                 preserve_fds: opts.preserve_fds,
                 stdio: opts.stdio,
                 oom_score_adj: process.oom_score_adj,
+                rdt_tasks: rdt_tasks.as_ref().map(|f| f.as_raw_fd()),
             };
             let (init_pid, mut sync) = spawn(&spawn_spec, |sync| init::main(&ctx, sync))?;
             pid = init_pid;
@@ -316,6 +329,9 @@ impl Container {
                             let _ = hooks::run("poststop", &h, &json);
                         }
                     }
+                }
+                if let Some(groups) = &state.rdt {
+                    crate::rdt::remove(groups);
                 }
                 match &cgroup_made {
                     Some((cg, created)) => {

@@ -54,6 +54,9 @@ impl Container {
                 crate::cgroups::remove_empty(&st.cgroup_created);
             }
         }
+        if let Some(groups) = &st.rdt {
+            crate::rdt::remove(groups);
+        }
         // poststop hooks undo what earlier hooks did: they run once the
         // container's process existed (a create killed before that ran none).
         if let Some(list) = st.config.hooks().as_ref().and_then(|h| h.poststop().clone()).filter(|_| st.pid > 0) {

@@ -54,6 +54,7 @@ impl Container {
             std::fs::write(&marker, b"").map_err(|e| Error::io("write", &marker, e))?;
         }
         let cgroup_fd = st.cgroup().map(|c| c.open()).transpose()?;
+        let rdt_tasks = st.rdt.as_ref().map(crate::rdt::open_tasks).transpose()?;
         let cgroup_ours = st.cgroup.as_ref().is_some_and(|dir| st.cgroup_created.contains(dir));
         // Like runc, exec'd processes get the container's seccomp filter.
         let seccomp = st
@@ -79,6 +80,7 @@ impl Container {
             preserve_fds: opts.preserve_fds,
             stdio: opts.stdio,
             oom_score_adj: plan.oom_score_adj,
+            rdt_tasks: rdt_tasks.as_ref().map(|f| f.as_raw_fd()),
         };
         let (pid, mut sync) = spawn(&spawn_spec, |sync| exec::main(&ctx, sync))?;
         if let Some(filter) = seccomp.as_ref().filter(|s| s.notify) {

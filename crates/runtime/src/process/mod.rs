@@ -41,6 +41,8 @@ pub struct SpawnSpec<'a> {
     pub stdio: Option<[RawFd; 3]>,
     /// process.oomScoreAdj, set before any namespace is joined or created.
     pub oom_score_adj: Option<i32>,
+    /// A resctrl group's `tasks` file: the process starts in that group.
+    pub rdt_tasks: Option<RawFd>,
 }
 
 /// How the process gets into its cgroup (a descriptor of the cgroup directory).
@@ -90,6 +92,7 @@ where
             let mut keep: Vec<RawFd> = spec.keep_fds.clone();
             keep.extend(spec.namespaces.join.iter().map(|(_, f)| f.as_raw_fd()));
             keep.extend(spec.cgroup.map(CgroupEntry::fd));
+            keep.extend(spec.rdt_tasks);
             keep.push(child_end.as_stream().as_raw_fd());
             keep.extend(spec.stdio.iter().flatten());
             close_all_but(3 + spec.preserve_fds as RawFd, &mut keep);
@@ -169,6 +172,12 @@ where
         }
         if let Some(adj) = spec.oom_score_adj {
             plan::set_oom_score_adj(adj)?;
+        }
+        if let Some(fd) = spec.rdt_tasks {
+            // "0" is the writer: the clone below inherits the group.
+            // SAFETY: the caller keeps `fd` open for the duration of the spawn.
+            let tasks = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            nix::unistd::write(tasks, b"0").map_err(|e| Error::sys("write", "the resctrl group's tasks", e))?;
         }
         spec.namespaces.join_all()?;
         if spec.namespaces.new_time {
