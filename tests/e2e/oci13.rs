@@ -393,3 +393,56 @@ fn intel_rdt_without_resctrl_is_refused_naming_it() {
     assert!(err.contains("linux.intelRdt") && err.contains("resctrl"), "{err}");
     assert!(b.leftover_state().is_empty());
 }
+
+/// Relative maskedPaths and readonlyPaths are taken from the container's root.
+#[test]
+fn relative_masked_and_readonly_paths() {
+    let mut b = Bundle::new(&["true"]);
+    b.config["linux"]["maskedPaths"] = json!(["proc/kcore", "etc/passwd"]);
+    b.config["linux"]["readonlyPaths"] = json!(["proc/sys"]);
+    let out = b.sh("wc -c < /etc/passwd; head -c 1 /proc/kcore | wc -c; \
+         (echo 1 > /proc/sys/kernel/ns_last_pid) 2>/dev/null && echo writable || echo read-only");
+    assert_eq!(out.ok(), "0\n0\nread-only\n");
+}
+
+/// A startContainer hook without `env` runs with the container process's
+/// environment (as runc runs it); an empty `env` is empty.
+#[test]
+fn start_container_hooks_without_env_get_the_process_environment() {
+    for (env, want) in [(None, "bar\n"), (Some(json!([])), "\n")] {
+        let mut b = Bundle::new(&["cat", "/tmp/hookenv"]);
+        b.config["process"]["env"].as_array_mut().expect("env").push(json!("FOO=bar"));
+        b.config["mounts"]
+            .as_array_mut()
+            .expect("mounts")
+            .push(json!({ "destination": "/tmp", "type": "tmpfs", "source": "tmpfs" }));
+        let mut hook = json!({ "path": "/bin/sh", "args": ["sh", "-c", "echo \"$FOO\" > /tmp/hookenv"] });
+        if let Some(e) = env.clone() {
+            hook["env"] = e;
+        }
+        b.config["hooks"] = json!({ "startContainer": [hook] });
+        let out = b.run(&format!("hookenv{}", env.is_some()));
+        assert_eq!(out.ok(), want, "env {env:?}");
+    }
+}
+
+/// A user-namespaced container without a cgroup namespace of its own, with the
+/// host's /sys bound in and a read-only root: the kernel refuses it a cgroup2
+/// mount, and it gets the host's cgroup v2 tree bound instead, as runc does.
+#[test]
+fn cgroup_mount_in_a_user_namespace_falls_back_to_a_bind() {
+    // (The last mount on /sys/fs/cgroup is the one the container sees.)
+    let script = "grep ' /sys/fs/cgroup ' /proc/self/mountinfo | tail -1 | grep -o ' - cgroup2 '; \
+                  grep ' /sys/fs/cgroup ' /proc/self/mountinfo | tail -1 | cut -d' ' -f6 | cut -d, -f1; \
+                  test -e /sys/fs/cgroup/cgroup.controllers && echo controllers";
+    let mut b = Bundle::new(&["sh", "-c", script]);
+    with_userns(&mut b);
+    b.config["linux"]["namespaces"].as_array_mut().expect("ns").retain(|n| n["type"] != "cgroup");
+    let mounts = b.config["mounts"].as_array_mut().expect("mounts");
+    mounts.retain(|m| !m["destination"].as_str().is_some_and(|d| d.starts_with("/sys")));
+    mounts.push(json!({ "destination": "/sys", "type": "bind", "source": "/sys", "options": ["rbind", "nosuid", "noexec", "nodev", "ro"] }));
+    mounts.push(json!({ "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"] }));
+    b.config["root"]["readonly"] = json!(true);
+    let out = b.run("cgbind");
+    assert_eq!(out.ok(), " - cgroup2 \nro\ncontrollers\n");
+}

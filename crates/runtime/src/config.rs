@@ -349,12 +349,13 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<()> {
             ));
         }
     }
+    // Relative paths are taken from the container's root, as runc takes them.
     for (name, list) in [("maskedPaths", linux.masked_paths()), ("readonlyPaths", linux.readonly_paths())] {
         for (i, p) in list.iter().flatten().enumerate() {
             let field = format!("linux.{name}[{i}]");
             no_nul(&field, Path::new(p))?;
-            if !p.starts_with('/') {
-                return Err(Error::config(field, format!("{p:?} is not absolute")));
+            if p.is_empty() {
+                return Err(Error::config(field, "is empty"));
             }
         }
     }

@@ -25,8 +25,19 @@ pub fn run_all(kind: &'static str, hooks: &[Hook], state_json: &str) -> Result<(
     hooks.iter().try_for_each(|h| run(kind, h, state_json))
 }
 
+/// As [`run_all`], a hook without `env` getting `default_env` (the
+/// startContainer hooks get the container process's environment, as runc
+/// gives it; an empty `env` stays empty).
+pub fn run_all_with_env(kind: &'static str, hooks: &[Hook], state_json: &str, default_env: &[CString]) -> Result<()> {
+    hooks.iter().try_for_each(|h| run_with_env(kind, h, state_json, Some(default_env)))
+}
+
 /// Runs one hook to completion (or until its timeout) with `state_json` on stdin.
 pub fn run(kind: &'static str, hook: &Hook, state_json: &str) -> Result<()> {
+    run_with_env(kind, hook, state_json, None)
+}
+
+fn run_with_env(kind: &'static str, hook: &Hook, state_json: &str, default_env: Option<&[CString]>) -> Result<()> {
     let fail = |reason: String| Error::Hook { kind, path: hook.path().clone(), reason };
     let cstr = |s: &str| CString::new(s).map_err(|_| fail("argument contains a NUL byte".into()));
     let path = cstr(&hook.path().to_string_lossy())?;
@@ -34,7 +45,10 @@ pub fn run(kind: &'static str, hook: &Hook, state_json: &str) -> Result<()> {
         Some(a) if !a.is_empty() => a.iter().map(|s| cstr(s)).collect::<Result<_>>()?,
         _ => vec![path.clone()],
     };
-    let env: Vec<CString> = hook.env().iter().flatten().map(|s| cstr(s)).collect::<Result<_>>()?;
+    let env: Vec<CString> = match (hook.env(), default_env) {
+        (None, Some(default)) => default.to_vec(),
+        (env, _) => env.iter().flatten().map(|s| cstr(s)).collect::<Result<_>>()?,
+    };
     // Deadline arithmetic must not overflow on absurd timeouts: those mean "none".
     let deadline = hook.timeout().and_then(|t| Instant::now().checked_add(Duration::from_secs(t.max(0) as u64)));
     let (stdin_r, stdin_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| fail(format!("pipe: {e}")))?;

@@ -380,7 +380,7 @@ fn wait_and_exec(ctx: &InitContext<'_>, ready: Ready, state: &str) -> Error {
     std::mem::forget(fifo);
     if let Some(hooks) = ctx.spec.hooks().as_ref().and_then(|h| h.start_container().as_deref()) {
         let state = state.replacen("\"status\":\"creating\"", "\"status\":\"running\"", 1);
-        if let Err(e) = hooks::run_all("startContainer", hooks, &state) {
+        if let Err(e) = hooks::run_all_with_env("startContainer", hooks, &state, &ctx.process.env) {
             return e;
         }
     }

@@ -199,6 +199,23 @@ pub fn apply(
                     0,
                 )
                 .map_err(|e| mount_err("read-only sysfs", dest, e))?;
+            } else if fstype == "cgroup2" && matches!(e, nix::Error::EPERM | nix::Error::EBUSY) {
+                // A user namespace without a cgroup namespace of its own may not
+                // mount cgroup2: the host's v2 tree, bound, as runc does.
+                let host = crate::cgroups::find_mount().map_err(|_| mount_err(fstype, dest, e))?;
+                mount(
+                    Some(&host),
+                    target_path.as_str(),
+                    None::<&str>,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None::<&str>,
+                )
+                .map_err(|e| mount_err(&format!("bind of the host's cgroup v2 tree {}", host.display()), dest, e))?;
+                let remount = opts.remount_flags();
+                if !remount.is_empty() {
+                    let mounted = open_in_root(root, dest, OFlag::O_PATH)?;
+                    remount_bind(&mounted, remount, dest)?;
+                }
             } else {
                 return Err(mount_err(fstype, dest, e));
             }
