@@ -446,3 +446,204 @@ fn cgroup_mount_in_a_user_namespace_falls_back_to_a_bind() {
     let out = b.run("cgbind");
     assert_eq!(out.ok(), " - cgroup2 \nro\ncontrollers\n");
 }
+
+// runc's command-line flags that strata lacked.
+
+fn runc_has_no(test: &str, flag: &str) -> bool {
+    if !is_strata() {
+        skip(test, &format!("runc 1.1.5 has no {flag}"));
+        return true;
+    }
+    false
+}
+
+/// The container's cgroup directory, from its state (None without one).
+fn cgroup_dir(b: &Bundle, id: &str) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(b.root.path().join(id).join("state.json")).ok()?;
+    let v: Value = serde_json::from_str(&text).ok()?;
+    v["cgroup"].as_str().map(PathBuf::from)
+}
+
+#[test]
+fn exec_cgroup_runs_the_process_in_a_cgroup_below_the_containers() {
+    let test = "exec_cgroup_runs_the_process_in_a_cgroup_below_the_containers";
+    if runc_has_no(test, "exec --cgroup") {
+        return;
+    }
+    let mut b = Bundle::new(&["sleep", "100"]);
+    // No cgroup namespace: /proc/self/cgroup shows the full path.
+    b.config["linux"]["namespaces"].as_array_mut().expect("ns").retain(|n| n["type"] != "cgroup");
+    b.create("cgx").ok();
+    b.rt(&["start", "cgx"]).ok();
+    let Some(dir) = cgroup_dir(&b, "cgx") else {
+        b.rt(&["delete", "--force", "cgx"]).ok();
+        return skip(test, "the container has no cgroup here");
+    };
+    std::fs::create_dir(dir.join("sub")).expect("mkdir sub-cgroup");
+    for flag in ["sub", "cpu,memory:sub", "/sub"] {
+        let out = b.rt(&["exec", "--cgroup", flag, "cgx", "cat", "/proc/self/cgroup"]);
+        assert!(out.ok().trim().ends_with("/cgx/sub") || out.stdout.trim().ends_with("/sub"), "{flag}: {out:?}");
+    }
+    for (flag, want) in [("nope", "does not exist"), ("../x", "below the container's")] {
+        let out = b.rt(&["exec", "--cgroup", flag, "cgx", "true"]);
+        assert!(out.failed().contains("--cgroup") && out.stderr.contains(want), "{flag}: {out:?}");
+    }
+    b.rt(&["delete", "--force", "cgx"]).ok();
+    assert!(!dir.exists(), "cgroup left");
+}
+
+#[test]
+fn exec_into_a_paused_container_needs_ignore_paused_and_waits_for_resume() {
+    let test = "exec_into_a_paused_container_needs_ignore_paused_and_waits_for_resume";
+    if runc_has_no(test, "exec --ignore-paused") {
+        return;
+    }
+    let b = Bundle::new(&["sleep", "100"]);
+    b.create("pz").ok();
+    b.rt(&["start", "pz"]).ok();
+    if b.rt(&["pause", "pz"]).code != 0 {
+        b.rt(&["delete", "--force", "pz"]).ok();
+        return skip(test, "pause needs the cgroup freezer");
+    }
+    let out = b.rt(&["exec", "pz", "echo", "hi"]);
+    assert!(out.failed().contains("paused"), "{out:?}");
+    let started = std::time::Instant::now();
+    std::thread::scope(|s| {
+        let exec = s.spawn(|| b.rt(&["exec", "--ignore-paused", "pz", "echo", "hi"]));
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        assert!(!exec.is_finished(), "the process ran in a paused container");
+        b.rt(&["resume", "pz"]).ok();
+        let out = exec.join().expect("exec thread");
+        assert_eq!(out.ok(), "hi\n");
+    });
+    assert!(started.elapsed() >= std::time::Duration::from_millis(400));
+    b.rt(&["delete", "--force", "pz"]).ok();
+}
+
+/// Receives one message with a descriptor on a listener at `sock`; returns
+/// the message and the pid the descriptor (a pidfd) refers to.
+fn pidfd_listener(sock: &Path) -> std::thread::JoinHandle<Result<(String, i32), String>> {
+    let listener = std::os::unix::net::UnixListener::bind(sock).expect("bind");
+    std::thread::spawn(move || {
+        let (conn, _) = listener.accept().map_err(|e| e.to_string())?;
+        let (msg, fd) = receive_seccomp_listener(&conn)?;
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).map_err(|e| e.to_string())?;
+        let _ = nix::unistd::close(fd);
+        let pid = info
+            .lines()
+            .find_map(|l| l.strip_prefix("Pid:"))
+            .and_then(|p| p.trim().parse().ok())
+            .ok_or_else(|| format!("not a pidfd: {info}"))?;
+        Ok((String::from_utf8_lossy(&msg).into_owned(), pid))
+    })
+}
+
+#[test]
+fn pidfd_socket_receives_the_init_and_the_exec_process() {
+    let test = "pidfd_socket_receives_the_init_and_the_exec_process";
+    if runc_has_no(test, "--pidfd-socket") {
+        return;
+    }
+    let b = Bundle::new(&["sleep", "100"]);
+    let dir = TempDir::new("pidfd");
+    let sock = dir.path().join("init.sock");
+    let listener = pidfd_listener(&sock);
+    let bundle = b.dir.path().to_string_lossy().into_owned();
+    b.write_config();
+    b.rt(&["run", "--detach", "--pidfd-socket", &sock.to_string_lossy(), "--bundle", &bundle, "pf"]).ok();
+    let (msg, pid) = listener.join().expect("listener").expect("pidfd");
+    assert_eq!((msg.as_str(), i64::from(pid)), ("pidfd", b.state("pf").expect("state")["pid"].as_i64().expect("pid")));
+    let sock = dir.path().join("exec.sock");
+    let listener = pidfd_listener(&sock);
+    let pid_file = dir.path().join("exec.pid");
+    b.rt(&[
+        "exec",
+        "--detach",
+        "--pidfd-socket",
+        &sock.to_string_lossy(),
+        "--pid-file",
+        &pid_file.to_string_lossy(),
+        "pf",
+        "sleep",
+        "100",
+    ])
+    .ok();
+    let (_, pid) = listener.join().expect("listener").expect("pidfd");
+    assert_eq!(pid.to_string(), std::fs::read_to_string(&pid_file).expect("pid file"));
+    b.rt(&["delete", "--force", "pf"]).ok();
+}
+
+/// By default the container gets a session keyring of its own, named after
+/// it (as runc does); --no-new-keyring keeps the caller's.
+#[test]
+fn a_new_session_keyring_unless_no_new_keyring() {
+    if !Path::new("/proc/keys").exists() {
+        return skip("a_new_session_keyring_unless_no_new_keyring", "no /proc/keys (a kernel without keys)");
+    }
+    for (flags, id, want) in [(&[][..], "kr1", "1\n"), (&["--no-new-keyring"][..], "kr2", "0\n")] {
+        let mut b = Bundle::new(&["sh", "-c", &format!("grep -c '_ses\\.{id}:' /proc/keys || true")]);
+        // (The usual masked paths hide /proc/keys.)
+        b.config["linux"]["maskedPaths"] = json!([]);
+        let bundle = b.dir.path().to_string_lossy().into_owned();
+        b.write_config();
+        let mut args = vec!["run"];
+        args.extend_from_slice(flags);
+        args.extend(["--bundle", &bundle, id]);
+        assert_eq!(b.rt(&args).ok(), want, "{flags:?}");
+    }
+}
+
+#[test]
+fn exec_labels_the_host_cannot_apply_are_refused() {
+    let test = "exec_labels_the_host_cannot_apply_are_refused";
+    if runc_has_no(test, "checks strata's refusals") {
+        return;
+    }
+    let apparmor = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled").is_ok_and(|s| s.starts_with('Y'));
+    if apparmor || Path::new("/sys/fs/selinux/enforce").exists() {
+        return skip(test, "this host runs an LSM");
+    }
+    let b = Bundle::new(&["sleep", "100"]);
+    b.create("lbl").ok();
+    b.rt(&["start", "lbl"]).ok();
+    let out = b.rt(&["exec", "--process-label", "system_u:system_r:container_t:s0", "lbl", "true"]);
+    assert!(out.failed().contains("selinuxLabel"), "{out:?}");
+    let out = b.rt(&["exec", "--apparmor", "strata-test", "lbl", "true"]);
+    assert!(out.failed().contains("apparmorProfile"), "{out:?}");
+    assert_eq!(b.rt(&["exec", "--no-subreaper", "lbl", "echo", "ok"]).ok(), "ok\n");
+    b.rt(&["delete", "--force", "lbl"]).ok();
+}
+
+/// runc's update flags: realtime and kernel memory have no cgroup v2
+/// equivalent and are refused naming the field; the RDT schemata need a
+/// resctrl group of the container's own.
+#[test]
+fn update_flags_of_runc() {
+    let test = "update_flags_of_runc";
+    if runc_has_no(test, "checks strata's refusals") {
+        return;
+    }
+    let b = Bundle::new(&["sleep", "100"]);
+    b.create("upd").ok();
+    b.rt(&["start", "upd"]).ok();
+    if cgroup_dir(&b, "upd").is_none() {
+        b.rt(&["delete", "--force", "upd"]).ok();
+        return skip(test, "the container has no cgroup here");
+    }
+    for (flag, value, want) in [
+        ("--cpu-rt-period", "1000000", "realtime"),
+        ("--cpu-rt-runtime", "950000", "realtime"),
+        ("--kernel-memory", "1048576", "memory.kernel"),
+        ("--l3-cache-schema", "L3:0=f", "no Intel RDT group"),
+        ("--mem-bw-schema", "MB:0=20", "no Intel RDT group"),
+    ] {
+        let out = b.rt(&["update", flag, value, "upd"]);
+        assert!(out.failed().contains(want), "{flag}: {out:?}");
+    }
+    // runc's spelling of the shares flag.
+    let out = b.rt(&["update", "--cpu-share", "512", "upd"]);
+    if out.code != 0 {
+        assert!(out.stderr.contains("cpu"), "{out:?}");
+    }
+    b.rt(&["delete", "--force", "upd"]).ok();
+}

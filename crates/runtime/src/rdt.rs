@@ -160,10 +160,7 @@ pub fn setup(root: &Path, plan: &Plan, id: &str) -> Result<Groups> {
         let file = groups.group.join("schemata");
         if !plan.schemata.is_empty() {
             if groups.created {
-                let text: String = plan.schemata.iter().map(|l| format!("{l}\n")).collect();
-                std::fs::write(&file, text).map_err(|e| {
-                    Error::config(FIELD, format!("resctrl refused the schemata {:?}: {e}", plan.schemata))
-                })?;
+                write_schemata(&groups, &plan.schemata)?;
             } else {
                 // A group that was there: used as it is, if it is what the config says.
                 let have = std::fs::read_to_string(&file).map_err(|e| Error::io("read", &file, e))?;
@@ -199,6 +196,18 @@ pub fn setup(root: &Path, plan: &Plan, id: &str) -> Result<Groups> {
             Err(e)
         }
     }
+}
+
+/// Writes schemata `lines` to the group (resctrl changes only the resources
+/// and domains they name).
+pub fn write_schemata(groups: &Groups, lines: &[String]) -> Result<()> {
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let file = groups.group.join("schemata");
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&file, text)
+        .map_err(|e| Error::config(FIELD, format!("resctrl refused the schemata {lines:?}: {e}")))
 }
 
 /// The `tasks` file of the group the container's processes go in, open for

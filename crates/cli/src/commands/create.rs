@@ -23,9 +23,12 @@ pub struct CreateArgs {
     /// Do not use pivot_root (for a rootfs on ramfs).
     #[arg(long = "no-pivot")]
     pub no_pivot: bool,
-    /// Accepted for runc compatibility: strata never creates a session keyring.
+    /// Keep the caller's session keyring (by default the container gets a new one).
     #[arg(long = "no-new-keyring")]
     pub no_new_keyring: bool,
+    /// Unix socket that receives a pidfd of the container's init.
+    #[arg(long = "pidfd-socket")]
+    pub pidfd_socket: Option<PathBuf>,
     /// Container id.
     pub id: String,
     /// From the global `--cgroup-manager disabled`.
@@ -34,9 +37,17 @@ pub struct CreateArgs {
 }
 
 impl CreateArgs {
-    /// Library options; `console` is a connected console socket, if any.
-    pub fn options(&self, console: Option<i32>, spec: Option<oci_spec::runtime::Spec>) -> CreateOptions {
+    /// Library options; `console` and `pidfd` are the connected console and
+    /// pidfd sockets, if any.
+    pub fn options(
+        &self,
+        console: Option<i32>,
+        pidfd: Option<i32>,
+        spec: Option<oci_spec::runtime::Spec>,
+    ) -> CreateOptions {
         CreateOptions {
+            pidfd_socket: pidfd,
+            no_new_keyring: self.no_new_keyring,
             stdio: None,
             spec,
             no_cgroup: self.no_cgroup,
@@ -57,8 +68,9 @@ fn absolute(p: &Path) -> PathBuf {
 pub fn run(args: CreateArgs, root: &Path, log: &crate::logging::Logger) -> anyhow::Result<i32> {
     let spec = load_and_protect(&args.bundle)?;
     let console = args.console_socket.as_deref().map(super::connect_console).transpose()?;
-    let state = Container::create(root, &args.id, &args.options(console.as_ref().map(|c| c.as_raw_fd()), spec))
-        .with_context(|| format!("create container {:?}", args.id))?;
+    let pidfd = args.pidfd_socket.as_deref().map(|p| super::connect_socket(p, "pidfd socket")).transpose()?;
+    let opts = args.options(console.as_ref().map(|c| c.as_raw_fd()), pidfd.as_ref().map(|c| c.as_raw_fd()), spec);
+    let state = Container::create(root, &args.id, &opts).with_context(|| format!("create container {:?}", args.id))?;
     state.warnings.iter().for_each(|w| log.warn(w));
     log.debug(&format!(
         "created {:?}: init pid {}, bundle {}, cgroup {}",

@@ -47,6 +47,25 @@ pub struct Args {
     /// Pass N extra file descriptors (3..3+N) to the process.
     #[arg(long = "preserve-fds", default_value_t = 0)]
     pub preserve_fds: u32,
+    /// SELinux label of the process.
+    #[arg(long = "process-label")]
+    pub process_label: Option<String>,
+    /// AppArmor profile of the process.
+    #[arg(long)]
+    pub apparmor: Option<String>,
+    /// Run the process in this (existing) cgroup below the container's:
+    /// [CONTROLLER[,CONTROLLER]:]PATH.
+    #[arg(long)]
+    pub cgroup: Vec<String>,
+    /// Exec into a paused container too (the process starts once it is resumed).
+    #[arg(long = "ignore-paused")]
+    pub ignore_paused: bool,
+    /// Unix socket that receives a pidfd of the process.
+    #[arg(long = "pidfd-socket")]
+    pub pidfd_socket: Option<PathBuf>,
+    /// Accepted for runc compatibility: strata never makes itself a subreaper.
+    #[arg(long = "no-subreaper")]
+    pub no_subreaper: bool,
     /// Container id.
     pub id: String,
     /// Command and arguments.
@@ -76,7 +95,18 @@ pub fn run(args: Args, root: &Path) -> anyhow::Result<i32> {
         }
         (None, false) => (None, None),
     };
+    // cgroup v2 has one tree: every --cgroup must name the same path.
+    let mut paths: Vec<std::path::PathBuf> =
+        args.cgroup.iter().map(|c| strata_runtime::container::sub_cgroup(c)).collect::<Result<_, _>>()?;
+    paths.dedup();
+    if paths.len() > 1 {
+        anyhow::bail!("--cgroup: cgroup v2 has one tree, so every --cgroup must name the same path: {paths:?}");
+    }
+    let pidfd = args.pidfd_socket.as_deref().map(|p| super::connect_socket(p, "pidfd socket")).transpose()?;
     let opts = ExecOptions {
+        cgroup: args.cgroup.first().cloned(),
+        ignore_paused: args.ignore_paused,
+        pidfd_socket: pidfd.as_ref().map(|c| c.as_raw_fd()),
         stdio: None,
         console_socket: console.as_ref().map(|c: &std::os::fd::OwnedFd| c.as_raw_fd()),
         pid_file: args.pid_file.as_ref().map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
@@ -99,6 +129,17 @@ pub fn run(args: Args, root: &Path) -> anyhow::Result<i32> {
 /// The process to run: from --process, or the container's own process with the
 /// command line's changes (as runc does).
 fn build_process(args: &Args, container: &Container) -> anyhow::Result<Process> {
+    let mut p = build_base_process(args, container)?;
+    if let Some(label) = &args.process_label {
+        p.set_selinux_label(Some(label.clone()));
+    }
+    if let Some(profile) = &args.apparmor {
+        p.set_apparmor_profile(Some(profile.clone()));
+    }
+    Ok(p)
+}
+
+fn build_base_process(args: &Args, container: &Container) -> anyhow::Result<Process> {
     if let Some(path) = &args.process {
         let data = strata_runtime::config::read_regular_file(path, 16 << 20)
             .map_err(|e| anyhow::anyhow!("read {}: {e}", path.display()))?;

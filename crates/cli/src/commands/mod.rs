@@ -22,6 +22,11 @@ use std::path::Path;
 
 /// Connects to a `--console-socket` path.
 pub fn connect_console(path: &Path) -> anyhow::Result<OwnedFd> {
-    let s = UnixStream::connect(path).with_context(|| format!("connect to console socket {}", path.display()))?;
+    connect_socket(path, "console socket")
+}
+
+/// Connects to the unix socket at `path` (`what` names it in errors).
+pub fn connect_socket(path: &Path, what: &str) -> anyhow::Result<OwnedFd> {
+    let s = UnixStream::connect(path).with_context(|| format!("connect to {what} {}", path.display()))?;
     Ok(OwnedFd::from(s))
 }

@@ -19,6 +19,10 @@ pub struct Args {
     /// Keep the container's state after it exits.
     #[arg(long)]
     pub keep: bool,
+    /// Accepted for runc compatibility: strata never makes itself a subreaper
+    /// (the container's init reaps its own orphans).
+    #[arg(long = "no-subreaper")]
+    pub no_subreaper: bool,
 }
 
 /// Runs `strata run`; the exit code is the container process's.
@@ -37,8 +41,10 @@ pub fn run(args: Args, root: &Path, log: &Logger) -> anyhow::Result<i32> {
             (Some(theirs.into()), Some(ours))
         }
     };
-    let state = Container::create(root, &id, &args.create.options(console.as_ref().map(|c| c.as_raw_fd()), spec))
-        .with_context(|| format!("create container {id:?}"))?;
+    let pidfd = args.create.pidfd_socket.as_deref().map(|p| super::connect_socket(p, "pidfd socket")).transpose()?;
+    let opts =
+        args.create.options(console.as_ref().map(|c| c.as_raw_fd()), pidfd.as_ref().map(|c| c.as_raw_fd()), spec);
+    let state = Container::create(root, &id, &opts).with_context(|| format!("create container {id:?}"))?;
     state.warnings.iter().for_each(|w| log.warn(w));
     drop(console);
     let terminal = state.config.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);

@@ -22,8 +22,29 @@ pub struct Args {
     #[arg(long = "memory-swap", allow_hyphen_values = true)]
     pub memory_swap: Option<i64>,
     /// CPU shares (converted to cpu.weight).
-    #[arg(long = "cpu-shares")]
+    #[arg(long = "cpu-share", alias = "cpu-shares")]
     pub cpu_shares: Option<u64>,
+    /// CPU realtime period (no cgroup v2 equivalent: refused).
+    #[arg(long = "cpu-rt-period")]
+    pub cpu_rt_period: Option<u64>,
+    /// CPU realtime runtime (no cgroup v2 equivalent: refused).
+    #[arg(long = "cpu-rt-runtime", allow_hyphen_values = true)]
+    pub cpu_rt_runtime: Option<i64>,
+    /// SCHED_IDLE for the container's cgroup (cpu.idle, 0 or 1).
+    #[arg(long = "cpu-idle")]
+    pub cpu_idle: Option<i64>,
+    /// Kernel memory limit (no cgroup v2 equivalent: refused).
+    #[arg(long = "kernel-memory", allow_hyphen_values = true)]
+    pub kernel_memory: Option<i64>,
+    /// Kernel TCP buffer limit (no cgroup v2 equivalent: refused).
+    #[arg(long = "kernel-memory-tcp", allow_hyphen_values = true)]
+    pub kernel_memory_tcp: Option<i64>,
+    /// Intel RDT L3 cache schema of the container's own resctrl group.
+    #[arg(long = "l3-cache-schema")]
+    pub l3_cache_schema: Option<String>,
+    /// Intel RDT memory bandwidth schema of the container's own resctrl group.
+    #[arg(long = "mem-bw-schema")]
+    pub mem_bw_schema: Option<String>,
     /// CPU CFS quota in microseconds (-1: unlimited).
     #[arg(long = "cpu-quota", allow_hyphen_values = true)]
     pub cpu_quota: Option<i64>,
@@ -102,7 +123,30 @@ pub fn run(args: Args, root: &Path) -> anyhow::Result<i32> {
     if let Some(v) = args.blkio_weight {
         set("blockIO", "weight", v.into());
     }
+    if let Some(v) = args.cpu_rt_period {
+        set("cpu", "realtimePeriod", v.into());
+    }
+    if let Some(v) = args.cpu_rt_runtime {
+        set("cpu", "realtimeRuntime", v.into());
+    }
+    if let Some(v) = args.cpu_idle {
+        set("cpu", "idle", v.into());
+    }
+    if let Some(v) = args.kernel_memory {
+        set("memory", "kernel", v.into());
+    }
+    if let Some(v) = args.kernel_memory_tcp {
+        set("memory", "kernelTCP", v.into());
+    }
     let resources: LinuxResources = serde_json::from_value(r).context("invalid resources")?;
-    Container::load(root, &args.id)?.update(&resources)?;
+    let container = Container::load(root, &args.id)?;
+    let rdt = args.l3_cache_schema.is_some() || args.mem_bw_schema.is_some();
+    // (Only RDT flags: no cgroup write at all.)
+    if !rdt || resources != LinuxResources::default() {
+        container.update(&resources)?;
+    }
+    if rdt {
+        container.update_intel_rdt(args.l3_cache_schema.as_deref(), args.mem_bw_schema.as_deref())?;
+    }
     Ok(0)
 }

@@ -88,6 +88,47 @@ impl Container {
     }
 }
 
+impl Container {
+    /// Changes the container's Intel RDT schemata (`update --l3-cache-schema`,
+    /// `--mem-bw-schema`): written to its resctrl group, which must be one the
+    /// runtime made for it (a shared class of service is not the container's
+    /// to change).
+    pub fn update_intel_rdt(&self, l3_cache_schema: Option<&str>, mem_bw_schema: Option<&str>) -> Result<()> {
+        let dir = StateDir::open(&self.root, &self.id)?;
+        let mut st = Self::load_state(&dir, &self.id)?;
+        if st.status == Status::Stopped {
+            return Err(wrong_status(&st, "a stopped container cannot be updated"));
+        }
+        let Some(groups) = st.rdt.clone() else {
+            return Err(crate::Error::config("linux.intelRdt", "the container has no Intel RDT group"));
+        };
+        if !groups.created {
+            return Err(crate::Error::config(
+                "linux.intelRdt.closID",
+                format!("{} is a class of service the container shares; it is not changed", groups.group.display()),
+            ));
+        }
+        let mut rdt = st.config.linux().as_ref().and_then(|l| l.intel_rdt().clone()).unwrap_or_default();
+        if let Some(l3) = l3_cache_schema {
+            rdt.set_l3_cache_schema(Some(l3.to_string()));
+        }
+        if let Some(mb) = mem_bw_schema {
+            rdt.set_mem_bw_schema(Some(mb.to_string()));
+        }
+        let mut plan = crate::rdt::plan(&rdt)?;
+        // Only what changed is written: the other lines stay as the group has them.
+        plan.schemata.retain(|l| {
+            l3_cache_schema.is_some_and(|v| l.as_str() == v.trim())
+                || mem_bw_schema.is_some_and(|v| l.as_str() == v.trim())
+        });
+        crate::rdt::write_schemata(&groups, &plan.schemata)?;
+        if let Some(linux) = st.config.linux_mut() {
+            linux.set_intel_rdt(Some(rdt));
+        }
+        dir.save(&st)
+    }
+}
+
 /// Resources after an update: every section `update` has replaces the old one.
 fn merge(mut base: LinuxResources, update: &LinuxResources) -> LinuxResources {
     if update.memory().is_some() {

@@ -40,6 +40,11 @@ pub struct CreateOptions {
     /// The bundle's config.json, when the caller has already loaded it (it is
     /// then not read again).
     pub spec: Option<oci_spec::runtime::Spec>,
+    /// Connected unix socket that receives a pidfd of the init.
+    pub pidfd_socket: Option<RawFd>,
+    /// Keep the caller's session keyring (`--no-new-keyring`) instead of
+    /// giving the container one of its own.
+    pub no_new_keyring: bool,
 }
 
 impl Container {
@@ -232,9 +237,11 @@ impl Container {
             .map_err(|e| Error::sys("open", fifo_path.display(), e))?;
             // SAFETY: `open` returned a new descriptor that nothing else owns.
             let fifo = unsafe { OwnedFd::from_raw_fd(fifo) };
+            let keyring = (!opts.no_new_keyring).then(|| format!("_ses.{id}"));
             let ctx = InitContext {
                 spec,
                 policies: &policies,
+                session_keyring: keyring.as_deref(),
                 bundle: &bundle,
                 rootfs: &rootfs,
                 process: &process,
@@ -305,6 +312,9 @@ impl Container {
             dir.save(&state)?;
             if let Some(pid_file) = &opts.pid_file {
                 write_pid_file(pid_file, pid)?;
+            }
+            if let Some(socket) = opts.pidfd_socket {
+                crate::process::send_pidfd(socket, pid)?;
             }
             Ok(state.clone())
         })();

@@ -10,7 +10,7 @@ use oci_spec::runtime::Process;
 use std::fs::File;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Options of `exec`.
 #[derive(Debug, Default, Clone)]
@@ -24,6 +24,27 @@ pub struct ExecOptions {
     /// Descriptors for the process's stdin, stdout and stderr (default: the
     /// caller's own). Ignored with a terminal.
     pub stdio: Option<[RawFd; 3]>,
+    /// A cgroup below the container's to run the process in (`exec --cgroup`):
+    /// a relative path, optionally after `CONTROLLER:` (cgroup v2 has one tree,
+    /// so the controller names only select which entries apply).
+    pub cgroup: Option<String>,
+    /// Exec into a paused container too (`exec --ignore-paused`): the process
+    /// starts once the container is resumed, and exec waits for that.
+    pub ignore_paused: bool,
+    /// Connected unix socket that receives a pidfd of the process.
+    pub pidfd_socket: Option<RawFd>,
+}
+
+/// The sub-cgroup `exec --cgroup` names, checked: `PATH` or
+/// `CONTROLLER[,CONTROLLER...]:PATH`, a relative path without `..`.
+pub fn sub_cgroup(spec: &str) -> Result<PathBuf> {
+    let path = spec.rsplit_once(':').map_or(spec, |(_, p)| p);
+    let rel = Path::new(path.trim_start_matches('/'));
+    let ok = !rel.as_os_str().is_empty() && rel.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+    if !ok {
+        return Err(Error::config("--cgroup", format!("{spec:?} is not a cgroup below the container's")));
+    }
+    Ok(rel.to_path_buf())
 }
 
 impl Container {
@@ -36,8 +57,14 @@ impl Container {
         }
         crate::container::check_preserved_fds(opts.preserve_fds)?;
         let st = self.state()?;
-        if !matches!(st.status, Status::Created | Status::Running) {
-            return Err(wrong_status(&st, "cannot exec in a container that is not running"));
+        let paused_ok = opts.ignore_paused && st.status == Status::Paused;
+        if !matches!(st.status, Status::Created | Status::Running) && !paused_ok {
+            let reason = if st.status == Status::Paused {
+                "cannot exec in a paused container (resume it, or use --ignore-paused)"
+            } else {
+                "cannot exec in a container that is not running"
+            };
+            return Err(wrong_status(&st, reason));
         }
         let namespaces = container_namespaces(st.pid)?;
         // The init must still be the same process once its namespaces are open.
@@ -53,9 +80,23 @@ impl Container {
             let marker = self.root.join(&self.id).join(crate::exe::PTRACE_EXEC_MARKER);
             std::fs::write(&marker, b"").map_err(|e| Error::io("write", &marker, e))?;
         }
-        let cgroup_fd = st.cgroup().map(|c| c.open()).transpose()?;
+        let mut cgroup_ours = st.cgroup.as_ref().is_some_and(|dir| st.cgroup_created.contains(dir));
+        let cgroup_fd = match (st.cgroup(), &opts.cgroup) {
+            (None, Some(_)) => return Err(Error::config("--cgroup", "the container has no cgroup")),
+            (Some(c), Some(sub)) => {
+                // A cgroup the container made for itself: entered by migration
+                // (it may have had cgroup.kill written).
+                cgroup_ours = false;
+                let dir = c.dir.join(sub_cgroup(sub)?);
+                let sub_cg = crate::cgroups::Cgroup::at(dir.clone());
+                if !dir.is_dir() {
+                    return Err(Error::config("--cgroup", format!("{} does not exist", dir.display())));
+                }
+                Some(sub_cg.open()?)
+            }
+            (c, None) => c.map(|c| c.open()).transpose()?,
+        };
         let rdt_tasks = st.rdt.as_ref().map(crate::rdt::open_tasks).transpose()?;
-        let cgroup_ours = st.cgroup.as_ref().is_some_and(|dir| st.cgroup_created.contains(dir));
         // Like runc, exec'd processes get the container's seccomp filter.
         let seccomp = st
             .config
@@ -109,6 +150,9 @@ impl Container {
         }
         if let Some(p) = &opts.pid_file {
             super::create::write_pid_file(p, pid)?;
+        }
+        if let Some(socket) = opts.pidfd_socket {
+            crate::process::send_pidfd(socket, pid)?;
         }
         Ok(pid)
     }

@@ -10,7 +10,7 @@ mod kill;
 mod start;
 
 pub use create::{check_preserved_fds, CreateOptions};
-pub use exec::ExecOptions;
+pub use exec::{sub_cgroup, ExecOptions};
 
 use crate::state::{self, ContainerState, StateDir};
 use crate::{Error, Result, Status};

@@ -51,6 +51,9 @@ pub struct InitContext<'a> {
     pub spec: &'a Spec,
     /// Personality and memory policy, checked.
     pub policies: &'a super::policies::Policies,
+    /// The name of a new session keyring for the container (None: keep the
+    /// caller's, `--no-new-keyring`).
+    pub session_keyring: Option<&'a str>,
     /// Bundle directory (relative bind sources resolve against it).
     pub bundle: &'a Path,
     /// Absolute rootfs path.
@@ -212,6 +215,9 @@ fn setup(ctx: &InitContext<'_>, sync: &mut SyncChannel, state: &str) -> Result<R
         }
     }
     ctx.policies.apply()?;
+    if let Some(name) = ctx.session_keyring {
+        join_session_keyring(name)?;
+    }
     if let Some(slave) = &console {
         crate::tty::make_controlling(slave)?;
     }
@@ -410,4 +416,21 @@ fn open_path(p: &Path) -> Result<OwnedFd> {
         .map_err(|e| Error::sys("open", p.display(), e))?;
     // SAFETY: `open` returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Gives the process a new session keyring called `name`, so the container
+/// cannot reach the keys of the session it was started from (as runc does).
+/// Kernels or seccomp profiles without keyctl are left as they are.
+fn join_session_keyring(name: &str) -> Result<()> {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    let cname = std::ffi::CString::new(name).map_err(|_| Error::Init(format!("keyring name {name:?}")))?;
+    // SAFETY: keyctl reads the NUL-terminated name for the duration of the call.
+    let ret = unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, cname.as_ptr()) };
+    if ret < 0 {
+        let e = nix::Error::last();
+        if !matches!(e, nix::Error::ENOSYS | nix::Error::EPERM | nix::Error::EACCES | nix::Error::EDQUOT) {
+            return Err(Error::sys("keyctl", "join a new session keyring", e));
+        }
+    }
+    Ok(())
 }

@@ -310,6 +310,18 @@ pub fn setup_failure(pid: i32, what: &str, err: std::io::Error) -> Error {
     Error::io("write", "sync channel", err)
 }
 
+/// Sends a pidfd of `pid` over the connected unix socket `socket`
+/// (`--pidfd-socket`), with the word "pidfd" as the message, as runc does.
+pub fn send_pidfd(socket: RawFd, pid: i32) -> Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let pidfd = crate::sys::pidfd_open(pid).map_err(|e| Error::sys("pidfd_open", format!("process {pid}"), e))?;
+    let fds = [pidfd.as_raw_fd()];
+    let iov = [std::io::IoSlice::new(b"pidfd")];
+    sendmsg::<()>(socket, &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None)
+        .map_err(|e| Error::sys("sendmsg", "--pidfd-socket", e))?;
+    Ok(())
+}
+
 /// This process's pid and start time (to recognise it later, pid reuse aside).
 pub fn own_identity() -> (i32, u64) {
     let pid = std::process::id() as i32;
