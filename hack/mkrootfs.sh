@@ -10,7 +10,7 @@ if [ ! -x "$busybox" ] || [[ "$(ldd "$busybox" 2>&1 || true)" != *"not a dynamic
   echo "mkrootfs: $busybox is not static; run hack/setup.sh (installs busybox-static)" >&2
   exit 1
 fi
-mkdir -p "$dir"/{bin,sbin,usr/bin,usr/sbin,etc,proc,sys,dev,tmp,root,var,run,home}
+mkdir -p "$dir"/{bin,sbin,usr/bin,usr/sbin,etc,proc,sys,dev,tmp,root,var,run,home,mnt}
 chmod 1777 "$dir/tmp"
 cp -f "$busybox" "$dir/bin/busybox"
 for applet in $("$dir/bin/busybox" --list); do
