@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing Strata needs, from Debian, when missing.
-# Usage: hack/setup.sh [--peers]   (--peers also installs runc and crun for comparisons)
+# Usage: hack/setup.sh [--peers] [--systemd]
+#   --peers    also runc, crun and hyperfine, for comparisons
+#   --systemd  also systemd, dbus and containerd, for the systemd cgroup driver's
+#              suite (tests/systemd boots a private systemd; the host's init is untouched)
 set -euo pipefail
 
 need=()
@@ -11,12 +14,22 @@ fi
 # seccomp filters are compiled with libseccomp, linked statically (.cargo/config.toml).
 [ -f "/usr/lib/$(uname -m)-linux-gnu/libseccomp.a" ] || need+=(libseccomp-dev)
 command -v pkg-config >/dev/null || need+=(pkg-config)
-if [ "${1:-}" = "--peers" ]; then
-  command -v runc >/dev/null || need+=(runc)
-  command -v crun >/dev/null || need+=(crun)
-  command -v hyperfine >/dev/null || need+=(hyperfine)
-  [ -x /usr/bin/time ] || need+=(time)
-fi
+for arg in "$@"; do
+  case $arg in
+  --peers)
+    command -v runc >/dev/null || need+=(runc)
+    command -v crun >/dev/null || need+=(crun)
+    command -v hyperfine >/dev/null || need+=(hyperfine)
+    [ -x /usr/bin/time ] || need+=(time)
+    ;;
+  --systemd)
+    [ -x /lib/systemd/systemd ] || need+=(systemd)
+    [ -x /usr/bin/dbus-daemon ] || need+=(dbus)
+    command -v containerd >/dev/null || need+=(containerd)
+    ;;
+  *) echo "setup: unknown option $arg" >&2; exit 2 ;;
+  esac
+done
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -25,6 +25,33 @@ pub fn runtime_bin() -> PathBuf {
     bin
 }
 
+/// How the runtime is run: a command to run it through and global flags
+/// (a suite that runs it inside a private systemd sets them).
+static RUNTIME_WRAPPER: std::sync::OnceLock<(Vec<String>, Vec<String>)> = std::sync::OnceLock::new();
+
+/// Runs every runtime command through `wrapper` (a command prefix) with the
+/// global `flags`; set once, before the first command.
+pub fn set_runtime_wrapper(wrapper: Vec<String>, flags: Vec<String>) {
+    assert!(RUNTIME_WRAPPER.set((wrapper, flags)).is_ok(), "the runtime wrapper is set once");
+}
+
+/// A command running the runtime under test (through the wrapper, if any).
+pub fn runtime_cmd() -> Command {
+    match RUNTIME_WRAPPER.get() {
+        Some((wrapper, flags)) if !wrapper.is_empty() => {
+            let mut c = Command::new(&wrapper[0]);
+            c.args(&wrapper[1..]).arg(runtime_bin()).args(flags);
+            c
+        }
+        Some((_, flags)) => {
+            let mut c = Command::new(runtime_bin());
+            c.args(flags);
+            c
+        }
+        None => Command::new(runtime_bin()),
+    }
+}
+
 /// Whether the runtime under test is strata (some checks are strata-specific).
 pub fn is_strata() -> bool {
     runtime_bin().file_name().is_some_and(|n| n == "strata")
@@ -152,7 +179,7 @@ impl Bundle {
 
     /// A runtime command with this bundle's --root.
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(runtime_bin());
+        let mut c = runtime_cmd();
         c.arg("--root").arg(self.root.path()).args(args);
         c
     }

@@ -25,11 +25,13 @@ pub struct Cli {
     /// Log debug messages too.
     #[arg(long, global = true)]
     debug: bool,
-    /// Cgroup manager: cgroupfs (default), or disabled (no cgroup: no limits, no
-    /// device allowlist; for measurements and callers that manage cgroups).
-    #[arg(long = "cgroup-manager", global = true, default_value = "cgroupfs", value_parser = ["cgroupfs", "disabled"])]
+    /// Cgroup manager: cgroupfs (default), systemd (as --systemd-cgroup), or
+    /// disabled (no cgroup: no limits, no device allowlist; for measurements and
+    /// callers that manage cgroups).
+    #[arg(long = "cgroup-manager", global = true, default_value = "cgroupfs", value_parser = ["cgroupfs", "systemd", "disabled"])]
     cgroup_manager: String,
-    /// Use systemd to manage cgroups (not supported).
+    /// Let systemd own the container's cgroup: a transient scope unit named by
+    /// linux.cgroupsPath ("slice:prefix:name").
     #[arg(long = "systemd-cgroup", global = true)]
     systemd_cgroup: bool,
     /// Print the version.
@@ -117,9 +119,14 @@ fn libseccomp_version() -> String {
 fn main() {
     let mut cli = Cli::parse();
     let no_cgroup = cli.cgroup_manager == "disabled";
+    let systemd = cli.systemd_cgroup || cli.cgroup_manager == "systemd";
+    if no_cgroup && cli.systemd_cgroup {
+        eprintln!("strata: --systemd-cgroup and --cgroup-manager disabled contradict each other");
+        std::process::exit(1);
+    }
     match &mut cli.command {
-        Some(Command::Create(a)) => a.no_cgroup = no_cgroup,
-        Some(Command::Run(a)) => a.create.no_cgroup = no_cgroup,
+        Some(Command::Create(a)) => (a.no_cgroup, a.systemd_cgroup) = (no_cgroup, systemd),
+        Some(Command::Run(a)) => (a.create.no_cgroup, a.create.systemd_cgroup) = (no_cgroup, systemd),
         _ => {}
     }
     if cli.version {
@@ -151,11 +158,7 @@ fn main() {
     };
     let is_exec = matches!(command, Command::Exec(_));
     log.debug(&format!("{command:?} (root {})", cli.root.display()));
-    let result = if cli.systemd_cgroup {
-        Err(anyhow::anyhow!("--systemd-cgroup is not supported: strata manages cgroups itself"))
-    } else {
-        run(command, &cli.root, &log)
-    };
+    let result = run(command, &cli.root, &log);
     match result {
         Ok(code) => {
             log.debug(&format!("done, exit code {code}"));

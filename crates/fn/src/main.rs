@@ -43,9 +43,18 @@ enum Command {
         /// On SIGTERM, how long running invocations get to finish.
         #[arg(long, default_value_t = 30)]
         drain_s: u64,
-        /// The cgroup, under the cgroup v2 mount, holding every invocation's.
-        #[arg(long, default_value = "strata-fn")]
-        cgroup_parent: String,
+        /// Where invocations' cgroups go: a directory under the cgroup v2
+        /// mount (default strata-fn), or with the systemd driver a slice
+        /// (default strata_fn.slice).
+        #[arg(long)]
+        cgroup_parent: Option<String>,
+        /// Cgroup driver: systemd (each invocation a scope unit), cgroupfs, or
+        /// auto: systemd when the host was booted with it.
+        #[arg(long, default_value = "auto", value_parser = ["auto", "cgroupfs", "systemd"])]
+        cgroup_driver: String,
+        /// The systemd cgroup driver (as `--cgroup-driver systemd`).
+        #[arg(long)]
+        systemd_cgroup: bool,
         /// Processes creating containers (0: the server itself; see zygote.rs).
         #[arg(long, hide = true)]
         zygotes: Option<usize>,
@@ -123,10 +132,21 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             async_workers,
             pool_workers,
             cgroup_parent,
+            cgroup_driver,
+            systemd_cgroup,
             zygotes,
             naive_runtime,
             drain_s,
         } => {
+            let systemd_cgroup = systemd_cgroup
+                || match cgroup_driver.as_str() {
+                    "systemd" => true,
+                    // sd_booted(3)'s test: systemd was the init at boot.
+                    "auto" => std::path::Path::new("/run/systemd/system").is_dir(),
+                    _ => false,
+                };
+            let cgroup_parent = cgroup_parent
+                .unwrap_or_else(|| if systemd_cgroup { "strata_fn.slice" } else { "strata-fn" }.to_string());
             if bill_ms == 0 || max_running == 0 || async_workers == 0 {
                 anyhow::bail!("--bill-ms, --max-running and --async-workers must be at least 1");
             }
@@ -160,6 +180,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 max_connections: 1024,
                 naive_runtime,
                 cgroup_parent,
+                systemd_cgroup,
             };
             let server = Server::start(cfg, zygotes)?;
             let s = server.clone();

@@ -61,13 +61,46 @@ pub struct FileMount {
     pub target: String,
 }
 
+/// Where invocations' cgroups go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CgroupParent {
+    /// A directory (relative to the cgroup v2 mount) the server made.
+    Dir(String),
+    /// A systemd slice: each invocation is a scope unit in it (the systemd
+    /// cgroup driver), so a systemd host's tree stays systemd's.
+    Slice(String),
+}
+
+impl CgroupParent {
+    /// The `linux.cgroupsPath` of container `id`.
+    pub fn cgroups_path(&self, id: &str) -> String {
+        match self {
+            CgroupParent::Dir(d) => format!("/{d}/{id}"),
+            CgroupParent::Slice(s) => format!("{s}:strata-fn:{id}"),
+        }
+    }
+
+    /// The parent's directory, relative to the cgroup v2 mount.
+    pub fn dir(&self) -> PathBuf {
+        match self {
+            CgroupParent::Dir(d) => PathBuf::from(d),
+            CgroupParent::Slice(s) => strata_runtime::cgroups::systemd::slice_path(s).unwrap_or_default(),
+        }
+    }
+
+    /// Whether containers are made with the systemd cgroup driver.
+    pub fn systemd(&self) -> bool {
+        matches!(self, CgroupParent::Slice(_))
+    }
+}
+
 pub struct Runner {
     /// The library's state root for these containers.
     pub root: PathBuf,
     /// Creates go through these when there are any (see `zygote`).
     zygotes: Option<crate::zygote::Zygotes>,
-    /// The cgroup (relative to the v2 mount) holding every invocation's cgroup.
-    pub cgroup_parent: String,
+    /// Where every invocation's cgroup goes.
+    pub cgroup_parent: CgroupParent,
     prefix: String,
     seq: AtomicU64,
     /// Set at shutdown: no new container is made.
@@ -119,11 +152,16 @@ fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
 impl Runner {
     /// A runner keeping container state under `root` and cgroups under
     /// `cgroup_parent`; container ids start with `prefix`.
-    pub fn new(root: PathBuf, cgroup_parent: &str, prefix: &str, zygotes: Option<crate::zygote::Zygotes>) -> Runner {
+    pub fn new(
+        root: PathBuf,
+        cgroup_parent: CgroupParent,
+        prefix: &str,
+        zygotes: Option<crate::zygote::Zygotes>,
+    ) -> Runner {
         Runner {
             root,
             zygotes,
-            cgroup_parent: cgroup_parent.trim_matches('/').into(),
+            cgroup_parent,
             prefix: prefix.into(),
             seq: AtomicU64::new(0),
             closed: Default::default(),
@@ -177,7 +215,7 @@ impl Runner {
                 "options": ["bind", "ro", "nosuid", "nodev", "noexec"]
             }));
         }
-        s["linux"]["cgroupsPath"] = format!("/{}/{id}", self.cgroup_parent).into();
+        s["linux"]["cgroupsPath"] = self.cgroup_parent.cgroups_path(id).into();
         let r = &mut s["linux"]["resources"];
         if let Some(mb) = f.limits.memory_mb {
             r["memory"] = serde_json::json!({ "limit": mb << 20 });
@@ -205,7 +243,8 @@ impl Runner {
         let stdio = [stdin_r.as_raw_fd(), stdout_w.as_raw_fd(), stderr_w.as_raw_fd()];
         let (pid, zygote, cgroup) = match &self.zygotes {
             Some(z) => {
-                let (pid, index, cgroup) = z.create(&self.root, &id, &f.dir, spec, stdio)?;
+                let (pid, index, cgroup) =
+                    z.create(&self.root, &id, &f.dir, spec, stdio, self.cgroup_parent.systemd())?;
                 (pid, Some(index), cgroup)
             }
             None => {
@@ -213,6 +252,7 @@ impl Runner {
                     bundle: f.dir.clone(),
                     stdio: Some(stdio),
                     spec: Some(serde_json::from_value(spec)?),
+                    systemd_cgroup: self.cgroup_parent.systemd(),
                     ..Default::default()
                 };
                 let st = Container::create(&self.root, &id, &opts)
@@ -439,9 +479,17 @@ impl Runner {
             }
         }
         if let Ok(mount) = strata_runtime::cgroups::find_mount() {
-            for e in std::fs::read_dir(mount.join(&self.cgroup_parent)).into_iter().flatten().flatten() {
+            for e in std::fs::read_dir(mount.join(self.cgroup_parent.dir())).into_iter().flatten().flatten() {
                 let dir = e.path();
                 if !dir.is_dir() {
+                    continue;
+                }
+                if self.cgroup_parent.systemd() {
+                    // A scope is systemd's: emptied, it goes by itself.
+                    let ours = e.file_name().to_string_lossy().starts_with("strata-fn-");
+                    if ours && std::fs::write(dir.join("cgroup.kill"), "1").is_ok() {
+                        n += 1;
+                    }
                     continue;
                 }
                 let _ = std::fs::write(dir.join("cgroup.kill"), "1");

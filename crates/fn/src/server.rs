@@ -5,7 +5,7 @@ use crate::function::Function;
 use crate::http::{self, Request, Response};
 use crate::metrics::Metrics;
 use crate::pool::Pools;
-use crate::runner::{FileMount, Outcome, Runner};
+use crate::runner::{CgroupParent, FileMount, Outcome, Runner};
 use crate::store::{self, b64, now_ms, unb64, Mode, Record, Status, Store};
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::io::BufReader;
@@ -35,6 +35,9 @@ pub struct Config {
     pub naive_runtime: Option<PathBuf>,
     /// The cgroup (relative to the v2 mount) holding every invocation's cgroup.
     pub cgroup_parent: String,
+    /// The systemd cgroup driver: `cgroup_parent` is a slice, each
+    /// invocation a scope unit in it.
+    pub systemd_cgroup: bool,
 }
 
 impl Config {
@@ -51,6 +54,7 @@ impl Config {
             max_connections: 1024,
             naive_runtime: None,
             cgroup_parent: "strata-fn".into(),
+            systemd_cgroup: false,
         }
     }
 }
@@ -203,15 +207,24 @@ impl Server {
         let (store, pending) = Store::open(&cfg.state)?;
         let mount =
             strata_runtime::cgroups::find_mount().map_err(|e| crate::Error::Other(format!("cgroup v2: {e}")))?;
-        // Ours, made before any container, so no container owns (and removes) it.
-        if !cfg.cgroup_parent.split('/').all(|c| !c.is_empty() && c != "." && c != "..") {
-            return Err(crate::Error::Other(format!(
-                "--cgroup-parent {:?}: a relative path of plain names",
-                cfg.cgroup_parent
-            )));
-        }
-        let parent = mount.join(&cfg.cgroup_parent);
-        std::fs::create_dir_all(&parent).map_err(|e| crate::Error::path(&parent, e))?;
+        let cgroup_parent = if cfg.systemd_cgroup {
+            // systemd makes the slice with the first scope in it.
+            strata_runtime::cgroups::systemd::slice_path(&cfg.cgroup_parent).map_err(|e| {
+                crate::Error::Other(format!("--cgroup-parent with the systemd cgroup driver names a slice: {e}"))
+            })?;
+            CgroupParent::Slice(cfg.cgroup_parent.clone())
+        } else {
+            // Ours, made before any container, so no container owns (and removes) it.
+            if !cfg.cgroup_parent.split('/').all(|c| !c.is_empty() && c != "." && c != "..") {
+                return Err(crate::Error::Other(format!(
+                    "--cgroup-parent {:?}: a relative path of plain names",
+                    cfg.cgroup_parent
+                )));
+            }
+            let parent = mount.join(&cfg.cgroup_parent);
+            std::fs::create_dir_all(&parent).map_err(|e| crate::Error::path(&parent, e))?;
+            CgroupParent::Dir(cfg.cgroup_parent.trim_matches('/').into())
+        };
         let stamp = now_ms();
         // Container state is runtime state: under /run (a tmpfs on a usual
         // host), one directory per state directory; `containers` in the state
@@ -225,7 +238,7 @@ impl Server {
             let _ = std::fs::remove_file(&link);
             std::os::unix::fs::symlink(&run_root, &link).map_err(|e| crate::Error::path(&link, e))?;
         }
-        let runner = Arc::new(Runner::new(run_root, &cfg.cgroup_parent, &format!("{:x}", stamp % 0xfffff), zygotes));
+        let runner = Arc::new(Runner::new(run_root, cgroup_parent, &format!("{:x}", stamp % 0xfffff), zygotes));
         let swept = runner.sweep();
         if swept > 0 {
             eprintln!("strata-fn: deleted {swept} container(s) left by an earlier run");
@@ -783,8 +796,16 @@ impl Server {
             let _ = std::fs::remove_dir(top);
         }
         let _ = std::fs::remove_file(self.cfg.state.join("containers"));
-        if let Ok(m) = strata_runtime::cgroups::find_mount() {
-            let _ = std::fs::remove_dir(m.join(&self.cfg.cgroup_parent));
+        match &self.runner.cgroup_parent {
+            CgroupParent::Dir(d) => {
+                if let Ok(m) = strata_runtime::cgroups::find_mount() {
+                    let _ = std::fs::remove_dir(m.join(d));
+                }
+            }
+            // The slice goes as systemd's (empty by now).
+            CgroupParent::Slice(s) => {
+                let _ = strata_runtime::cgroups::systemd::Systemd::connect().and_then(|sd| sd.stop_unit(s));
+            }
         }
     }
 }

@@ -23,15 +23,14 @@ enum Request {
         id: String,
         bundle: PathBuf,
         spec: serde_json::Value,
+        /// The systemd cgroup driver.
+        #[serde(default)]
+        systemd: bool,
     },
     /// Reap, without an answer.
-    Reap {
-        pid: i32,
-    },
+    Reap { pid: i32 },
     /// Reap and answer with the exit code.
-    ReapNow {
-        pid: i32,
-    },
+    ReapNow { pid: i32 },
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -172,7 +171,7 @@ fn serve(sock: OwnedFd) -> ! {
             Err(_) => strata_runtime_exit(),
         };
         let reply = match req {
-            Request::Create { root, id, bundle, spec } => create(&root, &id, bundle, spec, &fds),
+            Request::Create { root, id, bundle, spec, systemd } => create(&root, &id, bundle, spec, systemd, &fds),
             // Sent without waiting for an answer (the caller knows the status).
             Request::Reap { pid } => {
                 reap(pid);
@@ -193,7 +192,7 @@ fn strata_runtime_exit() -> ! {
     unsafe { libc::_exit(0) }
 }
 
-fn create(root: &Path, id: &str, bundle: PathBuf, spec: serde_json::Value, fds: &[OwnedFd]) -> Reply {
+fn create(root: &Path, id: &str, bundle: PathBuf, spec: serde_json::Value, systemd: bool, fds: &[OwnedFd]) -> Reply {
     if fds.len() != 3 {
         return Reply::Failed { error: format!("create {id}: {} descriptors for stdio, not 3", fds.len()) };
     }
@@ -205,6 +204,7 @@ fn create(root: &Path, id: &str, bundle: PathBuf, spec: serde_json::Value, fds: 
         bundle,
         stdio: Some([fds[0].as_raw_fd(), fds[1].as_raw_fd(), fds[2].as_raw_fd()]),
         spec: Some(spec),
+        systemd_cgroup: systemd,
         ..Default::default()
     };
     match Container::create(root, id, &opts) {
@@ -319,10 +319,11 @@ impl Zygotes {
         bundle: &Path,
         spec: serde_json::Value,
         stdio: [RawFd; 3],
+        systemd: bool,
     ) -> crate::Result<(i32, usize, Option<PathBuf>)> {
         let n = self.zygotes.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let req = Request::Create { root: root.into(), id: id.into(), bundle: bundle.into(), spec };
+        let req = Request::Create { root: root.into(), id: id.into(), bundle: bundle.into(), spec, systemd };
         let mut last = None;
         // A zygote found dead on the way is replaced; the create goes to the
         // next live one.

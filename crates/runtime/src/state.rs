@@ -82,6 +82,9 @@ pub struct ContainerState {
     /// only the container's own.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cgroup_shared: bool,
+    /// The systemd scope unit holding the cgroup (the systemd cgroup driver).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub systemd_unit: Option<String>,
     /// The resctrl groups of `linux.intelRdt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rdt: Option<crate::rdt::Groups>,

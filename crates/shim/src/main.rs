@@ -4,6 +4,7 @@
 
 mod io;
 mod oom;
+mod options;
 mod service;
 
 use containerd_shim::protos::protobuf::well_known_types::any::Any;

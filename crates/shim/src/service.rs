@@ -342,6 +342,13 @@ impl containerd_shim::Task for Service {
         if !req.checkpoint.is_empty() {
             return Err(err(Code::UNIMPLEMENTED, "checkpoint restore is not supported"));
         }
+        // The runtime's options from containerd's config, as the runc shim reads them.
+        let runtime_options = match req.options.as_ref() {
+            Some(any) => {
+                crate::options::parse(&any.type_url, &any.value).map_err(|e| err(Code::INVALID_ARGUMENT, e))?
+            }
+            None => crate::options::RuntimeOptions::default(),
+        };
         let bundle = PathBuf::from(&req.bundle);
         // (A bundle directory used again must not report an earlier exit.)
         let _ = std::fs::remove_file(bundle.join(EXIT_RECORD));
@@ -366,10 +373,23 @@ impl containerd_shim::Task for Service {
             }
         };
         let console = if req.terminal { Some(std::os::unix::net::UnixStream::pair().map_err(internal)?) } else { None };
+        // The systemd driver when the options ask for it, or when the cgroup
+        // path has its form: containerd's CRI writes `slice:prefix:id` for pods
+        // whose cgroup parent is a slice (kubelet's systemd driver), and passes
+        // runc's options only to runc's shim type.
+        let spec = strata_runtime::config::load(&bundle).ok();
+        let systemd_path = spec
+            .as_ref()
+            .and_then(|s| s.linux().as_ref()?.cgroups_path().clone())
+            .is_some_and(|p| strata_runtime::cgroups::systemd::is_systemd_path(&p.to_string_lossy()));
         let opts = CreateOptions {
             bundle: bundle.clone(),
             console_socket: console.as_ref().map(|(_, theirs)| theirs.as_raw_fd()),
             stdio: Some(stdio.fds()),
+            spec,
+            systemd_cgroup: runtime_options.systemd_cgroup || systemd_path,
+            no_pivot: runtime_options.no_pivot_root,
+            no_new_keyring: runtime_options.no_new_keyring,
             ..Default::default()
         };
         let state = match Container::create(&self.root, &req.id, &opts) {

@@ -34,6 +34,9 @@ pub struct CreateArgs {
     /// From the global `--cgroup-manager disabled`.
     #[arg(skip)]
     pub no_cgroup: bool,
+    /// From the global `--systemd-cgroup` (or `--cgroup-manager systemd`).
+    #[arg(skip)]
+    pub systemd_cgroup: bool,
 }
 
 impl CreateArgs {
@@ -51,6 +54,7 @@ impl CreateArgs {
             stdio: None,
             spec,
             no_cgroup: self.no_cgroup,
+            systemd_cgroup: self.systemd_cgroup,
             bundle: self.bundle.clone(),
             console_socket: console,
             pid_file: self.pid_file.as_ref().map(|p| absolute(p)),

@@ -9,6 +9,7 @@
 pub mod devices;
 pub mod resources;
 pub mod stats;
+pub mod systemd;
 
 use crate::{Error, Result};
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -86,7 +87,7 @@ pub fn container_path(cgroups_path: Option<&Path>, id: &str) -> Result<PathBuf> 
     if p.to_string_lossy().contains(':') {
         return Err(Error::config(
             "linux.cgroupsPath",
-            format!("{} is a systemd path; strata has no systemd driver", p.display()),
+            format!("{} is a systemd path (slice:prefix:name): it needs --systemd-cgroup", p.display()),
         ));
     }
     let base = if p.is_absolute() { PathBuf::new() } else { own_cgroup() };

@@ -59,13 +59,23 @@ impl Container {
             return Err(wrong_status(&st, "a stopped container cannot be updated"));
         }
         let current = st.config.linux().as_ref().and_then(|l| l.resources().clone()).unwrap_or_default();
-        let writes = resources::plan(&complete_update(update, &current))?;
+        let completed = complete_update(update, &current);
+        let writes = resources::plan(&completed)?;
         let cg = Self::cgroup_of(&st)?;
         let mut controllers: Vec<&str> = writes.iter().filter_map(|w| w.controller).collect();
         controllers.sort_unstable();
         controllers.dedup();
         // Controllers not asked for at create time are enabled now, along the path.
         cg.enable(&crate::cgroups::find_mount()?, &controllers)?;
+        if let Some(unit) = &st.systemd_unit {
+            // systemd keeps the limits it manages as unit properties (and would
+            // write them back over the files): they change there first, once the
+            // controllers are known to be there.
+            let props = crate::cgroups::systemd::properties(&completed)?;
+            if !props.is_empty() {
+                crate::cgroups::systemd::Systemd::connect()?.set_properties(unit, &props)?;
+            }
+        }
         cg.apply(&writes)?;
         if let Some(devices) = update.devices() {
             // The device rules are an allowlist program on the cgroup: compiled

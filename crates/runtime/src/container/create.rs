@@ -42,6 +42,10 @@ pub struct CreateOptions {
     pub spec: Option<oci_spec::runtime::Spec>,
     /// Connected unix socket that receives a pidfd of the init.
     pub pidfd_socket: Option<RawFd>,
+    /// The systemd cgroup driver (`--systemd-cgroup`): the cgroup is a
+    /// transient scope unit systemd makes, named by `linux.cgroupsPath`
+    /// (`slice:prefix:name`).
+    pub systemd_cgroup: bool,
     /// Keep the caller's session keyring (`--no-new-keyring`) instead of
     /// giving the container one of its own.
     pub no_new_keyring: bool,
@@ -102,7 +106,18 @@ impl Container {
         if opts.no_cgroup && !cg_writes.is_empty() {
             return Err(Error::config("linux.resources", "limits need a cgroup; the cgroup manager is disabled"));
         }
-        let cg_rel = cgroups::container_path(linux.cgroups_path().as_deref(), id)?;
+        let systemd_unit = if opts.systemd_cgroup && !opts.no_cgroup {
+            Some(cgroups::systemd::Unit::from_cgroups_path(linux.cgroups_path().as_deref(), id)?)
+        } else {
+            None
+        };
+        let (cg_rel, unit_props) = match &systemd_unit {
+            Some(unit) => (
+                unit.cgroup_path(),
+                cgroups::systemd::properties(linux.resources().as_ref().unwrap_or(&Default::default()))?,
+            ),
+            None => (cgroups::container_path(linux.cgroups_path().as_deref(), id)?, Vec::new()),
+        };
         let cg_mount = if opts.no_cgroup { PathBuf::new() } else { cgroups::find_mount()? };
         if process.terminal && opts.console_socket.is_none() {
             return Err(Error::config("process.terminal", "a terminal needs --console-socket"));
@@ -166,12 +181,13 @@ impl Container {
             creator: crate::process::own_identity(),
             config: spec.clone(),
             cgroup: (!opts.no_cgroup).then(|| cg_mount.join(&cg_rel)),
-            cgroup_created: if opts.no_cgroup {
+            cgroup_created: if opts.no_cgroup || systemd_unit.is_some() {
                 Vec::new()
             } else {
                 cgroups::owned_parents(&cg_mount, &cg_rel, cgroups::missing_dirs(&cg_mount, &cg_rel))
             },
             cgroup_shared: false,
+            systemd_unit: systemd_unit.as_ref().map(|u| u.name.clone()),
             rdt: None,
             warnings: Vec::new(),
         };
@@ -184,9 +200,37 @@ impl Container {
         let mut devices_moved = false;
         let mut cgroup_made: Option<(Cgroup, Vec<PathBuf>)> = None;
         let mut cgroup_shared = false;
+        let mut unit_started = false;
         let result = (|| -> Result<ContainerState> {
             let mut cgroup_fd = None;
-            if !opts.no_cgroup {
+            // Holds a new systemd scope until the init is in it.
+            let mut placeholder = None;
+            if let Some(unit) = &systemd_unit {
+                let systemd = cgroups::systemd::Systemd::connect()?;
+                let holder = cgroups::systemd::Placeholder::spawn()?;
+                // A start that fails undoes itself; one refused (the name is in
+                // use) must leave the unit alone.
+                let rel = systemd.start_scope(unit, holder.pid(), &unit_props)?;
+                unit_started = true;
+                // No thread of the D-Bus client may outlive this point: the init is forked.
+                drop(systemd);
+                placeholder = Some(holder);
+                let cgroup = Cgroup::at(cg_mount.join(rel));
+                if state.cgroup.as_ref() != Some(&cgroup.dir) {
+                    state.cgroup = Some(cgroup.dir.clone());
+                    dir.save(&state)?;
+                }
+                // Controllers systemd does not manage (hugetlb, rdma, misc) are
+                // enabled along the path, as with cgroupfs.
+                cgroup.enable(&cg_mount, &cg_controllers)?;
+                cgroup.apply(&cg_writes)?;
+                let fd = cgroup.open()?;
+                if let Some(rules) = &device_rules {
+                    cgroups::devices::attach(fd.as_fd(), &cgroups::devices::compile(rules))?;
+                }
+                cgroup_made = Some((cgroup, Vec::new()));
+                cgroup_fd = Some((fd, true));
+            } else if !opts.no_cgroup {
                 let (cgroup, created) = Cgroup::create(&cg_mount, &cg_rel, &cg_controllers)?;
                 if let Some(w) = cgroup.in_use() {
                     warnings.push(w);
@@ -272,6 +316,7 @@ impl Container {
             };
             let (init_pid, mut sync) = spawn(&spawn_spec, |sync| init::main(&ctx, sync))?;
             pid = init_pid;
+            drop(placeholder.take());
             drop(fifo);
             state.pid = pid;
             state.init_start_time = crate::state::proc_stat(pid).map(|(_, t)| t).unwrap_or(0);
@@ -344,11 +389,18 @@ impl Container {
                     crate::rdt::remove(groups);
                 }
                 match &cgroup_made {
+                    Some((cg, _)) if unit_started => {
+                        let _ = cg.kill_all();
+                    }
                     Some((cg, created)) => {
                         let _ = cg.remove(created);
                     }
                     // Failed on the way to making it: the directories made so far.
                     None => cgroups::remove_empty(&state.cgroup_created),
+                }
+                if let (Some(unit), true) = (&systemd_unit, unit_started) {
+                    // The scope goes with everything in it; a failed create leaves no unit.
+                    let _ = cgroups::systemd::Systemd::connect().and_then(|s| s.stop_unit(&unit.name));
                 }
                 let _ = dir.remove();
                 Err(e)

@@ -34,7 +34,25 @@ impl Container {
             }
             crate::process::reap_foreign(st.pid, st.init_start_time);
         }
-        if let Some(cg) = st.cgroup() {
+        if let Some(unit) = &st.systemd_unit {
+            // The scope is systemd's: everything in it dies, then systemd stops
+            // it and removes its cgroup. A create that never made its init may
+            // have started none (the name may even be another container's): a
+            // scope it started held only its placeholder, gone with the creator.
+            if st.pid > 0 {
+                let cg = st.cgroup();
+                if let Some(cg) = cg.as_ref().filter(|c| c.dir.exists()) {
+                    let _ = cg.kill_all();
+                }
+                let stopped = crate::cgroups::systemd::Systemd::connect().and_then(|s| s.stop_unit(unit));
+                if let Err(e) = stopped {
+                    // A unit whose cgroup is gone is gone from systemd too.
+                    if cg.is_some_and(|c| c.dir.exists()) {
+                        return Err(e);
+                    }
+                }
+            }
+        } else if let Some(cg) = st.cgroup() {
             // Whatever is left (processes sharing the host's pid namespace, or that
             // outlived the init) dies with the cgroup, unless the container shared
             // it with processes of others.
