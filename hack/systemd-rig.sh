@@ -3,10 +3,11 @@
 # is not systemd. systemd boots as PID 1 of new pid, mount and cgroup namespaces,
 # in a child cgroup of the cgroup v2 root, with private copies of everything it
 # writes (tmpfs on /tmp, /run and /var/tmp; overlays on /etc and /var), so the
-# host's files, /tmp above all, stay as they are.
+# host's files, /tmp above all, stay as they are. (The checkout may be anywhere
+# but under /run.)
 #
-#   hack/systemd-rig.sh start DIR [KEEP...]  boot it; DIR (outside /tmp, /run, /var)
-#                                            holds its files; each KEEP path (the
+#   hack/systemd-rig.sh start DIR [KEEP...]  boot it; DIR holds its pid files;
+#                                            each KEEP path (the
 #                                            checkout, test scratch dirs) stays
 #                                            visible inside
 #   hack/systemd-rig.sh exec DIR CMD...      run CMD inside it (in a cgroup of the
@@ -50,28 +51,28 @@ stop() {
 case "$cmd" in
 start)
   [ -x /lib/systemd/systemd ] || { echo "systemd-rig: /lib/systemd/systemd is missing (apt-get install systemd)" >&2; exit 1; }
-  case "$dir/" in /tmp/* | /run/* | /var/*) echo "systemd-rig: $dir is hidden inside the rig; use a directory elsewhere" >&2; exit 1 ;; esac
   stop
-  mkdir -p "$dir/ov" "$cg" "$cg-keeper"
+  mkdir -p "$dir" "$cg" "$cg-keeper"
   keep=()
   for k in "$@"; do keep+=("$(realpath "$k")"); done
   # shellcheck disable=SC2016
   inner='
 set -e
-dir=$1; shift
+shift
 mount --make-rprivate /
-# The paths to keep are held on a private tmpfs while the covers go on.
-mount -t tmpfs tmpfs /mnt
+# /run becomes a private tmpfs first: it holds the paths to keep while the
+# covers go on, and the upper layers of the overlays (DIR itself may be below a
+# directory covered next, a checkout under /var/tmp, say).
+mount -t tmpfs -o mode=755 tmpfs /run
 i=0
-for k in "$@"; do mkdir -p /mnt/keep/$i; mount --rbind "$k" /mnt/keep/$i; i=$((i+1)); done
-mount -t tmpfs tmpfs "$dir/ov"
+for k in "$@"; do mkdir -p /run/rig/keep/$i; mount --rbind "$k" /run/rig/keep/$i; i=$((i+1)); done
 for d in etc var; do
-  mkdir -p "$dir/ov/$d/upper" "$dir/ov/$d/work"
-  mount -t overlay overlay -o "lowerdir=/$d,upperdir=$dir/ov/$d/upper,workdir=$dir/ov/$d/work" "/$d"
+  mkdir -p "/run/rig/$d/upper" "/run/rig/$d/work"
+  mount -t overlay overlay -o "lowerdir=/$d,upperdir=/run/rig/$d/upper,workdir=/run/rig/$d/work" "/$d"
 done
-for d in /tmp /run /var/tmp; do mount -t tmpfs -o mode=1777 tmpfs $d; done
+for d in /tmp /var/tmp; do mount -t tmpfs -o mode=1777 tmpfs $d; done
 i=0
-for k in "$@"; do mkdir -p "$k"; mount --rbind /mnt/keep/$i "$k"; i=$((i+1)); done
+for k in "$@"; do mkdir -p "$k"; mount --rbind /run/rig/keep/$i "$k"; i=$((i+1)); done
 mount -t proc proc /proc
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 # The launcher is moved out of this cgroup by the host: controllers can be

@@ -461,3 +461,69 @@ pub fn receive_seccomp_listener(conn: &std::os::unix::net::UnixStream) -> Result
     buf.truncate(n);
     Ok((buf, fd))
 }
+
+/// A private systemd booted by `hack/systemd-rig.sh` (this host's init is not
+/// systemd), stopped, with its cgroups removed, on drop.
+pub struct SystemdRig {
+    dir: PathBuf,
+}
+
+impl SystemdRig {
+    fn script() -> PathBuf {
+        repo_root().join("hack/systemd-rig.sh")
+    }
+
+    /// Boots one with its files in `dir` (outside /tmp, /run and /var), with
+    /// the `keep` paths visible inside.
+    pub fn start(dir: &Path, keep: &[&Path]) -> Result<SystemdRig, String> {
+        let out = run_to_files(Command::new(Self::script()).arg("start").arg(dir).args(keep).stdin(Stdio::null()));
+        if out.code != 0 {
+            return Err(format!("hack/systemd-rig.sh start failed: {}{}", out.stdout, out.stderr));
+        }
+        Ok(SystemdRig { dir: dir.to_path_buf() })
+    }
+
+    /// A scratch directory for a suite run inside a rig (its /tmp is its
+    /// own): under the cargo target's tmp, and made this process's TMPDIR so
+    /// that bundles and state roots land there.
+    pub fn scratch(suite: &str) -> PathBuf {
+        let base = std::env::var("CARGO_TARGET_TMPDIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| repo_root().join("target/tmp"))
+            .join(format!("{suite}-{}", std::process::id()));
+        let scratch = base.join("scratch");
+        std::fs::create_dir_all(&scratch).expect("scratch dir");
+        std::env::set_var("TMPDIR", &scratch);
+        scratch
+    }
+
+    /// Boots one beside `scratch` that sees it, the checkout and the runtime's
+    /// build directory.
+    pub fn start_with_scratch(scratch: &Path) -> Result<SystemdRig, String> {
+        let target = runtime_bin().canonicalize().ok().and_then(|b| b.parent().map(Path::to_path_buf));
+        let root = repo_root();
+        let mut keep: Vec<&Path> = vec![scratch, &root];
+        if let Some(t) = target.as_deref().filter(|t| !t.starts_with(&root)) {
+            keep.push(t);
+        }
+        SystemdRig::start(&scratch.with_file_name("rig"), &keep)
+    }
+
+    /// Removes what `scratch` made.
+    pub fn remove_scratch(scratch: &Path) {
+        if let Some(base) = scratch.parent() {
+            let _ = std::fs::remove_dir_all(base);
+        }
+    }
+
+    /// The command prefix that runs a program inside it.
+    pub fn prefix(&self) -> Vec<String> {
+        vec![Self::script().to_string_lossy().into_owned(), "exec".into(), self.dir.to_string_lossy().into_owned()]
+    }
+}
+
+impl Drop for SystemdRig {
+    fn drop(&mut self) {
+        let _ = Command::new(Self::script()).arg("stop").arg(&self.dir).status();
+    }
+}

@@ -10,39 +10,9 @@
 //! validates them; checks of strata's own choices print a skip there.
 
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use strata_tests::{is_root, is_strata, repo_root, run_to_files, runtime_bin, skip, Bundle, Out};
-
-/// The private systemd, stopped on drop.
-struct Rig {
-    dir: PathBuf,
-}
-
-impl Rig {
-    fn script() -> PathBuf {
-        repo_root().join("hack/systemd-rig.sh")
-    }
-
-    fn start(dir: &Path, keep: &[&Path]) -> Result<Rig, String> {
-        let out = run_to_files(Command::new(Self::script()).arg("start").arg(dir).args(keep).stdin(Stdio::null()));
-        if out.code != 0 {
-            return Err(format!("hack/systemd-rig.sh start failed: {}{}", out.stdout, out.stderr));
-        }
-        Ok(Rig { dir: dir.to_path_buf() })
-    }
-
-    /// The command prefix that runs a program inside the rig.
-    fn prefix(&self) -> Vec<String> {
-        vec![Self::script().to_string_lossy().into_owned(), "exec".into(), self.dir.to_string_lossy().into_owned()]
-    }
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        let _ = Command::new(Self::script()).arg("stop").arg(&self.dir).status();
-    }
-}
+use strata_tests::{is_root, is_strata, repo_root, run_to_files, runtime_bin, skip, Bundle, Out, SystemdRig};
 
 static RIG: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
 
@@ -614,7 +584,7 @@ fn main() {
         return;
     }
     if !Path::new("/lib/systemd/systemd").exists() || !Path::new("/usr/bin/dbus-daemon").exists() {
-        skip("systemd", "systemd and dbus are not installed (hack/setup.sh --systemd installs them)");
+        skip("systemd", "systemd and dbus are not installed (hack/setup.sh --tests installs them)");
         return;
     }
     let mut failed = Vec::new();
@@ -623,22 +593,8 @@ fn main() {
     }
     let todo: Vec<&(&str, fn())> = CHECKS.iter().filter(|(n, _)| selected(n)).collect();
     if !todo.is_empty() {
-        // Scratch (bundles, state roots) where the rig sees it: its /tmp is its own.
-        let base = std::env::var("CARGO_TARGET_TMPDIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| repo_root().join("target/tmp"))
-            .join(format!("systemd-{}", std::process::id()));
-        let scratch = base.join("scratch");
-        std::fs::create_dir_all(&scratch).expect("scratch dir");
-        std::env::set_var("TMPDIR", &scratch);
-        let target = runtime_bin().canonicalize().ok().and_then(|b| b.parent().map(Path::to_path_buf));
-        let mut keep: Vec<&Path> = vec![&scratch];
-        let root = repo_root();
-        keep.push(&root);
-        if let Some(t) = target.as_deref().filter(|t| !t.starts_with(&root)) {
-            keep.push(t);
-        }
-        match Rig::start(&base.join("rig"), &keep) {
+        let scratch = SystemdRig::scratch("systemd");
+        match SystemdRig::start_with_scratch(&scratch) {
             Ok(rig) => {
                 let _ = RIG.set(rig.prefix());
                 let flags = vec!["--systemd-cgroup".to_string()];
@@ -653,7 +609,7 @@ fn main() {
                 failed.push("rig".to_string());
             }
         }
-        let _ = std::fs::remove_dir_all(&base);
+        SystemdRig::remove_scratch(&scratch);
     }
     if failed.is_empty() {
         println!("\ntest result: ok");
