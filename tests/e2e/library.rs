@@ -91,3 +91,34 @@ fn per_container_stdio() {
     // The init is our child (CLONE_PARENT): reap it.
     let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(st.pid), None);
 }
+
+/// A long-lived caller (a shim) that updates a container's device rules to
+/// the ones it already has reuses its loaded program, which is attached
+/// already: the update keeps it (the kernel refuses one program attached twice).
+#[test]
+fn updating_device_rules_to_the_same_rules_in_one_process() {
+    if !is_strata() {
+        return skip("updating_device_rules_to_the_same_rules_in_one_process", "uses the strata library directly");
+    }
+    let mut b = Bundle::new(&["sleep", "100"]);
+    b.config["linux"]["resources"] = serde_json::json!({ "devices": [{ "allow": false, "access": "rwm" }] });
+    b.write_config();
+    let root = b.root.path();
+    let opts = CreateOptions { bundle: b.dir.path().to_path_buf(), ..Default::default() };
+    let st = Container::create(root, "samedev", &opts).expect("create");
+    let c = Container::load(root, "samedev").expect("load");
+    let same: oci_spec::runtime::LinuxResources =
+        serde_json::from_value(serde_json::json!({ "devices": [{ "allow": false, "access": "rwm" }] })).expect("json");
+    for round in 0..2 {
+        c.update(&same).unwrap_or_else(|e| panic!("update {round}: {e}"));
+    }
+    let other: oci_spec::runtime::LinuxResources = serde_json::from_value(serde_json::json!({ "devices": [
+        { "allow": false, "access": "rwm" }, { "allow": true, "type": "b", "major": 7, "minor": 0, "access": "r" }
+    ] }))
+    .expect("json");
+    c.update(&other).expect("update to other rules");
+    c.update(&same).expect("and back");
+    c.delete(true).expect("delete");
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(st.pid), None);
+    assert!(b.leftover_state().is_empty());
+}

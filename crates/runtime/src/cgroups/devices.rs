@@ -211,9 +211,14 @@ const LOADED_MAX: usize = 16;
 /// Loads `program` (or reuses this process's earlier load of it) and attaches
 /// it to the cgroup open at `cgroup`.
 pub fn attach(cgroup: BorrowedFd<'_>, program: &[Insn]) -> Result<()> {
+    attach_fd(cgroup, loaded(program)?.as_fd())
+}
+
+/// The program loaded (once per process: loads are cached).
+fn loaded(program: &[Insn]) -> Result<std::sync::Arc<OwnedFd>> {
     let cached =
         LOADED.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(p, _)| p == program).map(|(_, fd)| fd.clone());
-    let prog = match cached {
+    Ok(match cached {
         Some(fd) => fd,
         None => {
             let fd = std::sync::Arc::new(load(program)?);
@@ -224,7 +229,10 @@ pub fn attach(cgroup: BorrowedFd<'_>, program: &[Insn]) -> Result<()> {
             loaded.push((program.to_vec(), fd.clone()));
             fd
         }
-    };
+    })
+}
+
+fn attach_fd(cgroup: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> Result<()> {
     const BPF_PROG_ATTACH: libc::c_long = 8;
     const BPF_F_ALLOW_MULTI: u32 = 2;
     let mut at = [0u8; 20];
@@ -236,24 +244,18 @@ pub fn attach(cgroup: BorrowedFd<'_>, program: &[Insn]) -> Result<()> {
     Ok(())
 }
 
-/// Replaces the device programs attached to the cgroup open at `cgroup` with
-/// `program` (an `update` of the device rules of a running container): the new
-/// program is attached first and the old ones detached after, so at no moment
-/// is a device allowed that both rule sets deny.
+/// Attaches `program` and detaches every other device program of the cgroup
+/// (`update` of the device rules, a cgroup reused). A long-lived caller (a
+/// shim) finds its cached program attached already when the rules did not
+/// change: the kernel refuses attaching one program twice, so it stays.
 pub fn replace(cgroup: BorrowedFd<'_>, program: &[Insn]) -> Result<()> {
     let old = attached_ids(cgroup)?;
-    attach(cgroup, program).or_else(|e| match e {
-        // The very same program is attached already.
-        Error::Sys { errno: nix::Error::EEXIST, .. } => Ok(()),
-        e => Err(e),
-    })?;
-    let new_id = LOADED
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .find(|(p, _)| p == program)
-        .and_then(|(_, fd)| prog_id(fd.as_fd()).ok());
-    for id in old.into_iter().filter(|id| Some(*id) != new_id) {
+    let prog = loaded(program)?;
+    let new_id = prog_id(prog.as_fd()).map_err(|e| Error::sys("bpf", "the device program's id", e))?;
+    if !old.contains(&new_id) {
+        attach_fd(cgroup, prog.as_fd())?;
+    }
+    for id in old.into_iter().filter(|id| *id != new_id) {
         detach(cgroup, id)?;
     }
     Ok(())
