@@ -420,3 +420,31 @@ fn cgroup_manager_disabled() {
     assert!(err.contains("linux.resources"), "{err}");
     assert!(b.leftover_state().is_empty());
 }
+
+/// On a hybrid host an operator may let limits whose controller lives on
+/// cgroup v1 go unapplied: with STRATA_CGROUP_UNAVAILABLE=warn the container
+/// runs, with a warning naming the limit; without it, it is refused naming
+/// the controller.
+#[test]
+fn unavailable_controllers_are_refused_unless_the_operator_says_warn() {
+    let test = "unavailable_controllers_are_refused_unless_the_operator_says_warn";
+    let Some(mount) = setup(test) else { return };
+    if !is_strata() {
+        return skip(test, "STRATA_CGROUP_UNAVAILABLE is strata's");
+    }
+    if controllers(&mount).split_whitespace().any(|c| c == "cpu") {
+        return skip(test, "this host's cgroup v2 has the cpu controller");
+    }
+    let cg = TestCgroup::new(&mount, "unavail");
+    let mut b = Bundle::new(&["true"]);
+    b.config["linux"]["cgroupsPath"] = json!(cg.path());
+    b.config["linux"]["resources"] = json!({ "cpu": { "shares": 2 } });
+    let refused = b.run("unavail1");
+    assert!(refused.failed().contains("\"cpu\""), "{refused:?}");
+    b.write_config();
+    let bundle = b.dir.path().to_string_lossy().into_owned();
+    let out = run_to_files(b.cmd(&["run", "--bundle", &bundle, "unavail2"]).env("STRATA_CGROUP_UNAVAILABLE", "warn"));
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("cpu.weight") && out.stderr.contains("no cpu controller"), "{out:?}");
+    assert!(b.leftover_state().is_empty());
+}

@@ -98,6 +98,35 @@ pub fn container_path(cgroups_path: Option<&Path>, id: &str) -> Result<PathBuf> 
     Ok(joined)
 }
 
+/// The environment variable with which an operator lets limits whose
+/// controller the host's cgroup v2 lacks go unapplied, with a warning, instead
+/// of refusing the container: `warn`. For hybrid hosts, whose controllers are
+/// bound to cgroup v1 hierarchies strata does not use.
+pub const UNAVAILABLE_ENV: &str = "STRATA_CGROUP_UNAVAILABLE";
+
+/// With `STRATA_CGROUP_UNAVAILABLE=warn`, removes from `writes` those whose
+/// controller the hierarchy at `mount` does not offer, and returns a warning
+/// for each; otherwise leaves them (the create then fails naming the
+/// controller).
+pub fn drop_unavailable(mount: &Path, writes: &mut Vec<resources::Write>) -> Vec<String> {
+    if std::env::var(UNAVAILABLE_ENV).as_deref() != Ok("warn") {
+        return Vec::new();
+    }
+    let available = read(mount, "cgroup.controllers").unwrap_or_default();
+    let mut warnings = Vec::new();
+    writes.retain(|w| match w.controller {
+        Some(c) if !available.split_whitespace().any(|a| a == c) => {
+            warnings.push(format!(
+                "{} {:?} not applied: this host's cgroup v2 has no {c} controller ({UNAVAILABLE_ENV}=warn)",
+                w.file, w.value
+            ));
+            false
+        }
+        _ => true,
+    });
+    warnings
+}
+
 /// The directories `delete` may remove once empty: those `create` made, plus the
 /// default `/strata` parent, which containers share (whichever is deleted last
 /// removes it).

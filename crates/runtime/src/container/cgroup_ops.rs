@@ -60,13 +60,17 @@ impl Container {
         }
         let current = st.config.linux().as_ref().and_then(|l| l.resources().clone()).unwrap_or_default();
         let completed = complete_update(update, &current);
-        let writes = resources::plan(&completed)?;
+        let mut writes = resources::plan(&completed)?;
+        let mount = crate::cgroups::find_mount()?;
+        for w in crate::cgroups::drop_unavailable(&mount, &mut writes) {
+            eprintln!("strata: warning: {w}");
+        }
         let cg = Self::cgroup_of(&st)?;
         let mut controllers: Vec<&str> = writes.iter().filter_map(|w| w.controller).collect();
         controllers.sort_unstable();
         controllers.dedup();
         // Controllers not asked for at create time are enabled now, along the path.
-        cg.enable(&crate::cgroups::find_mount()?, &controllers)?;
+        cg.enable(&mount, &controllers)?;
         if let Some(unit) = &st.systemd_unit {
             // systemd keeps the limits it manages as unit properties (and would
             // write them back over the files): they change there first, once the

@@ -92,10 +92,12 @@ impl Container {
         let ns_list = linux.namespaces().clone().unwrap_or_default();
         let namespaces = NamespacePlan::from_spec(&ns_list)?;
         check_preserved_fds(opts.preserve_fds)?;
-        let cg_writes = match linux.resources() {
+        let mut cg_writes = match linux.resources() {
             Some(r) => cgroups::resources::plan(r)?,
             None => Vec::new(),
         };
+        let cg_mount = if opts.no_cgroup { PathBuf::new() } else { cgroups::find_mount()? };
+        let unapplied = if opts.no_cgroup { Vec::new() } else { cgroups::drop_unavailable(&cg_mount, &mut cg_writes) };
         let mut cg_controllers: Vec<&str> = cg_writes.iter().filter_map(|w| w.controller).collect();
         cg_controllers.sort_unstable();
         cg_controllers.dedup();
@@ -118,7 +120,6 @@ impl Container {
             ),
             None => (cgroups::container_path(linux.cgroups_path().as_deref(), id)?, Vec::new()),
         };
-        let cg_mount = if opts.no_cgroup { PathBuf::new() } else { cgroups::find_mount()? };
         if process.terminal && opts.console_socket.is_none() {
             return Err(Error::config("process.terminal", "a terminal needs --console-socket"));
         }
@@ -137,6 +138,7 @@ impl Container {
             .iter()
             .map(|c| format!("process.capabilities: {c} is unknown to the running kernel; dropped"))
             .collect();
+        warnings.extend(unapplied);
         if mount_ns == MountNs::Host {
             warnings.extend(config::ignored_without_mount_namespace(spec));
         }
