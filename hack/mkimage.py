@@ -2,7 +2,8 @@
 """Packs a root filesystem directory into an OCI image layout tarball with one
 uncompressed layer, which `ctr image import` loads. No registry, no tools.
 
-Usage: hack/mkimage.py ROOTFS OUT.tar NAME   (NAME like docker.io/library/busybox:strata)
+Usage: hack/mkimage.py ROOTFS OUT.tar NAME [CMD...]
+  NAME like docker.io/library/busybox:strata; CMD is the image's command (default: sh)
 """
 import hashlib
 import io
@@ -24,12 +25,12 @@ def layer_of(rootfs):
     return buf.getvalue()
 
 
-def main(rootfs, out, name):
+def main(rootfs, out, name, *cmd):
     layer = layer_of(rootfs)
     config = json.dumps({
         "architecture": "amd64",
         "os": "linux",
-        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]},
+        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": list(cmd) or ["sh"]},
         "rootfs": {"type": "layers", "diff_ids": [digest(layer)]},
     }).encode()
     manifest = json.dumps({
@@ -58,6 +59,6 @@ def main(rootfs, out, name):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 4:
+    if len(sys.argv) < 4:
         sys.exit(__doc__)
     main(*sys.argv[1:])

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs what building and testing Strata needs, from Debian, when missing.
-# Usage: hack/setup.sh [--peers] [--systemd]
+# Usage: hack/setup.sh [--peers] [--tests]
 #   --peers    also runc, crun and hyperfine, for comparisons
-#   --systemd  also systemd, dbus and containerd, for the systemd cgroup driver's
-#              suite (tests/systemd boots a private systemd; the host's init is untouched)
+#   --tests    also what the test suites need: protoc (the CRI client's
+#              bindings), systemd and dbus (tests/systemd and tests/cri boot a
+#              private systemd; the host's init is untouched), containerd and
+#              the CNI plugins
 set -euo pipefail
 
 need=()
@@ -22,10 +24,12 @@ for arg in "$@"; do
     command -v hyperfine >/dev/null || need+=(hyperfine)
     [ -x /usr/bin/time ] || need+=(time)
     ;;
-  --systemd)
+  --tests)
     [ -x /lib/systemd/systemd ] || need+=(systemd)
     [ -x /usr/bin/dbus-daemon ] || need+=(dbus)
     command -v containerd >/dev/null || need+=(containerd)
+    [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+    command -v protoc >/dev/null || need+=(protobuf-compiler)
     ;;
   *) echo "setup: unknown option $arg" >&2; exit 2 ;;
   esac

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-hack/setup.sh --systemd
+hack/setup.sh --tests
 hack/mkrootfs.sh bundles/hello/rootfs
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
