@@ -5,7 +5,7 @@
 #   --tests    also what the test suites need: protoc (the CRI client's
 #              bindings), systemd and dbus (tests/systemd and tests/cri boot a
 #              private systemd; the host's init is untouched), containerd and
-#              the CNI plugins
+#              the CNI plugins, uidmap (newuidmap for tests/rootless)
 set -euo pipefail
 
 need=()
@@ -30,6 +30,7 @@ for arg in "$@"; do
     command -v containerd >/dev/null || need+=(containerd)
     [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
     command -v protoc >/dev/null || need+=(protobuf-compiler)
+    [ -x /usr/bin/newuidmap ] || need+=(uidmap)
     ;;
   *) echo "setup: unknown option $arg" >&2; exit 2 ;;
   esac

@@ -396,8 +396,9 @@ fn a_cgroup_that_existed_and_was_killed_is_reused_and_left_as_found() {
     assert!(wait_for(|| std::fs::remove_dir(cg.dir()).is_ok() || !cg.dir().exists()));
 }
 
-/// `--cgroup-manager disabled`: the container runs in the caller's cgroup, the
-/// operations that need one say so, and limits are refused.
+/// `--cgroup-manager disabled`: the container runs in the caller's cgroup, ps
+/// finds its processes by pid namespace, the operations that need a cgroup say
+/// so, and limits are refused.
 #[test]
 fn cgroup_manager_disabled() {
     if !is_strata() {
@@ -412,7 +413,10 @@ fn cgroup_manager_disabled() {
     let theirs = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
     let v2 = |s: &str| s.lines().find(|l| l.starts_with("0::")).map(str::to_string);
     assert_eq!(v2(&theirs), v2(&ours), "the init left the caller's cgroup");
-    assert!(b.rt(&["ps", "nocg"]).failed().contains("no cgroup"));
+    // ps lists the processes of the container's pid namespace; pause needs a cgroup.
+    let ps: Vec<i64> = serde_json::from_str(b.rt(&["ps", "--format", "json", "nocg"]).ok()).expect("ps json");
+    assert_eq!(ps, vec![pid]);
+    assert!(b.rt(&["pause", "nocg"]).failed().contains("no cgroup"));
     b.rt(&["delete", "--force", "nocg"]).ok();
     b.config["linux"]["resources"] = json!({ "pids": { "limit": 10 } });
     b.write_config();

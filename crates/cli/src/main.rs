@@ -13,9 +13,10 @@ use std::path::PathBuf;
 #[derive(Parser, Debug)]
 #[command(name = "strata", about = "Run OCI containers", disable_version_flag = true)]
 pub struct Cli {
-    /// Directory holding container state.
-    #[arg(long, global = true, default_value = strata_runtime::DEFAULT_ROOT)]
-    root: PathBuf,
+    /// Directory holding container state (default: /run/strata; rootless,
+    /// $XDG_RUNTIME_DIR/strata or /run/user/UID/strata).
+    #[arg(long, global = true)]
+    root: Option<PathBuf>,
     /// Write log messages to this file (default: stderr).
     #[arg(long, global = true)]
     log: Option<PathBuf>,
@@ -157,8 +158,13 @@ fn main() {
         std::process::exit(1);
     };
     let is_exec = matches!(command, Command::Exec(_));
-    log.debug(&format!("{command:?} (root {})", cli.root.display()));
-    let result = run(command, &cli.root, &log);
+    let result = match cli.root.clone().map(Ok).unwrap_or_else(strata_runtime::state::default_root) {
+        Ok(root) => {
+            log.debug(&format!("{command:?} (root {})", root.display()));
+            run(command, &root, &log)
+        }
+        Err(e) => Err(e.into()),
+    };
     match result {
         Ok(code) => {
             log.debug(&format!("done, exit code {code}"));

@@ -603,9 +603,66 @@ pub fn default_spec_json() -> serde_json::Value {
     })
 }
 
+/// The default config for an unprivileged user (`strata spec --rootless`), as
+/// runc writes it: a user namespace mapping the caller's uid and gid to root,
+/// no cgroup mount or namespace, no uid=/gid= mount options (ids the namespace
+/// does not map), no resources. Unlike runc's, it keeps a network namespace of
+/// its own (loopback only, made without privileges), so /sys stays a sysfs of
+/// the container's own rather than a bind of the host's (with its cgroup
+/// trees); a config without one gets the bind (see rootfs/mounts.rs).
+pub fn rootless_spec_json(uid: u32, gid: u32) -> serde_json::Value {
+    let mut spec = default_spec_json();
+    let namespaces: Vec<serde_json::Value> = spec["linux"]["namespaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|n| n["type"] != "user" && n["type"] != "cgroup")
+        .cloned()
+        .chain([serde_json::json!({ "type": "user" })])
+        .collect();
+    spec["linux"]["namespaces"] = namespaces.into();
+    spec["linux"]["uidMappings"] = serde_json::json!([{ "containerID": 0, "hostID": uid, "size": 1 }]);
+    spec["linux"]["gidMappings"] = serde_json::json!([{ "containerID": 0, "hostID": gid, "size": 1 }]);
+    if let Some(linux) = spec["linux"].as_object_mut() {
+        linux.remove("resources");
+    }
+    let mounts: Vec<serde_json::Value> = spec["mounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["destination"] != "/sys/fs/cgroup")
+        .map(|m| {
+            let mut m = m.clone();
+            if let Some(opts) = m["options"].as_array_mut() {
+                opts.retain(|o| !o.as_str().is_some_and(|o| o.starts_with("uid=") || o.starts_with("gid=")));
+            }
+            m
+        })
+        .collect();
+    spec["mounts"] = mounts.into();
+    spec
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rootless_spec_maps_the_caller_and_asks_for_nothing_privileged() {
+        let s = rootless_spec_json(1001, 1002);
+        assert_eq!(s["linux"]["uidMappings"][0]["hostID"], 1001);
+        assert_eq!(s["linux"]["gidMappings"][0]["hostID"], 1002);
+        let ns: Vec<&str> =
+            s["linux"]["namespaces"].as_array().expect("ns").iter().filter_map(|n| n["type"].as_str()).collect();
+        assert!(ns.contains(&"user") && ns.contains(&"network") && !ns.contains(&"cgroup"), "{ns:?}");
+        assert!(s["linux"]["resources"].is_null());
+        let text = s["mounts"].to_string();
+        assert!(!text.contains("gid=5") && !text.contains("/sys/fs/cgroup") && text.contains("sysfs"), "{text}");
+        let d = bundle("rootless", &s);
+        let r = load(&d).and_then(|spec| validate(&spec, &d));
+        let _ = std::fs::remove_dir_all(&d);
+        assert!(r.is_ok(), "{r:?}");
+    }
 
     fn bundle(tag: &str, config: &serde_json::Value) -> PathBuf {
         let d = std::env::temp_dir().join(format!("strata-config-{tag}-{}", std::process::id()));

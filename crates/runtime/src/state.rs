@@ -404,6 +404,31 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
+/// The state root when none is given: /run/strata as root; for another user
+/// (or root of a user namespace, as rootless podman runs it), the user's runtime directory ($XDG_RUNTIME_DIR, else /run/user/UID), never a
+/// path of root's.
+pub fn default_root() -> Result<PathBuf> {
+    let uid = nix::unistd::geteuid();
+    if uid.is_root() && !crate::in_user_namespace() {
+        return Ok(PathBuf::from(crate::DEFAULT_ROOT));
+    }
+    // Root of a user namespace (rootless podman runs the runtime so) uses the
+    // runtime directory of the user it really is, when there is one.
+    let xdg = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()).map(PathBuf::from);
+    let base = match xdg {
+        Some(d) => d,
+        None if uid.is_root() => return Ok(PathBuf::from(crate::DEFAULT_ROOT)),
+        None => PathBuf::from(format!("/run/user/{uid}")),
+    };
+    if !base.is_dir() {
+        return Err(Error::Init(format!(
+            "rootless state needs a runtime directory: {} does not exist (set XDG_RUNTIME_DIR or pass --root)",
+            base.display()
+        )));
+    }
+    Ok(base.join("strata"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -127,6 +127,22 @@ pub fn drop_unavailable(mount: &Path, writes: &mut Vec<resources::Write>) -> Vec
     warnings
 }
 
+/// Whether the cgroup `rel` below `mount` is the caller's to make: the nearest
+/// existing directory on its way (itself, or an ancestor to create it in) is
+/// writable by the caller, as a subtree delegated to a user is.
+pub fn delegated(mount: &Path, rel: &Path) -> bool {
+    let mut p = mount.join(rel);
+    loop {
+        if p.is_dir() {
+            let file = if p == mount.join(rel) { p.join("cgroup.procs") } else { p.clone() };
+            return nix::unistd::access(&file, nix::unistd::AccessFlags::W_OK).is_ok();
+        }
+        if !p.pop() || !p.starts_with(mount) {
+            return false;
+        }
+    }
+}
+
 /// The directories `delete` may remove once empty: those `create` made, plus the
 /// default `/strata` parent, which containers share (whichever is deleted last
 /// removes it).

@@ -9,7 +9,12 @@ use oci_spec::runtime::LinuxResources;
 
 impl Container {
     fn cgroup_of(st: &ContainerState) -> Result<Cgroup> {
-        st.cgroup().ok_or_else(|| Error::State { id: st.id.clone(), reason: "the container has no cgroup".into() })
+        st.cgroup().ok_or_else(|| Error::State {
+            id: st.id.clone(),
+            reason: "the container has no cgroup (rootless without a delegated cgroup, or the cgroup manager \
+                     disabled): this operation needs one"
+                .into(),
+        })
     }
 
     /// Freezes every process of a running container (cgroup.freeze).
@@ -38,7 +43,11 @@ impl Container {
         if st.status == Status::Stopped {
             return Ok(Vec::new());
         }
-        Self::cgroup_of(&st)?.pids()
+        match st.cgroup() {
+            Some(cg) => cg.pids(),
+            // Without a cgroup, the processes of the init's pid namespace.
+            None => Ok(pid_namespace_members(st.pid)),
+        }
     }
 
     /// Statistics from the container's cgroup (runc's `events --stats` data).
@@ -141,6 +150,26 @@ impl Container {
         }
         dir.save(&st)
     }
+}
+
+/// The processes whose pid namespace is `init`'s (just `init` when that is
+/// the host's: a container without its own pid namespace and without a
+/// cgroup has no way to tell its processes from others).
+fn pid_namespace_members(init: i32) -> Vec<i32> {
+    let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+    let Some(own) = ns(&init.to_string()) else { return Vec::new() };
+    if ns("self") == Some(own.clone()) {
+        return vec![init];
+    }
+    let mut pids: Vec<i32> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| ns(&p.to_string()).as_ref() == Some(&own))
+        .collect();
+    pids.sort_unstable();
+    pids
 }
 
 /// Resources after an update: every section `update` has replaces the old one.

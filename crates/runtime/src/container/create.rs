@@ -5,7 +5,7 @@ use crate::cgroups::{self, Cgroup};
 use crate::namespaces::NamespacePlan;
 use crate::process::init::{self, InitContext, MountNs};
 use crate::process::plan::ProcessPlan;
-use crate::process::{spawn, write_id_map, CgroupEntry, SpawnSpec};
+use crate::process::{spawn, write_id_maps, CgroupEntry, SpawnSpec};
 use crate::rootfs::devices;
 use crate::rootfs::mounts::BindSource;
 use crate::seccomp::SeccompPlan;
@@ -96,8 +96,19 @@ impl Container {
             Some(r) => cgroups::resources::plan(r)?,
             None => Vec::new(),
         };
-        let cg_mount = if opts.no_cgroup { PathBuf::new() } else { cgroups::find_mount()? };
-        let unapplied = if opts.no_cgroup { Vec::new() } else { cgroups::drop_unavailable(&cg_mount, &mut cg_writes) };
+        // Rootless, a cgroup is used only where one is delegated to the user
+        // (its parent is writable); otherwise the container runs without one,
+        // as with runc: accepted with no limits, refused with some.
+        let rootless_cgroup = if crate::rootless() && !opts.no_cgroup && !opts.systemd_cgroup {
+            let mount = cgroups::find_mount()?;
+            let rel = cgroups::container_path(linux.cgroups_path().as_deref(), id)?;
+            Some(cgroups::delegated(&mount, &rel))
+        } else {
+            None
+        };
+        let no_cgroup = opts.no_cgroup || rootless_cgroup == Some(false);
+        let cg_mount = if no_cgroup { PathBuf::new() } else { cgroups::find_mount()? };
+        let unapplied = if no_cgroup { Vec::new() } else { cgroups::drop_unavailable(&cg_mount, &mut cg_writes) };
         let mut cg_controllers: Vec<&str> = cg_writes.iter().filter_map(|w| w.controller).collect();
         cg_controllers.sort_unstable();
         cg_controllers.dedup();
@@ -105,10 +116,19 @@ impl Container {
             linux.resources().as_ref().and_then(|r| r.devices().as_deref()).unwrap_or_default(),
             linux.devices().as_deref().unwrap_or_default(),
         )?;
-        if opts.no_cgroup && !cg_writes.is_empty() {
-            return Err(Error::config("linux.resources", "limits need a cgroup; the cgroup manager is disabled"));
+        if no_cgroup && !cg_writes.is_empty() {
+            let why = if opts.no_cgroup {
+                "the cgroup manager is disabled".to_string()
+            } else {
+                format!("no cgroup is delegated to uid {} (rootless)", nix::unistd::geteuid())
+            };
+            return Err(Error::config("linux.resources", format!("limits need a cgroup; {why}")));
         }
-        let systemd_unit = if opts.systemd_cgroup && !opts.no_cgroup {
+        // Device rules are an eBPF program only root can attach; rootless, the
+        // user namespace already keeps the container from every device node
+        // it was not given.
+        let device_rules = if crate::rootless() { None } else { device_rules };
+        let systemd_unit = if opts.systemd_cgroup && !no_cgroup {
             Some(cgroups::systemd::Unit::from_cgroups_path(linux.cgroups_path().as_deref(), id)?)
         } else {
             None
@@ -159,7 +179,8 @@ impl Container {
                         let userns = idmap_namespaces.get(&map)?;
                         BindSource::open(&bundle, m, i, Some((map.recursive, userns)))
                     }
-                    None if in_user_ns => BindSource::open(&bundle, m, i, None),
+                    // (An unprivileged caller cannot clone mount trees: its container binds them itself.)
+                    None if in_user_ns && !crate::rootless() => BindSource::open(&bundle, m, i, None),
                     None => Ok(None),
                 })
                 .collect::<Result<_>>()?
@@ -182,8 +203,8 @@ impl Container {
             init_start_time: 0,
             creator: crate::process::own_identity(),
             config: spec.clone(),
-            cgroup: (!opts.no_cgroup).then(|| cg_mount.join(&cg_rel)),
-            cgroup_created: if opts.no_cgroup || systemd_unit.is_some() {
+            cgroup: (!no_cgroup).then(|| cg_mount.join(&cg_rel)),
+            cgroup_created: if no_cgroup || systemd_unit.is_some() {
                 Vec::new()
             } else {
                 cgroups::owned_parents(&cg_mount, &cg_rel, cgroups::missing_dirs(&cg_mount, &cg_rel))
@@ -232,7 +253,7 @@ impl Container {
                 }
                 cgroup_made = Some((cgroup, Vec::new()));
                 cgroup_fd = Some((fd, true));
-            } else if !opts.no_cgroup {
+            } else if !no_cgroup {
                 let (cgroup, created) = Cgroup::create(&cg_mount, &cg_rel, &cg_controllers)?;
                 if let Some(w) = cgroup.in_use() {
                     warnings.push(w);
@@ -327,8 +348,11 @@ impl Container {
             // process even if this `create` is killed.
             dir.save(&state)?;
             if namespaces.new_user() {
-                write_id_map(pid, "uid_map", linux.uid_mappings().as_deref().unwrap_or_default())?;
-                write_id_map(pid, "gid_map", linux.gid_mappings().as_deref().unwrap_or_default())?;
+                write_id_maps(
+                    pid,
+                    linux.uid_mappings().as_deref().unwrap_or_default(),
+                    linux.gid_mappings().as_deref().unwrap_or_default(),
+                )?;
             }
             if !net_devices.is_empty() {
                 let netns = std::fs::File::open(format!("/proc/{pid}/ns/net"))

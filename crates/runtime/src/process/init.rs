@@ -91,7 +91,12 @@ pub struct InitContext<'a> {
 /// Runs the init process; returns only with the error that stopped it.
 pub fn main(ctx: &InitContext<'_>, sync: &mut SyncChannel) -> Error {
     let state = match sync.recv() {
-        Ok(Some(Msg::State(s))) => s,
+        Ok(Some(Msg::State(s))) => {
+            // The id maps are written: nothing outside may read this process
+            // from now on (rootless, it was dumpable until now).
+            let _ = nix::sys::prctl::set_dumpable(false);
+            s
+        }
         Ok(Some(Msg::Error(e))) => return Error::Init(e),
         // The runtime went away: abandon the half-created container.
         _ => crate::sys::exit_now(1),
@@ -298,7 +303,7 @@ fn prepare_rootfs(ctx: &InitContext<'_>) -> Result<(OwnedFd, Vec<std::path::Path
     // nodes there would change the host.
     if !dev_is_bound {
         for d in ctx.devices {
-            devices::create(&root, d, ctx.in_user_ns)?;
+            devices::create(&root, d, ctx.in_user_ns || crate::rootless())?;
         }
         if paths::exists_in_root(&root, Path::new("/dev"))? {
             devices::create_symlinks(&root)?;

@@ -164,7 +164,13 @@ where
     // Nobody may read /proc/PID/exe of a runtime process from inside the container
     // (CVE-2019-5736): non-dumpable processes only expose it to the host's root.
     // The flag is inherited by the clone below and reset by the final execve.
-    let _ = nix::sys::prctl::set_dumpable(false);
+    // Rootless, the runtime can write the new user namespace's id maps only
+    // while the process is dumpable (its /proc files are otherwise root's): it
+    // stays so until the maps are written, before anything of the container
+    // exists, and the runtime's own processes are its user's to trace anyway.
+    if !(crate::rootless() && spec.namespaces.new_user()) {
+        let _ = nix::sys::prctl::set_dumpable(false);
+    }
     reset_signals();
     let result = (|| -> Result<i32> {
         if let Some(stdio) = spec.stdio {
@@ -341,6 +347,65 @@ pub fn reap_foreign(pid: i32, start_time: u64) {
     let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
     let mut fds = [nix::poll::PollFd::new(pidfd.as_fd(), nix::poll::PollFlags::POLLIN)];
     let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(10_000u16));
+}
+
+/// Writes the uid and gid maps of process `pid`'s new user namespace. As root,
+/// directly. Rootless, a mapping of just the caller's own id is written
+/// directly too (gid after denying setgroups, as the kernel requires); wider
+/// mappings go through the setuid helpers newuidmap and newgidmap, which allow
+/// what /etc/subuid and /etc/subgid grant the user.
+pub fn write_id_maps(
+    pid: i32,
+    uids: &[oci_spec::runtime::LinuxIdMapping],
+    gids: &[oci_spec::runtime::LinuxIdMapping],
+) -> Result<()> {
+    // Root (of the host, or of a user namespace: rootless podman) writes any
+    // mapping its namespace holds.
+    if nix::unistd::geteuid().is_root() {
+        write_id_map(pid, "uid_map", uids)?;
+        return write_id_map(pid, "gid_map", gids);
+    }
+    let own =
+        |maps: &[oci_spec::runtime::LinuxIdMapping], id: u32| matches!(maps, [m] if m.host_id() == id && m.size() == 1);
+    let (uid, gid) = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
+    if own(uids, uid) {
+        write_id_map(pid, "uid_map", uids)?;
+    } else {
+        helper_id_map(pid, "newuidmap", "linux.uidMappings", uids)?;
+    }
+    if own(gids, gid) {
+        let path = format!("/proc/{pid}/setgroups");
+        std::fs::write(&path, "deny").map_err(|e| Error::io("write", path, e))?;
+        write_id_map(pid, "gid_map", gids)
+    } else {
+        helper_id_map(pid, "newgidmap", "linux.gidMappings", gids)
+    }
+}
+
+/// Runs newuidmap/newgidmap for `pid` with `maps`; its refusal names `field`.
+fn helper_id_map(pid: i32, helper: &str, field: &str, maps: &[oci_spec::runtime::LinuxIdMapping]) -> Result<()> {
+    let mut cmd = std::process::Command::new(helper);
+    cmd.arg(pid.to_string());
+    for m in maps {
+        cmd.args([m.container_id().to_string(), m.host_id().to_string(), m.size().to_string()]);
+    }
+    let out = cmd.stdin(std::process::Stdio::null()).output().map_err(|e| {
+        Error::config(
+            field,
+            format!("mapping more than the caller's own id needs {helper} (Debian package uidmap): {e}"),
+        )
+    })?;
+    if !out.status.success() {
+        return Err(Error::config(
+            field,
+            format!(
+                "{helper} refused the mapping (the user may map only its own id and what /etc/sub{}id grants it): {}",
+                if helper == "newuidmap" { "u" } else { "g" },
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Writes a uid or gid map for `pid` ("uid_map" or "gid_map").
