@@ -119,12 +119,43 @@ def floor_exec():
     subprocess.run(["nsenter", "-t", pid, "--mount", "--uts", "--ipc", "--net", "--pid", "/bin/true"], check=True)
 
 
+# Rootless: the same run by an unprivileged user (hack/bench.sh makes one), with
+# runc's rootless config (a user namespace mapping the user's ids, no cgroup).
+ROOTLESS = {}
+if os.environ.get("STRATA_BENCH_USER"):
+    uid, gid = os.environ["STRATA_BENCH_USER"].split(":")
+    as_user = ["setpriv", "--reuid", uid, "--regid", gid, "--clear-groups", "--"]
+    rl = json.loads(json.dumps(config))
+    rl["linux"]["namespaces"] = [n for n in rl["linux"]["namespaces"] if n["type"] not in ("user", "cgroup")] + [{"type": "user"}]
+    rl["linux"]["uidMappings"] = [{"containerID": 0, "hostID": int(uid), "size": 1}]
+    rl["linux"]["gidMappings"] = [{"containerID": 0, "hostID": int(gid), "size": 1}]
+    rl["linux"].pop("resources", None)
+    rl["mounts"] = [dict(m, options=[o for o in m.get("options", []) if not o.startswith(("uid=", "gid="))])
+                    for m in rl["mounts"] if m["destination"] != "/sys/fs/cgroup"]
+    rl["root"] = {"path": ROOTFS, "readonly": True}
+    os.makedirs(os.path.join(args.work, "rootless"), exist_ok=True)
+    json.dump(rl, open(os.path.join(args.work, "rootless/config.json"), "w"))
+    os.chmod(args.work, 0o711)
+    for name, cmd in [("strata", [STRATA]), ("runc", RUNTIMES["runc"][:1]), ("crun", RUNTIMES["crun"][:1])]:
+        state = os.path.join(args.work, "rl-state-" + name)
+        os.makedirs(state, exist_ok=True)
+        os.chown(state, int(uid), int(gid))
+        ROOTLESS[name] = as_user + cmd + ["--root", state]
+
+
+def scen_rootless(name):
+    return lambda: subprocess.run(ROOTLESS[name] + ["run", "--bundle", os.path.join(args.work, "rootless"), new_id()],
+                                  stdout=DEVNULL, stderr=ERRLOG, check=True)
+
+
 scenarios = {
     "run /bin/true": {**{n: scen_run(n) for n in RUNTIMES}, "floor": floor_run},
     "create+start+delete": {n: scen_split(n) for n in RUNTIMES},
     "exec /bin/true": {**{n: scen_exec(n) for n in RUNTIMES}, "floor": floor_exec},
     "50 concurrent run+delete (total)": {n: concurrent(n) for n in RUNTIMES},
 }
+if ROOTLESS:
+    scenarios["rootless run /bin/true"] = {n: scen_rootless(n) for n in ROOTLESS}
 results = {s: {n: [] for n in fns} for s, fns in scenarios.items()}
 try:
     for r in range(args.rounds):
@@ -161,7 +192,8 @@ for s, per in results.items():
     for n, xs in per.items():
         med = statistics.median(xs)
         ratio = "" if n == "strata" else "%.2f" % (base / med)
-        label = {"crun": "crun (cgroups off)", "strata-nocg": "strata (cgroups off)"}.get(n, n)
+        # (Rootless, no runtime has a cgroup.)
+        label = n if "rootless" in s else {"crun": "crun (cgroups off)", "strata-nocg": "strata (cgroups off)"}.get(n, n)
         print("| %s | %s | %.2f | %.2f-%.2f | %s |" % (s, label, med, min(xs), max(xs), ratio))
 like = ["%s %.2f" % (s, statistics.median(per["strata-nocg"]) / statistics.median(per["crun"]))
         for s, per in results.items() if "crun" in per and "strata-nocg" in per]

@@ -10,6 +10,12 @@ cargo build --release -p strata-cli
 work=$(mktemp -d /tmp/strata-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 hack/mkrootfs.sh "$work/bundle/rootfs" >/dev/null
+# An unprivileged user for the rootless rows, removed afterwards.
+bench_user=strata-bench
+userdel -r "$bench_user" >/dev/null 2>&1 || true
+useradd --create-home --shell /bin/sh "$bench_user"
+trap 'rm -rf "$work"; pkill -KILL -u "$bench_user" 2>/dev/null; sleep 0.5; userdel -f -r "$bench_user" >/dev/null 2>&1 || true' EXIT
+export STRATA_BENCH_USER="$(id -u "$bench_user"):$(id -g "$bench_user")"
 unshare -m --propagation private sh -c \
   'mount -t cgroup2 cgroup2 /sys/fs/cgroup && exec python3 hack/bench.py --work "$0" "$@"' "$work" "$@"
 # Tasks through containerd: strata's shim against the runc shim (set

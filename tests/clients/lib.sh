@@ -180,10 +180,16 @@ engine_checks() {
   top_lists() { contains "sleep 1000" "$($cli top det1)"; }
   check "top" top_lists
   state() { $cli inspect -f '{{.State.Status}}' "$1"; }
-  check "pause" $cli pause det1
-  check "paused state" same paused "$(state det1)"
-  check "unpause" $cli unpause det1
-  check "running state" same running "$(state det1)"
+  if [ -n "${NO_CGROUP:-}" ]; then
+    # (A suite whose containers have no cgroup says why, and these are skipped.)
+    no_cgroup() { echo "$NO_CGROUP"; return 77; }
+    check "pause" no_cgroup
+  else
+    check "pause" $cli pause det1
+    check "paused state" same paused "$(state det1)"
+    check "unpause" $cli unpause det1
+    check "running state" same running "$(state det1)"
+  fi
   stop_term() { $cli stop -t 10 det1 >/dev/null && same 0 "$($cli inspect -f '{{.State.ExitCode}}' det1)"; }
   check "stop with SIGTERM" stop_term
   restart() { $cli start det1 >/dev/null && same running "$(state det1)"; }

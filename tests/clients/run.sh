@@ -10,12 +10,17 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 suites=("$@")
-[ ${#suites[@]} -gt 0 ] || suites=(containerd containerd-shim podman docker)
+[ ${#suites[@]} -gt 0 ] || suites=(containerd containerd-shim podman podman-rootless docker)
 need=()
 for s in "${suites[@]}"; do
   case $s in
     containerd | containerd-shim) command -v containerd >/dev/null || need+=(containerd) ;;
     podman) command -v podman >/dev/null || need+=(podman) ;;
+    podman-rootless)
+      command -v podman >/dev/null || need+=(podman)
+      command -v slirp4netns >/dev/null || need+=(slirp4netns)
+      [ -x /usr/bin/newuidmap ] || need+=(uidmap)
+      ;;
     docker) command -v dockerd >/dev/null || need+=(docker.io) ;;
     *) echo "unknown suite $s" >&2; exit 2 ;;
   esac

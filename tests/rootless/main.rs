@@ -25,7 +25,7 @@ struct TestUser {
 
 impl TestUser {
     fn create() -> Result<TestUser, String> {
-        let _ = Command::new("userdel").args(["-r", USER]).stderr(Stdio::null()).status();
+        let _ = Command::new("userdel").args(["-f", "-r", USER]).stderr(Stdio::null()).status();
         let made = Command::new("useradd").args(["--create-home", "--shell", "/bin/sh", USER]).status();
         if !made.is_ok_and(|s| s.success()) {
             return Err("useradd failed".into());
@@ -64,7 +64,8 @@ impl Drop for TestUser {
     fn drop(&mut self) {
         // Whatever of the user's is still running goes with it.
         let _ = Command::new("pkill").args(["-KILL", "-u", USER]).status();
-        let _ = Command::new("userdel").args(["-r", USER]).stderr(Stdio::null()).status();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let _ = Command::new("userdel").args(["-f", "-r", USER]).stderr(Stdio::null()).status();
     }
 }
 

@@ -122,7 +122,12 @@ impl Container {
             } else {
                 format!("no cgroup is delegated to uid {} (rootless)", nix::unistd::geteuid())
             };
-            return Err(Error::config("linux.resources", format!("limits need a cgroup; {why}")));
+            let mut files: Vec<&str> = cg_writes.iter().map(|w| w.file.as_str()).collect();
+            files.dedup();
+            return Err(Error::config(
+                "linux.resources",
+                format!("limits ({}) need a cgroup; {why}", files.join(", ")),
+            ));
         }
         // Device rules are an eBPF program only root can attach; rootless, the
         // user namespace already keeps the container from every device node
