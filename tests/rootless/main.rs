@@ -283,6 +283,18 @@ fn what_the_user_may_not_do_is_refused() {
         assert!(err.contains("network") || err.contains("/proc/1/ns/net"), "{err}");
     }
     nothing_left(&b);
+    // A bundle of another user's (root's, closed to others).
+    let b = rootless_bundle(&["true"]);
+    b.write_config();
+    std::os::unix::fs::chown(b.dir.path(), Some(0), Some(0)).expect("chown");
+    std::fs::set_permissions(b.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).expect("chmod");
+    let dir = b.dir.path().to_string_lossy().into_owned();
+    let out = as_user(&b, &["run", "--bundle", &dir, "theirs"]);
+    let err = out.failed();
+    if is_strata() {
+        assert!(err.contains(&dir), "the error names the bundle: {err}");
+    }
+    nothing_left(&b);
     // A state root the user cannot write.
     let b = rootless_bundle(&["true"]);
     b.write_config();
@@ -332,12 +344,74 @@ fn the_default_root_is_the_users_runtime_directory() {
     }
 }
 
+/// A cgroup delegated to the user (a subtree it owns, as an administrator or
+/// systemd makes one, with the runtime started inside it) is used: limits
+/// apply there, and delete removes the container's cgroup.
+fn a_delegated_cgroup_is_used() {
+    let test = "a_delegated_cgroup_is_used";
+    if !is_strata() && !Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        return skip(test, "runc would use the cgroup v1 hierarchies of this hybrid host, which are not touched");
+    }
+    let (uid, gid, _, _) = ids();
+    let Ok(mount) = strata_runtime::cgroups::find_mount() else {
+        return skip(test, "no cgroup v2 hierarchy");
+    };
+    let available = std::fs::read_to_string(mount.join("cgroup.controllers")).unwrap_or_default();
+    if !available.split_whitespace().any(|c| c == "hugetlb") {
+        return skip(test, "no hugetlb controller on cgroup v2 to limit");
+    }
+    let top = format!("strata-rootless-{}", std::process::id());
+    let deleg = mount.join(&top);
+    std::fs::create_dir_all(deleg.join("leaf")).expect("mkdir");
+    let cleanup = || {
+        let _ = std::fs::remove_dir(deleg.join("c"));
+        let _ = std::fs::remove_dir(deleg.join("leaf"));
+        let _ = std::fs::remove_dir(&deleg);
+    };
+    let result = std::panic::catch_unwind(|| {
+        // The parent offers hugetlb; the subtree, files and all, is the user's.
+        let _ = std::fs::write(mount.join("cgroup.subtree_control"), "+hugetlb");
+        let st = Command::new("chown").args(["-R", &format!("{uid}:{gid}")]).arg(&deleg).status().expect("chown");
+        assert!(st.success());
+        let mut b = rootless_bundle(&["sleep", "100"]);
+        b.config["linux"]["cgroupsPath"] = json!(format!("/{top}/c"));
+        b.config["linux"]["resources"] = json!({ "hugepageLimits": [{ "pageSize": "2MB", "limit": 4_194_304 }] });
+        b.write_config();
+        let dir = b.dir.path().to_string_lossy().into_owned();
+        let xdg = b.root.path().join("xdg");
+        let _ = std::fs::create_dir(&xdg);
+        chown(&xdg, uid, gid);
+        // The runtime starts in the user's subtree, as a process of its session would.
+        let out = run_to_files(
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!("echo $$ > {}/leaf/cgroup.procs && exec \"$@\"", deleg.display()))
+                .arg("sh")
+                .args(["setpriv", "--reuid", &uid.to_string(), "--regid", &gid.to_string(), "--clear-groups", "--"])
+                .arg(runtime_bin())
+                .args(["--root", &b.root.path().join("state").to_string_lossy(), "create", "--bundle", &dir, "deleg"])
+                .env("XDG_RUNTIME_DIR", &xdg)
+                .stdin(Stdio::null()),
+        );
+        assert_eq!(out.code, 0, "{out:?}");
+        assert_eq!(std::fs::read_to_string(deleg.join("c/hugetlb.2MB.max")).unwrap_or_default().trim(), "4194304");
+        as_user(&b, &["delete", "--force", "deleg"]).ok();
+        assert!(!deleg.join("c").exists(), "delete removes the container's cgroup");
+        nothing_left(&b);
+    });
+    cleanup();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
 const CHECKS: &[(&str, fn())] = &[
     ("a_user_runs_a_container_as_its_own_root", a_user_runs_a_container_as_its_own_root),
     ("the_lifecycle_as_the_user", the_lifecycle_as_the_user),
     ("subordinate_ids_through_newuidmap", subordinate_ids_through_newuidmap),
     ("what_the_user_may_not_do_is_refused", what_the_user_may_not_do_is_refused),
     ("the_default_root_is_the_users_runtime_directory", the_default_root_is_the_users_runtime_directory),
+    ("a_delegated_cgroup_is_used", a_delegated_cgroup_is_used),
 ];
 
 fn main() {
