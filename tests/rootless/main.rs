@@ -295,6 +295,16 @@ fn what_the_user_may_not_do_is_refused() {
         assert!(err.contains(&dir), "the error names the bundle: {err}");
     }
     nothing_left(&b);
+    // The systemd driver, which needs the user's own systemd instance.
+    let b = rootless_bundle(&["true"]);
+    b.write_config();
+    let dir = b.dir.path().to_string_lossy().into_owned();
+    let out = as_user(&b, &["--systemd-cgroup", "run", "--bundle", &dir, "sd"]);
+    let err = out.failed();
+    if is_strata() {
+        assert!(err.contains("--systemd-cgroup"), "{err}");
+    }
+    nothing_left(&b);
     // A state root the user cannot write.
     let b = rootless_bundle(&["true"]);
     b.write_config();

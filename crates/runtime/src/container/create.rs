@@ -133,6 +133,15 @@ impl Container {
         // user namespace already keeps the container from every device node
         // it was not given.
         let device_rules = if crate::rootless() { None } else { device_rules };
+        if opts.systemd_cgroup && !no_cgroup && crate::rootless() {
+            // A user's scopes belong to the user's own systemd instance, on the
+            // session bus; the system manager would refuse them.
+            return Err(Error::Unsupported {
+                field: "--systemd-cgroup without root (the user's systemd instance); run without it, \
+                        in a delegated cgroup or none"
+                    .into(),
+            });
+        }
         let systemd_unit = if opts.systemd_cgroup && !no_cgroup {
             Some(cgroups::systemd::Unit::from_cgroups_path(linux.cgroups_path().as_deref(), id)?)
         } else {
