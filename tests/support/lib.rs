@@ -527,3 +527,25 @@ impl Drop for SystemdRig {
         let _ = Command::new(Self::script()).arg("stop").arg(&self.dir).status();
     }
 }
+
+/// Makes a config rootless for the user `uid`:`gid`, as `strata spec
+/// --rootless` does: a user namespace mapping those ids to 0, no cgroup
+/// namespace, no uid=/gid= mount options (ids the namespace does not map).
+pub fn make_rootless(config: &mut Value, uid: u32, gid: u32) {
+    let ns: Vec<Value> = config["linux"]["namespaces"]
+        .as_array()
+        .expect("namespaces")
+        .iter()
+        .filter(|n| n["type"] != "cgroup")
+        .cloned()
+        .chain([json!({ "type": "user" })])
+        .collect();
+    config["linux"]["namespaces"] = ns.into();
+    config["linux"]["uidMappings"] = json!([{ "containerID": 0, "hostID": uid, "size": 1 }]);
+    config["linux"]["gidMappings"] = json!([{ "containerID": 0, "hostID": gid, "size": 1 }]);
+    for m in config["mounts"].as_array_mut().expect("mounts") {
+        if let Some(opts) = m["options"].as_array_mut() {
+            opts.retain(|o| !o.as_str().is_some_and(|o| o.starts_with("gid=") || o.starts_with("uid=")));
+        }
+    }
+}

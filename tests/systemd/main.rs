@@ -552,6 +552,57 @@ fn containerd_runc_shim_with_systemd_cgroup() {
     }
 }
 
+/// Rootless: an unprivileged user's container is a scope of the user's own
+/// systemd instance (user@UID.service), reached on the session bus; systemd
+/// moves the runtime's intermediate process in, and the unit goes at delete.
+fn a_users_container_is_a_scope_of_its_systemd_instance() {
+    let test = "a_users_container_is_a_scope_of_its_systemd_instance";
+    if !is_strata() {
+        return skip(test, "runc 1.1.5's rootless systemd driver needs a user session this rig does not log in");
+    }
+    let user = "strata-sd-user";
+    inside(&["sh", "-c", &format!("userdel -f -r {user} 2>/dev/null; useradd -m {user}")]).ok();
+    let uid: u32 = inside(&["id", "-u", user]).ok().trim().parse().expect("uid");
+    let result = std::panic::catch_unwind(|| {
+        inside(&["systemctl", "start", &format!("user@{uid}.service")]).ok();
+        let mut b = Bundle::new(&["sleep", "100"]);
+        strata_tests::make_rootless(&mut b.config, uid, uid);
+        b.write_config();
+        std::os::unix::fs::chown(b.root.path(), Some(uid), Some(uid)).expect("chown");
+        let id = unique("rl");
+        let as_user = |args: &[&str]| {
+            let mut all = vec![
+                "setpriv".to_string(),
+                "--reuid".into(),
+                uid.to_string(),
+                "--regid".into(),
+                uid.to_string(),
+                "--clear-groups".into(),
+                "env".into(),
+                format!("XDG_RUNTIME_DIR=/run/user/{uid}"),
+                runtime_bin().to_string_lossy().into_owned(),
+                "--root".into(),
+                b.root.path().to_string_lossy().into_owned(),
+                "--systemd-cgroup".into(),
+            ];
+            all.extend(args.iter().map(|a| a.to_string()));
+            inside(&all.iter().map(String::as_str).collect::<Vec<_>>())
+        };
+        let dir = b.dir.path().to_string_lossy().into_owned();
+        as_user(&["create", "--bundle", &dir, &id]).ok();
+        let st: Value = serde_json::from_str(as_user(&["state", &id]).ok()).expect("state");
+        let want = format!("/user.slice/user-{uid}.slice/user@{uid}.service/user.slice/strata-{id}.scope");
+        assert_eq!(cgroup_of(st["pid"].as_i64().expect("pid")), want);
+        as_user(&["delete", "--force", &id]).ok();
+        assert!(!cgroup_exists(&want), "the scope is gone after delete");
+    });
+    let _ = inside(&["systemctl", "stop", &format!("user@{uid}.service")]);
+    let _ = inside(&["sh", "-c", &format!("pkill -KILL -u {user}; sleep 0.3; userdel -f -r {user}")]);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
 const CHECKS: &[(&str, fn())] = &[
     ("scope_lives_and_goes_with_the_container", scope_lives_and_goes_with_the_container),
     ("empty_cgroups_path_gets_the_default_unit", empty_cgroups_path_gets_the_default_unit),
@@ -567,6 +618,7 @@ const CHECKS: &[(&str, fn())] = &[
     ),
     ("strata_fn_puts_invocations_in_scopes", strata_fn_puts_invocations_in_scopes),
     ("containerd_runc_shim_with_systemd_cgroup", containerd_runc_shim_with_systemd_cgroup),
+    ("a_users_container_is_a_scope_of_its_systemd_instance", a_users_container_is_a_scope_of_its_systemd_instance),
 ];
 
 fn main() {

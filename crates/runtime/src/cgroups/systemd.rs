@@ -45,8 +45,10 @@ impl Unit {
     pub fn from_cgroups_path(cgroups_path: Option<&Path>, id: &str) -> Result<Unit> {
         const FIELD: &str = "linux.cgroupsPath";
         let raw = cgroups_path.map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+        // A user's instance keeps its units in user.slice.
+        let default_slice = if crate::rootless() { "user.slice" } else { "system.slice" };
         if raw.is_empty() {
-            return Ok(Unit { slice: "system.slice".into(), name: format!("strata-{id}.scope") });
+            return Ok(Unit { slice: default_slice.into(), name: format!("strata-{id}.scope") });
         }
         let parts: Vec<&str> = raw.split(':').collect();
         let [slice, prefix, name] = parts[..] else {
@@ -55,7 +57,7 @@ impl Unit {
                 format!("{raw:?}: the systemd cgroup driver needs the form \"slice:prefix:name\""),
             ));
         };
-        let slice = if slice.is_empty() { "system.slice" } else { slice };
+        let slice = if slice.is_empty() { default_slice } else { slice };
         slice_path(slice).map_err(|e| Error::config(FIELD, format!("{raw:?}: {e}")))?;
         if name.is_empty() {
             return Err(Error::config(FIELD, format!("{raw:?}: the name part is empty")));
@@ -217,21 +219,31 @@ pub struct Systemd {
 }
 
 impl Systemd {
-    /// Connects to systemd through the system bus.
+    /// Connects to systemd: the system's through the system bus, or, rootless,
+    /// the user's own instance through the session bus.
     pub fn connect() -> Result<Systemd> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
             .build()
             .map_err(|e| Error::io("start", "the D-Bus client", e))?;
+        let user = crate::rootless();
         let conn = rt.block_on(async {
-            match zbus::connection::Builder::system() {
+            let builder = if user { zbus::connection::Builder::session() } else { zbus::connection::Builder::system() };
+            match builder {
                 Ok(b) => b.build().await,
                 Err(e) => Err(e),
             }
         });
         let conn = conn.map_err(|e| {
-            Error::Init(format!("the systemd cgroup driver cannot reach systemd on the system bus ({SYSTEM_BUS}): {e}"))
+            let bus = if user {
+                "the session bus of the user's systemd instance ($DBUS_SESSION_BUS_ADDRESS, else \
+                 $XDG_RUNTIME_DIR/bus)"
+                    .to_string()
+            } else {
+                format!("the system bus ({SYSTEM_BUS})")
+            };
+            Error::Init(format!("the systemd cgroup driver cannot reach systemd on {bus}: {e}"))
         })?;
         Ok(Systemd { conn: Some(conn), rt })
     }
@@ -379,6 +391,19 @@ impl Systemd {
                 }
                 Err(e) => Err(Self::dbus_error(&format!("state of {unit}"), e)),
             }
+        })
+    }
+
+    /// Moves process `pid` into `unit` (its `sub` cgroup below, if any), as
+    /// systemd does on behalf of a user's instance for a process the user
+    /// owns but may not move itself.
+    pub fn attach(&self, unit: &str, sub: &str, pid: u32) -> Result<()> {
+        self.rt.block_on(async {
+            let mgr = self.manager().await.map_err(|e| Self::dbus_error("connect", e))?;
+            mgr.call_method("AttachProcessesToUnit", &(unit, sub, vec![pid]))
+                .await
+                .map(|_| ())
+                .map_err(|e| Self::dbus_error(&format!("move process {pid} into {unit}"), e))
         })
     }
 

@@ -133,15 +133,6 @@ impl Container {
         // user namespace already keeps the container from every device node
         // it was not given.
         let device_rules = if crate::rootless() { None } else { device_rules };
-        if opts.systemd_cgroup && !no_cgroup && crate::rootless() {
-            // A user's scopes belong to the user's own systemd instance, on the
-            // session bus; the system manager would refuse them.
-            return Err(Error::Unsupported {
-                field: "--systemd-cgroup without root (the user's systemd instance); run without it, \
-                        in a delegated cgroup or none"
-                    .into(),
-            });
-        }
         let systemd_unit = if opts.systemd_cgroup && !no_cgroup {
             Some(cgroups::systemd::Unit::from_cgroups_path(linux.cgroups_path().as_deref(), id)?)
         } else {
@@ -242,6 +233,11 @@ impl Container {
             let mut cgroup_fd = None;
             // Holds a new systemd scope until the init is in it.
             let mut placeholder = None;
+            // Rootless, the scope's cgroup is not the caller's to clone into:
+            // systemd moves the intermediate process in, and the init is
+            // cloned there (the connection stays open for that: it has no
+            // thread of its own for the fork to copy).
+            let mut adopter = None;
             if let Some(unit) = &systemd_unit {
                 let systemd = cgroups::systemd::Systemd::connect()?;
                 let holder = cgroups::systemd::Placeholder::spawn()?;
@@ -249,8 +245,12 @@ impl Container {
                 // use) must leave the unit alone.
                 let rel = systemd.start_scope(unit, holder.pid(), &unit_props)?;
                 unit_started = true;
-                // No thread of the D-Bus client may outlive this point: the init is forked.
-                drop(systemd);
+                if crate::rootless() {
+                    adopter = Some(systemd);
+                } else {
+                    // No thread of the D-Bus client may outlive this point: the init is forked.
+                    drop(systemd);
+                }
                 placeholder = Some(holder);
                 let cgroup = Cgroup::at(cg_mount.join(rel));
                 if state.cgroup.as_ref() != Some(&cgroup.dir) {
@@ -266,7 +266,9 @@ impl Container {
                     cgroups::devices::attach(fd.as_fd(), &cgroups::devices::compile(rules))?;
                 }
                 cgroup_made = Some((cgroup, Vec::new()));
-                cgroup_fd = Some((fd, true));
+                if adopter.is_none() {
+                    cgroup_fd = Some((fd, true));
+                }
             } else if !no_cgroup {
                 let (cgroup, created) = Cgroup::create(&cg_mount, &cg_rel, &cg_controllers)?;
                 if let Some(w) = cgroup.in_use() {
@@ -341,6 +343,10 @@ impl Container {
             let mut keep = vec![fifo.as_raw_fd()];
             keep.extend(opts.console_socket);
             keep.extend(bind_sources.iter().flatten().map(|b| b.tree.as_raw_fd()));
+            let adopt = adopter
+                .as_ref()
+                .zip(systemd_unit.as_ref())
+                .map(|(systemd, unit)| move |pid: i32| systemd.attach(&unit.name, "", pid as u32));
             let spawn_spec = SpawnSpec {
                 namespaces: &namespaces,
                 time_offsets: linux.time_offsets().as_ref(),
@@ -350,10 +356,13 @@ impl Container {
                 stdio: opts.stdio,
                 oom_score_adj: process.oom_score_adj,
                 rdt_tasks: rdt_tasks.as_ref().map(|f| f.as_raw_fd()),
+                adopt: adopt.as_ref().map(|f| f as &dyn Fn(i32) -> Result<()>),
             };
             let (init_pid, mut sync) = spawn(&spawn_spec, |sync| init::main(&ctx, sync))?;
             pid = init_pid;
             drop(placeholder.take());
+            drop(spawn_spec);
+            drop(adopter.take());
             drop(fifo);
             state.pid = pid;
             state.init_start_time = crate::state::proc_stat(pid).map(|(_, t)| t).unwrap_or(0);

@@ -96,6 +96,18 @@ impl Container {
             }
             (c, None) => c.map(|c| c.open()).transpose()?,
         };
+        // Rootless, a container's systemd scope is entered through the user's
+        // systemd instance, which moves the intermediate process in.
+        let adopter = match &st.systemd_unit {
+            Some(_) if crate::rootless() => Some(crate::cgroups::systemd::Systemd::connect()?),
+            _ => None,
+        };
+        let cgroup_fd = if adopter.is_some() { None } else { cgroup_fd };
+        let sub = opts.cgroup.as_deref().map(sub_cgroup).transpose()?.map(|p| format!("/{}", p.display()));
+        let adopt = adopter
+            .as_ref()
+            .zip(st.systemd_unit.as_ref())
+            .map(|(systemd, unit)| move |pid: i32| systemd.attach(unit, sub.as_deref().unwrap_or(""), pid as u32));
         let rdt_tasks = st.rdt.as_ref().map(crate::rdt::open_tasks).transpose()?;
         // Like runc, exec'd processes get the container's seccomp filter.
         let seccomp = st
@@ -122,8 +134,12 @@ impl Container {
             stdio: opts.stdio,
             oom_score_adj: plan.oom_score_adj,
             rdt_tasks: rdt_tasks.as_ref().map(|f| f.as_raw_fd()),
+            adopt: adopt.as_ref().map(|f| f as &dyn Fn(i32) -> Result<()>),
         };
         let (pid, mut sync) = spawn(&spawn_spec, |sync| exec::main(&ctx, sync))?;
+        drop(spawn_spec);
+        drop(adopt);
+        drop(adopter);
         if let Some(filter) = seccomp.as_ref().filter(|s| s.notify) {
             let sent =
                 sync.recv_fd("exec").and_then(|fd| crate::seccomp::send_to_listener(filter, &fd, pid, st.oci_json()));

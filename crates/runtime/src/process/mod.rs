@@ -43,6 +43,10 @@ pub struct SpawnSpec<'a> {
     pub oom_score_adj: Option<i32>,
     /// A resctrl group's `tasks` file: the process starts in that group.
     pub rdt_tasks: Option<RawFd>,
+    /// Called with the intermediate process's pid before it goes on (it waits):
+    /// a rootless caller has systemd move it into the container's scope, which
+    /// the caller itself may not do, and the process is cloned there.
+    pub adopt: Option<&'a dyn Fn(i32) -> Result<()>>,
 }
 
 /// How the process gets into its cgroup (a descriptor of the cgroup directory).
@@ -86,9 +90,22 @@ where
     F: FnOnce(&mut SyncChannel) -> Error,
 {
     let (mut parent_end, mut child_end) = SyncChannel::pair()?;
+    // The intermediate waits on this pipe until it is adopted.
+    let adopted = match spec.adopt {
+        Some(_) => Some(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe2", "", e))?),
+        None => None,
+    };
     match sys::fork().map_err(|e| Error::sys("fork", "container process", e))? {
         Forked::Child => {
             drop(parent_end);
+            if let Some((read, write)) = &adopted {
+                // Without the write end here, the runtime's death is end-of-file.
+                let _ = nix::unistd::close(write.as_raw_fd());
+                let mut b = [0u8; 1];
+                if !matches!(nix::unistd::read(read.as_raw_fd(), &mut b), Ok(1)) {
+                    sys::exit_now(1);
+                }
+            }
             let mut keep: Vec<RawFd> = spec.keep_fds.clone();
             keep.extend(spec.namespaces.join.iter().map(|(_, f)| f.as_raw_fd()));
             keep.extend(spec.cgroup.map(CgroupEntry::fd));
@@ -106,6 +123,15 @@ where
         }
         Forked::Parent(pid) => {
             drop(child_end);
+            if let (Some(adopt), Some((read, write))) = (spec.adopt, adopted) {
+                drop(read);
+                if let Err(e) = adopt(pid) {
+                    let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                    let _ = waitpid(Pid::from_raw(pid), None);
+                    return Err(e);
+                }
+                nix::unistd::write(&write, b"1").map_err(|e| Error::sys("write", "adoption pipe", e))?;
+            }
             let reaped = loop {
                 match waitpid(Pid::from_raw(pid), None) {
                     Err(nix::Error::EINTR) => continue,
