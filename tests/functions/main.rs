@@ -726,3 +726,113 @@ fn malformed_requests_get_clear_4xx_and_the_server_lives_on() {
     assert_eq!(s.call("GET", "/healthz", b"").status, 200);
     drop(stall);
 }
+
+impl Server {
+    /// A call with `Authorization: Bearer TOKEN` (none: no header).
+    fn call_as(&self, token: Option<&str>, method: &str, path: &str, body: &[u8]) -> http::Answer {
+        let mut s = TcpStream::connect(&self.addr).expect("connect");
+        let mut r = BufReader::new(s.try_clone().expect("clone"));
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        http::call_with(&mut s, method, path, &headers, body, &mut r).expect("HTTP call")
+    }
+
+    fn token(&self, scopes: &[&str]) -> String {
+        let mut args = vec!["token", "create", "--name", "test"];
+        for s in scopes {
+            args.extend(["--scope", s]);
+        }
+        let out = self.cli(&args);
+        assert!(out.status.success(), "token create: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+/// Once a token exists, every call but /healthz needs one whose scopes allow
+/// it: 401 (with how to authenticate) without, with an unknown or a revoked
+/// one; 403 for the wrong scope; nothing runs for a refused call; a principal
+/// reads its own records, `read` everyone's; refusals are counted by reason.
+#[test]
+fn the_api_lets_in_only_tokens_whose_scopes_allow_the_call() {
+    let s = Server::start("auth");
+    let dir = TempDir::new("fn-auth");
+    s.deploy(&function(dir.path(), "hello", &["echo", "hi"], ""));
+    s.deploy(&function(dir.path(), "other", &["echo", "other"], ""));
+    // No token made yet: the loopback API is open, as before.
+    assert_eq!(s.call_as(None, "POST", "/functions/hello/invoke", b"").status, 200);
+    let hello_only = s.token(&["invoke:hello"]);
+    let invoker = s.token(&["invoke"]);
+    let reader = s.token(&["read", "metrics"]);
+    let no = s.call_as(None, "POST", "/functions/hello/invoke", b"");
+    assert_eq!(no.status, 401);
+    assert!(no.header("WWW-Authenticate").is_some_and(|h| h.starts_with("Bearer")), "{:?}", no.headers);
+    assert_eq!(s.call_as(Some("sfn_0000_nope"), "POST", "/functions/hello/invoke", b"").status, 401);
+    let forged = format!("{}0", &hello_only[..hello_only.len() - 1]);
+    assert_eq!(s.call_as(Some(&forged), "POST", "/functions/hello/invoke", b"").status, 401);
+    assert_eq!(s.call_as(Some(&hello_only), "POST", "/functions/other/invoke", b"").status, 403);
+    assert_eq!(s.call_as(Some(&reader), "POST", "/functions/hello/invoke", b"").status, 403);
+    let ok = s.call_as(Some(&hello_only), "POST", "/functions/hello/invoke", b"");
+    assert_eq!((ok.status, ok.body.as_slice()), (200, &b"hi\n"[..]));
+    let id = ok.header("X-Invocation-Id").expect("id").to_string();
+    let record = format!("/invocations/{id}");
+    assert_eq!(s.call_as(Some(&hello_only), "GET", &record, b"").status, 200, "its own record");
+    assert_eq!(s.call_as(Some(&invoker), "GET", &record, b"").status, 403, "another principal's");
+    assert_eq!(s.call_as(Some(&reader), "GET", &record, b"").status, 200, "read reads all");
+    assert_eq!(s.call_as(None, "GET", &record, b"").status, 401);
+    assert_eq!(s.call_as(Some(&hello_only), "GET", "/metrics", b"").status, 403);
+    assert_eq!(s.call_as(None, "GET", "/healthz", b"").status, 200);
+    // Revoked: refused from the next call on.
+    let id_of = |t: &str| t.trim_start_matches("sfn_").split('_').next().unwrap_or_default().to_string();
+    assert!(s.cli(&["token", "revoke", &id_of(&hello_only)]).status.success());
+    assert_eq!(s.call_as(Some(&hello_only), "POST", "/functions/hello/invoke", b"").status, 401);
+    let listed = String::from_utf8_lossy(&s.cli(&["token", "ls"]).stdout).into_owned();
+    assert!(listed.contains("revoked") && !listed.contains(&hello_only[20..]), "{listed}");
+    // Only the two calls let in ran.
+    let m = s.call_as(Some(&reader), "GET", "/metrics", b"");
+    let text = String::from_utf8_lossy(&m.body).into_owned();
+    let count = |prefix: &str| -> f64 {
+        text.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+    };
+    assert_eq!(count("strata_fn_invocations_total{function=\"hello\""), 2.0, "{text}");
+    assert_eq!(count("strata_fn_invocations_total{function=\"other\""), 0.0, "{text}");
+    for reason in ["missing", "invalid", "forbidden", "revoked"] {
+        assert!(count(&format!("strata_fn_auth_denied_total{{reason=\"{reason}\"}}")) >= 1.0, "{reason}: {text}");
+    }
+    // The CLI passes its token.
+    let cli = Command::new(fn_bin())
+        .args(["--state", &s.state.to_string_lossy(), "invoke", "hello", "--server", &s.addr])
+        .env("STRATA_FN_TOKEN", &invoker)
+        .output()
+        .expect("invoke");
+    assert_eq!(String::from_utf8_lossy(&cli.stdout), "hi\n", "{}", String::from_utf8_lossy(&cli.stderr));
+}
+
+/// Beyond loopback the API needs tokens, and without TLS a word that they
+/// cross the network in the clear; each refusal is one line at start.
+#[test]
+fn listening_beyond_loopback_needs_credentials() {
+    let dir = TempDir::new("fn-listen");
+    let state = dir.path().join("state");
+    let serve = |extra: &[&str]| {
+        Command::new(fn_bin())
+            .args(["--state", &state.to_string_lossy(), "serve", "--listen", "0.0.0.0:0"])
+            .args(extra)
+            .output()
+            .expect("serve")
+    };
+    let out = serve(&[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("credentials"), "{}", String::from_utf8_lossy(&out.stderr));
+    let made = Command::new(fn_bin())
+        .args(["--state", &state.to_string_lossy(), "token", "create", "--name", "n", "--scope", "invoke"])
+        .output()
+        .expect("token");
+    assert!(made.status.success());
+    let out = serve(&[]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--insecure-http"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -286,7 +286,20 @@ pub fn call(
     body: &[u8],
     reader: &mut BufReader<std::net::TcpStream>,
 ) -> std::io::Result<Answer> {
-    let head = format!("{method} {path} HTTP/1.1\r\nHost: strata-fn\r\nContent-Length: {}\r\n\r\n", body.len());
+    call_with(stream, method, path, &[], body, reader)
+}
+
+/// [`call`] with extra request headers (`Authorization`, say).
+pub fn call_with(
+    stream: &mut std::net::TcpStream,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    reader: &mut BufReader<std::net::TcpStream>,
+) -> std::io::Result<Answer> {
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    let head = format!("{method} {path} HTTP/1.1\r\nHost: strata-fn\r\n{extra}Content-Length: {}\r\n\r\n", body.len());
     let mut all = head.into_bytes();
     all.extend_from_slice(body);
     stream.write_all(&all)?;

@@ -4,6 +4,7 @@
 //! cost on the request path; invocations are limited, timed out, metered and
 //! recorded; idle functions scale to zero.
 
+pub mod auth;
 pub mod error;
 pub mod function;
 pub mod http;

@@ -19,6 +19,24 @@ struct Cli {
     command: Command,
 }
 
+/// `strata-fn token ...`.
+#[derive(Subcommand, Debug)]
+enum TokenAction {
+    /// Make a token and print it (once: only its hash is kept).
+    Create {
+        /// A name to tell it by.
+        #[arg(long)]
+        name: String,
+        /// invoke, invoke:NAME[,NAME...], read, metrics or admin (repeatable).
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+    },
+    /// List tokens (ids, names, scopes; never secrets).
+    Ls,
+    /// Revoke a token by id: it is refused from the next request on.
+    Revoke { id: String },
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Serve the HTTP API (invoke, invocations, functions, metrics).
@@ -61,6 +79,16 @@ enum Command {
         /// Benchmark baseline: run each invocation with `RUNTIME run` instead.
         #[arg(long, hide = true)]
         naive_runtime: Option<PathBuf>,
+        /// Accept a non-loopback --listen without TLS (tokens then cross the
+        /// network in the clear).
+        #[arg(long)]
+        insecure_http: bool,
+    },
+    /// Bearer tokens for the HTTP API: once one exists, every call but
+    /// /healthz needs one, with a scope that allows it.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
     },
     /// Validate DIR/function.toml and register the function.
     Deploy { dir: PathBuf },
@@ -85,6 +113,10 @@ enum Command {
         asynchronous: bool,
         #[arg(long, default_value = "127.0.0.1:8080")]
         server: String,
+        /// The bearer token, where the server requires one (default:
+        /// $STRATA_FN_TOKEN).
+        #[arg(long)]
+        token: Option<String>,
     },
     /// Metered usage summed per function and period.
     Usage {
@@ -137,7 +169,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             zygotes,
             naive_runtime,
             drain_s,
+            insecure_http,
         } => {
+            strata_fn::auth::check_listen(&listen, &state, insecure_http)?;
             let systemd_cgroup = systemd_cgroup
                 || match cgroup_driver.as_str() {
                     "systemd" => true,
@@ -247,7 +281,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        Command::Invoke { name, data, asynchronous, server } => {
+        Command::Invoke { name, data, asynchronous, server, token } => {
             let body = match data.as_deref() {
                 None => Vec::new(),
                 Some("-") => {
@@ -267,7 +301,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 .map_err(|e| anyhow::anyhow!("no server at {server} ({e}); start one with `strata-fn serve`"))?;
             let mut reader = BufReader::new(stream.try_clone()?);
             let path = format!("/functions/{name}/invoke{}", if asynchronous { "?async=true" } else { "" });
-            let a = http::call(&mut stream, "POST", &path, &body, &mut reader)?;
+            let token = token.or_else(|| std::env::var("STRATA_FN_TOKEN").ok().filter(|t| !t.is_empty()));
+            let auth = token.map(|t| format!("Bearer {t}"));
+            let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+            let a = http::call_with(&mut stream, "POST", &path, &headers, &body, &mut reader)?;
             match a.status {
                 200 => {
                     std::io::stdout().write_all(&a.body)?;
@@ -287,6 +324,24 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                     Ok(1)
                 }
             }
+        }
+        Command::Token { action } => {
+            match action {
+                TokenAction::Create { name, scopes } => {
+                    let (t, full) = strata_fn::auth::create(&state, &name, &scopes)?;
+                    eprintln!("strata-fn: token {} ({}) made; it is shown once:", t.id, t.name);
+                    println!("{full}");
+                }
+                TokenAction::Ls => {
+                    println!("{:<14} {:<20} {:<8} SCOPES", "ID", "NAME", "STATUS");
+                    for t in strata_fn::auth::load(&state)? {
+                        let status = if t.revoked { "revoked" } else { "active" };
+                        println!("{:<14} {:<20} {:<8} {}", t.id, t.name, status, t.scopes.join(" "));
+                    }
+                }
+                TokenAction::Revoke { id } => strata_fn::auth::revoke(&state, &id)?,
+            }
+            Ok(0)
         }
         Command::Usage { name, by } => usage(&state, name.as_deref(), &by),
         Command::Zygote => strata_fn::zygote::serve_stdin(),

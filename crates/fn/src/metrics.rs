@@ -59,6 +59,8 @@ type Counter = (&'static str, &'static str, fn(&FnMetrics) -> u64);
 #[derive(Default)]
 pub struct Metrics {
     inner: Mutex<HashMap<String, FnMetrics>>,
+    /// Requests refused by the access control, by reason.
+    denied: Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -81,6 +83,12 @@ impl Metrics {
     }
 
     /// Counts a call refused with 429.
+    /// Counts a request the access control refused (`reason`: missing,
+    /// invalid, revoked, forbidden, throttled; never the credentials).
+    pub fn denied(&self, reason: &'static str) {
+        *self.denied.lock().unwrap_or_else(|e| e.into_inner()).entry(reason).or_default() += 1;
+    }
+
     pub fn rejected(&self, function: &str) {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).entry(function.to_string()).or_default().rejected += 1;
     }
@@ -131,6 +139,10 @@ impl Metrics {
         let _ = writeln!(out, "strata_fn_async_queued {queued}");
         out.push_str("# HELP strata_fn_cleanup_backlog Used containers waiting to be deleted.\n# TYPE strata_fn_cleanup_backlog gauge\n");
         let _ = writeln!(out, "strata_fn_cleanup_backlog {cleanup}");
+        out.push_str("# HELP strata_fn_auth_denied_total Requests refused by the access control.\n# TYPE strata_fn_auth_denied_total counter\n");
+        for (reason, n) in self.denied.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(out, "strata_fn_auth_denied_total{{reason=\"{reason}\"}} {n}");
+        }
         out
     }
 }

@@ -162,6 +162,8 @@ pub struct Server {
     pools: Arc<Pools>,
     registry: RwLock<Registry>,
     gates: Mutex<HashMap<String, Arc<Gate>>>,
+    /// Who may call what (tokens and their scopes).
+    auth: crate::auth::Gatekeeper,
     global: Gate,
     queue: Queue,
     metrics: Metrics,
@@ -250,6 +252,7 @@ impl Server {
             store,
             registry: RwLock::new(Registry { stamp: None, functions: HashMap::new() }),
             gates: Mutex::new(HashMap::new()),
+            auth: crate::auth::Gatekeeper::new(&cfg.state),
             global: Gate::new(),
             queue: Queue { heap: Mutex::new(BinaryHeap::new()), cv: Condvar::new(), seq: AtomicUsize::new(0) },
             metrics: Metrics::default(),
@@ -394,12 +397,13 @@ impl Server {
     }
 
     /// POST /functions/NAME/invoke
-    fn invoke(self: &Arc<Self>, req: &Request, name: &str, received: Instant) -> Response {
+    fn invoke(self: &Arc<Self>, req: &Request, name: &str, received: Instant, principal: Option<String>) -> Response {
         let Some(f) = self.function(name) else {
             return Response::error(404, &format!("no function {name:?}"));
         };
         let id = self.new_id();
-        let mut r = Record { id: id.clone(), function: f.name.clone(), accepted_ms: now_ms(), ..Default::default() };
+        let mut r =
+            Record { id: id.clone(), function: f.name.clone(), accepted_ms: now_ms(), principal, ..Default::default() };
         match req.query("async") {
             None | Some("false") | Some("0") => {}
             Some("true") | Some("1") | Some("") => {
@@ -661,9 +665,45 @@ impl Server {
         missed.into_iter().collect()
     }
 
-    fn route(self: &Arc<Self>, req: &Request, received: Instant) -> Response {
+    /// Lets a request in, or answers why not: 401 (with how to authenticate)
+    /// for missing, unknown or revoked credentials, 403 for a scope that
+    /// does not allow the call, 429 for an address that failed too often.
+    /// Nothing runs and nothing is queued for a request refused here.
+    fn admit(
+        &self,
+        req: &Request,
+        peer: Option<std::net::IpAddr>,
+        need: crate::auth::Need<'_>,
+    ) -> std::result::Result<Option<crate::auth::Token>, Response> {
+        use crate::auth::Denied;
+        self.auth.check(peer, req.header("Authorization"), need).map_err(|d| {
+            self.metrics.denied(d.label());
+            match d {
+                Denied::Forbidden => Response::error(403, "the token's scopes do not allow this"),
+                Denied::Throttled => {
+                    Response::error(429, "too many failed attempts from this address").header("Retry-After", 10)
+                }
+                _ => Response::error(401, "a valid bearer token is required")
+                    .header("WWW-Authenticate", "Bearer realm=\"strata-fn\""),
+            }
+        })
+    }
+
+    fn route(self: &Arc<Self>, req: &Request, received: Instant, peer: Option<std::net::IpAddr>) -> Response {
+        use crate::auth::Need;
         let parts: Vec<&str> = req.path.split('/').filter(|s| !s.is_empty()).collect();
         let method = req.method.as_str();
+        let need = match (method, parts.as_slice()) {
+            ("GET", ["metrics"]) => Some(Need::Metrics),
+            ("GET", ["functions"]) | ("GET", ["dead-letters"]) => Some(Need::Read),
+            ("POST", ["functions", name, "invoke"]) => Some(Need::Invoke(name)),
+            _ => None,
+        };
+        let principal = match need.map(|n| self.admit(req, peer, n)) {
+            Some(Err(resp)) => return resp,
+            Some(Ok(p)) => p,
+            None => None,
+        };
         match (method, parts.as_slice()) {
             ("GET", ["healthz"]) => Response::new(200, "text/plain", "ok\n"),
             ("GET", ["metrics"]) => {
@@ -694,11 +734,38 @@ impl Server {
                 list.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
                 Response::json(200, &serde_json::Value::Array(list))
             }
-            ("POST", ["functions", name, "invoke"]) => self.invoke(req, name, received),
-            ("GET", ["invocations", id]) => match self.store.get(id) {
-                Some(r) => Response::json(200, &record_json(&r)),
-                None => Response::error(404, &format!("no invocation {id:?}")),
-            },
+            ("POST", ["functions", name, "invoke"]) => {
+                self.invoke(req, name, received, principal.as_ref().map(|t| t.id.clone()))
+            }
+            ("GET", ["invocations", id]) => {
+                // Anyone with `read`; a principal also reads its own records.
+                let reader = match self.admit(req, peer, Need::Read) {
+                    Ok(t) => Ok(t),
+                    Err(resp) if resp.status == 403 => Err(resp),
+                    Err(resp) => return resp,
+                };
+                let own = |r: &Record| match &reader {
+                    Ok(_) => true,
+                    Err(_) => self
+                        .auth
+                        .check(peer, req.header("Authorization"), Need::Invoke(&r.function))
+                        .ok()
+                        .flatten()
+                        .is_some_and(|t| r.principal.as_deref() == Some(t.id.as_str())),
+                };
+                match self.store.get(id) {
+                    Some(r) if own(&r) => Response::json(200, &record_json(&r)),
+                    Some(_) => match reader {
+                        Err(resp) => resp,
+                        Ok(_) => Response::error(403, "the token's scopes do not allow this"),
+                    },
+                    None => match reader {
+                        // Whether an id exists is not told to those who may not read it.
+                        Err(resp) => resp,
+                        Ok(_) => Response::error(404, &format!("no invocation {id:?}")),
+                    },
+                }
+            }
             ("GET", ["dead-letters"]) => {
                 let dead: Vec<serde_json::Value> = store::read_log(&self.cfg.state)
                     .unwrap_or_default()
@@ -731,6 +798,7 @@ impl Server {
     fn connection(self: &Arc<Self>, stream: TcpStream) {
         let _ = stream.set_nodelay(true);
         let _ = stream.set_read_timeout(Some(Duration::from_secs(120)));
+        let peer = stream.peer_addr().ok().map(|a| a.ip());
         let Ok(mut writer) = stream.try_clone() else { return };
         let mut reader = BufReader::with_capacity(64 * 1024, stream);
         loop {
@@ -743,7 +811,7 @@ impl Server {
                 }
             };
             let received = Instant::now();
-            let resp = self.route(&req, received);
+            let resp = self.route(&req, received, peer);
             if http::write_response(&mut writer, &resp, req.keep_alive).is_err() || !req.keep_alive {
                 return;
             }

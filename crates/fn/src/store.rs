@@ -83,6 +83,9 @@ pub struct Record {
     /// For a file event: the file on the host.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// The token (its id) that invoked it, where the API requires tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
     /// Output of an asynchronous run (base64).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output_b64: Option<String>,

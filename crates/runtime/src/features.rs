@@ -44,7 +44,7 @@ pub fn document() -> serde_json::Value {
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
             "capabilities": caps,
-            "cgroup": { "v1": false, "v2": true, "systemd": true, "systemdUser": false, "rdma": true },
+            "cgroup": { "v1": false, "v2": true, "systemd": true, "systemdUser": true, "rdma": true },
             "seccomp": {
                 "enabled": true,
                 "actions": actions,
