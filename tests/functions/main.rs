@@ -267,8 +267,10 @@ fn a_function_can_talk_to_itself_over_loopback() {
     // so a function can run a server on 127.0.0.1 and talk to it.
     let s = Server::start("lo");
     let dir = TempDir::new("fn-lo-src");
+    // (The server's output is waited for, not slept on: a loaded machine is slow.)
     let script = "(nc -l -p 7070 > /tmp/got &); for i in 1 2 3 4 5 6 7 8 9 10; do \
-                  echo hi | nc 127.0.0.1 7070 2>/dev/null && break; sleep 0.1; done; sleep 0.2; cat /tmp/got";
+                  echo hi | nc 127.0.0.1 7070 2>/dev/null && break; sleep 0.1; done; \
+                  for i in $(seq 50); do [ -s /tmp/got ] && break; sleep 0.1; done; cat /tmp/got";
     s.deploy(&function(dir.path(), "lo", &["sh", "-c", script], ""));
     let a = s.invoke("lo", b"");
     assert_eq!((a.status, String::from_utf8_lossy(&a.body).into_owned()), (200, "hi\n".to_string()));
