@@ -1,6 +1,7 @@
 //! Arbitrary bytes as what strata-fn reads from the outside: HTTP requests
-//! (one connection's worth, parsed until the first error) and function.toml.
-//! Neither may panic, whatever the input. The first byte picks the parser.
+//! (one connection's worth, parsed until the first error, each request's
+//! credentials checked against a token store) and function.toml. Neither may
+//! panic, whatever the input. The first byte picks the parser.
 
 #![no_main]
 
@@ -23,6 +24,18 @@ fn dir() -> &'static Path {
     })
 }
 
+/// A token store with one token of each kind, made once per fuzzing process.
+fn gatekeeper() -> &'static strata_fn::auth::Gatekeeper {
+    static GK: OnceLock<strata_fn::auth::Gatekeeper> = OnceLock::new();
+    GK.get_or_init(|| {
+        let state = dir().join("state");
+        for scope in ["invoke:hello", "read", "metrics", "admin"] {
+            strata_fn::auth::create(&state, scope, &[scope.to_string()]).expect("create a token");
+        }
+        strata_fn::auth::Gatekeeper::new(&state)
+    })
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&which, rest)) = data.split_first() else { return };
     if which % 2 == 0 {
@@ -32,6 +45,14 @@ fuzz_target!(|data: &[u8]| {
                 Ok(Some(req)) => {
                     let _ = req.query("async");
                     let _ = req.header("content-type");
+                    let name = req.path.rsplit('/').nth(1).unwrap_or_default();
+                    for need in [
+                        strata_fn::auth::Need::Invoke(name),
+                        strata_fn::auth::Need::Read,
+                        strata_fn::auth::Need::Metrics,
+                    ] {
+                        let _ = gatekeeper().check(None, req.header("Authorization"), need);
+                    }
                 }
                 _ => break,
             }

@@ -100,6 +100,21 @@ fn save(state: &Path, tokens: &[Token]) -> Result<()> {
     std::fs::rename(&tmp, path(state)).map_err(|e| Error::path(path(state), e))
 }
 
+/// The longest secret hashed as given (longer ones cannot match).
+const SECRET_MAX: usize = 128;
+
+/// What is kept of a secret, computed in the same time for every input up to
+/// [`SECRET_MAX`] bytes: the secret is hashed in a fixed-size buffer with its
+/// length, so neither the stored secret nor the length of a guess shows in
+/// how long a check takes.
+fn digest(secret: &[u8]) -> String {
+    let mut buf = [0u8; SECRET_MAX + 1];
+    let n = secret.len().min(SECRET_MAX);
+    buf[..n].copy_from_slice(&secret[..n]);
+    buf[SECRET_MAX] = if secret.len() > SECRET_MAX { 0xff } else { n as u8 };
+    hex(&Sha256::digest(buf))
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -142,7 +157,7 @@ pub fn create(state: &Path, name: &str, scopes: &[String]) -> Result<(Token, Str
     let t = Token {
         id: id.clone(),
         name: name.to_string(),
-        hash: hex(&Sha256::digest(secret.as_bytes())),
+        hash: digest(secret.as_bytes()),
         scopes: scopes.to_vec(),
         created_ms,
         revoked: false,
@@ -180,8 +195,8 @@ fn authenticate<'t>(tokens: &'t [Token], header: Option<&str>) -> std::result::R
     let Some((id, secret)) = tok.strip_prefix(PREFIX).and_then(|r| r.split_once('_')) else {
         return Err(Denied::Invalid);
     };
-    // The hash is compared, never the secret: its length says nothing.
-    let digest = hex(&Sha256::digest(secret.as_bytes()));
+    // The hash is compared, never the secret.
+    let digest = digest(secret.as_bytes());
     let found = tokens.iter().find(|t| same(t.id.as_bytes(), id.as_bytes()));
     match found {
         Some(t) if same(t.hash.as_bytes(), digest.as_bytes()) => {
@@ -359,6 +374,41 @@ mod tests {
         for bad in ["root", "invoke:", "invoke:a/b", "read:x"] {
             assert!(create(&s, "x", &[bad.into()]).is_err(), "{bad}");
         }
+        let _ = std::fs::remove_dir_all(&s);
+    }
+
+    /// A bounded statistical check: a guess sharing all but the last
+    /// character of the secret, a wrong guess of the right length and one of
+    /// another length take the same time (medians of interleaved runs within
+    /// 25% of each other; a byte-by-byte comparison of secrets or hashing
+    /// that grows with the guess would show up far beyond that).
+    #[test]
+    fn a_check_takes_the_same_time_whatever_the_guess() {
+        let s = state("timing");
+        let (_, full) = create(&s, "t", &["invoke".into()]).expect("create");
+        let tokens = load(&s).expect("load");
+        let near = format!("Bearer {}{}", &full[..full.len() - 1], if full.ends_with('0') { '1' } else { '0' });
+        let far = format!("Bearer {}{}", &full[..full.len() - 64], "f".repeat(64));
+        let short = format!("Bearer {}{}", &full[..full.len() - 64], "f");
+        let cases = [near, far, short];
+        let mut times: Vec<Vec<u128>> = vec![Vec::new(); cases.len()];
+        for _ in 0..4000 {
+            for (i, c) in cases.iter().enumerate() {
+                let t = Instant::now();
+                let r = authenticate(&tokens, Some(c));
+                times[i].push(t.elapsed().as_nanos());
+                assert_eq!(r.err(), Some(Denied::Invalid));
+            }
+        }
+        let medians: Vec<f64> = times
+            .iter_mut()
+            .map(|v| {
+                v.sort_unstable();
+                v[v.len() / 2] as f64
+            })
+            .collect();
+        let (lo, hi) = medians.iter().fold((f64::MAX, 0f64), |(lo, hi), &m| (lo.min(m), hi.max(m)));
+        assert!(hi / lo < 1.25, "median ns (near, far, short): {medians:?}");
         let _ = std::fs::remove_dir_all(&s);
     }
 
