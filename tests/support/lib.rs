@@ -328,30 +328,16 @@ pub struct ConsoleSocket {
 impl ConsoleSocket {
     /// Binds a new console socket in a temporary directory.
     pub fn new() -> ConsoleSocket {
-        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+        use std::os::fd::{FromRawFd, OwnedFd};
         let dir = TempDir::new("console");
         let path = dir.path().join("console.sock");
         let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind console socket");
         // None when the runtime connected but sent no terminal (its create failed).
         let master = std::thread::spawn(move || {
             let (conn, _) = listener.accept().ok()?;
-            let mut buf = [0u8; 256];
-            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-            let mut space = nix::cmsg_space!([RawFd; 1]);
-            let msg = nix::sys::socket::recvmsg::<()>(
-                conn.as_raw_fd(),
-                &mut iov,
-                Some(&mut space),
-                nix::sys::socket::MsgFlags::empty(),
-            )
-            .ok()?;
-            for c in msg.cmsgs().ok()? {
-                if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
-                    // SAFETY: the kernel installed this descriptor for us.
-                    return Some(unsafe { OwnedFd::from_raw_fd(fds[0]) });
-                }
-            }
-            None
+            let (_, fd) = recv_fd(&conn).ok()?;
+            // SAFETY: the kernel installed this descriptor for us.
+            Some(unsafe { OwnedFd::from_raw_fd(fd) })
         });
         ConsoleSocket { _dir: dir, path, master: Some(master) }
     }
@@ -437,6 +423,12 @@ impl Rng {
 /// Receives what a runtime sends a seccomp agent on `conn`: the container's
 /// state (JSON) and the notification listener's descriptor.
 pub fn receive_seccomp_listener(conn: &std::os::unix::net::UnixStream) -> Result<(Vec<u8>, RawFd), String> {
+    recv_fd(conn)
+}
+
+/// Receives one message on `conn` with the descriptor it carries (a console
+/// master, a seccomp listener).
+pub fn recv_fd(conn: &std::os::unix::net::UnixStream) -> Result<(Vec<u8>, RawFd), String> {
     use std::os::fd::AsRawFd;
     let mut buf = vec![0u8; 1 << 16];
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
