@@ -412,6 +412,28 @@ mod tests {
         let _ = std::fs::remove_dir_all(&s);
     }
 
+    /// An address that keeps failing is refused for the rest of the window,
+    /// even with a good token; another address is not.
+    #[test]
+    fn an_address_that_keeps_failing_is_throttled() {
+        let s = state("throttle");
+        let (_, good) = create(&s, "t", &["invoke".into()]).expect("create");
+        let gk = Gatekeeper::new(&s);
+        let bad: std::net::IpAddr = "192.0.2.1".parse().expect("ip");
+        let other: std::net::IpAddr = "192.0.2.2".parse().expect("ip");
+        let bearer = format!("Bearer {good}");
+        for _ in 0..FAIL_LIMIT {
+            assert_eq!(gk.check(Some(bad), Some("Bearer sfn_x_y"), Need::Read).err(), Some(Denied::Invalid));
+        }
+        assert_eq!(gk.check(Some(bad), Some(&bearer), Need::Invoke("f")).err(), Some(Denied::Throttled));
+        assert!(gk.check(Some(other), Some(&bearer), Need::Invoke("f")).is_ok_and(|t| t.is_some()));
+        // A forbidden scope is not a failed authentication: it does not count.
+        for _ in 0..FAIL_LIMIT + 1 {
+            assert_eq!(gk.check(Some(other), Some(&bearer), Need::Metrics).err(), Some(Denied::Forbidden));
+        }
+        let _ = std::fs::remove_dir_all(&s);
+    }
+
     #[test]
     fn listening_beyond_loopback_needs_tokens_and_a_word_about_tls() {
         let s = state("listen");
