@@ -3,8 +3,8 @@
 # nightly, no cargo-fuzz):
 # - config.json handling (fuzz/fuzz_targets/config.rs: parsing, validation,
 #   mount options, cgroup plan, device program, seccomp filter, process plan);
-# - strata-fn's outside inputs (fuzz/fuzz_targets/fn_input.rs: HTTP requests,
-#   function.toml).
+# - strata-fn's outside inputs (fuzz/fuzz_targets/fn_input.rs: HTTP/1.1 and
+#   HTTP/2 connections served by its HTTP layer, function.toml).
 # Corpora are seeded and kept in fuzz/corpus/TARGET between runs. Exits non-zero
 # on a crash (a panic, an out-of-memory or a timeout), printing the crashing
 # input's path.
@@ -42,6 +42,10 @@ done
 STRATA_FUZZ_SEEDS="$PWD/fuzz/corpus/config" cargo test --quiet -p strata-tests --test e2e hostile::write_fuzz_seeds >/dev/null
 printf '\0POST /functions/echo/invoke?async=true HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET /healthz HTTP/1.1\r\n\r\n' \
   >fuzz/corpus/fn_input/seed-http
+# HTTP/2 by prior knowledge: the preface, an empty SETTINGS frame, and a
+# HEADERS frame (GET / over http, END_STREAM and END_HEADERS) on stream 1.
+printf '\0PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00\x00\x00\x03\x01\x05\x00\x00\x00\x01\x82\x84\x86' \
+  >fuzz/corpus/fn_input/seed-h2
 printf '\0POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\nT: 1\r\n\r\n' >fuzz/corpus/fn_input/seed-chunked
 { printf '\1'; sed 's|^rootfs = .*|rootfs = "rootfs"|; s|/bin/cat|cat|' bundles/echo/function.toml; } >fuzz/corpus/fn_input/seed-echo
 printf '\1name = "f"\nrootfs = "rootfs"\ncommand = ["cat"]\n[limits]\ncpus = 0.5\n[pool]\nmax_warm = 1\n[retry]\nattempts = 2\n[trigger]\ndirectory = "/tmp"\n[env]\nA = "b"\n' \

@@ -5,7 +5,8 @@
 #   --tests    also what the test suites need: protoc (the CRI client's
 #              bindings), systemd and dbus (tests/systemd and tests/cri boot a
 #              private systemd; the host's init is untouched), containerd and
-#              the CNI plugins, uidmap (newuidmap for tests/rootless)
+#              the CNI plugins, uidmap (newuidmap for tests/rootless), curl
+#              (an outside HTTP/2 client for strata-fn's TLS test)
 set -euo pipefail
 
 need=()
@@ -31,6 +32,7 @@ for arg in "$@"; do
     [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
     command -v protoc >/dev/null || need+=(protobuf-compiler)
     [ -x /usr/bin/newuidmap ] || need+=(uidmap)
+    command -v curl >/dev/null || need+=(curl)
     ;;
   *) echo "setup: unknown option $arg" >&2; exit 2 ;;
   esac

@@ -1,7 +1,9 @@
-//! Arbitrary bytes as what strata-fn reads from the outside: HTTP requests
-//! (one connection's worth, parsed until the first error, each request's
-//! credentials checked against a token store) and function.toml. Neither may
-//! panic, whatever the input. The first byte picks the parser.
+//! Arbitrary bytes as what strata-fn reads from the outside: one connection's
+//! worth of HTTP (HTTP/1.1, or HTTP/2 where the bytes start with its preface)
+//! served by the server's HTTP layer (hyper with the server's settings, the
+//! server's request reader, each request's credentials checked against a
+//! token store), and function.toml. Neither may panic or hang, whatever the
+//! input. The first byte picks the parser.
 
 #![no_main]
 
@@ -36,27 +38,58 @@ fn gatekeeper() -> &'static strata_fn::auth::Gatekeeper {
     })
 }
 
+/// Serves `input` as one client connection and reads everything the server
+/// answers until it closes.
+fn serve(input: &[u8]) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    thread_local! {
+        static RT: tokio::runtime::Runtime =
+            tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a runtime");
+    }
+    let svc = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+        let resp = match strata_fn::http::read(req).await {
+            Ok(req) => {
+                let _ = req.query("async");
+                let name = req.path.rsplit('/').nth(1).unwrap_or_default();
+                for need in [
+                    strata_fn::auth::Need::Invoke(name),
+                    strata_fn::auth::Need::Read,
+                    strata_fn::auth::Need::Metrics,
+                ] {
+                    let _ = gatekeeper().check(None, req.header("Authorization"), need);
+                }
+                strata_fn::http::Response::new(200, "text/plain", req.body)
+            }
+            Err(strata_fn::http::HttpError(status, msg)) => strata_fn::http::Response::error(status, &msg),
+        };
+        Ok::<_, std::convert::Infallible>(strata_fn::http::into_hyper(resp))
+    });
+    RT.with(|rt| {
+        rt.block_on(async {
+            let (mut client, server) = tokio::io::duplex(64 * 1024);
+            let mut http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            http.http1()
+                .half_close(true)
+                .max_buf_size(strata_fn::http::MAX_HEAD.max(8192))
+                .max_headers(strata_fn::http::MAX_HEADERS);
+            http.http2().max_header_list_size(strata_fn::http::MAX_HEAD as u32);
+            let conn = http.serve_connection(hyper_util::rt::TokioIo::new(server), svc);
+            let talk = async {
+                let _ = client.write_all(input).await;
+                let _ = client.shutdown().await;
+                let mut out = Vec::new();
+                let _ = client.read_to_end(&mut out).await;
+                drop(client);
+            };
+            let _ = tokio::join!(conn, talk);
+        })
+    });
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&which, rest)) = data.split_first() else { return };
     if which % 2 == 0 {
-        let mut reader = std::io::BufReader::new(rest);
-        for _ in 0..16 {
-            match strata_fn::http::read_request(&mut reader) {
-                Ok(Some(req)) => {
-                    let _ = req.query("async");
-                    let _ = req.header("content-type");
-                    let name = req.path.rsplit('/').nth(1).unwrap_or_default();
-                    for need in [
-                        strata_fn::auth::Need::Invoke(name),
-                        strata_fn::auth::Need::Read,
-                        strata_fn::auth::Need::Metrics,
-                    ] {
-                        let _ = gatekeeper().check(None, req.header("Authorization"), need);
-                    }
-                }
-                _ => break,
-            }
-        }
+        serve(rest);
     } else if let Ok(text) = std::str::from_utf8(rest) {
         let _ = strata_fn::function::Function::parse(text, dir());
     }

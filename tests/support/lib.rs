@@ -2,6 +2,8 @@
 //! rootfs, building bundles in temporary directories, running containers, and
 //! cleaning up after every test, whatever its outcome.
 
+pub mod http;
+
 use serde_json::{json, Value};
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};

@@ -394,7 +394,7 @@ fn strata_fn_puts_invocations_in_scopes() {
         let call = std::thread::spawn(move || {
             let mut conn = std::net::TcpStream::connect(&addr).expect("connect");
             let mut reader = std::io::BufReader::new(conn.try_clone().expect("clone"));
-            strata_fn::http::call(&mut conn, "POST", "/functions/hello/invoke", b"", &mut reader).expect("invoke")
+            strata_tests::http::call(&mut conn, "POST", "/functions/hello/invoke", b"", &mut reader).expect("invoke")
         });
         // While the invocation runs, its container is a scope of the slice.
         let mut seen = Vec::new();

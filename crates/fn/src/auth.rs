@@ -311,9 +311,9 @@ impl Gatekeeper {
 }
 
 /// Refuses a listen address the defaults do not allow: beyond loopback, the
-/// API needs tokens, and (as it has no TLS yet) `--insecure-http` to say that
-/// they cross the network in the clear.
-pub fn check_listen(listen: &str, state: &Path, insecure_http: bool) -> Result<()> {
+/// API needs tokens, and TLS (`tls`) or `--insecure-http` to say that they
+/// cross the network in the clear.
+pub fn check_listen(listen: &str, state: &Path, tls: bool, insecure_http: bool) -> Result<()> {
     let loopback = listen
         .parse::<std::net::SocketAddr>()
         .map(|a| a.ip().is_loopback())
@@ -327,10 +327,10 @@ pub fn check_listen(listen: &str, state: &Path, insecure_http: bool) -> Result<(
              (strata-fn token create --scope ...)"
         )));
     }
-    if !insecure_http {
+    if !tls && !insecure_http {
         return Err(Error::Other(format!(
-            "--listen {listen}: tokens would cross the network in the clear (no TLS here yet); \
-             pass --insecure-http to accept that"
+            "--listen {listen}: tokens would cross the network in the clear; give --tls-cert and \
+             --tls-key, or pass --insecure-http to accept that"
         )));
     }
     Ok(())
@@ -435,16 +435,17 @@ mod tests {
     }
 
     #[test]
-    fn listening_beyond_loopback_needs_tokens_and_a_word_about_tls() {
+    fn listening_beyond_loopback_needs_tokens_and_tls_or_a_word_about_it() {
         let s = state("listen");
-        assert!(check_listen("127.0.0.1:8080", &s, false).is_ok());
-        assert!(check_listen("[::1]:8080", &s, false).is_ok());
-        let e = check_listen("0.0.0.0:8080", &s, true).expect_err("no tokens").to_string();
+        assert!(check_listen("127.0.0.1:8080", &s, false, false).is_ok());
+        assert!(check_listen("[::1]:8080", &s, false, false).is_ok());
+        let e = check_listen("0.0.0.0:8080", &s, true, true).expect_err("no tokens").to_string();
         assert!(e.contains("credentials"), "{e}");
         create(&s, "n", &["invoke".into()]).expect("create");
-        let e = check_listen("0.0.0.0:8080", &s, false).expect_err("no tls").to_string();
-        assert!(e.contains("--insecure-http"), "{e}");
-        assert!(check_listen("0.0.0.0:8080", &s, true).is_ok());
+        let e = check_listen("0.0.0.0:8080", &s, false, false).expect_err("no tls").to_string();
+        assert!(e.contains("--insecure-http") && e.contains("--tls-cert"), "{e}");
+        assert!(check_listen("0.0.0.0:8080", &s, false, true).is_ok());
+        assert!(check_listen("0.0.0.0:8080", &s, true, false).is_ok());
         let _ = std::fs::remove_dir_all(&s);
     }
 }

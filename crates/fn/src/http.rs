@@ -1,13 +1,25 @@
-//! Just enough HTTP/1.1 for the function server and its clients: requests
-//! with Content-Length or chunked bodies, keep-alive, bounded sizes. Anything
-//! malformed is an [`HttpError`] that becomes a 4xx answer, never a panic.
+//! The function server's HTTP, on hyper: HTTP/1.1 with keep-alive and
+//! HTTP/2 (by prior knowledge on plain TCP, by ALPN over TLS), with bounded
+//! sizes and times. Routes see a [`Request`] with the whole body and answer a
+//! [`Response`]; anything malformed is an [`HttpError`] that becomes a 4xx
+//! answer, or hyper's own 4xx for a head it cannot parse, never a panic.
+//! The client half (`invoke`, `load`) is here too.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use std::time::Duration;
 
 /// Limits on what a client may send.
 pub const MAX_HEAD: usize = 16 * 1024;
 pub const MAX_HEADERS: usize = 100;
 pub const MAX_BODY: usize = 6 << 20;
+/// A request head must arrive within this; it is also how long an idle
+/// keep-alive connection stays open.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(60);
+/// A request body must arrive within this.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// A TLS handshake must end within this.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 pub struct Request {
@@ -17,8 +29,6 @@ pub struct Request {
     pub query: Vec<(String, String)>,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
-    /// Whether the connection stays open after the answer.
-    pub keep_alive: bool,
 }
 
 impl Request {
@@ -63,49 +73,6 @@ impl Response {
     }
 }
 
-pub fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        202 => "Accepted",
-        204 => "No Content",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        411 => "Length Required",
-        413 => "Payload Too Large",
-        414 => "URI Too Long",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        505 => "HTTP Version Not Supported",
-        _ => "Unknown",
-    }
-}
-
-/// Writes `r`; `keep_alive` false adds `Connection: close`.
-pub fn write_response(w: &mut impl Write, r: &Response, keep_alive: bool) -> std::io::Result<()> {
-    let mut head = format!("HTTP/1.1 {} {}\r\nContent-Length: {}\r\n", r.status, reason(r.status), r.body.len());
-    for (k, v) in &r.headers {
-        head.push_str(k);
-        head.push_str(": ");
-        head.push_str(v);
-        head.push_str("\r\n");
-    }
-    if !keep_alive {
-        head.push_str("Connection: close\r\n");
-    }
-    head.push_str("\r\n");
-    let mut all = head.into_bytes();
-    all.extend_from_slice(&r.body);
-    w.write_all(&all)?;
-    w.flush()
-}
-
 fn percent_decode(s: &str) -> Result<String, HttpError> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
@@ -131,54 +98,8 @@ fn percent_decode(s: &str) -> Result<String, HttpError> {
     String::from_utf8(out).map_err(|_| HttpError(400, "the URL is not UTF-8".into()))
 }
 
-/// Reads one line ending in LF (CR stripped), counting against `budget`.
-fn line(r: &mut impl BufRead, budget: &mut usize) -> Result<Option<String>, HttpError> {
-    let mut buf = Vec::new();
-    let n = r.take(*budget as u64 + 1).read_until(b'\n', &mut buf).map_err(|e| HttpError(400, format!("read: {e}")))?;
-    if n == 0 {
-        return Ok(None);
-    }
-    if n > *budget || !buf.ends_with(b"\n") {
-        if n > *budget {
-            return Err(HttpError(431, "request head too large".into()));
-        }
-        return Err(HttpError(400, "the connection closed mid-line".into()));
-    }
-    *budget -= n;
-    buf.pop();
-    if buf.ends_with(b"\r") {
-        buf.pop();
-    }
-    String::from_utf8(buf).map(Some).map_err(|_| HttpError(400, "the request head is not UTF-8".into()))
-}
-
-/// Reads one request; None when the client closed the connection cleanly.
-pub fn read_request(r: &mut BufReader<impl Read>) -> Result<Option<Request>, HttpError> {
-    let mut budget = MAX_HEAD;
-    let mut first = match line(r, &mut budget)? {
-        None => return Ok(None),
-        Some(l) => l,
-    };
-    // Tolerate blank lines before a request (RFC 9112 2.2).
-    while first.is_empty() {
-        first = match line(r, &mut budget)? {
-            None => return Ok(None),
-            Some(l) => l,
-        };
-    }
-    let mut parts = first.split(' ');
-    let (method, target, version) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some(m), Some(t), Some(v), None) if !m.is_empty() && !t.is_empty() => (m, t, v),
-        _ => return Err(HttpError(400, "malformed request line".into())),
-    };
-    if !method.bytes().all(|b| b.is_ascii_uppercase()) {
-        return Err(HttpError(400, "malformed method".into()));
-    }
-    let http10 = match version {
-        "HTTP/1.1" => false,
-        "HTTP/1.0" => true,
-        _ => return Err(HttpError(505, format!("unsupported version {version:?}"))),
-    };
+/// `path?query` split and percent-decoded.
+pub fn parse_target(target: &str) -> Result<(String, Vec<(String, String)>), HttpError> {
     if !target.starts_with('/') {
         return Err(HttpError(400, "the request target must be a path".into()));
     }
@@ -189,78 +110,115 @@ pub fn read_request(r: &mut BufReader<impl Read>) -> Result<Option<Request>, Htt
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         query.push((percent_decode(k)?, percent_decode(v)?));
     }
-    let mut headers = Vec::new();
-    loop {
-        let l = line(r, &mut budget)?.ok_or_else(|| HttpError(400, "the connection closed in the head".into()))?;
-        if l.is_empty() {
-            break;
-        }
-        if headers.len() >= MAX_HEADERS {
-            return Err(HttpError(431, "too many header fields".into()));
-        }
-        let (k, v) = l.split_once(':').ok_or_else(|| HttpError(400, format!("malformed header line {l:?}")))?;
-        if k.is_empty() || k.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
-            return Err(HttpError(400, format!("malformed header name {k:?}")));
-        }
-        headers.push((k.to_string(), v.trim().to_string()));
-    }
-    let mut req = Request { method: method.into(), path, query, headers, body: Vec::new(), keep_alive: !http10 };
-    if let Some(c) = req.header("connection") {
-        let c = c.to_ascii_lowercase();
-        if c.contains("close") {
-            req.keep_alive = false;
-        } else if c.contains("keep-alive") {
-            req.keep_alive = true;
-        }
-    }
-    let chunked = req.header("transfer-encoding").map(|t| t.to_ascii_lowercase());
-    let length = req.header("content-length").map(str::to_string);
-    match (chunked, length) {
-        (Some(_), Some(_)) => return Err(HttpError(400, "both Content-Length and Transfer-Encoding".into())),
-        (Some(t), None) if t == "chunked" => req.body = read_chunked(r)?,
-        (Some(t), None) => return Err(HttpError(501, format!("transfer coding {t:?}"))),
-        (None, Some(l)) => {
-            let n: usize = l.parse().map_err(|_| HttpError(400, format!("bad Content-Length {l:?}")))?;
-            if n > MAX_BODY {
-                return Err(HttpError(413, format!("the body is over {MAX_BODY} bytes")));
-            }
-            req.body = vec![0; n];
-            r.read_exact(&mut req.body)
-                .map_err(|_| HttpError(400, "the body is shorter than Content-Length".into()))?;
-        }
-        (None, None) => {}
-    }
-    Ok(Some(req))
+    Ok((path, query))
 }
 
-fn read_chunked(r: &mut BufReader<impl Read>) -> Result<Vec<u8>, HttpError> {
-    let mut body = Vec::new();
-    loop {
-        let mut budget = 1024;
-        let l = line(r, &mut budget)?.ok_or_else(|| HttpError(400, "the connection closed in a chunk".into()))?;
-        let size = l.split(';').next().unwrap_or("").trim();
-        let n = usize::from_str_radix(size, 16).map_err(|_| HttpError(400, format!("bad chunk size {size:?}")))?;
-        if n == 0 {
-            // Trailers, up to the blank line.
-            let mut budget = MAX_HEAD;
-            while let Some(t) = line(r, &mut budget)? {
-                if t.is_empty() {
-                    break;
-                }
+/// A request as hyper parsed it, its body read whole (up to [`MAX_BODY`],
+/// within [`BODY_TIMEOUT`]).
+pub async fn read<B>(req: hyper::Request<B>) -> Result<Request, HttpError>
+where
+    B: hyper::body::Body,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let (head, body) = req.into_parts();
+    // An authority-form target ("GET x") has no path: only origin-form serves.
+    let target = head.uri.path_and_query().map(|p| p.as_str()).unwrap_or("");
+    let (path, query) = parse_target(target)?;
+    let mut headers = Vec::with_capacity(head.headers.len());
+    for (k, v) in &head.headers {
+        let v = v.to_str().map_err(|_| HttpError(400, format!("header {k} is not visible ASCII")))?;
+        headers.push((k.as_str().to_string(), v.to_string()));
+    }
+    let declared = head.headers.get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(HttpError(413, format!("the body is over {MAX_BODY} bytes")));
+    }
+    let collected = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect())
+        .await
+        .map_err(|_| HttpError(408, format!("the body did not arrive within {} s", BODY_TIMEOUT.as_secs())))?;
+    let body = match collected {
+        Ok(c) => c.to_bytes().to_vec(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(HttpError(413, format!("the body is over {MAX_BODY} bytes")))
+        }
+        Err(e) => {
+            // hyper's outer error says only "error reading a body": the cause is inside.
+            let mut why = e.to_string();
+            let mut cause = e.source();
+            while let Some(c) = cause {
+                why = format!("{why}: {c}");
+                cause = c.source();
             }
-            return Ok(body);
+            return Err(HttpError(400, format!("the body is malformed or cut short ({why})")));
         }
-        if n > MAX_BODY - body.len() {
-            return Err(HttpError(413, format!("the body is over {MAX_BODY} bytes")));
+    };
+    Ok(Request { method: head.method.as_str().to_string(), path, query, headers, body })
+}
+
+/// `r` as hyper sends it.
+pub fn into_hyper(r: Response) -> hyper::Response<Full<Bytes>> {
+    let mut out = hyper::Response::new(Full::new(Bytes::from(r.body)));
+    *out.status_mut() = hyper::StatusCode::from_u16(r.status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    for (k, v) in r.headers {
+        if let (Ok(k), Ok(v)) = (hyper::header::HeaderName::try_from(k), hyper::header::HeaderValue::try_from(v)) {
+            out.headers_mut().append(k, v);
         }
-        let start = body.len();
-        body.resize(start + n, 0);
-        r.read_exact(&mut body[start..]).map_err(|_| HttpError(400, "a chunk is cut short".into()))?;
-        let mut crlf = [0u8; 2];
-        r.read_exact(&mut crlf).map_err(|_| HttpError(400, "a chunk is cut short".into()))?;
-        if &crlf != b"\r\n" {
-            return Err(HttpError(400, "a chunk does not end in CRLF".into()));
+    }
+    out
+}
+
+/// Where a client sends its requests: `http://HOST:PORT` or
+/// `https://HOST:PORT` (a bare `HOST:PORT` is http).
+pub struct Endpoint {
+    /// HOST:PORT, to connect to.
+    pub addr: String,
+    pub host: String,
+    /// The path prefix of the URL ("" for none).
+    pub path: String,
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+/// How a client authenticates the server and itself over TLS.
+#[derive(Default, Clone)]
+pub struct ClientTls {
+    pub ca: Option<std::path::PathBuf>,
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+}
+
+impl Endpoint {
+    pub fn parse(url: &str, tls: &ClientTls) -> crate::Result<Endpoint> {
+        let (secure, rest) = match url.split_once("://") {
+            Some(("http", r)) => (false, r),
+            Some(("https", r)) => (true, r),
+            Some((s, _)) => return Err(crate::Error::Other(format!("{url}: scheme {s:?}: use http or https"))),
+            None => (false, url),
+        };
+        let (addr, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+            None => (rest, ""),
+        };
+        if addr.is_empty() {
+            return Err(crate::Error::Other(format!("{url}: no host")));
         }
+        let host = match addr.rsplit_once(':') {
+            Some((h, p)) if p.parse::<u16>().is_ok() => h.to_string(),
+            _ => return Err(crate::Error::Other(format!("{url}: HOST:PORT with a port"))),
+        };
+        let tls = if secure {
+            let ca = tls.ca.as_deref().ok_or_else(|| {
+                crate::Error::Other(format!("{url}: https needs --cacert, the CA that signed the server's certificate"))
+            })?;
+            let identity = match (&tls.cert, &tls.key) {
+                (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+                (None, None) => None,
+                _ => return Err(crate::Error::Other("--cert and --key go together".into())),
+            };
+            Some(crate::tls::client_config(ca, identity, &[b"h2", b"http/1.1"])?)
+        } else {
+            None
+        };
+        Ok(Endpoint { addr: addr.to_string(), host, path: path.to_string(), tls })
     }
 }
 
@@ -277,112 +235,149 @@ impl Answer {
     }
 }
 
-/// Sends one request on `stream` and reads the answer (Content-Length bodies,
-/// as this server sends).
-pub fn call(
-    stream: &mut std::net::TcpStream,
-    method: &str,
-    path: &str,
-    body: &[u8],
-    reader: &mut BufReader<std::net::TcpStream>,
-) -> std::io::Result<Answer> {
-    call_with(stream, method, path, &[], body, reader)
+enum Sender {
+    H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
 }
 
-/// [`call`] with extra request headers (`Authorization`, say).
-pub fn call_with(
-    stream: &mut std::net::TcpStream,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-    reader: &mut BufReader<std::net::TcpStream>,
-) -> std::io::Result<Answer> {
-    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
-    let head = format!("{method} {path} HTTP/1.1\r\nHost: strata-fn\r\n{extra}Content-Length: {}\r\n\r\n", body.len());
-    let mut all = head.into_bytes();
-    all.extend_from_slice(body);
-    stream.write_all(&all)?;
-    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
-    let mut status_line = String::new();
-    reader.read_line(&mut status_line)?;
-    let status: u16 =
-        status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| bad("bad status line"))?;
-    let mut headers = Vec::new();
-    loop {
-        let mut l = String::new();
-        if reader.read_line(&mut l)? == 0 {
-            return Err(bad("connection closed in the head"));
-        }
-        let l = l.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = l.split_once(':') {
-            headers.push((k.to_string(), v.trim().to_string()));
-        }
+/// One client connection (HTTP/1.1 keep-alive, or HTTP/2 where TLS's ALPN
+/// chose it), driven by a task of the current tokio runtime.
+pub struct Client {
+    sender: Sender,
+    host: String,
+}
+
+fn io_err(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+impl Client {
+    pub async fn connect(ep: &Endpoint) -> std::io::Result<Client> {
+        let tcp = tokio::net::TcpStream::connect(&ep.addr).await?;
+        let _ = tcp.set_nodelay(true);
+        let sender = match &ep.tls {
+            None => Sender::H1(Self::h1(hyper_util::rt::TokioIo::new(tcp)).await?),
+            Some(cfg) => {
+                let name = crate::tls::server_name(&ep.host).map_err(io_err)?;
+                let stream = tokio_rustls::TlsConnector::from(cfg.clone()).connect(name, tcp).await?;
+                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                let io = hyper_util::rt::TokioIo::new(stream);
+                if h2 {
+                    let (sender, conn) =
+                        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                            .await
+                            .map_err(io_err)?;
+                    tokio::spawn(conn);
+                    Sender::H2(sender)
+                } else {
+                    Sender::H1(Self::h1(io).await?)
+                }
+            }
+        };
+        Ok(Client { sender, host: ep.addr.clone() })
     }
-    let n: usize = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0; n];
-    reader.read_exact(&mut body)?;
-    Ok(Answer { status, headers, body })
+
+    async fn h1<T>(io: T) -> std::io::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>>
+    where
+        T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let (sender, conn) = hyper::client::conn::http1::handshake(io).await.map_err(io_err)?;
+        tokio::spawn(conn);
+        Ok(sender)
+    }
+
+    /// Whether the connection speaks HTTP/2.
+    pub fn is_h2(&self) -> bool {
+        matches!(self.sender, Sender::H2(_))
+    }
+
+    /// One request; the answer's body read whole.
+    pub async fn call(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<Answer> {
+        let mut req = hyper::Request::builder().method(method).uri(path);
+        if !self.is_h2() {
+            req = req.header(hyper::header::HOST, &self.host);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(Bytes::copy_from_slice(body))).map_err(io_err)?;
+        let resp = match &mut self.sender {
+            Sender::H1(s) => {
+                s.ready().await.map_err(io_err)?;
+                s.send_request(req).await
+            }
+            Sender::H2(s) => {
+                s.ready().await.map_err(io_err)?;
+                s.send_request(req).await
+            }
+        }
+        .map_err(io_err)?;
+        let (head, body) = resp.into_parts();
+        let body = body.collect().await.map_err(io_err)?.to_bytes().to_vec();
+        let headers = head
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        Ok(Answer { status: head.status.as_u16(), headers, body })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(raw: &[u8]) -> Result<Option<Request>, HttpError> {
-        read_request(&mut BufReader::new(raw))
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
     }
 
     #[test]
-    fn requests_parse() {
-        let r = parse(b"POST /functions/echo/invoke?async=true HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc")
-            .expect("ok")
-            .expect("some");
-        assert_eq!(
-            (r.method.as_str(), r.path.as_str(), r.query("async")),
-            ("POST", "/functions/echo/invoke", Some("true"))
-        );
-        assert_eq!(r.body, b"abc");
-        assert!(r.keep_alive);
-        let r = parse(b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n")
-            .expect("ok")
-            .expect("some");
-        assert_eq!(r.body, b"abcde");
-        assert!(parse(b"").expect("ok").is_none());
-    }
-
-    #[test]
-    fn malformed_requests_get_4xx() {
-        let cases: &[(&[u8], u16)] = &[
-            (b"GARBAGE\r\n\r\n", 400),
-            (b"GET /x HTTP/2.0\r\n\r\n", 505),
-            (b"GET x HTTP/1.1\r\n\r\n", 400),
-            (b"GET /x HTTP/1.1\r\nno colon\r\n\r\n", 400),
-            (b"POST /x HTTP/1.1\r\nContent-Length: abc\r\n\r\n", 400),
-            (b"POST /x HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n", 413),
-            (b"POST /x HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc", 400),
-            (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
-            (b"POST /x HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
-            (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\nffffffffffffffff\r\n", 413),
-            (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffff\r\n", 400),
-            (b"GET /%zz HTTP/1.1\r\n\r\n", 400),
-            (b"GET /x HTTP/1.1\r\nA: b", 400),
-        ];
-        for (raw, want) in cases {
-            match parse(raw) {
-                Err(HttpError(code, _)) => assert_eq!(code, *want, "{}", String::from_utf8_lossy(raw)),
-                Ok(r) => panic!("accepted {}: {r:?}", String::from_utf8_lossy(raw)),
-            }
+    fn targets_decode_and_bad_ones_get_400() {
+        let (path, query) = parse_target("/functions/a%20b/invoke?async=true&x=1+2").expect("ok");
+        assert_eq!(path, "/functions/a b/invoke");
+        assert_eq!(query, vec![("async".into(), "true".into()), ("x".into(), "1 2".into())]);
+        for bad in ["", "x", "/%zz", "/%", "/%ff%fe"] {
+            assert!(matches!(parse_target(bad), Err(HttpError(400, _))), "{bad:?}");
         }
-        let mut big = b"GET /x HTTP/1.1\r\n".to_vec();
-        big.extend(std::iter::repeat_n(b'a', MAX_HEAD + 10));
-        assert!(matches!(parse(&big), Err(HttpError(431, _))));
+    }
+
+    /// The body limit holds whatever the framing: a body with no length up
+    /// front (chunked, or HTTP/2 DATA frames) is cut at the limit too.
+    #[test]
+    fn bodies_over_the_limit_get_413_whatever_their_framing() {
+        let rt = rt();
+        let req = |body: Vec<u8>| hyper::Request::post("/functions/f/invoke").body(Full::new(Bytes::from(body)));
+        let ok = rt.block_on(read(req(vec![b'x'; MAX_BODY]).expect("request"))).expect("at the limit");
+        assert_eq!((ok.method.as_str(), ok.body.len()), ("POST", MAX_BODY));
+        let over = rt.block_on(read(req(vec![b'x'; MAX_BODY + 1]).expect("request")));
+        assert!(matches!(over, Err(HttpError(413, _))));
+        let declared = hyper::Request::post("/f")
+            .header("content-length", "99999999999")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .expect("request");
+        assert!(matches!(rt.block_on(read(declared)), Err(HttpError(413, _))));
+    }
+
+    #[test]
+    fn endpoints_parse_and_https_needs_a_ca() {
+        let none = ClientTls::default();
+        let e = Endpoint::parse("127.0.0.1:8080", &none).expect("bare");
+        assert_eq!(
+            (e.addr.as_str(), e.host.as_str(), e.path.as_str(), e.tls.is_none()),
+            ("127.0.0.1:8080", "127.0.0.1", "", true)
+        );
+        let e = Endpoint::parse("http://[::1]:80/functions/x/invoke", &none).expect("v6");
+        assert_eq!((e.addr.as_str(), e.path.as_str()), ("[::1]:80", "/functions/x/invoke"));
+        for bad in ["ftp://h:1", "http://", "http://host", "https://h:1"] {
+            assert!(Endpoint::parse(bad, &none).is_err(), "{bad}");
+        }
+        let e = Endpoint::parse("https://h:1", &none).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("--cacert"), "{e}");
     }
 }

@@ -13,6 +13,7 @@ pub mod pool;
 pub mod runner;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod zygote;
 
 pub use error::{Error, Result};

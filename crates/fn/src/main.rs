@@ -1,8 +1,7 @@
 //! `strata-fn`: deploy functions and run each event in a container of its own.
 
 use clap::{Parser, Subcommand};
-use std::io::{BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use strata_fn::function::Function;
 use strata_fn::http;
@@ -83,6 +82,15 @@ enum Command {
         /// network in the clear).
         #[arg(long)]
         insecure_http: bool,
+        /// Serve HTTPS with this certificate chain (PEM); reread on SIGHUP.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The certificate's private key (PEM); reread on SIGHUP.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Mutual TLS: clients must present a certificate this CA (PEM) signed.
+        #[arg(long, requires = "tls_cert")]
+        tls_client_ca: Option<PathBuf>,
     },
     /// Bearer tokens for the HTTP API: once one exists, every call but
     /// /healthz needs one, with a scope that allows it.
@@ -111,8 +119,18 @@ enum Command {
         /// Queue the event and print its id.
         #[arg(long = "async")]
         asynchronous: bool,
+        /// The server: HOST:PORT, http://HOST:PORT or https://HOST:PORT.
         #[arg(long, default_value = "127.0.0.1:8080")]
         server: String,
+        /// For https: the CA (PEM) that signed the server's certificate.
+        #[arg(long)]
+        cacert: Option<PathBuf>,
+        /// For mutual TLS: this client's certificate (PEM).
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
+        /// For mutual TLS: this client's private key (PEM).
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
         /// The bearer token, where the server requires one (default:
         /// $STRATA_FN_TOKEN).
         #[arg(long)]
@@ -170,8 +188,22 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             naive_runtime,
             drain_s,
             insecure_http,
+            tls_cert,
+            tls_key,
+            tls_client_ca,
         } => {
-            strata_fn::auth::check_listen(&listen, &state, insecure_http)?;
+            strata_fn::auth::check_listen(&listen, &state, tls_cert.is_some(), insecure_http)?;
+            // Read before anything starts: a bad file is one line at start.
+            let tls = match (tls_cert, tls_key) {
+                (Some(cert), Some(key)) => {
+                    Some(std::sync::Arc::new(strata_fn::tls::Server::load(strata_fn::tls::Files {
+                        cert,
+                        key,
+                        client_ca: tls_client_ca,
+                    })?))
+                }
+                _ => None,
+            };
             let systemd_cgroup = systemd_cgroup
                 || match cgroup_driver.as_str() {
                     "systemd" => true,
@@ -184,11 +216,12 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             if bill_ms == 0 || max_running == 0 || async_workers == 0 {
                 anyhow::bail!("--bill-ms, --max-running and --async-workers must be at least 1");
             }
-            // SIGTERM and SIGINT are taken by a thread of ours (blocked here,
-            // before any thread exists; containers start with a clean mask).
+            // SIGTERM, SIGINT and SIGHUP are taken by a thread of ours (blocked
+            // here, before any thread exists; containers start with a clean mask).
             let mut sigs = nix::sys::signal::SigSet::empty();
             sigs.add(nix::sys::signal::Signal::SIGTERM);
             sigs.add(nix::sys::signal::Signal::SIGINT);
+            sigs.add(nix::sys::signal::Signal::SIGHUP);
             sigs.thread_block()?;
             // Forked now, while this process has one thread (see zygote.rs):
             // one per pool worker, one more for cold starts.
@@ -211,24 +244,44 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 max_waiting,
                 async_workers,
                 pool_workers,
-                max_connections: 1024,
+                // Connections cost no thread: as many as descriptors allow,
+                // less those that containers and the state need.
+                max_connections: getrlimit(Resource::RLIMIT_NOFILE)
+                    .map(|(soft, _)| soft.saturating_sub(1024).clamp(64, 1 << 20) as usize)
+                    .unwrap_or(1024),
                 naive_runtime,
                 cgroup_parent,
                 systemd_cgroup,
             };
             let server = Server::start(cfg, zygotes)?;
             let s = server.clone();
+            let t = tls.clone();
             std::thread::spawn(move || {
-                if let Ok(sig) = sigs.wait() {
-                    eprintln!("strata-fn: {sig}: letting running invocations finish (up to {drain_s} s)");
+                loop {
+                    match sigs.wait() {
+                        Ok(nix::sys::signal::Signal::SIGHUP) => match &t {
+                            // New connections get the new certificate; open ones keep theirs.
+                            Some(t) => match t.reload() {
+                                Ok(()) => eprintln!("strata-fn: SIGHUP: TLS certificate and key reloaded"),
+                                Err(e) => eprintln!("strata-fn: SIGHUP: kept the old TLS configuration: {e}"),
+                            },
+                            None => eprintln!("strata-fn: SIGHUP: no TLS to reload"),
+                        },
+                        Ok(sig) => {
+                            eprintln!("strata-fn: {sig}: letting running invocations finish (up to {drain_s} s)");
+                            break;
+                        }
+                        Err(_) => break,
+                    }
                 }
                 s.drain(std::time::Duration::from_secs(drain_s));
                 eprintln!("strata-fn: deleting containers and exiting");
                 s.shutdown();
                 std::process::exit(0);
             });
-            eprintln!("strata-fn: serving on http://{}", listener.local_addr()?);
-            server.serve(listener);
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            eprintln!("strata-fn: serving on {scheme}://{}", listener.local_addr()?);
+            server.serve(listener, tls)?;
             Ok(0)
         }
         Command::Deploy { dir } => {
@@ -281,7 +334,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        Command::Invoke { name, data, asynchronous, server, token } => {
+        Command::Invoke { name, data, asynchronous, server, cacert, cert, key, token } => {
             let body = match data.as_deref() {
                 None => Vec::new(),
                 Some("-") => {
@@ -297,14 +350,18 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             if !strata_fn::function::valid_name(&name) {
                 anyhow::bail!("{name:?} is not a function name");
             }
-            let mut stream = TcpStream::connect(&server)
-                .map_err(|e| anyhow::anyhow!("no server at {server} ({e}); start one with `strata-fn serve`"))?;
-            let mut reader = BufReader::new(stream.try_clone()?);
-            let path = format!("/functions/{name}/invoke{}", if asynchronous { "?async=true" } else { "" });
+            let ep = http::Endpoint::parse(&server, &http::ClientTls { ca: cacert, cert, key })?;
+            let path = format!("{}/functions/{name}/invoke{}", ep.path, if asynchronous { "?async=true" } else { "" });
             let token = token.or_else(|| std::env::var("STRATA_FN_TOKEN").ok().filter(|t| !t.is_empty()));
             let auth = token.map(|t| format!("Bearer {t}"));
             let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
-            let a = http::call_with(&mut stream, "POST", &path, &headers, &body, &mut reader)?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let a = rt.block_on(async {
+                let mut c = http::Client::connect(&ep)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("no server at {server} ({e}); start one with `strata-fn serve`"))?;
+                c.call("POST", &path, &headers, &body).await.map_err(|e| anyhow::anyhow!("{server}: {e}"))
+            })?;
             match a.status {
                 200 => {
                     std::io::stdout().write_all(&a.body)?;
@@ -427,59 +484,62 @@ fn usage(state: &std::path::Path, name: Option<&str>, by: &str) -> anyhow::Resul
 /// `n` POSTs of `data` to `url` over `c` keep-alive connections; prints the
 /// throughput, latency percentiles and any failures as JSON.
 fn load(url: &str, n: usize, c: usize, data: &[u8]) -> anyhow::Result<i32> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| anyhow::anyhow!("{url}: only http:// URLs"))?;
-    let (addr, path) =
-        rest.split_once('/').map(|(a, p)| (a.to_string(), format!("/{p}"))).unwrap_or((rest.into(), "/".into()));
+    let ep = std::sync::Arc::new(http::Endpoint::parse(url, &http::ClientTls::default())?);
+    let path = if ep.path.is_empty() { "/".to_string() } else { ep.path.clone() };
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let start = std::time::Instant::now();
-    let workers: Vec<_> = (0..c.max(1))
-        .map(|_| {
-            let (addr, path, next, data) = (addr.clone(), path.clone(), next.clone(), data.to_vec());
-            std::thread::spawn(move || {
-                let (mut lat, mut to_running) = (Vec::new(), Vec::new());
-                let (mut failed, mut warm, mut statuses) = (0usize, 0usize, std::collections::BTreeMap::new());
-                let mut conn: Option<(TcpStream, BufReader<TcpStream>)> = None;
-                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
-                    if conn.is_none() {
-                        conn = TcpStream::connect(&addr).ok().and_then(|s| {
-                            let _ = s.set_nodelay(true);
-                            let r = BufReader::new(s.try_clone().ok()?);
-                            Some((s, r))
-                        });
-                    }
-                    let t = std::time::Instant::now();
-                    let result = match conn.as_mut() {
-                        Some((s, r)) => http::call(s, "POST", &path, &data, r).ok(),
-                        None => None,
-                    };
-                    match result {
-                        Some(a) => {
-                            lat.push(t.elapsed());
-                            *statuses.entry(a.status).or_insert(0usize) += 1;
-                            if a.status != 200 || a.body != data {
+    let results = rt.block_on(async {
+        let tasks: Vec<_> = (0..c.max(1))
+            .map(|_| {
+                let (ep, path, next, data) = (ep.clone(), path.clone(), next.clone(), data.to_vec());
+                tokio::spawn(async move {
+                    let (mut lat, mut to_running) = (Vec::new(), Vec::new());
+                    let (mut failed, mut warm, mut statuses) = (0usize, 0usize, std::collections::BTreeMap::new());
+                    let mut conn: Option<http::Client> = None;
+                    while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
+                        if conn.is_none() {
+                            conn = http::Client::connect(&ep).await.ok();
+                        }
+                        let t = std::time::Instant::now();
+                        let result = match conn.as_mut() {
+                            Some(cl) => cl.call("POST", &path, &[], &data).await.ok(),
+                            None => None,
+                        };
+                        match result {
+                            Some(a) => {
+                                lat.push(t.elapsed());
+                                *statuses.entry(a.status).or_insert(0usize) += 1;
+                                if a.status != 200 || a.body != data {
+                                    failed += 1;
+                                }
+                                if a.header("X-Start") == Some("warm") {
+                                    warm += 1;
+                                }
+                                if let Some(ms) = a.header("X-Start-Latency-Ms").and_then(|v| v.parse::<f64>().ok()) {
+                                    to_running.push(ms);
+                                }
+                            }
+                            None => {
                                 failed += 1;
+                                conn = None;
                             }
-                            if a.header("X-Start") == Some("warm") {
-                                warm += 1;
-                            }
-                            if let Some(ms) = a.header("X-Start-Latency-Ms").and_then(|v| v.parse::<f64>().ok()) {
-                                to_running.push(ms);
-                            }
-                        }
-                        None => {
-                            failed += 1;
-                            conn = None;
                         }
                     }
-                }
-                (lat, to_running, failed, warm, statuses)
+                    (lat, to_running, failed, warm, statuses)
+                })
             })
-        })
-        .collect();
+            .collect();
+        let mut all = Vec::new();
+        for t in tasks {
+            all.push(t.await);
+        }
+        all
+    });
     let (mut lat, mut to_running) = (Vec::new(), Vec::<f64>::new());
     let (mut failed, mut warm, mut statuses) = (0, 0, std::collections::BTreeMap::<u16, usize>::new());
-    for w in workers {
-        let (l, r, f, wm, st) = w.join().map_err(|_| anyhow::anyhow!("a load thread panicked"))?;
+    for w in results {
+        let (l, r, f, wm, st) = w.map_err(|_| anyhow::anyhow!("a load task panicked"))?;
         lat.extend(l);
         to_running.extend(r);
         failed += f;

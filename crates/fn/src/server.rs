@@ -7,9 +7,9 @@ use crate::metrics::Metrics;
 use crate::pool::Pools;
 use crate::runner::{CgroupParent, FileMount, Outcome, Runner};
 use crate::store::{self, b64, now_ms, unb64, Mode, Record, Status, Store};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::collections::{BinaryHeap, HashMap, HashSet};
-use std::io::BufReader;
-use std::net::{TcpListener, TcpStream};
+use std::net::{IpAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
@@ -174,6 +174,8 @@ pub struct Server {
     stopping: std::sync::atomic::AtomicBool,
     id_prefix: String,
 }
+
+type HyperResponse = hyper::Response<http_body_util::Full<bytes::Bytes>>;
 
 /// Asynchronous and file events not final yet, at most, and the bytes of
 /// their events (held in memory until they are final); more get 503.
@@ -672,7 +674,7 @@ impl Server {
     fn admit(
         &self,
         req: &Request,
-        peer: Option<std::net::IpAddr>,
+        peer: Option<IpAddr>,
         need: crate::auth::Need<'_>,
     ) -> std::result::Result<Option<crate::auth::Token>, Response> {
         use crate::auth::Denied;
@@ -689,7 +691,7 @@ impl Server {
         })
     }
 
-    fn route(self: &Arc<Self>, req: &Request, received: Instant, peer: Option<std::net::IpAddr>) -> Response {
+    fn route(self: &Arc<Self>, req: &Request, received: Instant, peer: Option<IpAddr>) -> Response {
         use crate::auth::Need;
         let parts: Vec<&str> = req.path.split('/').filter(|s| !s.is_empty()).collect();
         let method = req.method.as_str();
@@ -795,51 +797,120 @@ impl Server {
         }
     }
 
-    fn connection(self: &Arc<Self>, stream: TcpStream) {
+    /// One request, from hyper to a route and back. Routes block (they run
+    /// containers and wait for concurrency slots), so they run on tokio's
+    /// blocking threads; connections themselves cost no thread.
+    async fn handle<B>(self: Arc<Self>, req: hyper::Request<B>, peer: Option<IpAddr>) -> HyperResponse
+    where
+        B: hyper::body::Body,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let received = Instant::now();
+        let req = match http::read(req).await {
+            Ok(r) => r,
+            Err(http::HttpError(status, msg)) => return http::into_hyper(Response::error(status, &msg)),
+        };
+        match tokio::task::spawn_blocking(move || self.route(&req, received, peer)).await {
+            Ok(resp) => http::into_hyper(resp),
+            Err(_) => http::into_hyper(Response::error(500, "the request failed inside the server")),
+        }
+    }
+
+    /// Serves one accepted connection: TLS first if configured, then
+    /// HTTP/1.1 or HTTP/2 (hyper tells them apart by the client's preface).
+    async fn connection(
+        self: Arc<Self>,
+        stream: tokio::net::TcpStream,
+        http: Arc<hyper_util::server::conn::auto::Builder<TokioExecutor>>,
+        tls: Option<Arc<crate::tls::Server>>,
+    ) {
         let _ = stream.set_nodelay(true);
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(120)));
         let peer = stream.peer_addr().ok().map(|a| a.ip());
-        let Ok(mut writer) = stream.try_clone() else { return };
-        let mut reader = BufReader::with_capacity(64 * 1024, stream);
-        loop {
-            let req = match http::read_request(&mut reader) {
-                Ok(Some(r)) => r,
-                Ok(None) => return,
-                Err(http::HttpError(status, msg)) => {
-                    let _ = http::write_response(&mut writer, &Response::error(status, &msg), false);
+        let s = self.clone();
+        let svc = hyper::service::service_fn(move |req| {
+            let s = s.clone();
+            async move { Ok::<_, std::convert::Infallible>(s.handle(req, peer).await) }
+        });
+        match tls {
+            None => {
+                let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+            }
+            Some(tls) => {
+                let Ok(Ok(stream)) = tokio::time::timeout(http::HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await
+                else {
                     return;
-                }
-            };
-            let received = Instant::now();
-            let resp = self.route(&req, received, peer);
-            if http::write_response(&mut writer, &resp, req.keep_alive).is_err() || !req.keep_alive {
-                return;
+                };
+                let _ = http.serve_connection(TokioIo::new(stream), svc).await;
             }
         }
     }
 
-    /// Answers requests on `listener` until the process ends.
-    pub fn serve(self: &Arc<Self>, listener: TcpListener) {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else {
-                // Out of descriptors (or another passing failure): do not spin.
-                std::thread::sleep(Duration::from_millis(10));
-                continue;
-            };
-            if self.connections.load(Ordering::SeqCst) >= self.cfg.max_connections {
-                let _ = http::write_response(&mut stream, &Response::error(503, "too many connections"), false);
-                continue;
+    /// Answers requests on `listener` until the process ends (over TLS when
+    /// `tls` is given).
+    pub fn serve(self: &Arc<Self>, listener: TcpListener, tls: Option<Arc<crate::tls::Server>>) -> crate::Result<()> {
+        // Every synchronous call waiting for a slot holds a blocking thread.
+        let blocking = (self.cfg.max_running + self.cfg.max_waiting) as usize + 64;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(blocking)
+            .thread_name("strata-fn-http")
+            .enable_io()
+            .enable_time()
+            .build()?;
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(http::HEAD_TIMEOUT)
+            // A client that half-closes after its request still gets the answer.
+            .half_close(true)
+            .max_buf_size(http::MAX_HEAD.max(8192))
+            .max_headers(http::MAX_HEADERS);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(http::MAX_HEAD as u32)
+            .max_concurrent_streams(256)
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20));
+        let builder = Arc::new(builder);
+        listener.set_nonblocking(true)?;
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            loop {
+                let (mut stream, _) = match listener.accept().await {
+                    Ok(s) => s,
+                    Err(_) => {
+                        // Out of descriptors (or another passing failure): do not spin.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                if self.connections.load(Ordering::SeqCst) >= self.cfg.max_connections {
+                    if tls.is_none() {
+                        use tokio::io::AsyncWriteExt;
+                        let body = "{\"error\":\"too many connections\"}\n";
+                        let answer = format!(
+                            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
+                             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                        tokio::spawn(async move {
+                            let _ =
+                                tokio::time::timeout(Duration::from_secs(1), stream.write_all(answer.as_bytes())).await;
+                        });
+                    }
+                    continue;
+                }
+                self.connections.fetch_add(1, Ordering::SeqCst);
+                let s = self.clone();
+                let (http, tls) = (builder.clone(), tls.clone());
+                tokio::spawn(async move {
+                    s.clone().connection(stream, http, tls).await;
+                    s.connections.fetch_sub(1, Ordering::SeqCst);
+                });
             }
-            self.connections.fetch_add(1, Ordering::SeqCst);
-            let s = self.clone();
-            let spawned = std::thread::Builder::new().spawn(move || {
-                s.connection(stream);
-                s.connections.fetch_sub(1, Ordering::SeqCst);
-            });
-            if spawned.is_err() {
-                self.connections.fetch_sub(1, Ordering::SeqCst);
-            }
-        }
+        })
     }
 
     /// On SIGTERM: no invocation starts any more (synchronous calls get 503;
