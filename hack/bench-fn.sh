@@ -7,21 +7,23 @@
 #   runc run   - a naive baseline: one `runc run` per request
 # plus latency at concurrency 1 (warm, cold, runc run), from request received
 # to the function's process running (server side) and to the answer (client
-# side).
+# side), and the warm pool again with IDLE (default 10000) keep-alive
+# connections held open, with the server's threads and memory beside.
 # Runs in a private mount namespace with a pure cgroup v2 view and /run as a
 # tmpfs, as on a usual host. Prints Markdown tables.
-# Usage: hack/bench-fn.sh [N] [C] [NAIVE_N]
+# Usage: hack/bench-fn.sh [N] [C] [NAIVE_N] [IDLE]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-10000}
 c=${2:-8}
 naive_n=${3:-2000}
+idle=${4:-10000}
 command -v runc >/dev/null || hack/setup.sh --peers
 [ -d bundles/hello/rootfs/bin ] || hack/mkrootfs.sh bundles/hello/rootfs
 cargo build --release -q -p strata-fn
 exec unshare -m --propagation private bash -c '
 set -euo pipefail
-n=$1 c=$2 naive_n=$3
+n=$1 c=$2 naive_n=$3 idle=$4
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mkdir -p /run/strata-fn && mount -t tmpfs tmpfs /run/strata-fn
 T=$(mktemp -d)
@@ -92,4 +94,44 @@ f = lambda v: \"n/a\" if v is None else \"%.2f\" % v
 print(\"| %s | %d | %s | %s | %.2f | %.2f |\" % (sys.argv[1], r[\"requests\"], f(r[\"p50_to_running_ms\"]), f(r[\"p99_to_running_ms\"]), r[\"p50_ms\"], r[\"p99_ms\"]))
 " "$mode (warm starts: $(echo "$r" | python3 -c "import json,sys; print(json.load(sys.stdin)[\"warm\"])"))" "$r"
 done
-' bash "$n" "$c" "$naive_n"
+
+# Idle keep-alive connections: each has made one request and stays open.
+serve "$c"
+threads() { sed -n "s/^Threads:[[:space:]]*//p" "/proc/$pid/status"; }
+rss() { sed -n "s/^VmRSS:[[:space:]]*\([0-9]*\).*/\1/p" "/proc/$pid/status"; }
+t0=$(threads) r0=$(rss)
+python3 - "$idle" 127.0.0.1 18099 >"$T/hold.out" <<"EOPY" &
+import resource, socket, sys, time
+n, host, port = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+conns = []
+for _ in range(n):
+    s = socket.create_connection((host, port))
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    conns.append(s)
+for s in conns:
+    if not s.recv(4096).startswith(b"HTTP/1.1 200"):
+        sys.exit("an idle connection was refused")
+print("ready", flush=True)
+time.sleep(120)
+EOPY
+holder=$!
+for _ in $(seq 600); do grep -q ready "$T/hold.out" 2>/dev/null && break; kill -0 $holder 2>/dev/null || break; sleep 0.1; done
+grep -q ready "$T/hold.out" || { echo "could not hold $idle connections open" >&2; exit 1; }
+t1=$(threads) r1=$(rss)
+held=$(load "$n" "$c")
+kill $holder; wait $holder 2>/dev/null || true
+echo
+echo "| $idle idle keep-alive connections | server threads | server RSS MiB | invocations/s (C=$c) | p50 ms | p99 ms | failed |"
+echo "| --- | --- | --- | --- | --- | --- | --- |"
+python3 -c "
+import json, sys
+w, h = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+t0, t1, r0, r1 = (int(a) for a in sys.argv[3:7])
+print(\"| none | %d | %.1f | %.0f | %.2f | %.2f | %d |\" % (t0, r0 / 1024, w[\"per_second\"], w[\"p50_ms\"], w[\"p99_ms\"], w[\"failed\"]))
+print(\"| open | %d | %.1f | %.0f | %.2f | %.2f | %d |\" % (t1, r1 / 1024, h[\"per_second\"], h[\"p50_ms\"], h[\"p99_ms\"], h[\"failed\"]))
+print()
+print(\"with them open: %.2fx the throughput, %.1f KiB of server memory per connection\" % (h[\"per_second\"] / w[\"per_second\"], (r1 - r0) / max(1, int(sys.argv[7]))))
+" "$warm" "$held" "$t0" "$t1" "$r0" "$r1" "$idle"
+' bash "$n" "$c" "$naive_n" "$idle"

@@ -406,19 +406,31 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
+fn utc(ms: u64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
 /// RFC 3339 UTC with milliseconds.
 fn timestamp(ms: u64) -> String {
-    let secs = (ms / 1000) as i64;
-    let (y, m, d) = strata_runtime::state::civil_from_days(secs.div_euclid(86_400));
-    let t = secs.rem_euclid(86_400);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", t / 3600, t / 60 % 60, t % 60, ms % 1000)
+    let t = utc(ms);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
 }
 
 fn period(ms: u64, by: &str) -> String {
-    let secs = (ms / 1000) as i64;
-    let (y, m, d) = strata_runtime::state::civil_from_days(secs.div_euclid(86_400));
+    let t = utc(ms);
+    let (y, m, d) = (t.year(), u8::from(t.month()), t.day());
     match by {
-        "hour" => format!("{y:04}-{m:02}-{d:02}T{:02}", secs.rem_euclid(86_400) / 3600),
+        "hour" => format!("{y:04}-{m:02}-{d:02}T{:02}", t.hour()),
         "month" => format!("{y:04}-{m:02}"),
         _ => format!("{y:04}-{m:02}-{d:02}"),
     }

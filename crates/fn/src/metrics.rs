@@ -1,148 +1,182 @@
-//! Counters and latency histograms per function, rendered in the Prometheus
-//! text format for `GET /metrics`.
+//! Counters, gauges and latency histograms per function, kept and rendered
+//! by `prometheus-client` (OpenMetrics text) for `GET /metrics`.
 
 use crate::store::Status;
-use std::collections::HashMap;
-use std::fmt::Write;
-use std::sync::Mutex;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use std::time::Duration;
+
+/// What `GET /metrics` answers with.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Histogram bucket bounds, seconds.
 const BUCKETS: [f64; 14] = [0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
-#[derive(Default, Clone)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    sum: f64,
-    count: u64,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Function {
+    function: String,
 }
 
-impl Histogram {
-    fn observe(&mut self, d: Duration) {
-        let s = d.as_secs_f64();
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if s <= *b {
-                self.counts[i] += 1;
-            }
-        }
-        self.sum += s;
-        self.count += 1;
-    }
-
-    fn render(&self, out: &mut String, name: &str, function: &str) {
-        for (i, b) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(out, "{name}_bucket{{function=\"{function}\",le=\"{b}\"}} {}", self.counts[i]);
-        }
-        let _ = writeln!(out, "{name}_bucket{{function=\"{function}\",le=\"+Inf\"}} {}", self.count);
-        let _ = writeln!(out, "{name}_sum{{function=\"{function}\"}} {}", self.sum);
-        let _ = writeln!(out, "{name}_count{{function=\"{function}\"}} {}", self.count);
-    }
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    function: String,
+    outcome: &'static str,
 }
 
-#[derive(Default, Clone)]
-struct FnMetrics {
-    succeeded: u64,
-    failed: u64,
-    timeouts: u64,
-    rejected: u64,
-    cold: u64,
-    warm: u64,
-    /// Request (or dequeue) to answer.
-    latency: Histogram,
-    /// The function's own run, start to exit.
-    run: Histogram,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reason {
+    reason: &'static str,
 }
 
-/// A per-function counter: its name, help text and value.
-type Counter = (&'static str, &'static str, fn(&FnMetrics) -> u64);
+type Histograms = Family<Function, Histogram, fn() -> Histogram>;
 
-#[derive(Default)]
+fn histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
 pub struct Metrics {
-    inner: Mutex<HashMap<String, FnMetrics>>,
+    registry: Registry,
+    invocations: Family<Outcome, Counter>,
+    errors: Family<Function, Counter>,
+    timeouts: Family<Function, Counter>,
+    cold: Family<Function, Counter>,
+    warm: Family<Function, Counter>,
+    /// Request (or dequeue) to answer.
+    latency: Histograms,
+    /// The function's own run, start to exit.
+    run: Histograms,
+    pool: Family<Function, Gauge>,
+    running: Gauge,
+    queued: Gauge,
+    cleanup: Gauge,
     /// Requests refused by the access control, by reason.
-    denied: Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    denied: Family<Reason, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        let mut m = Metrics {
+            registry: Registry::default(),
+            invocations: Family::default(),
+            errors: Family::default(),
+            timeouts: Family::default(),
+            cold: Family::default(),
+            warm: Family::default(),
+            latency: Family::new_with_constructor(histogram),
+            run: Family::new_with_constructor(histogram),
+            pool: Family::default(),
+            running: Gauge::default(),
+            queued: Gauge::default(),
+            cleanup: Gauge::default(),
+            denied: Family::default(),
+        };
+        let r = &mut m.registry;
+        r.register("strata_fn_invocations", "Invocations by outcome.", m.invocations.clone());
+        r.register("strata_fn_errors", "Invocations that failed (non-zero exit or no run).", m.errors.clone());
+        r.register("strata_fn_timeouts", "Invocations stopped at their timeout.", m.timeouts.clone());
+        r.register("strata_fn_cold_starts", "Invocations that had to create their container.", m.cold.clone());
+        r.register("strata_fn_warm_starts", "Invocations that took a container from the warm pool.", m.warm.clone());
+        r.register("strata_fn_latency_seconds", "From request received to answer ready.", m.latency.clone());
+        r.register("strata_fn_run_seconds", "The function's process, start to exit.", m.run.clone());
+        r.register("strata_fn_warm_pool_size", "Containers created and waiting for an event.", m.pool.clone());
+        r.register("strata_fn_running", "Invocations running now.", m.running.clone());
+        r.register("strata_fn_async_queued", "Asynchronous events waiting (retries included).", m.queued.clone());
+        r.register("strata_fn_cleanup_backlog", "Used containers waiting to be deleted.", m.cleanup.clone());
+        r.register("strata_fn_auth_denied", "Requests refused by the access control.", m.denied.clone());
+        m
+    }
+}
+
+fn function(name: &str) -> Function {
+    Function { function: name.to_string() }
 }
 
 impl Metrics {
     /// Counts one invocation of `function` that ended with `status`.
-    pub fn observe(&self, function: &str, status: Status, warm: bool, latency: Duration, run: Duration) {
-        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let f = m.entry(function.to_string()).or_default();
-        match status {
-            Status::Succeeded => f.succeeded += 1,
-            Status::Timeout => f.timeouts += 1,
-            _ => f.failed += 1,
-        }
-        if warm {
-            f.warm += 1
-        } else {
-            f.cold += 1
-        }
-        f.latency.observe(latency);
-        f.run.observe(run);
+    pub fn observe(&self, name: &str, status: Status, warm: bool, latency: Duration, run: Duration) {
+        let f = function(name);
+        let outcome = match status {
+            Status::Succeeded => "success",
+            Status::Timeout => {
+                self.timeouts.get_or_create(&f).inc();
+                "timeout"
+            }
+            _ => {
+                self.errors.get_or_create(&f).inc();
+                "error"
+            }
+        };
+        self.invocations.get_or_create(&Outcome { function: name.to_string(), outcome }).inc();
+        if warm { &self.warm } else { &self.cold }.get_or_create(&f).inc();
+        self.latency.get_or_create(&f).observe(latency.as_secs_f64());
+        self.run.get_or_create(&f).observe(run.as_secs_f64());
     }
 
-    /// Counts a call refused with 429.
     /// Counts a request the access control refused (`reason`: missing,
     /// invalid, revoked, forbidden, throttled; never the credentials).
     pub fn denied(&self, reason: &'static str) {
-        *self.denied.lock().unwrap_or_else(|e| e.into_inner()).entry(reason).or_default() += 1;
+        self.denied.get_or_create(&Reason { reason }).inc();
     }
 
-    pub fn rejected(&self, function: &str) {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).entry(function.to_string()).or_default().rejected += 1;
+    /// Counts a call refused with 429.
+    pub fn rejected(&self, name: &str) {
+        self.invocations.get_or_create(&Outcome { function: name.to_string(), outcome: "rejected" }).inc();
     }
 
+    /// The exposition, with the gauges set to the values given.
     pub fn render(&self, pools: &[(String, usize)], queued: usize, running: u32, cleanup: usize) -> String {
-        let m = self.inner.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let mut names: Vec<&String> = m.keys().collect();
-        names.sort();
+        // Functions removed since the last scrape leave the pool gauge.
+        self.pool.clear();
+        for (name, size) in pools {
+            self.pool.get_or_create(&function(name)).set(*size as i64);
+        }
+        self.queued.set(queued as i64);
+        self.running.set(i64::from(running));
+        self.cleanup.set(cleanup as i64);
         let mut out = String::new();
-        out.push_str(
-            "# HELP strata_fn_invocations_total Invocations by outcome.\n# TYPE strata_fn_invocations_total counter\n",
-        );
-        for n in &names {
-            let f = &m[*n];
-            for (outcome, v) in
-                [("success", f.succeeded), ("error", f.failed), ("timeout", f.timeouts), ("rejected", f.rejected)]
-            {
-                let _ = writeln!(out, "strata_fn_invocations_total{{function=\"{n}\",outcome=\"{outcome}\"}} {v}");
-            }
-        }
-        let counters: [Counter; 4] = [
-            ("strata_fn_errors_total", "Invocations that failed (non-zero exit or no run).", |f| f.failed),
-            ("strata_fn_timeouts_total", "Invocations stopped at their timeout.", |f| f.timeouts),
-            ("strata_fn_cold_starts_total", "Invocations that had to create their container.", |f| f.cold),
-            ("strata_fn_warm_starts_total", "Invocations that took a container from the warm pool.", |f| f.warm),
-        ];
-        for (metric, help, value) in counters {
-            let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} counter");
-            for n in &names {
-                let _ = writeln!(out, "{metric}{{function=\"{n}\"}} {}", value(&m[*n]));
-            }
-        }
-        out.push_str("# HELP strata_fn_latency_seconds From request received to answer ready.\n# TYPE strata_fn_latency_seconds histogram\n");
-        for n in &names {
-            m[*n].latency.render(&mut out, "strata_fn_latency_seconds", n);
-        }
-        out.push_str("# HELP strata_fn_run_seconds The function's process, start to exit.\n# TYPE strata_fn_run_seconds histogram\n");
-        for n in &names {
-            m[*n].run.render(&mut out, "strata_fn_run_seconds", n);
-        }
-        out.push_str("# HELP strata_fn_warm_pool_size Containers created and waiting for an event.\n# TYPE strata_fn_warm_pool_size gauge\n");
-        for (n, size) in pools {
-            let _ = writeln!(out, "strata_fn_warm_pool_size{{function=\"{n}\"}} {size}");
-        }
-        out.push_str("# HELP strata_fn_running Invocations running now.\n# TYPE strata_fn_running gauge\n");
-        let _ = writeln!(out, "strata_fn_running {running}");
-        out.push_str("# HELP strata_fn_async_queued Asynchronous events waiting (retries included).\n# TYPE strata_fn_async_queued gauge\n");
-        let _ = writeln!(out, "strata_fn_async_queued {queued}");
-        out.push_str("# HELP strata_fn_cleanup_backlog Used containers waiting to be deleted.\n# TYPE strata_fn_cleanup_backlog gauge\n");
-        let _ = writeln!(out, "strata_fn_cleanup_backlog {cleanup}");
-        out.push_str("# HELP strata_fn_auth_denied_total Requests refused by the access control.\n# TYPE strata_fn_auth_denied_total counter\n");
-        for (reason, n) in self.denied.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let _ = writeln!(out, "strata_fn_auth_denied_total{{reason=\"{reason}\"}} {n}");
-        }
+        // Writing to a String does not fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_render_as_openmetrics() {
+        let m = Metrics::default();
+        let ms = Duration::from_millis(4);
+        m.observe("echo", Status::Succeeded, true, ms, ms);
+        m.observe("echo", Status::Timeout, false, ms, ms);
+        m.rejected("echo");
+        m.denied("invalid");
+        let out = m.render(&[("echo".into(), 3)], 5, 2, 1);
+        for line in [
+            "strata_fn_invocations_total{function=\"echo\",outcome=\"success\"} 1",
+            "strata_fn_invocations_total{function=\"echo\",outcome=\"timeout\"} 1",
+            "strata_fn_invocations_total{function=\"echo\",outcome=\"rejected\"} 1",
+            "strata_fn_timeouts_total{function=\"echo\"} 1",
+            "strata_fn_warm_starts_total{function=\"echo\"} 1",
+            "strata_fn_cold_starts_total{function=\"echo\"} 1",
+            "strata_fn_latency_seconds_bucket{le=\"0.005\",function=\"echo\"} 2",
+            "strata_fn_latency_seconds_bucket{le=\"0.003\",function=\"echo\"} 0",
+            "strata_fn_latency_seconds_count{function=\"echo\"} 2",
+            "strata_fn_warm_pool_size{function=\"echo\"} 3",
+            "strata_fn_running 2",
+            "strata_fn_async_queued 5",
+            "strata_fn_cleanup_backlog 1",
+            "strata_fn_auth_denied_total{reason=\"invalid\"} 1",
+            "# EOF",
+        ] {
+            assert!(out.lines().any(|l| l == line), "no {line:?} in\n{out}");
+        }
+        let out = m.render(&[], 0, 0, 0);
+        assert!(!out.contains("strata_fn_warm_pool_size{"), "a gone function's pool gauge stays:\n{out}");
     }
 }

@@ -715,7 +715,7 @@ impl Server {
                     self.global.running(),
                     self.pools.trash_len(),
                 );
-                Response::new(200, "text/plain; version=0.0.4", body)
+                Response::new(200, crate::metrics::CONTENT_TYPE, body)
             }
             ("GET", ["functions"]) => {
                 self.reload(false);
@@ -806,6 +806,10 @@ impl Server {
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let received = Instant::now();
+        // Liveness needs no blocking thread (and no credentials).
+        if req.method() == hyper::Method::GET && req.uri().path() == "/healthz" {
+            return http::into_hyper(Response::new(200, "text/plain", "ok\n"));
+        }
         let req = match http::read(req).await {
             Ok(r) => r,
             Err(http::HttpError(status, msg)) => return http::into_hyper(Response::error(status, &msg)),
