@@ -6,7 +6,8 @@
 #              bindings), systemd and dbus (tests/systemd and tests/cri boot a
 #              private systemd; the host's init is untouched), containerd and
 #              the CNI plugins, uidmap (newuidmap for tests/rootless), curl
-#              (an outside HTTP/2 client for strata-fn's TLS test)
+#              (an outside HTTP/2 client for strata-fn's TLS test), nats-server
+#              (JetStream, for strata-fn's cluster test)
 set -euo pipefail
 
 need=()
@@ -33,6 +34,7 @@ for arg in "$@"; do
     command -v protoc >/dev/null || need+=(protobuf-compiler)
     [ -x /usr/bin/newuidmap ] || need+=(uidmap)
     command -v curl >/dev/null || need+=(curl)
+    command -v nats-server >/dev/null || need+=(nats-server)
     ;;
   *) echo "setup: unknown option $arg" >&2; exit 2 ;;
   esac

@@ -1089,3 +1089,163 @@ fn unusable_tls_files_are_refused_at_start() {
         assert!(err.contains(names) && err.lines().count() == 1, "{err}");
     }
 }
+
+/// A nats-server with JetStream for one test, on a loopback port, with a
+/// user whose permissions cover only what strata-fn names in NATS; killed
+/// (and its store deleted) on drop.
+struct NatsServer {
+    child: Option<Child>,
+    conf: PathBuf,
+    url: String,
+    password_file: PathBuf,
+    _dir: TempDir,
+}
+
+impl NatsServer {
+    /// None (with the reason printed) where nats-server is not installed.
+    fn start(test: &str) -> Option<NatsServer> {
+        if Command::new("nats-server").arg("--version").output().is_err() {
+            eprintln!("{test}: skipped: no nats-server (hack/setup.sh --tests installs Debian's)");
+            return None;
+        }
+        let dir = TempDir::new("fn-nats");
+        // A free loopback port (a race with other binders is unlikely here).
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a port").port();
+        let bucket = strata_fn::cluster::FUNCTIONS_BUCKET;
+        let stream = format!("KV_{bucket}");
+        let publish: Vec<String> = [
+            "$JS.API.INFO".to_string(),
+            format!("$JS.API.STREAM.INFO.{stream}"),
+            format!("$JS.API.STREAM.CREATE.{stream}"),
+            format!("$JS.API.STREAM.MSG.GET.{stream}"),
+            format!("$JS.API.DIRECT.GET.{stream}.>"),
+            format!("$JS.API.CONSUMER.CREATE.{stream}"),
+            format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
+            format!("$JS.API.CONSUMER.DELETE.{stream}.>"),
+            format!("$JS.FC.{stream}.>"),
+            format!("$KV.{bucket}.>"),
+        ]
+        .iter()
+        .map(|s| format!("{s:?}"))
+        .collect();
+        let conf = dir.path().join("nats.conf");
+        let text = format!(
+            "listen: \"127.0.0.1:{port}\"\njetstream {{ store_dir: {:?} }}\nauthorization {{ users = [\n  \
+             {{ user: node, password: \"not-the-default\", permissions: {{ publish: [{}], subscribe: [\"_INBOX.>\"] }} }}\n] }}\n",
+            dir.path().join("js").to_string_lossy(),
+            publish.join(", ")
+        );
+        std::fs::write(&conf, text).expect("write nats.conf");
+        let password_file = dir.path().join("nats-password");
+        std::fs::write(&password_file, "node:not-the-default\n").expect("write the password");
+        let mut n = NatsServer { child: None, conf, url: format!("nats://127.0.0.1:{port}"), password_file, _dir: dir };
+        n.spawn();
+        Some(n)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("nats-server")
+            .arg("-c")
+            .arg(&self.conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        self.child = Some(child);
+        let addr = self.url.trim_start_matches("nats://").to_string();
+        wait_for("nats-server to listen", Duration::from_secs(10), || TcpStream::connect(&addr).is_ok());
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The global options that put a strata-fn command in this cluster.
+    fn args(&self) -> Vec<String> {
+        vec![
+            "--nats".into(),
+            self.url.clone(),
+            "--nats-password-file".into(),
+            self.password_file.to_string_lossy().into_owned(),
+        ]
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Cluster mode's registry: a function deployed on one node is served by
+/// another and removed from both by `rm` on either; a node where the rootfs
+/// is missing says so and does not serve it; nodes go on serving while NATS
+/// is down and pick up changes once it is back; NATS authentication is on,
+/// with permissions limited to strata-fn's names, and a wrong password is
+/// refused in one line.
+#[test]
+fn cluster_nodes_share_the_registry_through_nats() {
+    let Some(mut nats) = NatsServer::start("cluster_nodes_share_the_registry_through_nats") else { return };
+    let args = nats.args();
+    let extra: Vec<&str> = args.iter().map(String::as_str).collect();
+    let one = Server::start_with("node1", &extra);
+    let mut two = Server::start_with("node2", &extra);
+    let src = TempDir::new("fn-cluster-src");
+    let listed =
+        |s: &Server, name: &str| s.json("/functions").as_array().is_some_and(|l| l.iter().any(|f| f["name"] == name));
+    let cli = |s: &Server, more: &[&str]| {
+        let mut all = extra.clone();
+        all.extend(more);
+        s.cli(&all)
+    };
+    let echo = function(src.path(), "echo", &["/bin/cat"], "");
+    let out = cli(&one, &["deploy", &echo.to_string_lossy()]);
+    assert!(out.status.success(), "deploy: {}", String::from_utf8_lossy(&out.stderr));
+    wait_for("node 2 to serve echo", Duration::from_secs(15), || listed(&two, "echo"));
+    let a = two.invoke("echo", b"deployed on one, run on two");
+    assert_eq!((a.status, a.body.as_slice()), (200, &b"deployed on one, run on two"[..]));
+    let ls = cli(&two, &["ls"]);
+    assert!(String::from_utf8_lossy(&ls.stdout).lines().any(|l| l.starts_with("echo ")));
+
+    // A rootfs that node 2 lacks: node 1 serves the function, node 2 says why not.
+    two.stop();
+    let ghost = src.path().join("ghost");
+    std::fs::create_dir_all(ghost.join("rootfs/bin")).expect("mkdir");
+    std::fs::create_dir_all(ghost.join("rootfs/tmp")).expect("mkdir");
+    std::fs::write(ghost.join("rootfs/bin/cat"), "").expect("write");
+    std::fs::set_permissions(ghost.join("rootfs/bin/cat"), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    std::fs::write(ghost.join("function.toml"), "name = \"ghost\"\nrootfs = \"rootfs\"\ncommand = [\"/bin/cat\"]\n")
+        .expect("write");
+    assert!(cli(&one, &["deploy", &ghost.to_string_lossy()]).status.success());
+    wait_for("node 1 to serve ghost", Duration::from_secs(15), || listed(&one, "ghost"));
+    std::fs::remove_dir_all(ghost.join("rootfs")).expect("remove the rootfs");
+    two.spawn();
+    let said = |s: &Server, needle: &str| s.log.lock().unwrap_or_else(|e| e.into_inner()).contains(needle);
+    wait_for("node 2 to refuse ghost", Duration::from_secs(15), || said(&two, "ghost is not served on this node"));
+    assert!(listed(&two, "echo") && !listed(&two, "ghost"));
+
+    // NATS down: both nodes go on serving; back up, changes arrive.
+    nats.kill();
+    let a = one.invoke("echo", b"without nats");
+    assert_eq!((a.status, a.body.as_slice()), (200, &b"without nats"[..]));
+    nats.spawn();
+    let out = cli(&two, &["rm", "echo"]);
+    assert!(out.status.success(), "rm: {}", String::from_utf8_lossy(&out.stderr));
+    wait_for("echo to leave node 1", Duration::from_secs(30), || !listed(&one, "echo"));
+    wait_for("echo to leave node 2", Duration::from_secs(30), || !listed(&two, "echo"));
+    assert_eq!(one.invoke("echo", b"").status, 404);
+    assert!(cli(&one, &["rm", "ghost"]).status.success());
+    wait_for("ghost to leave node 1", Duration::from_secs(15), || !listed(&one, "ghost"));
+
+    // A wrong password is one line naming the server.
+    let bad = src.path().join("bad-password");
+    std::fs::write(&bad, "node:wrong\n").expect("write");
+    let out = one.cli(&["--nats", &nats.url, "--nats-password-file", &bad.to_string_lossy(), "ls"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("authorization violation") && err.contains(&nats.url), "{err}");
+    assert!(out.stdout.is_empty(), "nothing printed on a failure");
+}

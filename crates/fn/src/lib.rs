@@ -5,6 +5,7 @@
 //! recorded; idle functions scale to zero.
 
 pub mod auth;
+pub mod cluster;
 pub mod error;
 pub mod function;
 pub mod http;

@@ -14,8 +14,53 @@ struct Cli {
     /// State directory: registered functions, the invocation log, containers.
     #[arg(long, global = true, default_value = DEFAULT_STATE)]
     state: PathBuf,
+    /// Cluster mode: the function registry is shared through this NATS
+    /// server's JetStream (nats://HOST:PORT).
+    #[arg(long, global = true)]
+    nats: Option<String>,
+    /// NATS user and password: a file whose first line is USER:PASSWORD.
+    #[arg(long, global = true)]
+    nats_password_file: Option<PathBuf>,
+    /// NATS nkey authentication: a file holding the seed.
+    #[arg(long, global = true)]
+    nats_nkey_file: Option<PathBuf>,
+    /// NATS credentials file (JWT and nkey seed).
+    #[arg(long, global = true)]
+    nats_creds: Option<PathBuf>,
+    /// TLS to NATS: the CA (PEM) that signed the server's certificate.
+    #[arg(long, global = true)]
+    nats_ca: Option<PathBuf>,
+    /// TLS client authentication to NATS: certificate and key (PEM).
+    #[arg(long, global = true, num_args = 2, value_names = ["CERT", "KEY"])]
+    nats_cert: Option<Vec<PathBuf>>,
     #[command(subcommand)]
     command: Command,
+}
+
+impl Cli {
+    /// The NATS connection settings, where cluster mode is on.
+    fn nats(&self) -> anyhow::Result<Option<strata_fn::cluster::Nats>> {
+        let Some(url) = &self.nats else {
+            let given = self.nats_password_file.is_some()
+                || self.nats_nkey_file.is_some()
+                || self.nats_creds.is_some()
+                || self.nats_ca.is_some()
+                || self.nats_cert.is_some();
+            if given {
+                anyhow::bail!("the --nats-* options need --nats URL");
+            }
+            return Ok(None);
+        };
+        let cert = self.nats_cert.as_ref().map(|v| (v[0].clone(), v[1].clone()));
+        Ok(Some(strata_fn::cluster::Nats {
+            url: url.clone(),
+            password_file: self.nats_password_file.clone(),
+            nkey_file: self.nats_nkey_file.clone(),
+            creds_file: self.nats_creds.clone(),
+            ca: self.nats_ca.clone(),
+            cert,
+        }))
+    }
 }
 
 /// `strata-fn token ...`.
@@ -172,6 +217,7 @@ fn main() {
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
+    let nats = cli.nats()?;
     let state = cli.state;
     match cli.command {
         Command::Serve {
@@ -281,18 +327,26 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             });
             let scheme = if tls.is_some() { "https" } else { "http" };
             eprintln!("strata-fn: serving on {scheme}://{}", listener.local_addr()?);
-            server.serve(listener, tls)?;
+            server.serve(listener, tls, nats)?;
             Ok(0)
         }
         Command::Deploy { dir } => {
             let f = Function::load(&dir)?;
-            store::register(&state, &f)?;
+            match &nats {
+                // Every node serving the cluster registers it (where its rootfs is).
+                Some(n) => strata_fn::cluster::deploy(n, &f)?,
+                None => store::register(&state, &f)?,
+            }
             println!("deployed {} ({} in {})", f.name, f.command.join(" "), f.rootfs.display());
             Ok(0)
         }
         Command::Ls => {
+            let list = match &nats {
+                Some(n) => strata_fn::cluster::functions(n)?,
+                None => store::functions(&state)?,
+            };
             println!("{:<20} {:<8} {:<6} {:<9} {:<24} COMMAND", "NAME", "TIMEOUT", "CONC", "WARM", "TRIGGER");
-            for f in store::functions(&state)? {
+            for f in list {
                 println!(
                     "{:<20} {:<8} {:<6} {:<9} {:<24} {}",
                     f.name,
@@ -306,7 +360,11 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Rm { name } => {
-            if !store::unregister(&state, &name)? {
+            let removed = match &nats {
+                Some(n) => strata_fn::cluster::remove(n, &name)?,
+                None => store::unregister(&state, &name)?,
+            };
+            if !removed {
                 anyhow::bail!("no function {name:?}");
             }
             println!("removed {name}");

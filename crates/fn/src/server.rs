@@ -851,7 +851,14 @@ impl Server {
 
     /// Answers requests on `listener` until the process ends (over TLS when
     /// `tls` is given).
-    pub fn serve(self: &Arc<Self>, listener: TcpListener, tls: Option<Arc<crate::tls::Server>>) -> crate::Result<()> {
+    /// With `nats`, the cluster's function registry is mirrored into the
+    /// state directory meanwhile (see cluster.rs).
+    pub fn serve(
+        self: &Arc<Self>,
+        listener: TcpListener,
+        tls: Option<Arc<crate::tls::Server>>,
+        nats: Option<crate::cluster::Nats>,
+    ) -> crate::Result<()> {
         // Every synchronous call waiting for a slot holds a blocking thread.
         let blocking = (self.cfg.max_running + self.cfg.max_waiting) as usize + 64;
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -880,6 +887,9 @@ impl Server {
         let builder = Arc::new(builder);
         listener.set_nonblocking(true)?;
         rt.block_on(async {
+            if let Some(n) = nats {
+                tokio::spawn(crate::cluster::mirror(n, self.cfg.state.clone()));
+            }
             let listener = tokio::net::TcpListener::from_std(listener)?;
             loop {
                 let (mut stream, _) = match listener.accept().await {
