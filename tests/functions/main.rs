@@ -1111,23 +1111,33 @@ impl NatsServer {
         let dir = TempDir::new("fn-nats");
         // A free loopback port (a race with other binders is unlikely here).
         let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a port").port();
-        let bucket = strata_fn::cluster::FUNCTIONS_BUCKET;
-        let stream = format!("KV_{bucket}");
-        let publish: Vec<String> = [
-            "$JS.API.INFO".to_string(),
-            format!("$JS.API.STREAM.INFO.{stream}"),
-            format!("$JS.API.STREAM.CREATE.{stream}"),
-            format!("$JS.API.STREAM.MSG.GET.{stream}"),
-            format!("$JS.API.DIRECT.GET.{stream}.>"),
-            format!("$JS.API.CONSUMER.CREATE.{stream}"),
-            format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
-            format!("$JS.API.CONSUMER.DELETE.{stream}.>"),
-            format!("$JS.FC.{stream}.>"),
-            format!("$KV.{bucket}.>"),
-        ]
-        .iter()
-        .map(|s| format!("{s:?}"))
-        .collect();
+        // Exactly what strata-fn names: its streams (the buckets' included),
+        // their JetStream API subjects, and its own subjects.
+        let mut publish = vec!["$JS.API.INFO".to_string()];
+        for stream in [
+            format!("KV_{}", strata_fn::cluster::FUNCTIONS_BUCKET),
+            format!("KV_{}", strata_fn::cluster::RECORDS_BUCKET),
+            strata_fn::cluster::EVENTS_STREAM.to_string(),
+            strata_fn::cluster::DEAD_STREAM.to_string(),
+        ] {
+            for api in ["STREAM.INFO", "STREAM.CREATE", "STREAM.MSG.GET", "DIRECT.GET", "CONSUMER.CREATE"] {
+                publish.push(format!("$JS.API.{api}.{stream}"));
+            }
+            for api in ["DIRECT.GET", "CONSUMER.CREATE", "CONSUMER.DELETE", "CONSUMER.INFO", "CONSUMER.MSG.NEXT"] {
+                publish.push(format!("$JS.API.{api}.{stream}.>"));
+            }
+            publish.push(format!("$JS.FC.{stream}.>"));
+            publish.push(format!("$JS.ACK.{stream}.>"));
+        }
+        for subject in [
+            format!("$KV.{}.>", strata_fn::cluster::FUNCTIONS_BUCKET),
+            format!("$KV.{}.>", strata_fn::cluster::RECORDS_BUCKET),
+            "strata_fn.events.>".to_string(),
+            "strata_fn.dead.>".to_string(),
+        ] {
+            publish.push(subject);
+        }
+        let publish: Vec<String> = publish.iter().map(|s| format!("{s:?}")).collect();
         let conf = dir.path().join("nats.conf");
         let text = format!(
             "listen: \"127.0.0.1:{port}\"\njetstream {{ store_dir: {:?} }}\nauthorization {{ users = [\n  \
@@ -1248,4 +1258,93 @@ fn cluster_nodes_share_the_registry_through_nats() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("authorization violation") && err.contains(&nats.url), "{err}");
     assert!(out.stdout.is_empty(), "nothing printed on a failure");
+}
+
+/// Cluster mode's asynchronous events: accepted by any of three nodes,
+/// stored in JetStream before the 202, run once each by whichever node has
+/// room; a node killed mid-way loses nothing (its events are delivered again
+/// after the ack wait) and is swept at its restart; events whose every
+/// attempt fails are dead-lettered once; any node answers for any record;
+/// `usage --nats` sums the cluster.
+#[test]
+fn cluster_async_events_survive_a_node_kill() {
+    let test = "cluster_async_events_survive_a_node_kill";
+    let Some(nats) = NatsServer::start(test) else { return };
+    let mut args = nats.args();
+    args.extend(["--nats-ack-wait-ms".into(), "3000".into()]);
+    let extra: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut nodes: Vec<Server> = (1..=3).map(|i| Server::start_with(&format!("events{i}"), &extra)).collect();
+    let src = TempDir::new("fn-events-src");
+    let cli = |s: &Server, more: &[&str]| {
+        let mut all = extra.clone();
+        all.extend(more);
+        s.cli(&all)
+    };
+    let echo = function(src.path(), "echo", &["/bin/sh", "-c", "sleep 0.05; cat"], "max_concurrency = 4");
+    let fail = function(src.path(), "fail", &["/bin/sh", "-c", "exit 3"], "[retry]\nattempts = 2\nbackoff_ms = 10");
+    for d in [&echo, &fail] {
+        let out = cli(&nodes[0], &["deploy", &d.to_string_lossy()]);
+        assert!(out.status.success(), "deploy: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let listed =
+        |s: &Server, name: &str| s.json("/functions").as_array().is_some_and(|l| l.iter().any(|f| f["name"] == name));
+    for n in &nodes {
+        wait_for("every node to serve both", Duration::from_secs(15), || listed(n, "echo") && listed(n, "fail"));
+    }
+    let total = 150;
+    let mut ids = Vec::new();
+    for i in 0..total {
+        if i == total / 3 {
+            // Mid-way, with events running there: SIGKILL, then a restart.
+            nodes[2].kill9();
+        }
+        if i == total * 2 / 3 {
+            nodes[2].spawn();
+        }
+        let node = if nodes[2].child.is_some() { i % 3 } else { i % 2 };
+        let a = nodes[node].call("POST", "/functions/echo/invoke?async=true", format!("event {i}").as_bytes());
+        assert_eq!(a.status, 202, "{}", String::from_utf8_lossy(&a.body));
+        let v: serde_json::Value = serde_json::from_slice(&a.body).expect("json");
+        ids.push((i, v["id"].as_str().expect("id").to_string()));
+    }
+    let mut dead_ids = Vec::new();
+    for _ in 0..3 {
+        let a = nodes[0].call("POST", "/functions/fail/invoke?async=true", b"doomed");
+        assert_eq!(a.status, 202);
+        let v: serde_json::Value = serde_json::from_slice(&a.body).expect("json");
+        dead_ids.push(v["id"].as_str().expect("id").to_string());
+    }
+    // Every event succeeds, with its own output, read through any node.
+    for (i, id) in &ids {
+        let node = &nodes[i % 3];
+        wait_for(&format!("event {i} ({id})"), Duration::from_secs(120), || {
+            node.json(&format!("/invocations/{id}"))["status"] == "succeeded"
+        });
+        assert_eq!(node.json(&format!("/invocations/{id}"))["output"], format!("event {i}"));
+    }
+    let again = ids.iter().filter(|(_, id)| nodes[0].json(&format!("/invocations/{id}"))["attempts"] != 1).count();
+    eprintln!("{test}: {total} events, {again} delivered more than once (running on the killed node)");
+    for id in &dead_ids {
+        wait_for("a dead letter", Duration::from_secs(60), || {
+            nodes[1].json(&format!("/invocations/{id}"))["status"] == "dead"
+        });
+        assert_eq!(nodes[1].json(&format!("/invocations/{id}"))["attempts"], 2);
+    }
+    assert_eq!(nodes[0].metric("strata_fn_cluster_queued "), Some(0.0), "the queue drained");
+    let dead = nodes[2].json("/dead-letters");
+    for id in &dead_ids {
+        let n = dead.as_array().map(|l| l.iter().filter(|r| r["id"] == id.as_str()).count()).unwrap_or(0);
+        assert_eq!(n, 1, "{id} dead-lettered once: {dead}");
+    }
+    // usage from any node sums every node's invocations.
+    let out = cli(&nodes[1], &["usage"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let calls = |name: &str| -> u64 {
+        text.lines()
+            .filter(|l| l.split_whitespace().next() == Some(name))
+            .filter_map(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok())
+            .sum()
+    };
+    assert_eq!((calls("echo"), calls("fail")), (total as u64, 3), "{text}");
+    drop(nodes);
 }

@@ -40,6 +40,9 @@ pub struct Nats {
     pub ca: Option<PathBuf>,
     /// A client certificate and key for TLS client authentication.
     pub cert: Option<(PathBuf, PathBuf)>,
+    /// How long a node may hold an event without a word (default
+    /// [`ACK_WAIT`]); the consumer is made with it by the first node.
+    pub ack_wait: Option<Duration>,
 }
 
 fn other(what: &str, e: impl std::fmt::Display) -> crate::Error {
@@ -185,11 +188,11 @@ fn apply(state: &Path, entry: &async_nats::jetstream::kv::Entry) {
 }
 
 /// Mirrors the registry into `state` for as long as the process lives,
-/// reconnecting with backoff whenever NATS goes away.
-pub async fn mirror(n: Nats, state: PathBuf) {
+/// starting again with backoff whenever the watch fails.
+pub async fn mirror(link: std::sync::Arc<Link>, state: PathBuf) {
     let mut backoff = Duration::from_millis(250);
     loop {
-        match mirror_once(&n, &state).await {
+        match mirror_once(link.client(), &state).await {
             Ok(()) => backoff = Duration::from_millis(250),
             Err(e) => {
                 eprintln!("strata-fn: registry: {e}; again in {} ms", backoff.as_millis());
@@ -200,9 +203,8 @@ pub async fn mirror(n: Nats, state: PathBuf) {
     }
 }
 
-async fn mirror_once(n: &Nats, state: &Path) -> crate::Result<()> {
-    let client = n.connect().await?;
-    let kv = bucket(&client).await?;
+async fn mirror_once(client: &async_nats::Client, state: &Path) -> crate::Result<()> {
+    let kv = bucket(client).await?;
     let messages = |kv: async_nats::jetstream::kv::Store| async move {
         kv.status().await.map(|s| s.info.state.messages).map_err(|e| other("registry status", e))
     };
@@ -244,4 +246,312 @@ fn prune(state: &Path, known: &std::collections::HashSet<String>) {
             eprintln!("strata-fn: registry: {} removed (not in the cluster's registry)", f.name);
         }
     }
+}
+
+/// The stream of asynchronous events: subject `strata_fn.events.NAME`, a work
+/// queue (an event is gone once a node acknowledged its outcome).
+pub const EVENTS_STREAM: &str = "strata_fn_events";
+/// Events whose every attempt failed: subject `strata_fn.dead.NAME`.
+pub const DEAD_STREAM: &str = "strata_fn_dead";
+/// Invocation records, by id, from every node.
+pub const RECORDS_BUCKET: &str = "strata_fn_records";
+/// The invocation id, on each event message.
+const ID_HEADER: &str = "Strata-Fn-Id";
+/// How long a node may hold an event without a word; a node running one
+/// longer says "in progress" every third of it.
+pub const ACK_WAIT: Duration = Duration::from_secs(30);
+
+/// A serving node's connection to the cluster: one NATS client, used from
+/// the server's blocking threads through the runtime's handle.
+pub struct Link {
+    pub handle: tokio::runtime::Handle,
+    ack_wait: Duration,
+    js: async_nats::jetstream::Context,
+    client: async_nats::Client,
+    records: tokio::sync::OnceCell<async_nats::jetstream::kv::Store>,
+    streams: tokio::sync::OnceCell<()>,
+}
+
+/// An event taken from the queue for one attempt.
+pub struct Event {
+    pub id: String,
+    pub payload: Vec<u8>,
+    /// Deliveries so far, this one included.
+    pub delivered: u32,
+    msg: async_nats::jetstream::Message,
+}
+
+impl Link {
+    /// Connects in the background (a node starts and serves synchronous
+    /// calls with NATS down; JetStream calls fail until it is up).
+    pub async fn start(n: &Nats) -> crate::Result<Link> {
+        let client = match n.connect().await {
+            Ok(c) => c,
+            // Credentials NATS refuses are an error of the command line.
+            Err(e) if e.to_string().contains("authorization") => return Err(e),
+            Err(e) => {
+                eprintln!("strata-fn: {e}; connecting in the background");
+                n.options()
+                    .await?
+                    .retry_on_initial_connect()
+                    .connect(&n.url)
+                    .await
+                    .map_err(|e| other(&format!("NATS at {}", n.url), e))?
+            }
+        };
+        Ok(Link {
+            handle: tokio::runtime::Handle::current(),
+            ack_wait: n.ack_wait.unwrap_or(ACK_WAIT),
+            js: async_nats::jetstream::new(client.clone()),
+            client,
+            records: Default::default(),
+            streams: Default::default(),
+        })
+    }
+
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    async fn records(&self) -> crate::Result<&async_nats::jetstream::kv::Store> {
+        self.records
+            .get_or_try_init(|| async {
+                if let Ok(kv) = self.js.get_key_value(RECORDS_BUCKET).await {
+                    return Ok(kv);
+                }
+                let made = self
+                    .js
+                    .create_key_value(async_nats::jetstream::kv::Config {
+                        bucket: RECORDS_BUCKET.into(),
+                        description: "strata-fn: invocation records".into(),
+                        history: 1,
+                        max_age: Duration::from_secs(30 * 86_400),
+                        ..Default::default()
+                    })
+                    .await;
+                match made {
+                    Ok(kv) => Ok(kv),
+                    Err(e) => self.js.get_key_value(RECORDS_BUCKET).await.map_err(|_| other("records bucket", e)),
+                }
+            })
+            .await
+    }
+
+    async fn streams(&self) -> crate::Result<()> {
+        use async_nats::jetstream::stream::{Config, RetentionPolicy};
+        self.streams
+            .get_or_try_init(|| async {
+                self.js
+                    .get_or_create_stream(Config {
+                        name: EVENTS_STREAM.into(),
+                        description: Some("strata-fn: asynchronous events".into()),
+                        subjects: vec!["strata_fn.events.>".into()],
+                        retention: RetentionPolicy::WorkQueue,
+                        duplicate_window: Duration::from_secs(120),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| other("events stream", e))?;
+                self.js
+                    .get_or_create_stream(Config {
+                        name: DEAD_STREAM.into(),
+                        description: Some("strata-fn: dead letters".into()),
+                        subjects: vec!["strata_fn.dead.>".into()],
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| other("dead-letter stream", e))?;
+                Ok(())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Queues `event` for `r.function`; Ok only once JetStream stored it.
+    pub fn accept(&self, r: &crate::store::Record, event: &[u8]) -> crate::Result<()> {
+        self.handle.block_on(async {
+            self.streams().await?;
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(ID_HEADER, r.id.as_str());
+            // A publish retried by the client library is stored once.
+            headers.insert("Nats-Msg-Id", r.id.as_str());
+            let subject = format!("strata_fn.events.{}", r.function);
+            let ack = self
+                .js
+                .publish_with_headers(subject, headers, event.to_vec().into())
+                .await
+                .map_err(|e| other("publish", e))?;
+            tokio::time::timeout(Duration::from_secs(5), ack)
+                .await
+                .map_err(|_| crate::Error::Other("JetStream did not confirm within 5 s".into()))?
+                .map_err(|e| other("publish", e))?;
+            // The record is a view; the event is safe once stored above.
+            if let Ok(kv) = self.records().await {
+                let _ = kv.put(&r.id, serde_json::to_vec(r)?.into()).await;
+            }
+            Ok(())
+        })
+    }
+
+    /// Stores `r` for every node to read (in the background: the caller
+    /// does not wait for it).
+    pub fn put_record_later(self: &std::sync::Arc<Self>, r: &crate::store::Record) {
+        let Ok(value) = serde_json::to_vec(r) else { return };
+        let (link, id) = (self.clone(), r.id.clone());
+        self.handle.spawn(async move {
+            if let Ok(kv) = link.records().await {
+                let _ = kv.put(&id, value.into()).await;
+            }
+        });
+    }
+
+    /// Stores `r`, waiting for JetStream.
+    pub fn put_record(&self, r: &crate::store::Record) -> crate::Result<()> {
+        self.handle.block_on(async {
+            let kv = self.records().await?;
+            kv.put(&r.id, serde_json::to_vec(r)?.into()).await.map_err(|e| other("records put", e))?;
+            Ok(())
+        })
+    }
+
+    pub fn record(&self, id: &str) -> Option<crate::store::Record> {
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return None;
+        }
+        self.handle.block_on(async {
+            let kv = self.records().await.ok()?;
+            let v = kv.get(id).await.ok()??;
+            serde_json::from_slice(&v).ok()
+        })
+    }
+
+    /// Every record of the cluster (for usage and dead letters).
+    pub fn all_records(&self) -> crate::Result<Vec<crate::store::Record>> {
+        self.handle.block_on(async {
+            let kv = self.records().await?;
+            let mut keys = kv.keys().await.map_err(|e| other("records keys", e))?;
+            let mut out = Vec::new();
+            while let Some(k) = keys.next().await {
+                let k = k.map_err(|e| other("records keys", e))?;
+                if let Ok(Some(v)) = kv.get(&k).await {
+                    if let Ok(r) = serde_json::from_slice(&v) {
+                        out.push(r);
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// The durable consumer shared by every node for function `name`.
+    pub fn consumer(&self, name: &str) -> crate::Result<async_nats::jetstream::consumer::PullConsumer> {
+        self.handle.block_on(async {
+            self.streams().await?;
+            let stream = self.js.get_stream(EVENTS_STREAM).await.map_err(|e| other("events stream", e))?;
+            let durable = format!("strata_fn_{name}");
+            stream
+                .get_or_create_consumer(
+                    &durable,
+                    async_nats::jetstream::consumer::pull::Config {
+                        durable_name: Some(durable.clone()),
+                        filter_subject: format!("strata_fn.events.{name}"),
+                        ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+                        ack_wait: self.ack_wait,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|e| other(&format!("consumer {durable}"), e))
+        })
+    }
+
+    /// One event, if one is waiting (within a second).
+    pub fn fetch(&self, c: &async_nats::jetstream::consumer::PullConsumer) -> crate::Result<Option<Event>> {
+        self.handle.block_on(async {
+            let mut batch = c
+                .fetch()
+                .max_messages(1)
+                .expires(Duration::from_secs(1))
+                .messages()
+                .await
+                .map_err(|e| other("fetch", e))?;
+            let Some(msg) = batch.next().await else { return Ok(None) };
+            let msg = msg.map_err(|e| other("fetch", e))?;
+            let info = msg.info().map_err(|e| other("fetch", e))?;
+            let delivered = info.delivered.max(1) as u32;
+            let seq = info.stream_sequence;
+            let id = msg
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(ID_HEADER))
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| format!("seq-{seq}"));
+            Ok(Some(Event { id, payload: msg.payload.to_vec(), delivered, msg }))
+        })
+    }
+
+    /// Tells JetStream, every third of the ack wait, that `e` is still being
+    /// worked on, until the returned sender is dropped.
+    pub fn keep_alive(&self, e: &Event) -> tokio::sync::oneshot::Sender<()> {
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+        let msg = e.msg.clone();
+        let every = self.ack_wait / 3;
+        self.handle.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {
+                        let _ = msg.ack_with(async_nats::jetstream::AckKind::Progress).await;
+                    }
+                    _ = &mut rx => return,
+                }
+            }
+        });
+        tx
+    }
+
+    /// The outcome is recorded: the event leaves the queue.
+    pub fn ack(&self, e: &Event) {
+        let _ = self.handle.block_on(e.msg.double_ack());
+    }
+
+    /// Deliver `e` again after `delay` (to any node).
+    pub fn retry(&self, e: &Event, delay: Option<Duration>) {
+        let _ = self.handle.block_on(e.msg.ack_with(async_nats::jetstream::AckKind::Nak(delay)));
+    }
+
+    /// Moves `e` to the dead-letter stream, then out of the queue.
+    pub fn dead_letter(&self, function: &str, e: &Event) -> crate::Result<()> {
+        self.handle.block_on(async {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(ID_HEADER, e.id.as_str());
+            headers.insert("Nats-Msg-Id", format!("dead-{}", e.id).as_str());
+            let ack = self
+                .js
+                .publish_with_headers(format!("strata_fn.dead.{function}"), headers, e.payload.clone().into())
+                .await
+                .map_err(|err| other("dead letter", err))?;
+            ack.await.map_err(|err| other("dead letter", err))?;
+            let _ = e.msg.ack_with(async_nats::jetstream::AckKind::Term).await;
+            Ok(())
+        })
+    }
+
+    /// Events waiting in the queue, over all functions.
+    pub fn queue_depth(&self) -> Option<u64> {
+        self.handle.block_on(async {
+            let mut s = self.js.get_stream(EVENTS_STREAM).await.ok()?;
+            s.info().await.ok().map(|i| i.state.messages)
+        })
+    }
+}
+
+/// Every invocation record of the cluster, for the CLI.
+pub fn records(n: &Nats) -> crate::Result<Vec<crate::store::Record>> {
+    // A worker thread drives the connection while the records are read.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let link = rt.block_on(async {
+        n.connect().await?;
+        Link::start(n).await
+    })?;
+    link.all_records()
 }

@@ -33,6 +33,9 @@ struct Cli {
     /// TLS client authentication to NATS: certificate and key (PEM).
     #[arg(long, global = true, num_args = 2, value_names = ["CERT", "KEY"])]
     nats_cert: Option<Vec<PathBuf>>,
+    /// How long a node may hold a cluster event without a word (tests).
+    #[arg(long, global = true, hide = true)]
+    nats_ack_wait_ms: Option<u64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -59,6 +62,7 @@ impl Cli {
             creds_file: self.nats_creds.clone(),
             ca: self.nats_ca.clone(),
             cert,
+            ack_wait: self.nats_ack_wait_ms.map(std::time::Duration::from_millis),
         }))
     }
 }
@@ -458,7 +462,14 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        Command::Usage { name, by } => usage(&state, name.as_deref(), &by),
+        Command::Usage { name, by } => {
+            // The cluster's records where it has one: every node's invocations.
+            let records = match &nats {
+                Some(n) => strata_fn::cluster::records(n)?,
+                None => store::read_log(&state)?,
+            };
+            usage(records, name.as_deref(), &by)
+        }
         Command::Zygote => strata_fn::zygote::serve_stdin(),
         Command::Load { url, n, c, data } => load(&url, n, c, data.as_bytes()),
     }
@@ -494,7 +505,7 @@ fn period(ms: u64, by: &str) -> String {
     }
 }
 
-fn usage(state: &std::path::Path, name: Option<&str>, by: &str) -> anyhow::Result<i32> {
+fn usage(records: Vec<store::Record>, name: Option<&str>, by: &str) -> anyhow::Result<i32> {
     if !["hour", "day", "month"].contains(&by) {
         anyhow::bail!("--by {by:?}: use hour, day or month");
     }
@@ -510,7 +521,7 @@ fn usage(state: &std::path::Path, name: Option<&str>, by: &str) -> anyhow::Resul
         peak: Option<u64>,
     }
     let mut sums: std::collections::BTreeMap<(String, String), Sum> = Default::default();
-    for r in store::read_log(state)? {
+    for r in records {
         if name.is_some_and(|n| n != r.function) || !r.status.is_some_and(Status::is_final) || r.attempts == 0 {
             continue;
         }

@@ -53,6 +53,7 @@ pub struct Metrics {
     running: Gauge,
     queued: Gauge,
     cleanup: Gauge,
+    cluster_queued: Gauge,
     /// Requests refused by the access control, by reason.
     denied: Family<Reason, Counter>,
 }
@@ -72,6 +73,7 @@ impl Default for Metrics {
             running: Gauge::default(),
             queued: Gauge::default(),
             cleanup: Gauge::default(),
+            cluster_queued: Gauge::default(),
             denied: Family::default(),
         };
         let r = &mut m.registry;
@@ -86,6 +88,11 @@ impl Default for Metrics {
         r.register("strata_fn_running", "Invocations running now.", m.running.clone());
         r.register("strata_fn_async_queued", "Asynchronous events waiting (retries included).", m.queued.clone());
         r.register("strata_fn_cleanup_backlog", "Used containers waiting to be deleted.", m.cleanup.clone());
+        r.register(
+            "strata_fn_cluster_queued",
+            "Asynchronous events waiting in JetStream for any node (cluster mode; 0 otherwise).",
+            m.cluster_queued.clone(),
+        );
         r.register("strata_fn_auth_denied", "Requests refused by the access control.", m.denied.clone());
         m
     }
@@ -128,7 +135,14 @@ impl Metrics {
     }
 
     /// The exposition, with the gauges set to the values given.
-    pub fn render(&self, pools: &[(String, usize)], queued: usize, running: u32, cleanup: usize) -> String {
+    pub fn render(
+        &self,
+        pools: &[(String, usize)],
+        queued: usize,
+        running: u32,
+        cleanup: usize,
+        cluster: u64,
+    ) -> String {
         // Functions removed since the last scrape leave the pool gauge.
         self.pool.clear();
         for (name, size) in pools {
@@ -137,6 +151,7 @@ impl Metrics {
         self.queued.set(queued as i64);
         self.running.set(i64::from(running));
         self.cleanup.set(cleanup as i64);
+        self.cluster_queued.set(cluster.min(i64::MAX as u64) as i64);
         let mut out = String::new();
         // Writing to a String does not fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -156,7 +171,7 @@ mod tests {
         m.observe("echo", Status::Timeout, false, ms, ms);
         m.rejected("echo");
         m.denied("invalid");
-        let out = m.render(&[("echo".into(), 3)], 5, 2, 1);
+        let out = m.render(&[("echo".into(), 3)], 5, 2, 1, 7);
         for line in [
             "strata_fn_invocations_total{function=\"echo\",outcome=\"success\"} 1",
             "strata_fn_invocations_total{function=\"echo\",outcome=\"timeout\"} 1",
@@ -171,12 +186,13 @@ mod tests {
             "strata_fn_running 2",
             "strata_fn_async_queued 5",
             "strata_fn_cleanup_backlog 1",
+            "strata_fn_cluster_queued 7",
             "strata_fn_auth_denied_total{reason=\"invalid\"} 1",
             "# EOF",
         ] {
             assert!(out.lines().any(|l| l == line), "no {line:?} in\n{out}");
         }
-        let out = m.render(&[], 0, 0, 0);
+        let out = m.render(&[], 0, 0, 0, 0);
         assert!(!out.contains("strata_fn_warm_pool_size{"), "a gone function's pool gauge stays:\n{out}");
     }
 }

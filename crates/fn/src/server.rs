@@ -172,6 +172,10 @@ pub struct Server {
     ids: AtomicUsize,
     /// Set at shutdown: no event starts.
     stopping: std::sync::atomic::AtomicBool,
+    /// Cluster mode: the connection to NATS JetStream (see cluster.rs).
+    cluster: std::sync::OnceLock<Arc<crate::cluster::Link>>,
+    /// Functions whose cluster event workers run.
+    cluster_workers: Mutex<HashSet<String>>,
     id_prefix: String,
 }
 
@@ -262,6 +266,8 @@ impl Server {
             connections: AtomicUsize::new(0),
             ids: AtomicUsize::new(0),
             stopping: Default::default(),
+            cluster: Default::default(),
+            cluster_workers: Default::default(),
             id_prefix: format!("{stamp:x}"),
             cfg,
         });
@@ -316,10 +322,160 @@ impl Server {
         }
         r.functions = map;
         self.pools.set_functions(&r.functions);
+        let names: Vec<String> = r.functions.keys().cloned().collect();
         let triggers: Vec<Arc<Function>> = r.functions.values().filter(|f| f.trigger.is_some()).cloned().collect();
         drop(r);
         for f in triggers {
             self.watch_trigger(f);
+        }
+        self.start_cluster_workers(&names);
+    }
+
+    /// In cluster mode, event workers for each function served here that has
+    /// none yet: `async_workers` threads (at most its concurrency) that fetch
+    /// from the function's shared consumer while this node has room.
+    fn start_cluster_workers(self: &Arc<Self>, names: &[String]) {
+        let Some(link) = self.cluster.get() else { return };
+        let mut running = self.cluster_workers.lock().unwrap_or_else(|e| e.into_inner());
+        for name in names {
+            if !running.insert(name.clone()) {
+                continue;
+            }
+            let Some(f) = self.registry.read().unwrap_or_else(|e| e.into_inner()).functions.get(name).cloned() else {
+                continue;
+            };
+            for _ in 0..self.cfg.async_workers.min(f.max_concurrency.max(1) as usize) {
+                let (s, link, name) = (self.clone(), link.clone(), name.clone());
+                std::thread::spawn(move || s.cluster_worker(&link, &name));
+            }
+        }
+    }
+
+    /// Takes events of function `name` from the cluster's queue and runs
+    /// them, until the function is no longer served here.
+    fn cluster_worker(self: &Arc<Self>, link: &crate::cluster::Link, name: &str) {
+        let mut consumer = None;
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            if self.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            let Some(f) = self.function(name) else {
+                self.cluster_workers.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+                return;
+            };
+            // Fetch only with room for it here (a race is settled below).
+            let gate = self.gate(&f.name);
+            if gate.running() >= f.max_concurrency || self.global.running() >= self.cfg.max_running {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            if consumer.is_none() {
+                match link.consumer(&f.name) {
+                    Ok(c) => consumer = Some(c),
+                    Err(e) => {
+                        eprintln!("strata-fn: cluster: {}: {e}", f.name);
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                        continue;
+                    }
+                }
+            }
+            let Some(c) = consumer.as_ref() else { continue };
+            let event = match link.fetch(c) {
+                Ok(Some(e)) => e,
+                Ok(None) => continue,
+                Err(_) => {
+                    consumer = None;
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(250);
+            let (Some(_fn_pass), Some(_pass)) =
+                (gate.try_enter(f.max_concurrency), self.global.try_enter(self.cfg.max_running))
+            else {
+                // Taken meanwhile by a synchronous call: another node (or a
+                // later fetch) has it.
+                link.retry(&event, None);
+                continue;
+            };
+            self.run_cluster_event(link, &f, event);
+        }
+    }
+
+    /// One attempt of a cluster event: its record updated for every node to
+    /// read, then acknowledged, retried with backoff, or dead-lettered.
+    fn run_cluster_event(&self, link: &crate::cluster::Link, f: &Function, event: crate::cluster::Event) {
+        let mut r = link.record(&event.id).unwrap_or_else(|| Record {
+            id: event.id.clone(),
+            function: f.name.clone(),
+            mode: Some(Mode::Async),
+            accepted_ms: now_ms(),
+            ..Default::default()
+        });
+        if matches!(r.status, Some(Status::Succeeded) | Some(Status::Dead)) {
+            // Final already (the acknowledgement was lost): not run twice.
+            link.ack(&event);
+            return;
+        }
+        if self.stopping.load(Ordering::SeqCst) {
+            link.retry(&event, None);
+            return;
+        }
+        // In cluster mode every delivery is an attempt, one cut short by a
+        // node's death included.
+        r.attempts = event.delivered;
+        r.status = Some(Status::Running);
+        let _ = link.put_record(&r);
+        let started = Instant::now();
+        let alive = link.keep_alive(&event);
+        let (out, warm) = self.run_once(f, &event.payload, None);
+        drop(alive);
+        let ok = out.error.is_none() && !out.timed_out && !out.stdout_truncated && out.exit_code == Some(0);
+        if self.stopping.load(Ordering::SeqCst) && !ok {
+            // Cut short by this node's shutdown: another node runs it.
+            r.status = Some(Status::Queued);
+            r.attempts = event.delivered.saturating_sub(1);
+            let _ = link.put_record(&r);
+            link.retry(&event, None);
+            return;
+        }
+        self.meter(f, &mut r, &out, warm);
+        let outcome = if ok {
+            Status::Succeeded
+        } else if out.timed_out {
+            Status::Timeout
+        } else {
+            Status::Failed
+        };
+        self.metrics.observe(&f.name, outcome, warm, started.elapsed(), out.duration);
+        if ok {
+            r.status = Some(Status::Succeeded);
+            r.output_b64 = Some(b64(&out.stdout[..out.stdout.len().min(1 << 20)]));
+            r.due_ms = None;
+            if let Err(e) = link.put_record(&r) {
+                eprintln!("strata-fn: cluster: record {}: {e}", r.id);
+            }
+            link.ack(&event);
+        } else if event.delivered < f.retry.attempts {
+            let backoff = f.retry.backoff_ms.saturating_mul(1 << (event.delivered - 1).min(20));
+            r.status = Some(Status::Queued);
+            r.due_ms = Some(now_ms() + backoff);
+            let _ = link.put_record(&r);
+            link.retry(&event, Some(Duration::from_millis(backoff)));
+        } else {
+            r.status = Some(Status::Dead);
+            r.due_ms = None;
+            r.event_b64 = Some(b64(&event.payload));
+            match link.dead_letter(&f.name, &event) {
+                Ok(()) => {
+                    let _ = link.put_record(&r);
+                }
+                // Not moved: it is delivered again and dead-lettered then.
+                Err(e) => eprintln!("strata-fn: cluster: dead letter {}: {e}", r.id),
+            }
         }
     }
 
@@ -415,6 +571,16 @@ impl Server {
                 }
                 r.mode = Some(Mode::Async);
                 r.status = Some(Status::Queued);
+                if let Some(link) = self.cluster.get() {
+                    // Cluster mode: queued in JetStream, run by any node.
+                    if let Err(e) = link.accept(&r, &req.body) {
+                        return Response::error(503, &format!("the event was not queued: {e}"))
+                            .header("Retry-After", 1);
+                    }
+                    return Response::json(202, &serde_json::json!({ "id": id, "status": "queued" }))
+                        .header("Location", format!("/invocations/{id}"))
+                        .header("X-Invocation-Id", &id);
+                }
                 r.event_b64 = Some(b64(&req.body));
                 // On disk before the answer: a restart runs it.
                 if let Err(e) = self.store.put(&r, true) {
@@ -463,6 +629,9 @@ impl Server {
         r.status = Some(status);
         r.attempts = 1;
         let _ = self.store.put(&r, false);
+        if let Some(link) = self.cluster.get() {
+            link.put_record_later(&r);
+        }
         self.metrics.observe(&f.name, status, warm, received.elapsed(), out.duration);
         let resp = resp
             .header("X-Invocation-Id", &id)
@@ -714,6 +883,7 @@ impl Server {
                     self.queue.len(),
                     self.global.running(),
                     self.pools.trash_len(),
+                    self.cluster.get().and_then(|l| l.queue_depth()).unwrap_or(0),
                 );
                 Response::new(200, crate::metrics::CONTENT_TYPE, body)
             }
@@ -755,7 +925,8 @@ impl Server {
                         .flatten()
                         .is_some_and(|t| r.principal.as_deref() == Some(t.id.as_str())),
                 };
-                match self.store.get(id) {
+                let found = self.store.get(id).or_else(|| self.cluster.get().and_then(|l| l.record(id)));
+                match found {
                     Some(r) if own(&r) => Response::json(200, &record_json(&r)),
                     Some(_) => match reader {
                         Err(resp) => resp,
@@ -769,8 +940,11 @@ impl Server {
                 }
             }
             ("GET", ["dead-letters"]) => {
-                let dead: Vec<serde_json::Value> = store::read_log(&self.cfg.state)
-                    .unwrap_or_default()
+                let records = match self.cluster.get() {
+                    Some(link) => link.all_records().unwrap_or_default(),
+                    None => store::read_log(&self.cfg.state).unwrap_or_default(),
+                };
+                let dead: Vec<serde_json::Value> = records
                     .iter()
                     .filter(|r| r.status == Some(Status::Dead))
                     .map(|r| {
@@ -888,7 +1062,13 @@ impl Server {
         listener.set_nonblocking(true)?;
         rt.block_on(async {
             if let Some(n) = nats {
-                tokio::spawn(crate::cluster::mirror(n, self.cfg.state.clone()));
+                let link = Arc::new(crate::cluster::Link::start(&n).await?);
+                let _ = self.cluster.set(link.clone());
+                tokio::spawn(crate::cluster::mirror(link, self.cfg.state.clone()));
+                let s = self.clone();
+                let names: Vec<String> =
+                    s.registry.read().unwrap_or_else(|e| e.into_inner()).functions.keys().cloned().collect();
+                tokio::task::spawn_blocking(move || s.start_cluster_workers(&names));
             }
             let listener = tokio::net::TcpListener::from_std(listener)?;
             loop {
