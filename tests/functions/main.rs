@@ -1272,6 +1272,7 @@ fn cluster_async_events_survive_a_node_kill() {
     let Some(nats) = NatsServer::start(test) else { return };
     let mut args = nats.args();
     args.extend(["--nats-ack-wait-ms".into(), "3000".into()]);
+    // (500 events in all, as a platform's burst would be.)
     let extra: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut nodes: Vec<Server> = (1..=3).map(|i| Server::start_with(&format!("events{i}"), &extra)).collect();
     let src = TempDir::new("fn-events-src");
@@ -1291,7 +1292,7 @@ fn cluster_async_events_survive_a_node_kill() {
     for n in &nodes {
         wait_for("every node to serve both", Duration::from_secs(15), || listed(n, "echo") && listed(n, "fail"));
     }
-    let total = 150;
+    let total = 470;
     let mut ids = Vec::new();
     for i in 0..total {
         if i == total / 3 {
@@ -1307,6 +1308,27 @@ fn cluster_async_events_survive_a_node_kill() {
         let v: serde_json::Value = serde_json::from_slice(&a.body).expect("json");
         ids.push((i, v["id"].as_str().expect("id").to_string()));
     }
+    // NATS itself goes away: accepts are refused (never answered 202 unstored),
+    // and once it is back every accepted event still runs.
+    let mut nats = nats;
+    nats.kill();
+    let a = nodes[1].call("POST", "/functions/echo/invoke?async=true", b"while nats is down");
+    assert_eq!(a.status, 503, "{}", String::from_utf8_lossy(&a.body));
+    nats.spawn();
+    for i in total..total + 30 {
+        let node = &nodes[i % 3];
+        let mut accepted = None;
+        wait_for("accepts after NATS is back", Duration::from_secs(30), || {
+            let a = node.call("POST", "/functions/echo/invoke?async=true", format!("event {i}").as_bytes());
+            if a.status == 202 {
+                let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap_or_default();
+                accepted = v["id"].as_str().map(str::to_string);
+            }
+            accepted.is_some()
+        });
+        ids.push((i, accepted.unwrap_or_default()));
+    }
+    let total = total + 30;
     let mut dead_ids = Vec::new();
     for _ in 0..3 {
         let a = nodes[0].call("POST", "/functions/fail/invoke?async=true", b"doomed");

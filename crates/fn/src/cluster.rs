@@ -369,6 +369,11 @@ impl Link {
 
     /// Queues `event` for `r.function`; Ok only once JetStream stored it.
     pub fn accept(&self, r: &crate::store::Record, event: &[u8]) -> crate::Result<()> {
+        // Not connected: refused now, rather than buffered by the client
+        // library and stored after a 503 was answered.
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(crate::Error::Other("not connected to NATS".into()));
+        }
         self.handle.block_on(async {
             self.streams().await?;
             let mut headers = async_nats::HeaderMap::new();
