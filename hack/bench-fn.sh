@@ -8,7 +8,11 @@
 # plus latency at concurrency 1 (warm, cold, runc run), from request received
 # to the function's process running (server side) and to the answer (client
 # side), and the warm pool again with IDLE (default 10000) keep-alive
-# connections held open, with the server's threads and memory beside.
+# connections held open, with the server's threads and memory beside; then
+# asynchronous events on one node (accepted into its local log) and on a
+# cluster of three nodes sharing one nats-server (accepted into JetStream):
+# accepts per second, accept latency (the JetStream round trip), and events
+# completed per second until the queue is empty.
 # Runs in a private mount namespace with a pure cgroup v2 view and /run as a
 # tmpfs, as on a usual host. Prints Markdown tables.
 # Usage: hack/bench-fn.sh [N] [C] [NAIVE_N] [IDLE]
@@ -28,7 +32,12 @@ mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mkdir -p /run/strata-fn && mount -t tmpfs tmpfs /run/strata-fn
 T=$(mktemp -d)
 pid=
-cleanup() { [ -z "$pid" ] || { kill "$pid"; wait "$pid" || true; }; umount -l /run/strata-fn; rm -rf "$T"; }
+others=
+cleanup() {
+  [ -z "$pid" ] || { kill "$pid"; wait "$pid" || true; }
+  for p in $others; do kill "$p" 2>/dev/null && wait "$p" || true; done
+  umount -l /run/strata-fn; rm -rf "$T"
+}
 trap cleanup EXIT
 B=$PWD/target/release/strata-fn
 fn_dir() {
@@ -134,4 +143,77 @@ print(\"| open | %d | %.1f | %.0f | %.2f | %.2f | %d |\" % (t1, r1 / 1024, h[\"p
 print()
 print(\"with them open: %.2fx the throughput, %.1f KiB of server memory per connection\" % (h[\"per_second\"] / w[\"per_second\"], (r1 - r0) / max(1, int(sys.argv[7]))))
 " "$warm" "$held" "$t0" "$t1" "$r0" "$r1" "$idle"
+
+# metric URL NAME: the value of a gauge from /metrics.
+metric() { python3 -c "
+import sys, urllib.request
+for l in urllib.request.urlopen(sys.argv[1] + \"/metrics\").read().decode().splitlines():
+    if l.startswith(sys.argv[2] + \" \"): print(int(float(l.split()[1])))
+" "$1" "$2"; }
+# drained URL...: waits until no node runs or queues an event (local or cluster).
+drained() {
+  while :; do
+    local busy=0
+    for u in "$@"; do
+      for m in strata_fn_running strata_fn_async_queued strata_fn_cluster_queued; do
+        [ "$(metric "$u" $m)" = 0 ] || busy=1
+      done
+    done
+    [ $busy = 0 ] && return
+    sleep 0.05
+  done
+}
+async_row() {
+  python3 -c "
+import json, sys
+rs = [json.loads(a) for a in sys.argv[4:]]
+n = sum(r[\"requests\"] for r in rs)
+acc = max(r[\"seconds\"] for r in rs)
+p50 = sorted(r[\"p50_ms\"] for r in rs)[len(rs) // 2]
+p99 = max(r[\"p99_ms\"] for r in rs)
+failed = sum(r[\"failed\"] for r in rs)
+print(\"| %s | %d | %s | %.0f | %.2f | %.2f | %.0f | %d |\" % (sys.argv[1], n, sys.argv[2], n / acc, p50, p99, n / float(sys.argv[3]), failed))
+" "$@"
+}
+echo
+echo "| asynchronous events | events | callers | accepts/s | accept p50 ms | accept p99 ms | completed events/s | failed |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+serve "$c"
+s0=$(date +%s.%N)
+single=$("$B" load "http://127.0.0.1:18099/functions/echo/invoke?async=true" -n "$n" -c "$c" --expect 202)
+drained http://127.0.0.1:18099
+async_row "one node (local log)" "$c" "$(python3 -c "import sys; print(float(sys.argv[2]) - float(sys.argv[1]))" "$s0" "$(date +%s.%N)")" "$single"
+kill "$pid"; wait "$pid" || true; pid=
+if command -v nats-server >/dev/null; then
+  nats-server -js -a 127.0.0.1 -p 14299 -sd "$T/js" >"$T/nats.log" 2>&1 &
+  others="$!"
+  for _ in $(seq 100); do python3 -c "import socket; socket.create_connection((\"127.0.0.1\", 14299))" 2>/dev/null && break; sleep 0.05; done
+  N="--nats nats://127.0.0.1:14299"
+  urls=
+  for i in 1 2 3; do
+    "$B" --state "$T/node$i" $N serve --listen 127.0.0.1:1812$i --cgroup-parent strata-fn-bench-$i 2>"$T/node$i.log" &
+    others="$others $!"
+    urls="$urls http://127.0.0.1:1812$i"
+  done
+  for i in 1 2 3; do for _ in $(seq 100); do grep -q serving "$T/node$i.log" 2>/dev/null && break; sleep 0.05; done; done
+  "$B" $N deploy "$(fn_dir "$c")" >/dev/null
+  for u in $urls; do
+    for _ in $(seq 100); do "$B" load "$u/functions/echo/invoke" -n 1 -c 1 >/dev/null 2>&1 && break; sleep 0.1; done
+  done
+  sleep 1
+  per=$(( (c + 2) / 3 ))
+  s0=$(date +%s.%N)
+  outs=()
+  loads=
+  for u in $urls; do
+    "$B" load "$u/functions/echo/invoke?async=true" -n $(( n / 3 )) -c "$per" --expect 202 >"$T/out-${u##*:}" &
+    loads="$loads $!"
+  done
+  wait $loads || true
+  for u in $urls; do outs+=("$(cat "$T/out-${u##*:}")"); done
+  drained $urls
+  async_row "3 nodes, one nats-server (JetStream)" "3 x $per" "$(python3 -c "import sys; print(float(sys.argv[2]) - float(sys.argv[1]))" "$s0" "$(date +%s.%N)")" "${outs[@]}"
+else
+  echo "| 3 nodes, one nats-server | skipped: no nats-server (hack/setup.sh --tests installs it) | | | | | | |"
+fi
 ' bash "$n" "$c" "$naive_n" "$idle"
