@@ -1164,6 +1164,9 @@ impl NatsServer {
         self.child = Some(child);
         let addr = self.url.trim_start_matches("nats://").to_string();
         wait_for("nats-server to listen", Duration::from_secs(10), || TcpStream::connect(&addr).is_ok());
+        // Listening is ours, not another test's server on a port reused meanwhile.
+        let running = self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)));
+        assert!(running, "nats-server exited at start (its port {addr} taken?)");
     }
 
     fn kill(&mut self) {
@@ -1352,7 +1355,12 @@ fn cluster_async_events_survive_a_node_kill() {
         });
         assert_eq!(nodes[1].json(&format!("/invocations/{id}"))["attempts"], 2);
     }
-    assert_eq!(nodes[0].metric("strata_fn_cluster_queued "), Some(0.0), "the queue drained");
+    // Deliveries whose acknowledgement was lost (a killed node, a killed
+    // nats-server) come back and are acknowledged on sight of their final
+    // record: nothing is left to run.
+    wait_for("the queue to drain", Duration::from_secs(60), || {
+        nodes[0].metric("strata_fn_cluster_queued ") == Some(0.0)
+    });
     let dead = nodes[2].json("/dead-letters");
     for id in &dead_ids {
         let n = dead.as_array().map(|l| l.iter().filter(|r| r["id"] == id.as_str()).count()).unwrap_or(0);

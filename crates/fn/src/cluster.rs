@@ -192,7 +192,7 @@ fn apply(state: &Path, entry: &async_nats::jetstream::kv::Entry) {
 pub async fn mirror(link: std::sync::Arc<Link>, state: PathBuf) {
     let mut backoff = Duration::from_millis(250);
     loop {
-        match mirror_once(link.client(), &state).await {
+        match mirror_once(link.client(), &state, &link.reconnected).await {
             Ok(()) => backoff = Duration::from_millis(250),
             Err(e) => {
                 eprintln!("strata-fn: registry: {e}; again in {} ms", backoff.as_millis());
@@ -203,7 +203,11 @@ pub async fn mirror(link: std::sync::Arc<Link>, state: PathBuf) {
     }
 }
 
-async fn mirror_once(client: &async_nats::Client, state: &Path) -> crate::Result<()> {
+async fn mirror_once(
+    client: &async_nats::Client,
+    state: &Path,
+    reconnected: &tokio::sync::Notify,
+) -> crate::Result<()> {
     let kv = bucket(client).await?;
     let messages = |kv: async_nats::jetstream::kv::Store| async move {
         kv.status().await.map(|s| s.info.state.messages).map_err(|e| other("registry status", e))
@@ -225,7 +229,15 @@ async fn mirror_once(client: &async_nats::Client, state: &Path) -> crate::Result
     } else {
         kv.watch_with_history(">").await.map_err(|e| other("registry watch", e))?
     };
-    while let Some(entry) = watch.next().await {
+    loop {
+        let entry = tokio::select! {
+            e = watch.next() => e,
+            // A new connection (nats-server restarted, say): the watch starts
+            // again from the bucket's state rather than trust a consumer
+            // the server may have lost.
+            _ = reconnected.notified() => return Ok(()),
+        };
+        let Some(entry) = entry else { break };
         let entry = entry.map_err(|e| other("registry watch", e))?;
         known.insert(entry.key.clone());
         apply(state, &entry);
@@ -265,6 +277,8 @@ pub const ACK_WAIT: Duration = Duration::from_secs(30);
 /// the server's blocking threads through the runtime's handle.
 pub struct Link {
     pub handle: tokio::runtime::Handle,
+    /// Told on each connection to NATS.
+    reconnected: std::sync::Arc<tokio::sync::Notify>,
     ack_wait: Duration,
     js: async_nats::jetstream::Context,
     client: async_nats::Client,
@@ -285,14 +299,26 @@ impl Link {
     /// Connects in the background (a node starts and serves synchronous
     /// calls with NATS down; JetStream calls fail until it is up).
     pub async fn start(n: &Nats) -> crate::Result<Link> {
-        let client = match n.connect().await {
+        // Each (re)connection restarts the registry watch (see `mirror`).
+        let reconnected = std::sync::Arc::new(tokio::sync::Notify::new());
+        let with_events = |o: async_nats::ConnectOptions| {
+            let r = reconnected.clone();
+            o.event_callback(move |event| {
+                let r = r.clone();
+                async move {
+                    if matches!(event, async_nats::Event::Connected) {
+                        r.notify_one();
+                    }
+                }
+            })
+        };
+        let client = match with_events(n.options().await?).connect(&n.url).await {
             Ok(c) => c,
             // Credentials NATS refuses are an error of the command line.
-            Err(e) if e.to_string().contains("authorization") => return Err(e),
+            Err(e) if e.to_string().contains("authorization") => return Err(other(&format!("NATS at {}", n.url), e)),
             Err(e) => {
-                eprintln!("strata-fn: {e}; connecting in the background");
-                n.options()
-                    .await?
+                eprintln!("strata-fn: NATS at {}: {e}; connecting in the background", n.url);
+                with_events(n.options().await?)
                     .retry_on_initial_connect()
                     .connect(&n.url)
                     .await
@@ -300,6 +326,7 @@ impl Link {
             }
         };
         Ok(Link {
+            reconnected,
             handle: tokio::runtime::Handle::current(),
             ack_wait: n.ack_wait.unwrap_or(ACK_WAIT),
             js: async_nats::jetstream::new(client.clone()),
@@ -536,16 +563,28 @@ impl Link {
                 .await
                 .map_err(|err| other("dead letter", err))?;
             ack.await.map_err(|err| other("dead letter", err))?;
-            let _ = e.msg.ack_with(async_nats::jetstream::AckKind::Term).await;
+            // Acknowledged, not terminated: a work queue keeps a terminated
+            // message (nats-server 2.9), and the outcome is recorded.
+            let _ = e.msg.double_ack().await;
             Ok(())
         })
     }
 
-    /// Events waiting in the queue, over all functions.
-    pub fn queue_depth(&self) -> Option<u64> {
+    /// Events of functions `names` that the cluster has still to run or
+    /// finish: what their consumers have not delivered yet, and what is
+    /// delivered but not acknowledged. (The stream's own message count is
+    /// not it: after a hard kill of nats-server a work queue can keep
+    /// messages its consumer has already acknowledged.)
+    pub fn queue_depth(&self, names: &[String]) -> Option<u64> {
         self.handle.block_on(async {
-            let mut s = self.js.get_stream(EVENTS_STREAM).await.ok()?;
-            s.info().await.ok().map(|i| i.state.messages)
+            let s = self.js.get_stream(EVENTS_STREAM).await.ok()?;
+            let mut depth = 0;
+            for name in names {
+                if let Ok(i) = s.consumer_info(format!("strata_fn_{name}")).await {
+                    depth += i.num_pending + i.num_ack_pending as u64;
+                }
+            }
+            Some(depth)
         })
     }
 }

@@ -90,7 +90,7 @@ impl Default for Metrics {
         r.register("strata_fn_cleanup_backlog", "Used containers waiting to be deleted.", m.cleanup.clone());
         r.register(
             "strata_fn_cluster_queued",
-            "Asynchronous events waiting in JetStream for any node (cluster mode; 0 otherwise).",
+            "Events of the functions served here that JetStream has still to deliver or see acknowledged (cluster mode; 0 otherwise).",
             m.cluster_queued.clone(),
         );
         r.register("strata_fn_auth_denied", "Requests refused by the access control.", m.denied.clone());

@@ -883,7 +883,20 @@ impl Server {
                     self.queue.len(),
                     self.global.running(),
                     self.pools.trash_len(),
-                    self.cluster.get().and_then(|l| l.queue_depth()).unwrap_or(0),
+                    self.cluster
+                        .get()
+                        .and_then(|l| {
+                            let names: Vec<String> = self
+                                .registry
+                                .read()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .functions
+                                .keys()
+                                .cloned()
+                                .collect();
+                            l.queue_depth(&names)
+                        })
+                        .unwrap_or(0),
                 );
                 Response::new(200, crate::metrics::CONTENT_TYPE, body)
             }
