@@ -21,8 +21,9 @@ log() { printf '%s: %s\n' "$SUITE" "$*" >&2; }
 # Run inside a container: a server on 127.0.0.1 and a client talking to it;
 # prints what the server received.
 # (Waits, rather than sleeps, for the listener and for what it received: on a
-# loaded machine either can take over a second.)
-LOOPBACK_TALK='(nc -l -p 7070 > /tmp/got &); for i in $(seq 50); do echo hi | nc 127.0.0.1 7070 2>/dev/null && break; sleep 0.1; done; for i in $(seq 30); do [ -s /tmp/got ] && break; sleep 0.1; done; cat /tmp/got'
+# loaded machine either can take over a second. The listener's stdin stays
+# open: busybox nc quits at EOF on stdin, which could come before the data.)
+LOOPBACK_TALK='(sleep 10 | nc -l -p 7070 > /tmp/got &); for i in $(seq 50); do echo hi | nc 127.0.0.1 7070 2>/dev/null && break; sleep 0.1; done; for i in $(seq 30); do [ -s /tmp/got ] && break; sleep 0.1; done; cat /tmp/got'
 
 # Records one check: NAME, then a command that must succeed (or exit 77, with
 # the reason as its last line, where this machine cannot run it).

@@ -533,9 +533,9 @@ fn loopback_is_up_in_a_new_network_namespace() {
         .as_array_mut()
         .expect("mounts")
         .push(json!({ "destination": "/tmp", "type": "tmpfs", "source": "tmpfs" }));
-    let out = b.sh("cat /sys/class/net/lo/flags; (nc -l -p 7070 > /tmp/got &); \
-         for i in 1 2 3 4 5 6 7 8 9 10; do echo hi | nc 127.0.0.1 7070 2>/dev/null && break; sleep 0.1; done; \
-         sleep 0.2; cat /tmp/got");
+    let out = b.sh("cat /sys/class/net/lo/flags; (sleep 10 | nc -l -p 7070 > /tmp/got &); \
+         for i in $(seq 50); do echo hi | nc 127.0.0.1 7070 2>/dev/null && break; sleep 0.1; done; \
+         for i in $(seq 30); do [ -s /tmp/got ] && break; sleep 0.1; done; cat /tmp/got");
     // IFF_UP | IFF_LOOPBACK, and a server on 127.0.0.1 reached by a client.
     assert_eq!(out.ok(), "0x9\nhi\n");
 }

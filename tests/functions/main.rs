@@ -221,6 +221,19 @@ impl Drop for Server {
     }
 }
 
+/// [`wait_for`], showing what `servers` logged if it times out.
+fn wait_logged(what: &str, servers: &[&Server], timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        if Instant::now() >= deadline {
+            let logs: Vec<String> =
+                servers.iter().map(|s| s.log.lock().unwrap_or_else(|e| e.into_inner()).clone()).collect();
+            panic!("timed out waiting for {what}; the servers logged:\n{}", logs.join("\n---\n"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !ok() {
@@ -285,8 +298,10 @@ fn a_function_can_talk_to_itself_over_loopback() {
     // so a function can run a server on 127.0.0.1 and talk to it.
     let s = Server::start("lo");
     let dir = TempDir::new("fn-lo-src");
-    // (The server's output is waited for, not slept on: a loaded machine is slow.)
-    let script = "(nc -l -p 7070 > /tmp/got &); for i in 1 2 3 4 5 6 7 8 9 10; do \
+    // (The listener and its output are waited for, not slept on: on a loaded
+    // machine either can take over a second. The listener's stdin stays open:
+    // busybox nc quits at EOF on stdin, which could come before the data.)
+    let script = "(sleep 10 | nc -l -p 7070 > /tmp/got &); for i in $(seq 50); do \
                   echo hi | nc 127.0.0.1 7070 2>/dev/null && break; sleep 0.1; done; \
                   for i in $(seq 50); do [ -s /tmp/got ] && break; sleep 0.1; done; cat /tmp/got";
     s.deploy(&function(dir.path(), "lo", &["sh", "-c", script], ""));
@@ -1217,7 +1232,7 @@ fn cluster_nodes_share_the_registry_through_nats() {
     let echo = function(src.path(), "echo", &["/bin/cat"], "");
     let out = cli(&one, &["deploy", &echo.to_string_lossy()]);
     assert!(out.status.success(), "deploy: {}", String::from_utf8_lossy(&out.stderr));
-    wait_for("node 2 to serve echo", Duration::from_secs(15), || listed(&two, "echo"));
+    wait_logged("node 2 to serve echo", &[&one, &two], Duration::from_secs(15), || listed(&two, "echo"));
     let a = two.invoke("echo", b"deployed on one, run on two");
     assert_eq!((a.status, a.body.as_slice()), (200, &b"deployed on one, run on two"[..]));
     let ls = cli(&two, &["ls"]);
@@ -1244,7 +1259,14 @@ fn cluster_nodes_share_the_registry_through_nats() {
     // NATS down: both nodes go on serving; back up, changes arrive.
     nats.kill();
     let a = one.invoke("echo", b"without nats");
-    assert_eq!((a.status, a.body.as_slice()), (200, &b"without nats"[..]));
+    let logs = || {
+        format!(
+            "{}\n---\n{}",
+            one.log.lock().unwrap_or_else(|e| e.into_inner()),
+            two.log.lock().unwrap_or_else(|e| e.into_inner())
+        )
+    };
+    assert_eq!((a.status, a.body.as_slice()), (200, &b"without nats"[..]), "{}", logs());
     nats.spawn();
     let out = cli(&two, &["rm", "echo"]);
     assert!(out.status.success(), "rm: {}", String::from_utf8_lossy(&out.stderr));
@@ -1375,6 +1397,10 @@ fn cluster_async_events_survive_a_node_kill() {
             .filter_map(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok())
             .sum()
     };
-    assert_eq!((calls("echo"), calls("fail")), (total as u64, 3), "{text}");
+    // (The accept answered 503 when nats-server was killed may have been
+    // stored after all, and then runs once: it was not confirmed, not refused.)
+    let echo_calls = calls("echo");
+    assert!(echo_calls == total as u64 || echo_calls == total as u64 + 1, "{text}");
+    assert_eq!(calls("fail"), 3, "{text}");
     drop(nodes);
 }

@@ -157,6 +157,13 @@ pub fn functions(n: &Nats) -> crate::Result<Vec<Function>> {
     })
 }
 
+/// Functions whose missing rootfs was reported ("NAME\0ROOTFS").
+fn reported() -> std::sync::MutexGuard<'static, std::collections::HashSet<String>> {
+    static REPORTED: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<String>>> =
+        std::sync::OnceLock::new();
+    REPORTED.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Applies one registry entry to the local state: what the node serves.
 fn apply(state: &Path, entry: &async_nats::jetstream::kv::Entry) {
     use async_nats::jetstream::kv::Operation;
@@ -166,17 +173,28 @@ fn apply(state: &Path, entry: &async_nats::jetstream::kv::Entry) {
                 eprintln!("strata-fn: registry: key {} holds function {}", entry.key, f.name)
             }
             Ok(f) if !f.rootfs.is_dir() => {
-                let _ = store::unregister(state, &f.name);
-                eprintln!(
-                    "strata-fn: registry: {} is not served on this node: its rootfs {} is not here",
-                    f.name,
-                    f.rootfs.display()
-                );
+                let was = store::unregister(state, &f.name).unwrap_or(false);
+                // Said once per function and rootfs, not at every read of the bucket.
+                let said = format!("{}\0{}", f.name, f.rootfs.display());
+                if reported().insert(said) || was {
+                    eprintln!(
+                        "strata-fn: registry: {} is not served on this node: its rootfs {} is not here",
+                        f.name,
+                        f.rootfs.display()
+                    );
+                }
             }
-            Ok(f) => match store::register(state, &f) {
-                Ok(()) => eprintln!("strata-fn: registry: {} deployed", f.name),
-                Err(e) => eprintln!("strata-fn: registry: {}: {e}", f.name),
-            },
+            // A replay (after a reconnection) of what is registered already.
+            Ok(f) if store::functions(state).unwrap_or_default().contains(&f) => {}
+            Ok(f) => {
+                // Served here now: a later missing rootfs is reported again.
+                let prefix = format!("{}\0", f.name);
+                reported().retain(|k| !k.starts_with(&prefix));
+                match store::register(state, &f) {
+                    Ok(()) => eprintln!("strata-fn: registry: {} deployed", f.name),
+                    Err(e) => eprintln!("strata-fn: registry: {}: {e}", f.name),
+                }
+            }
             Err(e) => eprintln!("strata-fn: registry: {}: {e}", entry.key),
         },
         Operation::Delete | Operation::Purge => {
@@ -209,46 +227,68 @@ async fn mirror_once(
     reconnected: &tokio::sync::Notify,
 ) -> crate::Result<()> {
     let kv = bucket(client).await?;
-    let messages = |kv: async_nats::jetstream::kv::Store| async move {
-        kv.status().await.map(|s| s.info.state.messages).map_err(|e| other("registry status", e))
-    };
-    let mut known: std::collections::HashSet<String> = std::collections::HashSet::new();
-    let mut current = false;
-    // Every key's last value or delete marker, then each change as it comes.
-    // (A watch with history of an empty bucket ends at once: an empty bucket
-    // is watched for new entries only, and checked again after, so that a
-    // put in between is not missed.)
-    let mut watch = if messages(kv.clone()).await? == 0 {
-        let w = kv.watch_all().await.map_err(|e| other("registry watch", e))?;
-        if messages(kv.clone()).await? != 0 {
-            return Err(crate::Error::Other("the registry changed while the watch started".into()));
-        }
-        current = true;
-        prune(state, &known);
-        w
-    } else {
-        kv.watch_with_history(">").await.map_err(|e| other("registry watch", e))?
-    };
+    let js = async_nats::jetstream::new(client.clone());
+    // The watch brings changes within milliseconds; a full read of the bucket
+    // every few seconds makes the mirror right whatever the watch missed (it
+    // starts after the first read, so a change in between is caught by the
+    // next one; and a watch started on an empty bucket was seen to end at
+    // once or miss puts).
+    let mut watch = None;
+    let mut next_sync = tokio::time::Instant::now();
     loop {
-        let entry = tokio::select! {
-            e = watch.next() => e,
-            // A new connection (nats-server restarted, say): the watch starts
-            // again from the bucket's state rather than trust a consumer
-            // the server may have lost.
-            _ = reconnected.notified() => return Ok(()),
+        if tokio::time::Instant::now() >= next_sync {
+            let entries = resync(&js, &kv, state).await?;
+            next_sync = tokio::time::Instant::now() + Duration::from_secs(2);
+            if watch.is_none() && entries > 0 {
+                watch = Some(kv.watch_all().await.map_err(|e| other("registry watch", e))?);
+            }
+        }
+        let entry = match watch.as_mut() {
+            Some(w) => tokio::select! {
+                e = w.next() => e,
+                _ = tokio::time::sleep_until(next_sync) => continue,
+                // A new connection (nats-server restarted, say): everything
+                // starts again from the bucket's state.
+                _ = reconnected.notified() => return Ok(()),
+            },
+            None => tokio::select! {
+                _ = tokio::time::sleep_until(next_sync) => continue,
+                _ = reconnected.notified() => return Ok(()),
+            },
         };
-        let Some(entry) = entry else { break };
-        let entry = entry.map_err(|e| other("registry watch", e))?;
-        known.insert(entry.key.clone());
-        apply(state, &entry);
-        if !current && entry.delta == 0 {
-            // The replay is over: functions the bucket no longer names at all
-            // (purged while this node was away) go too.
-            current = true;
-            prune(state, &known);
+        match entry {
+            Some(Ok(entry)) => apply(state, &entry),
+            Some(Err(e)) => return Err(other("registry watch", e)),
+            None => return Err(crate::Error::Other("the registry watch ended".into())),
         }
     }
-    Err(crate::Error::Other("the registry watch ended".into()))
+}
+
+/// Reads the whole bucket into `state`: what it holds is registered (where
+/// its rootfs is), what it does not is removed. Returns how many keys it has.
+async fn resync(
+    js: &async_nats::jetstream::Context,
+    kv: &async_nats::jetstream::kv::Store,
+    state: &Path,
+) -> crate::Result<usize> {
+    // Read fresh: the key-value store's own status is the stream's state as
+    // it was when the store was opened.
+    let stream = js.get_stream(format!("KV_{FUNCTIONS_BUCKET}")).await.map_err(|e| other("registry stream", e))?;
+    let messages = stream.cached_info().state.messages;
+    let mut known = std::collections::HashSet::new();
+    if messages > 0 {
+        let mut keys = kv.keys().await.map_err(|e| other("registry keys", e))?;
+        while let Some(k) = keys.next().await {
+            known.insert(k.map_err(|e| other("registry keys", e))?);
+        }
+        for k in &known {
+            if let Some(entry) = kv.entry(k).await.map_err(|e| other("registry get", e))? {
+                apply(state, &entry);
+            }
+        }
+    }
+    prune(state, &known);
+    Ok(known.len())
 }
 
 /// Unregisters local functions the bucket does not name.
@@ -384,6 +424,7 @@ impl Link {
                         name: DEAD_STREAM.into(),
                         description: Some("strata-fn: dead letters".into()),
                         subjects: vec!["strata_fn.dead.>".into()],
+                        max_age: Duration::from_secs(30 * 86_400),
                         ..Default::default()
                     })
                     .await
