@@ -5,18 +5,8 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 
-/// A server's answer.
-pub struct Answer {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Answer {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-}
+/// A server's answer (the same shape strata-fn's own client gives).
+pub use strata_fn::http::Answer;
 
 /// Sends one request on `stream` and reads the answer.
 pub fn call(

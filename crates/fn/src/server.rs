@@ -442,19 +442,8 @@ impl Server {
             link.retry(&event, None);
             return;
         }
-        self.meter(f, &mut r, &out, warm);
-        let outcome = if ok {
-            Status::Succeeded
-        } else if out.timed_out {
-            Status::Timeout
-        } else {
-            Status::Failed
-        };
-        self.metrics.observe(&f.name, outcome, warm, started.elapsed(), out.duration);
+        self.conclude(f, &mut r, &out, warm, started, ok);
         if ok {
-            r.status = Some(Status::Succeeded);
-            r.output_b64 = Some(b64(&out.stdout[..out.stdout.len().min(1 << 20)]));
-            r.due_ms = None;
             if let Err(e) = link.put_record(&r) {
                 eprintln!("strata-fn: cluster: record {}: {e}", r.id);
             }
@@ -552,6 +541,26 @@ impl Server {
         } else {
             None
         };
+    }
+
+    /// Ends an attempt of an asynchronous event: metered, counted, and, where
+    /// it succeeded (`ok`), `r` final with its output (the event dropped).
+    fn conclude(&self, f: &Function, r: &mut Record, out: &Outcome, warm: bool, started: Instant, ok: bool) {
+        self.meter(f, r, out, warm);
+        let outcome = if ok {
+            Status::Succeeded
+        } else if out.timed_out {
+            Status::Timeout
+        } else {
+            Status::Failed
+        };
+        self.metrics.observe(&f.name, outcome, warm, started.elapsed(), out.duration);
+        if ok {
+            r.status = Some(Status::Succeeded);
+            r.event_b64 = None;
+            r.output_b64 = Some(b64(&out.stdout[..out.stdout.len().min(1 << 20)]));
+            r.due_ms = None;
+        }
     }
 
     /// POST /functions/NAME/invoke
@@ -707,25 +716,12 @@ impl Server {
             let _ = self.store.put(&before, true);
             return;
         }
-        self.meter(&f, &mut r, &out, warm);
-        let outcome = if ok {
-            Status::Succeeded
-        } else if out.timed_out {
-            Status::Timeout
-        } else {
-            Status::Failed
-        };
-        self.metrics.observe(&f.name, outcome, warm, started.elapsed(), out.duration);
-        if ok {
-            r.status = Some(Status::Succeeded);
-            r.event_b64 = None;
-            r.output_b64 = Some(b64(&out.stdout[..out.stdout.len().min(1 << 20)]));
-            r.due_ms = None;
-        } else if r.attempts < f.retry.attempts {
+        self.conclude(&f, &mut r, &out, warm, started, ok);
+        if !ok && r.attempts < f.retry.attempts {
             r.status = Some(Status::Queued);
             let backoff = f.retry.backoff_ms.saturating_mul(1 << (r.attempts - 1).min(20));
             r.due_ms = Some(now_ms() + backoff);
-        } else {
+        } else if !ok {
             // Dead-lettered, with its event kept for inspection.
             r.status = Some(Status::Dead);
             r.due_ms = None;
