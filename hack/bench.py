@@ -18,6 +18,9 @@ ap.add_argument("--work", required=True)
 ap.add_argument("--rounds", type=int, default=5)
 ap.add_argument("--batch", type=int, default=20)
 ap.add_argument("--out", default="bench-results.json")
+ap.add_argument("--scale", default="0,100,1000",
+                help="numbers of sleeping containers for the cost-as-work-grows rows ('' leaves them out)")
+ap.add_argument("--scale-ops", type=int, default=20, help="operations timed per level in those rows")
 args = ap.parse_args()
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -172,6 +175,63 @@ finally:
             subprocess.run(RUNTIMES[name] + ["--root", root, "delete", "--force", i], stdout=DEVNULL, stderr=DEVNULL)
 
 
+def scale(name, levels, k):
+    """Cost as work grows: with LEVEL sleeping containers of this runtime
+    already there, the median per-operation time of run, exec, state, list
+    and delete (of a created container), and the runtime's state bytes per
+    container. Levels climb; every container goes at the end."""
+    root = os.path.join(args.work, "scale-" + name)
+    os.makedirs(root, exist_ok=True)
+
+    def op(*a):
+        subprocess.run(RUNTIMES[name] + ["--root", root] + list(a), stdout=DEVNULL, stderr=ERRLOG, check=True)
+
+    def each(fn):
+        xs = []
+        for _ in range(k):
+            t = time.perf_counter()
+            fn()
+            xs.append((time.perf_counter() - t) * 1000)
+        return statistics.median(xs)
+
+    sleeper_bundle = os.path.join(args.work, "sleeper")
+    out = {}
+    made = 0
+    try:
+        op("run", "--detach", "--bundle", sleeper_bundle, "target")
+        for level in levels:
+            while made < level:
+                op("run", "--detach", "--bundle", sleeper_bundle, "idle%d" % made)
+                made += 1
+            row = {
+                "run": each(lambda: op("run", "--bundle", BUNDLE, new_id())),
+                "exec": each(lambda: op("exec", "target", "/bin/true")),
+                "state": each(lambda: op("state", "target")),
+                "list": each(lambda: op("list")),
+            }
+            ids = [new_id() for _ in range(k)]
+            for i in ids:
+                op("create", "--bundle", BUNDLE, i)
+            xs = []
+            for i in ids:
+                t = time.perf_counter()
+                op("delete", "--force", i)
+                xs.append((time.perf_counter() - t) * 1000)
+            row["delete"] = statistics.median(xs)
+            size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(root) for f in fs)
+            row["state bytes per container"] = size / (made + 1)
+            out[level] = row
+            print("scale: %s at %d done" % (name, level), file=sys.stderr)
+    finally:
+        for i in os.listdir(root):
+            subprocess.run(RUNTIMES[name] + ["--root", root, "delete", "--force", i], stdout=DEVNULL, stderr=DEVNULL)
+    return out
+
+
+levels = [int(x) for x in args.scale.split(",") if x.strip()]
+scale_results = {n: scale(n, levels, args.scale_ops) for n in ("strata", "runc", "crun")} if levels else {}
+
+
 def peak_rss_kib(cmd):
     # Through GNU time: a child forked from this Python process would report
     # Python's own pages as its peak.
@@ -198,9 +258,19 @@ for s, per in results.items():
 like = ["%s %.2f" % (s, statistics.median(per["strata-nocg"]) / statistics.median(per["crun"]))
         for s, per in results.items() if "crun" in per and "strata-nocg" in per]
 print("\nLike for like, both without cgroups, strata / crun: " + ", ".join(like))
+if scale_results:
+    print("\nCost as work grows: median ms per operation with N sleeping containers of the same runtime already")
+    print("running (%d operations per cell; delete is of a created container; crun without cgroups).\n" % args.scale_ops)
+    print("| operation | runtime | " + " | ".join("N = %d" % l for l in levels) + " | N = %d / N = %d |" % (levels[-1], levels[0]))
+    print("| --- | --- | " + " | ".join("---" for _ in levels) + " | --- |")
+    for what in ("run", "exec", "state", "list", "delete", "state bytes per container"):
+        for n, per in scale_results.items():
+            cells = [per[l][what] for l in levels]
+            fmt = "%.0f" if what.startswith("state bytes") else "%.2f"
+            print("| %s | %s | %s | %.2f |" % (what, n, " | ".join(fmt % c for c in cells), cells[-1] / cells[0] if cells[0] else 0))
 size = os.path.getsize(STRATA)
 print("\nPeak RSS of `strata create` (incl. its forked setup process): median %d KiB" % statistics.median(rss))
 print("Stripped binary size: %.2f MiB" % (size / 1048576))
 print("Machine: %d CPUs, kernel %s; %d rounds, %d operations per batch" % (os.cpu_count(), os.uname().release, args.rounds, args.batch))
-json.dump({"results": results, "peak_rss_kib": rss, "binary_bytes": size, "rounds": args.rounds, "batch": args.batch}, open(args.out, "w"), indent=1)
+json.dump({"results": results, "scale": scale_results, "peak_rss_kib": rss, "binary_bytes": size, "rounds": args.rounds, "batch": args.batch}, open(args.out, "w"), indent=1)
 print("Raw numbers: %s" % args.out)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks strata against runc, crun and the kernel floor, side by side and
 # interleaved, in a private mount namespace with a pure cgroup v2 view.
-# Usage: hack/bench.sh [--rounds N] [--batch N] [--out FILE.json]
+# Usage: hack/bench.sh [--rounds N] [--batch N] [--out FILE.json] [--scale N,N,...] [--scale-ops N]
 # Prints a Markdown table (medians, min-max, ratios) and writes raw numbers as JSON.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +14,7 @@ hack/mkrootfs.sh "$work/bundle/rootfs" >/dev/null
 bench_user=strata-bench
 userdel -r "$bench_user" >/dev/null 2>&1 || true
 useradd --create-home --shell /bin/sh "$bench_user"
-trap 'rm -rf "$work"; pkill -KILL -u "$bench_user" 2>/dev/null; sleep 0.5; userdel -f -r "$bench_user" >/dev/null 2>&1 || true' EXIT
+trap 'rm -rf "$work"; pkill -KILL -u "$bench_user" 2>/dev/null || true; sleep 0.5; userdel -f -r "$bench_user" >/dev/null 2>&1 || true' EXIT
 export STRATA_BENCH_USER="$(id -u "$bench_user"):$(id -g "$bench_user")"
 unshare -m --propagation private sh -c \
   'mount -t cgroup2 cgroup2 /sys/fs/cgroup && exec python3 hack/bench.py --work "$0" "$@"' "$work" "$@"
