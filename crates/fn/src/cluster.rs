@@ -339,6 +339,12 @@ impl Link {
     /// Connects in the background (a node starts and serves synchronous
     /// calls with NATS down; JetStream calls fail until it is up).
     pub async fn start(n: &Nats) -> crate::Result<Link> {
+        Link::open(n, true).await
+    }
+
+    /// A connection that must be up now (`background` false: a command
+    /// line that reads and exits), or may come up later (a serving node).
+    async fn open(n: &Nats, background: bool) -> crate::Result<Link> {
         // Each (re)connection restarts the registry watch (see `mirror`).
         let reconnected = std::sync::Arc::new(tokio::sync::Notify::new());
         let with_events = |o: async_nats::ConnectOptions| {
@@ -355,7 +361,9 @@ impl Link {
         let client = match with_events(n.options().await?).connect(&n.url).await {
             Ok(c) => c,
             // Credentials NATS refuses are an error of the command line.
-            Err(e) if e.to_string().contains("authorization") => return Err(other(&format!("NATS at {}", n.url), e)),
+            Err(e) if !background || e.to_string().contains("authorization") => {
+                return Err(other(&format!("NATS at {}", n.url), e))
+            }
             Err(e) => {
                 eprintln!("strata-fn: NATS at {}: {e}; connecting in the background", n.url);
                 with_events(n.options().await?)
@@ -634,9 +642,6 @@ impl Link {
 pub fn records(n: &Nats) -> crate::Result<Vec<crate::store::Record>> {
     // A worker thread drives the connection while the records are read.
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-    let link = rt.block_on(async {
-        n.connect().await?;
-        Link::start(n).await
-    })?;
+    let link = rt.block_on(Link::open(n, false))?;
     link.all_records()
 }

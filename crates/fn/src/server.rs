@@ -174,8 +174,8 @@ pub struct Server {
     stopping: std::sync::atomic::AtomicBool,
     /// Cluster mode: the connection to NATS JetStream (see cluster.rs).
     cluster: std::sync::OnceLock<Arc<crate::cluster::Link>>,
-    /// Functions whose cluster event workers run.
-    cluster_workers: Mutex<HashSet<String>>,
+    /// Cluster event worker threads running, per function.
+    cluster_workers: Mutex<HashMap<String, usize>>,
     id_prefix: String,
 }
 
@@ -338,13 +338,17 @@ impl Server {
         let Some(link) = self.cluster.get() else { return };
         let mut running = self.cluster_workers.lock().unwrap_or_else(|e| e.into_inner());
         for name in names {
-            if !running.insert(name.clone()) {
+            // Workers still running (of a function removed and deployed
+            // again meanwhile) go on serving it: no second set.
+            if running.contains_key(name) {
                 continue;
             }
             let Some(f) = self.registry.read().unwrap_or_else(|e| e.into_inner()).functions.get(name).cloned() else {
                 continue;
             };
-            for _ in 0..self.cfg.async_workers.min(f.max_concurrency.max(1) as usize) {
+            let n = self.cfg.async_workers.min(f.max_concurrency.max(1) as usize);
+            running.insert(name.clone(), n);
+            for _ in 0..n {
                 let (s, link, name) = (self.clone(), link.clone(), name.clone());
                 std::thread::spawn(move || s.cluster_worker(&link, &name));
             }
@@ -361,7 +365,14 @@ impl Server {
                 return;
             }
             let Some(f) = self.function(name) else {
-                self.cluster_workers.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+                // The last worker of a function no longer served leaves.
+                let mut running = self.cluster_workers.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(n) = running.get_mut(name) {
+                    *n -= 1;
+                    if *n == 0 {
+                        running.remove(name);
+                    }
+                }
                 return;
             };
             // Fetch only with room for it here (a race is settled below).
