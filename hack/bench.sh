@@ -23,3 +23,5 @@ unshare -m --propagation private sh -c \
 [ "${STRATA_BENCH_SHIM:-1}" = 0 ] || hack/bench-shim.sh
 # Functions: strata-fn's load test (set STRATA_BENCH_FN=0 to leave it out).
 [ "${STRATA_BENCH_FN:-1}" = 0 ] || hack/bench-fn.sh
+# The VM backend (set STRATA_BENCH_VM=0 to leave it out).
+[ "${STRATA_BENCH_VM:-1}" = 0 ] || hack/bench-vm.sh

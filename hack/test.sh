@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 
 hack/setup.sh --tests
 hack/mkrootfs.sh bundles/hello/rootfs
+# The VM backend's guest kernel (built once, cached in /var/cache/strata/vm)
+# and QEMU, for tests/vm.
+hack/vm-assets.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace

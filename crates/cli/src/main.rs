@@ -5,6 +5,7 @@
 mod commands;
 mod foreground;
 mod logging;
+mod vm;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -118,6 +119,9 @@ fn libseccomp_version() -> String {
 }
 
 fn main() {
+    if vm::is_agent() {
+        vm::agent_main();
+    }
     let mut cli = Cli::parse();
     let no_cgroup = cli.cgroup_manager == "disabled";
     let systemd = cli.systemd_cgroup || cli.cgroup_manager == "systemd";

@@ -16,11 +16,15 @@ pub mod blk;
 pub mod boot;
 pub mod console;
 pub mod cpu;
+pub mod image;
+pub mod initramfs;
 pub mod jail;
 pub mod kvm;
 pub mod layout;
 pub mod mmio;
 pub mod mptable;
+pub mod proto;
+pub mod qemu;
 
 #[cfg(test)]
 mod device_tests;

@@ -71,6 +71,14 @@ fn absolute(p: &Path) -> PathBuf {
 /// Runs `strata create`.
 pub fn run(args: CreateArgs, root: &Path, log: &crate::logging::Logger) -> anyhow::Result<i32> {
     let spec = load_and_protect(&args.bundle)?;
+    if let Some(s) = &spec {
+        if crate::vm::wants_vm(s)? {
+            anyhow::bail!(
+                "annotation {}: create of a VM is not supported yet; `strata run --vm` runs it in the foreground",
+                crate::vm::ISOLATION_ANNOTATION
+            );
+        }
+    }
     let console = args.console_socket.as_deref().map(super::connect_console).transpose()?;
     let pidfd = args.pidfd_socket.as_deref().map(|p| super::connect_socket(p, "pidfd socket")).transpose()?;
     let opts = args.options(console.as_ref().map(|c| c.as_raw_fd()), pidfd.as_ref().map(|c| c.as_raw_fd()), spec);

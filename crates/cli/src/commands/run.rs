@@ -19,6 +19,14 @@ pub struct Args {
     /// Keep the container's state after it exits.
     #[arg(long)]
     pub keep: bool,
+    /// Run the bundle in a microVM with its own kernel (also asked for by the
+    /// annotation run.strata.isolation: "vm").
+    #[arg(long)]
+    pub vm: bool,
+    /// The VM's guest kernel (default: $STRATA_VM_KERNEL, else the one
+    /// hack/vm-assets.sh cached).
+    #[arg(long = "vm-kernel", value_name = "PATH")]
+    pub vm_kernel: Option<std::path::PathBuf>,
     /// Accepted for runc compatibility: strata never makes itself a subreaper
     /// (the container's init reaps its own orphans).
     #[arg(long = "no-subreaper")]
@@ -29,6 +37,21 @@ pub struct Args {
 pub fn run(args: Args, root: &Path, log: &Logger) -> anyhow::Result<i32> {
     let id = args.create.id.clone();
     let spec = super::create::load_and_protect(&args.create.bundle)?;
+    let vm_asked = match &spec {
+        Some(s) => crate::vm::wants_vm(s)?,
+        None => false,
+    };
+    if args.vm || vm_asked {
+        if args.detach || args.create.console_socket.is_some() || args.create.pid_file.is_some() {
+            anyhow::bail!("run --vm: --detach, --console-socket and --pid-file are not supported for VMs yet");
+        }
+        return crate::vm::run(&crate::vm::VmRun {
+            id: &id,
+            bundle: &args.create.bundle,
+            kernel: args.vm_kernel.as_deref(),
+            root,
+        });
+    }
     if !args.detach {
         foreground::block_signals()?;
     }

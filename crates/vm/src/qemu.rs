@@ -1,0 +1,176 @@
+//! The portable VMM: QEMU's `microvm` machine as a child process, with the
+//! same kernel, initramfs, root disk and agent channel as the in-process one.
+//! `accel=kvm` where this host's KVM runs Linux guests, TCG otherwise.
+
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::Error;
+
+/// The QEMU binary.
+pub const QEMU: &str = "qemu-system-x86_64";
+
+/// How QEMU runs the guest's instructions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    /// Hardware virtualisation.
+    Kvm,
+    /// Software emulation (slow, works everywhere).
+    Tcg,
+}
+
+/// A guest to start.
+pub struct QemuConfig {
+    /// Uncompressed `vmlinux` with a PVH note.
+    pub kernel: PathBuf,
+    /// The initramfs.
+    pub initrd: PathBuf,
+    /// Arguments added to the kernel command line.
+    pub cmdline: String,
+    /// Guest RAM in MiB.
+    pub memory_mib: u32,
+    /// vCPUs.
+    pub vcpus: u8,
+    /// Disks: image and read-only flag, `vda` first.
+    pub disks: Vec<(PathBuf, bool)>,
+    /// Where the agent socket and the serial log go.
+    pub run_dir: PathBuf,
+    /// How to run it.
+    pub accel: Accel,
+}
+
+/// A running QEMU and the host end of its agent channel.
+pub struct QemuVm {
+    /// The QEMU process (it dies with its parent).
+    pub child: Child,
+    /// The agent channel.
+    pub agent: UnixStream,
+    /// The kernel's log (the 8250).
+    pub serial_log: PathBuf,
+}
+
+/// The command line QEMU gets for `cfg`.
+pub fn args(cfg: &QemuConfig) -> Vec<String> {
+    let sock = cfg.run_dir.join("agent.sock");
+    let accel = match cfg.accel {
+        Accel::Kvm => "kvm",
+        Accel::Tcg => "tcg",
+    };
+    let mut cmdline = String::from("console=ttyS0 reboot=t panic=-1 quiet tsc_early_khz=2000000 strata.agent=hvc0");
+    if !cfg.cmdline.is_empty() {
+        cmdline.push(' ');
+        cmdline.push_str(&cfg.cmdline);
+    }
+    let mut a: Vec<String> = vec![
+        "-M".into(),
+        format!("microvm,accel={accel},acpi=off,pit=on,pic=on,rtc=off,x-option-roms=off"),
+        "-m".into(),
+        format!("{}M", cfg.memory_mib),
+        "-smp".into(),
+        cfg.vcpus.to_string(),
+        "-nodefaults".into(),
+        "-no-user-config".into(),
+        "-nographic".into(),
+        "-no-reboot".into(),
+        "-kernel".into(),
+        cfg.kernel.display().to_string(),
+        "-initrd".into(),
+        cfg.initrd.display().to_string(),
+        "-append".into(),
+        cmdline,
+        "-serial".into(),
+        format!("file:{}", cfg.run_dir.join("serial.log").display()),
+        "-device".into(),
+        "virtio-serial-device".into(),
+        "-chardev".into(),
+        format!("socket,id=agent,path={},server=on,wait=off", sock.display()),
+        "-device".into(),
+        "virtconsole,chardev=agent".into(),
+    ];
+    if cfg.accel == Accel::Kvm {
+        a.extend(["-cpu".into(), "host".into()]);
+    }
+    for (i, (disk, ro)) in cfg.disks.iter().enumerate() {
+        a.push("-drive".into());
+        a.push(format!(
+            "id=disk{i},file={},format=raw,if=none,readonly={}",
+            disk.display(),
+            if *ro { "on" } else { "off" }
+        ));
+        a.push("-device".into());
+        a.push(format!("virtio-blk-device,drive=disk{i}"));
+    }
+    a
+}
+
+/// Starts QEMU and connects to its agent channel.
+pub fn launch(cfg: &QemuConfig) -> Result<QemuVm, Error> {
+    for p in [&cfg.kernel, &cfg.initrd] {
+        if !p.exists() {
+            return Err(Error::Kernel {
+                path: p.clone(),
+                what: "does not exist (hack/vm-assets.sh builds the kernel)".into(),
+            });
+        }
+    }
+    let sock = cfg.run_dir.join("agent.sock");
+    let _ = std::fs::remove_file(&sock);
+    let mut cmd = Command::new(QEMU);
+    cmd.args(args(cfg)).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    // SAFETY: prctl only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::Host(format!("{QEMU}: {e} (Debian's qemu-system-x86; hack/vm-assets.sh installs it)")))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(stream) = UnixStream::connect(&sock) {
+            return Ok(QemuVm { child, agent: stream, serial_log: cfg.run_dir.join("serial.log") });
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            return Err(Error::Host(format!("{QEMU} exited ({status}) before the guest started: {}", err.trim())));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Error::Host(format!("{QEMU} did not open its agent socket within 10 s")));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Which accelerator to use: KVM when it runs Linux guests here, else TCG.
+pub fn choose_accel() -> (Accel, Option<String>) {
+    match crate::kvm::probe() {
+        Ok(()) => (Accel::Kvm, None),
+        Err(e) => (Accel::Tcg, Some(e.to_string())),
+    }
+}
+
+/// Where the VM backend keeps kernels, initramfs and images.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("STRATA_VM_CACHE").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/cache/strata/vm"))
+}
+
+/// The guest kernel: `explicit`, else `$STRATA_VM_KERNEL`, else the one
+/// hack/vm-assets.sh cached.
+pub fn kernel_path(explicit: Option<&Path>) -> PathBuf {
+    explicit
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("STRATA_VM_KERNEL").map(PathBuf::from))
+        .unwrap_or_else(|| cache_dir().join("vmlinux"))
+}

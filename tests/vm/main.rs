@@ -1,0 +1,176 @@
+//! The VM backend end to end: `strata run --vm` boots the guest kernel under
+//! QEMU (TCG where this host's KVM cannot run Linux guests), and the guest
+//! agent runs the bundle with the same runtime code. Each boot costs seconds,
+//! so the tests are few and run one at a time.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use strata_tests::{repo_root, skip, Bundle};
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn kernel() -> Option<std::path::PathBuf> {
+    let k = std::env::var_os("STRATA_VM_KERNEL")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("/var/cache/strata/vm/vmlinux"));
+    k.exists().then_some(k)
+}
+
+fn ready(test: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
+    if kernel().is_none() {
+        skip(test, "no guest kernel: hack/vm-assets.sh builds it");
+        return None;
+    }
+    if Command::new("qemu-system-x86_64").arg("--version").output().is_err() {
+        skip(test, "qemu-system-x86_64 is not installed (hack/vm-assets.sh installs it)");
+        return None;
+    }
+    Some(ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// Processes whose command line mentions `needle` (a leaked QEMU would).
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("proc").flatten() {
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(needle) && !cmd.contains("strata-tests") && !cmd.contains("/vm-") {
+                found.push(cmd);
+            }
+        }
+    }
+    found
+}
+
+fn vm_run(b: &Bundle, id: &str) -> strata_tests::Out {
+    b.write_config();
+    let dir = b.dir.path().to_string_lossy().into_owned();
+    b.rt(&["run", "--vm", "--bundle", &dir, id])
+}
+
+#[test]
+fn the_hello_bundle_greets_from_a_vm() {
+    let Some(_g) = ready("the_hello_bundle_greets_from_a_vm") else { return };
+    let root = strata_tests::TempDir::new("vmroot");
+    let hello = repo_root().join("bundles/hello");
+    strata_tests::shared_rootfs();
+    let out = strata_tests::run_to_files(
+        strata_tests::runtime_cmd()
+            .current_dir(&hello)
+            .arg("--root")
+            .arg(root.path())
+            .args(["run", "--vm", "hello-vm"])
+            .stdin(Stdio::null()),
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout, "Hello from a Strata container!\n");
+    assert!(processes_mentioning(&root.path().to_string_lossy()).is_empty(), "QEMU left behind");
+    assert_eq!(std::fs::read_dir(root.path()).expect("root").count(), 0, "run dir left behind");
+}
+
+#[test]
+fn stdio_exit_status_and_a_kernel_of_its_own() {
+    let Some(_g) = ready("stdio_exit_status_and_a_kernel_of_its_own") else { return };
+    let host_boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").expect("boot id");
+    let mut b = Bundle::new(&[
+        "sh",
+        "-c",
+        "cat /proc/sys/kernel/random/boot_id; cat; echo to-stderr >&2; \
+         touch /ro 2>/dev/null && echo root-writable; exit 7",
+    ]);
+    b.write_config();
+    let dir = b.dir.path().to_string_lossy().into_owned();
+    let mut child = b
+        .cmd(&["run", "--vm", "--bundle", &dir, "vm-stdio"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child.stdin.take().expect("stdin").write_all(b"from-host-stdin\n").expect("stdin");
+    let out = child.wait_with_output().expect("wait");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "{stdout} {stderr}");
+    let lines: Vec<_> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert_ne!(lines[0], host_boot.trim(), "the guest has its own kernel");
+    assert_eq!(lines[1], "from-host-stdin");
+    assert!(stderr.contains("to-stderr"), "{stderr}");
+    assert!(!stdout.contains("root-writable"), "root.readonly holds in the guest");
+
+    // A writable root gets a tmpfs overlay in the guest; the image is untouched.
+    b.config["root"]["readonly"] = json!(false);
+    b.config["process"]["args"] = json!(["sh", "-c", "echo kept > /made-in-vm && cat /made-in-vm"]);
+    let out = vm_run(&b, "vm-rw");
+    assert_eq!((out.code, out.stdout.as_str()), (0, "kept\n"), "{out:?}");
+    assert!(!b.rootfs().join("made-in-vm").exists(), "writes stay in the guest");
+}
+
+#[test]
+fn a_signal_to_strata_reaches_the_workload() {
+    let Some(_g) = ready("a_signal_to_strata_reaches_the_workload") else { return };
+    let b = Bundle::new(&["sh", "-c", "trap 'echo got-term; exit 42' TERM; echo ready; while :; do sleep 0.1; done"]);
+    b.write_config();
+    let dir = b.dir.path().to_string_lossy().into_owned();
+    let mut child = b
+        .cmd(&["run", "--vm", "--bundle", &dir, "vm-signal"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    assert_eq!(lines.next().and_then(Result::ok).as_deref(), Some("ready"));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
+        .expect("kill");
+    assert_eq!(lines.next().and_then(Result::ok).as_deref(), Some("got-term"));
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(42));
+}
+
+#[test]
+fn refusals_name_the_problem_and_leave_nothing_behind() {
+    let Some(_g) = ready("refusals_name_the_problem_and_leave_nothing_behind") else { return };
+    let mut b = Bundle::new(&["true"]);
+    b.config["mounts"].as_array_mut().expect("mounts").push(json!({
+        "destination": "/data", "type": "bind", "source": "/tmp", "options": ["rbind", "ro"]
+    }));
+    let out = vm_run(&b, "vm-bind");
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("/tmp onto /data"), "{}", out.stderr);
+
+    let b = Bundle::new(&["true"]);
+    b.write_config();
+    let dir = b.dir.path().to_string_lossy().into_owned();
+    let out = strata_tests::run_to_files(
+        b.cmd(&["run", "--vm", "--vm-kernel", "/nonexistent/vmlinux", "--bundle", &dir, "vm-nokernel"])
+            .stdin(Stdio::null()),
+    );
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("/nonexistent/vmlinux"), "{}", out.stderr);
+
+    // A guest that does not come up in time: QEMU is stopped, nothing stays.
+    let started = Instant::now();
+    let out = strata_tests::run_to_files(
+        b.cmd(&["run", "--vm", "--bundle", &dir, "vm-slow"]).env("STRATA_VM_BOOT_TIMEOUT_S", "1").stdin(Stdio::null()),
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("did not come up within 1 s"), "{}", out.stderr);
+    assert!(started.elapsed() < Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(processes_mentioning(&b.root.path().to_string_lossy()).is_empty(), "QEMU left behind");
+    assert!(b.leftover_state().is_empty(), "{:?}", b.leftover_state());
+
+    // create of a VM is refused for now, by name.
+    let mut b = Bundle::new(&["true"]);
+    b.config["annotations"] = json!({ "run.strata.isolation": "vm" });
+    let out = b.create("vm-create");
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("run.strata.isolation"), "{}", out.stderr);
+    assert!(b.leftover_state().is_empty());
+}
