@@ -1,14 +1,12 @@
 //! The device models against in-memory queues: a host-side driver programs
 //! the virtio-mmio registers and rings exactly as a guest's would.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::blk::Block;
 use crate::console::{Console, ConsoleInput};
 use crate::mmio::{reg, status, Interrupt, MmioTransport, VirtioDevice};
+use crate::test_util::Capture;
 
 const DESC: u64 = 0x1000;
 const AVAIL: u64 = 0x2000;
@@ -169,18 +167,6 @@ fn read_only_block_refuses_writes_and_says_so() {
     d.go();
     assert_eq!(blk_request(&mut d, 1, 0, Some((DATA, 512, false)), 0x20000), 1);
     assert_eq!(blk_request(&mut d, 0, 0, Some((DATA, 512, true)), 0x20100), 0, "reads still work");
-}
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("capture").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 #[test]

@@ -28,6 +28,8 @@ pub mod qemu;
 
 #[cfg(test)]
 mod device_tests;
+#[cfg(test)]
+mod test_util;
 
 use std::path::PathBuf;
 

@@ -2,28 +2,11 @@
 //! including this project's CI host whose KVM boots no Linux kernel.
 
 use std::io::Write;
-use std::sync::{Arc, Mutex};
 
 use super::*;
 use crate::mmio::reg;
 
-/// A writer the test can read back.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("capture").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-impl Capture {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().expect("capture")).into_owned()
-    }
-}
+use crate::test_util::Capture;
 
 fn kvm_or_skip(test: &str) -> bool {
     match std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
