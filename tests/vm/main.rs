@@ -38,12 +38,19 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
     for e in std::fs::read_dir("/proc").expect("proc").flatten() {
         if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
             let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if cmd.contains(needle) && !cmd.contains("strata-tests") && !cmd.contains("/vm-") {
+            if cmd.contains(needle) {
                 found.push(cmd);
             }
         }
     }
     found
+}
+
+/// `run --vm` of the bundle as `id`, started with the given stdio.
+fn spawn_vm(b: &Bundle, id: &str, stdin: Stdio, stdout: Stdio, stderr: Stdio) -> std::process::Child {
+    b.write_config();
+    let dir = b.dir.path().to_string_lossy().into_owned();
+    b.cmd(&["run", "--vm", "--bundle", &dir, id]).stdin(stdin).stdout(stdout).stderr(stderr).spawn().expect("spawn")
 }
 
 fn vm_run(b: &Bundle, id: &str) -> strata_tests::Out {
@@ -82,15 +89,7 @@ fn stdio_exit_status_and_a_kernel_of_its_own() {
         "cat /proc/sys/kernel/random/boot_id; cat; echo to-stderr >&2; \
          touch /ro 2>/dev/null && echo root-writable; exit 7",
     ]);
-    b.write_config();
-    let dir = b.dir.path().to_string_lossy().into_owned();
-    let mut child = b
-        .cmd(&["run", "--vm", "--bundle", &dir, "vm-stdio"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let mut child = spawn_vm(&b, "vm-stdio", Stdio::piped(), Stdio::piped(), Stdio::piped());
     child.stdin.take().expect("stdin").write_all(b"from-host-stdin\n").expect("stdin");
     let out = child.wait_with_output().expect("wait");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -115,15 +114,7 @@ fn stdio_exit_status_and_a_kernel_of_its_own() {
 fn a_signal_to_strata_reaches_the_workload() {
     let Some(_g) = ready("a_signal_to_strata_reaches_the_workload") else { return };
     let b = Bundle::new(&["sh", "-c", "trap 'echo got-term; exit 42' TERM; echo ready; while :; do sleep 0.1; done"]);
-    b.write_config();
-    let dir = b.dir.path().to_string_lossy().into_owned();
-    let mut child = b
-        .cmd(&["run", "--vm", "--bundle", &dir, "vm-signal"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn");
+    let mut child = spawn_vm(&b, "vm-signal", Stdio::null(), Stdio::piped(), Stdio::inherit());
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     assert_eq!(lines.next().and_then(Result::ok).as_deref(), Some("ready"));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
@@ -131,6 +122,26 @@ fn a_signal_to_strata_reaches_the_workload() {
     assert_eq!(lines.next().and_then(Result::ok).as_deref(), Some("got-term"));
     let status = child.wait().expect("wait");
     assert_eq!(status.code(), Some(42));
+
+    // SIGKILL to strata: QEMU dies with it, and the run directory it could
+    // not remove does not keep the name from being used again.
+    let mut child = spawn_vm(&b, "vm-signal", Stdio::null(), Stdio::piped(), Stdio::inherit());
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    assert_eq!(lines.next().and_then(Result::ok).as_deref(), Some("ready"));
+    child.kill().expect("SIGKILL");
+    child.wait().expect("wait");
+    let root = b.root.path().to_string_lossy().into_owned();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !processes_mentioning(&root).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(processes_mentioning(&root).is_empty(), "QEMU outlived strata");
+    assert!(b.root.path().join(".vm-vm-signal").exists(), "SIGKILL leaves the run directory");
+    let mut b = b;
+    b.config["process"]["args"] = json!(["true"]);
+    let out = vm_run(&b, "vm-signal");
+    assert_eq!(out.code, 0, "a stale run directory is taken over: {out:?}");
+    assert!(!b.root.path().join(".vm-vm-signal").exists());
 }
 
 #[test]

@@ -48,7 +48,8 @@ pub fn wants_vm(spec: &oci_spec::runtime::Spec) -> anyhow::Result<bool> {
 
 /// Guest size: annotations first, then `linux.resources`, then defaults.
 pub fn guest_size(spec: &oci_spec::runtime::Spec) -> anyhow::Result<(u8, u32)> {
-    let ann = spec.annotations().clone().unwrap_or_default();
+    let no_annotations = std::collections::HashMap::new();
+    let ann = spec.annotations().as_ref().unwrap_or(&no_annotations);
     let resources = spec.linux().as_ref().and_then(|l| l.resources().clone());
     let vcpus = match ann.get(VCPUS_ANNOTATION) {
         Some(v) => v
@@ -133,13 +134,46 @@ pub fn run(opts: &VmRun) -> anyhow::Result<i32> {
     let image = strata_vm::image::cached(&rootfs, &cache)?;
 
     let run_dir = opts.root.join(format!(".vm-{}", opts.id));
-    if run_dir.exists() {
-        bail!("a VM named {:?} is already running ({} exists)", opts.id, run_dir.display());
-    }
-    std::fs::create_dir_all(&run_dir).with_context(|| format!("create {}", run_dir.display()))?;
+    std::fs::create_dir_all(opts.root).with_context(|| format!("create {}", opts.root.display()))?;
+    claim_run_dir(&run_dir, opts.id)?;
     let result = run_in(&spec, opts.id, readonly, vcpus, memory_mib, kernel, initrd, image, &run_dir);
     let _ = std::fs::remove_dir_all(&run_dir);
     result
+}
+
+/// Makes the VM's run directory, owned by this process: it is made under a
+/// temporary name with this process's pid in `owner`, then renamed into
+/// place. One left by a strata that was killed (its owner gone) is removed
+/// first; one whose owner lives means the name is taken.
+fn claim_run_dir(run_dir: &Path, id: &str) -> anyhow::Result<()> {
+    let tmp = PathBuf::from(format!("{}.new{}", run_dir.display(), std::process::id()));
+    std::fs::create_dir(&tmp).with_context(|| format!("create {}", tmp.display()))?;
+    let claimed = (|| -> anyhow::Result<()> {
+        std::fs::write(tmp.join("owner"), std::process::id().to_string())
+            .with_context(|| format!("write {}/owner", tmp.display()))?;
+        for _ in 0..2 {
+            match std::fs::rename(&tmp, run_dir) {
+                Ok(()) => return Ok(()),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) => {
+                    let owner =
+                        std::fs::read_to_string(run_dir.join("owner")).ok().and_then(|s| s.trim().parse::<i32>().ok());
+                    let alive = owner.is_some_and(|pid| {
+                        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) != Err(nix::errno::Errno::ESRCH)
+                    });
+                    if alive {
+                        bail!("a VM named {id:?} is already running ({} exists)", run_dir.display());
+                    }
+                    std::fs::remove_dir_all(run_dir).with_context(|| format!("remove stale {}", run_dir.display()))?;
+                }
+                Err(e) => return Err(e).with_context(|| format!("rename to {}", run_dir.display())),
+            }
+        }
+        bail!("{} keeps coming back; another strata is racing for VM {id:?}", run_dir.display())
+    })();
+    if claimed.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    claimed
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -157,7 +191,7 @@ fn run_in(
     let accel = match std::env::var("STRATA_VM_ACCEL").as_deref() {
         Ok("tcg") => qemu::Accel::Tcg,
         Ok("kvm") => qemu::Accel::Kvm,
-        _ => qemu::choose_accel().0,
+        _ => qemu::choose_accel(),
     };
     // Signals are blocked before any thread exists, then taken by one thread.
     let signals = forwarded_signals();

@@ -152,8 +152,6 @@ pub struct Machine {
     consoles: Vec<Arc<Mutex<MmioTransport>>>,
     jail: bool,
     stopper: Stopper,
-    /// When building started.
-    pub started: Instant,
 }
 
 /// Stops a running machine from another thread: its vCPUs leave the guest
@@ -197,7 +195,6 @@ fn open_kvm() -> Result<Kvm, Error> {
 impl Machine {
     /// Builds the machine: memory, devices, vCPUs and the loaded guest.
     pub fn new(config: MachineConfig) -> Result<Self, Error> {
-        let started = Instant::now();
         if config.vcpus == 0 || config.vcpus > 16 {
             return Err(Error::Config(format!("{} vCPUs asked for; 1 to 16 are supported", config.vcpus)));
         }
@@ -320,17 +317,7 @@ impl Machine {
 
         let serial_out = config.serial.unwrap_or_else(|| Box::new(Sink));
         let bus = Arc::new(Bus { serial: Mutex::new(Serial::new(SerialIrq(serial_irqfd), serial_out)), virtio });
-        Ok(Self {
-            _kvm: kvm,
-            _vm: vm,
-            mem,
-            vcpus,
-            bus,
-            consoles,
-            jail: config.jail,
-            stopper: Stopper::default(),
-            started,
-        })
+        Ok(Self { _kvm: kvm, _vm: vm, mem, vcpus, bus, consoles, jail: config.jail, stopper: Stopper::default() })
     }
 
     /// A handle that stops the machine once it runs.
@@ -398,7 +385,6 @@ impl Machine {
                 }
             })
         });
-        let mem = self.mem.clone();
         for (i, mut vcpu) in self.vcpus.into_iter().enumerate() {
             let bus = self.bus.clone();
             let vstop = stop.clone();
@@ -458,7 +444,6 @@ impl Machine {
         if let Some(Ok(t)) = input_thread {
             let _ = t.join();
         }
-        drop(mem);
         first
     }
 }
@@ -612,12 +597,6 @@ pub fn probe() -> Result<(), Error> {
         }
         Err(e) => Err(Error::KvmUnavailable(format!("a probe guest using XSAVE failed: {e}"))),
     }
-}
-
-#[allow(unused)]
-fn _assert_send() {
-    fn is_send<T: Send>() {}
-    is_send::<VcpuFd>();
 }
 
 #[cfg(test)]

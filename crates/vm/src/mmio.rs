@@ -139,7 +139,7 @@ impl MmioTransport {
         let queues = device
             .queue_max_sizes()
             .iter()
-            .map(|&max| Queue::new(max).unwrap_or_else(|_| Queue::new(256).expect("256 is a valid queue size")))
+            .map(|&max| Queue::new(max).expect("device queue sizes are powers of two up to 32768"))
             .collect();
         Self {
             device,

@@ -119,7 +119,11 @@ pub fn launch(cfg: &QemuConfig) -> Result<QemuVm, Error> {
     let sock = cfg.run_dir.join("agent.sock");
     let _ = std::fs::remove_file(&sock);
     let mut cmd = Command::new(QEMU);
-    cmd.args(args(cfg)).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    // QEMU's own messages go to a file: a pipe nobody reads could fill and
+    // stall it.
+    let qemu_log = cfg.run_dir.join("qemu.log");
+    let log = std::fs::File::create(&qemu_log).map_err(|e| Error::Host(format!("{}: {e}", qemu_log.display())))?;
+    cmd.args(args(cfg)).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
     // SAFETY: prctl only, between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
@@ -138,10 +142,7 @@ pub fn launch(cfg: &QemuConfig) -> Result<QemuVm, Error> {
             return Ok(QemuVm { child, agent: stream, serial_log: cfg.run_dir.join("serial.log") });
         }
         if let Ok(Some(status)) = child.try_wait() {
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut e, &mut err);
-            }
+            let err = std::fs::read_to_string(&qemu_log).unwrap_or_default();
             return Err(Error::Host(format!("{QEMU} exited ({status}) before the guest started: {}", err.trim())));
         }
         if Instant::now() > deadline {
@@ -154,10 +155,10 @@ pub fn launch(cfg: &QemuConfig) -> Result<QemuVm, Error> {
 }
 
 /// Which accelerator to use: KVM when it runs Linux guests here, else TCG.
-pub fn choose_accel() -> (Accel, Option<String>) {
+pub fn choose_accel() -> Accel {
     match crate::kvm::probe() {
-        Ok(()) => (Accel::Kvm, None),
-        Err(e) => (Accel::Tcg, Some(e.to_string())),
+        Ok(()) => Accel::Kvm,
+        Err(_) => Accel::Tcg,
     }
 }
 

@@ -30,6 +30,17 @@ fn payload(code: Vec<u8>, mode: CpuMode, serial: &Capture, console: Option<&Capt
     }
 }
 
+/// Runs a long-mode payload on a machine with a console (virtio device 0)
+/// until it halts; returns what it wrote to the serial port.
+fn run_long_with_console(code: Vec<u8>) -> Vec<u8> {
+    let serial = Capture::default();
+    let console = Capture::default();
+    let machine = Machine::new(payload(code, CpuMode::Long, &serial, Some(&console))).expect("machine");
+    assert_eq!(machine.run(None).expect("run"), Exit::Halted);
+    let out = serial.0.lock().expect("capture").clone();
+    out
+}
+
 /// A tiny long-mode assembler for the instructions the payloads use.
 #[derive(Default)]
 struct Asm(Vec<u8>);
@@ -108,11 +119,7 @@ fn long_mode_payload_reads_the_virtio_mmio_window() {
         .load(0)
         .out_al()
         .hlt();
-    let serial = Capture::default();
-    let console = Capture::default();
-    let machine = Machine::new(payload(code, CpuMode::Long, &serial, Some(&console))).expect("machine");
-    assert_eq!(machine.run(None).expect("run"), Exit::Halted);
-    let out = serial.0.lock().expect("capture").clone();
+    let out = run_long_with_console(code);
     assert_eq!(&out[..6], b"virt32", "magic, device id 3 (console), version 2");
     assert_eq!(out[6], 0xff, "nothing answers outside the windows");
 }
@@ -199,11 +206,7 @@ fn a_driver_asking_for_unoffered_features_does_not_get_features_ok() {
         .load(reg::STATUS)
         .out_al()
         .hlt();
-    let serial = Capture::default();
-    let console = Capture::default();
-    let machine = Machine::new(payload(code, CpuMode::Long, &serial, Some(&console))).expect("machine");
-    assert_eq!(machine.run(None).expect("run"), Exit::Halted);
-    assert_eq!(serial.0.lock().expect("capture").clone(), vec![3]);
+    assert_eq!(run_long_with_console(code), vec![3]);
 }
 
 #[test]
