@@ -123,25 +123,146 @@ fn a_signal_to_strata_reaches_the_workload() {
     let status = child.wait().expect("wait");
     assert_eq!(status.code(), Some(42));
 
-    // SIGKILL to strata: QEMU dies with it, and the run directory it could
-    // not remove does not keep the name from being used again.
+    // SIGKILL to `strata run`: as with a container, the workload goes on
+    // (its monitor is the container's process), and `delete --force` ends
+    // it, QEMU included.
     let mut child = spawn_vm(&b, "vm-signal", Stdio::null(), Stdio::piped(), Stdio::inherit());
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     assert_eq!(lines.next().and_then(Result::ok).as_deref(), Some("ready"));
     child.kill().expect("SIGKILL");
     child.wait().expect("wait");
+    assert_eq!(b.status("vm-signal"), "running");
     let root = b.root.path().to_string_lossy().into_owned();
+    assert_eq!(processes_mentioning(&root).iter().filter(|c| c.starts_with("qemu")).count(), 1);
+    let out = b.rt(&["delete", "--force", "vm-signal"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    gone(&root);
+    assert!(b.leftover_state().is_empty(), "{:?}", b.leftover_state());
+}
+
+/// Waits a moment for every process mentioning `needle` to be gone.
+fn gone(needle: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !processes_mentioning(&root).is_empty() && Instant::now() < deadline {
+    let alive = || processes_mentioning(needle).into_iter().filter(|c| !c.is_empty()).collect::<Vec<_>>();
+    while !alive().is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(processes_mentioning(&root).is_empty(), "QEMU outlived strata");
-    assert!(b.root.path().join(".vm-vm-signal").exists(), "SIGKILL leaves the run directory");
-    let mut b = b;
-    b.config["process"]["args"] = json!(["true"]);
-    let out = vm_run(&b, "vm-signal");
-    assert_eq!(out.code, 0, "a stale run directory is taken over: {out:?}");
-    assert!(!b.root.path().join(".vm-vm-signal").exists());
+    assert!(alive().is_empty(), "left behind: {:?}", alive());
+}
+
+#[test]
+fn create_start_exec_pause_kill_and_delete_a_vm_container() {
+    let Some(_g) = ready("create_start_exec_pause_kill_and_delete_a_vm_container") else { return };
+    let mut b =
+        Bundle::new(&["sh", "-c", "trap 'echo got-term; exit 42' TERM; echo started; while :; do sleep 0.1; done"]);
+    b.config["annotations"] = json!({ "run.strata.isolation": "vm" });
+    b.config["linux"]["cgroupsPath"] = json!(format!("/strata-vm-test-{}", std::process::id()));
+    b.write_config();
+    let dir = b.dir.path().to_string_lossy().into_owned();
+    let out_dir = strata_tests::TempDir::new("vmout");
+    let out_path = out_dir.path().join("stdout");
+    let pid_file = out_dir.path().join("pid");
+    // The container's stdio is create's, as with runc: a file here.
+    let status = b
+        .cmd(&["create", "--bundle", &dir, "--pid-file", &pid_file.to_string_lossy(), "vm-life"])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).expect("stdout"))
+        .stderr(Stdio::inherit())
+        .status()
+        .expect("create");
+    assert!(status.success());
+    let st = b.state("vm-life").expect("state");
+    assert_eq!(st["status"], "created");
+    assert_eq!(st["annotations"]["run.strata.isolation"], "vm", "state says it is a VM");
+    let pid = st["pid"].as_i64().expect("pid");
+    assert_eq!(std::fs::read_to_string(&pid_file).expect("pid file"), pid.to_string());
+    let cgroup = strata_runtime_cgroup_dir(&st);
+
+    let out = b.rt(&["start", "vm-life"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(b.status("vm-life"), "running");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&out_path).unwrap_or_default().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(std::fs::read_to_string(&out_path).expect("out"), "started\n");
+
+    // exec: stdin in, stdout and stderr out, the exit status back.
+    let mut child = b
+        .cmd(&["exec", "vm-life", "sh", "-c", "cat; echo to-stderr >&2; exit 3"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("exec");
+    child.stdin.take().expect("stdin").write_all(b"through-the-vm\n").expect("stdin");
+    let out = child.wait_with_output().expect("exec");
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "through-the-vm\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("to-stderr"));
+    // A process that cannot start fails the exec, naming it.
+    let out = b.rt(&["exec", "vm-life", "/no/such/binary"]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("/no/such/binary"), "{}", out.stderr);
+    // --detach returns once it runs; its effect is visible to the next exec.
+    let out = b.rt(&["exec", "--detach", "vm-life", "sh", "-c", "echo detached > /dev/shm/mark"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = b.rt(&["exec", "vm-life", "cat", "/dev/shm/mark"]);
+        if out.stdout == "detached\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the detached exec never ran: {out:?}");
+    }
+
+    // pause freezes the VM's host processes; resume thaws them.
+    if let Some(cg) = &cgroup {
+        let out = b.rt(&["pause", "vm-life"]);
+        assert_eq!(out.code, 0, "{out:?}");
+        assert_eq!(b.status("vm-life"), "paused");
+        assert_eq!(std::fs::read_to_string(cg.join("cgroup.freeze")).expect("freeze").trim(), "1");
+        let out = b.rt(&["resume", "vm-life"]);
+        assert_eq!(out.code, 0, "{out:?}");
+        assert_eq!(b.status("vm-life"), "running");
+        let ps = b.rt(&["ps", "vm-life"]);
+        assert!(ps.stdout.contains(&pid.to_string()), "ps lists the monitor: {}", ps.stdout);
+    } else {
+        skip("create_start_exec_pause_kill_and_delete_a_vm_container", "pause and ps: no cgroup v2 here");
+    }
+    // update cannot reach the guest's limits: refused by name.
+    let out = b.rt(&["update", "--pids-limit", "10", "vm-life"]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("VM"), "{}", out.stderr);
+
+    // kill --all goes to the workload (not to QEMU): its trap runs.
+    let out = b.rt(&["kill", "--all", "vm-life", "TERM"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.status("vm-life") != "stopped" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(b.status("vm-life"), "stopped");
+    assert_eq!(std::fs::read_to_string(&out_path).expect("out"), "started\ngot-term\n");
+    let out = b.rt(&["delete", "vm-life"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    gone(&b.root.path().to_string_lossy());
+    assert!(b.leftover_state().is_empty(), "{:?}", b.leftover_state());
+    if let Some(cg) = cgroup {
+        assert!(!cg.exists(), "cgroup {} left behind", cg.display());
+    }
+}
+
+/// The host cgroup of a container, when this host gives it one.
+fn strata_runtime_cgroup_dir(state: &serde_json::Value) -> Option<std::path::PathBuf> {
+    let pid = state["pid"].as_i64()?;
+    let line = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let rel = line.lines().find_map(|l| l.strip_prefix("0::"))?.to_string();
+    let mount = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .into_iter()
+        .map(std::path::PathBuf::from)
+        .find(|m| m.join("cgroup.controllers").exists())?;
+    rel.contains("strata-vm-test").then(|| mount.join(rel.trim_start_matches('/')))
 }
 
 #[test]
@@ -177,11 +298,25 @@ fn refusals_name_the_problem_and_leave_nothing_behind() {
     assert!(processes_mentioning(&b.root.path().to_string_lossy()).is_empty(), "QEMU left behind");
     assert!(b.leftover_state().is_empty(), "{:?}", b.leftover_state());
 
-    // create of a VM is refused for now, by name.
+    // A create whose guest does not come up leaves nothing either.
     let mut b = Bundle::new(&["true"]);
     b.config["annotations"] = json!({ "run.strata.isolation": "vm" });
-    let out = b.create("vm-create");
+    b.write_config();
+    let dir = b.dir.path().to_string_lossy().into_owned();
+    let out = strata_tests::run_to_files(
+        b.cmd(&["create", "--bundle", &dir, "vm-slow-create"])
+            .env("STRATA_VM_BOOT_TIMEOUT_S", "1")
+            .stdin(Stdio::null()),
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("did not come up within 1 s"), "{}", out.stderr);
+    gone(&b.root.path().to_string_lossy());
+    assert!(b.leftover_state().is_empty(), "{:?}", b.leftover_state());
+
+    // Hooks would run the host's binaries in the guest: refused by name.
+    b.config["hooks"] = json!({ "poststart": [{ "path": "/bin/true" }] });
+    let out = b.create("vm-hooks");
     assert_eq!(out.code, 1);
-    assert!(out.stderr.contains("run.strata.isolation"), "{}", out.stderr);
+    assert!(out.stderr.contains("hooks"), "{}", out.stderr);
     assert!(b.leftover_state().is_empty());
 }

@@ -13,7 +13,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 /// Every signal a user can send, plus SIGCHLD.
-fn forwarded() -> SigSet {
+pub fn forwarded() -> SigSet {
     let mut set = SigSet::empty();
     for sig in Signal::iterator() {
         if !matches!(

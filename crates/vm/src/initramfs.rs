@@ -134,7 +134,31 @@ pub fn cached(binary: &Path, cache: &Path) -> Result<PathBuf, Error> {
     let mut f = std::fs::File::create(&tmp).map_err(|e| Error::Host(format!("{}: {e}", tmp.display())))?;
     f.write_all(&bytes).map_err(|e| Error::Host(format!("{}: {e}", tmp.display())))?;
     std::fs::rename(&tmp, &path).map_err(|e| Error::Host(format!("{}: {e}", path.display())))?;
+    prune(cache, KEEP);
     Ok(path)
+}
+
+/// How many initramfs files the cache keeps (each rebuilt strata binary
+/// makes one; QEMU has read its own by the time the guest runs, and the few
+/// newest cover creates still on their way to QEMU).
+const KEEP: usize = 4;
+
+/// Removes all but the `keep` newest initramfs files of the cache.
+fn prune(cache: &Path, keep: usize) {
+    let Ok(dir) = std::fs::read_dir(cache) else { return };
+    let mut found: Vec<(std::time::SystemTime, PathBuf)> = dir
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("initramfs-") && name.ends_with(".cpio")
+        })
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    found.sort_by_key(|f| std::cmp::Reverse(f.0));
+    for (_, old) in found.into_iter().skip(keep) {
+        let _ = std::fs::remove_file(old);
+    }
 }
 
 #[cfg(test)]
@@ -156,5 +180,27 @@ mod tests {
         let second = text.find("dev/console").expect("entry") - 110;
         let header = &text[second..second + 110];
         assert_eq!(&header[6 + 9 * 8..6 + 11 * 8], "0000000500000001");
+    }
+
+    #[test]
+    fn the_cache_keeps_only_the_newest_initramfs_files() {
+        let dir = std::env::temp_dir().join(format!("strata-initramfs-prune-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let now = std::time::SystemTime::now();
+        for i in 0..6u64 {
+            let p = dir.join(format!("initramfs-{i}.cpio"));
+            let f = std::fs::File::create(&p).expect("file");
+            f.set_modified(now - std::time::Duration::from_secs(100 - i)).expect("mtime");
+        }
+        std::fs::write(dir.join("vmlinux"), b"kernel").expect("other file");
+        prune(&dir, 4);
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(left, ["initramfs-2.cpio", "initramfs-3.cpio", "initramfs-4.cpio", "initramfs-5.cpio", "vmlinux"]);
     }
 }

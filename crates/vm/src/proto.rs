@@ -1,58 +1,92 @@
 //! What the host and strata's guest agent say to each other over the one
 //! console channel: length-prefixed frames, `u32` little-endian length of
 //! what follows, one byte of kind, then the payload.
+//!
+//! Processes in the guest are numbered: 0 is the container's init, and each
+//! `exec` gets the number the host chose for it. Messages about a process
+//! (its stdio, a signal, its exit, a failure) start their payload with that
+//! number (`u32` little-endian).
 
 use std::io::{self, Read, Write};
 
 /// Largest frame accepted; a longer length is a broken or hostile peer.
 pub const MAX_FRAME: usize = 16 << 20;
 
+/// The container's init among the guest's processes.
+pub const INIT: u32 = 0;
+
 /// One message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Msg {
     /// Guest → host: the agent is up and waits for its configuration.
     Ready,
-    /// Host → guest: the container to run (JSON, see the agent).
+    /// Host → guest: the container to create (JSON, see the agent).
     Config(Vec<u8>),
-    /// Host → guest: bytes for the workload's stdin.
-    Stdin(Vec<u8>),
-    /// Host → guest: the workload's stdin is closed.
-    StdinEof,
-    /// Host → guest: deliver this signal to the workload.
-    Signal(i32),
-    /// Guest → host: the workload's stdout.
-    Stdout(Vec<u8>),
-    /// Guest → host: the workload's stderr.
-    Stderr(Vec<u8>),
-    /// Guest → host: the workload exited with this status (128+N for signal N).
-    Exit(i32),
-    /// Guest → host: the agent failed; the text says where.
-    Error(String),
+    /// Guest → host: the container is created and waits for `Start`.
+    Created,
+    /// Host → guest: start the container.
+    Start,
+    /// Guest → host: process N runs (the init after `Start`, an exec once
+    /// its process is started).
+    Started(u32),
+    /// Host → guest: run this process (an OCI `process` as JSON) in the
+    /// container as number N.
+    Exec(u32, Vec<u8>),
+    /// Host → guest: bytes for process N's stdin.
+    Stdin(u32, Vec<u8>),
+    /// Host → guest: process N's stdin is closed.
+    StdinEof(u32),
+    /// Host → guest: deliver this signal to process N.
+    Signal(u32, i32),
+    /// Guest → host: process N's stdout.
+    Stdout(u32, Vec<u8>),
+    /// Guest → host: process N's stderr.
+    Stderr(u32, Vec<u8>),
+    /// Guest → host: process N exited with this status (128+S for signal S).
+    Exit(u32, i32),
+    /// Guest → host: what was asked about process N (create and start for
+    /// the init) failed; the text says where.
+    Error(u32, String),
 }
 
 const READY: u8 = 1;
 const CONFIG: u8 = 2;
-const STDIN: u8 = 3;
-const STDIN_EOF: u8 = 4;
-const SIGNAL: u8 = 5;
+const CREATED: u8 = 3;
+const START: u8 = 4;
+const STARTED: u8 = 5;
+const EXEC: u8 = 6;
+const STDIN: u8 = 7;
+const STDIN_EOF: u8 = 8;
+const SIGNAL: u8 = 9;
 const STDOUT: u8 = 10;
 const STDERR: u8 = 11;
 const EXIT: u8 = 12;
 const ERROR: u8 = 13;
 
+fn tagged(n: u32, rest: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(4 + rest.len());
+    v.extend_from_slice(&n.to_le_bytes());
+    v.extend_from_slice(rest);
+    v
+}
+
 impl Msg {
     /// The frame's bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let (kind, payload): (u8, std::borrow::Cow<[u8]>) = match self {
-            Msg::Ready => (READY, (&[][..]).into()),
-            Msg::Config(b) => (CONFIG, b.as_slice().into()),
-            Msg::Stdin(b) => (STDIN, b.as_slice().into()),
-            Msg::StdinEof => (STDIN_EOF, (&[][..]).into()),
-            Msg::Signal(s) => (SIGNAL, s.to_le_bytes().to_vec().into()),
-            Msg::Stdout(b) => (STDOUT, b.as_slice().into()),
-            Msg::Stderr(b) => (STDERR, b.as_slice().into()),
-            Msg::Exit(c) => (EXIT, c.to_le_bytes().to_vec().into()),
-            Msg::Error(s) => (ERROR, s.as_bytes().into()),
+        let (kind, payload): (u8, Vec<u8>) = match self {
+            Msg::Ready => (READY, Vec::new()),
+            Msg::Config(b) => (CONFIG, b.clone()),
+            Msg::Created => (CREATED, Vec::new()),
+            Msg::Start => (START, Vec::new()),
+            Msg::Started(n) => (STARTED, tagged(*n, &[])),
+            Msg::Exec(n, b) => (EXEC, tagged(*n, b)),
+            Msg::Stdin(n, b) => (STDIN, tagged(*n, b)),
+            Msg::StdinEof(n) => (STDIN_EOF, tagged(*n, &[])),
+            Msg::Signal(n, s) => (SIGNAL, tagged(*n, &s.to_le_bytes())),
+            Msg::Stdout(n, b) => (STDOUT, tagged(*n, b)),
+            Msg::Stderr(n, b) => (STDERR, tagged(*n, b)),
+            Msg::Exit(n, c) => (EXIT, tagged(*n, &c.to_le_bytes())),
+            Msg::Error(n, s) => (ERROR, tagged(*n, s.as_bytes())),
         };
         let mut out = Vec::with_capacity(5 + payload.len());
         out.extend_from_slice(&((payload.len() + 1) as u32).to_le_bytes());
@@ -82,22 +116,50 @@ impl Msg {
         let mut body = vec![0u8; len];
         r.read_exact(&mut body)?;
         let payload = body.split_off(1);
-        let int = |p: &[u8]| -> io::Result<i32> {
-            p.try_into()
-                .map(i32::from_le_bytes)
-                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "agent frame: bad integer"))
+        Self::decode(body[0], payload)
+    }
+
+    fn decode(kind: u8, payload: Vec<u8>) -> io::Result<Option<Msg>> {
+        let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("agent frame: {what}"));
+        let int =
+            |p: &[u8]| -> io::Result<i32> { p.try_into().map(i32::from_le_bytes).map_err(|_| bad("bad integer")) };
+        let split = |p: Vec<u8>| -> io::Result<(u32, Vec<u8>)> {
+            if p.len() < 4 {
+                return Err(bad("no process number"));
+            }
+            let n = u32::from_le_bytes([p[0], p[1], p[2], p[3]]);
+            Ok((n, p[4..].to_vec()))
         };
-        Ok(Some(match body[0] {
-            READY => Msg::Ready,
+        let empty = |p: &[u8]| if p.is_empty() { Ok(()) } else { Err(bad("unexpected payload")) };
+        Ok(Some(match kind {
+            READY => empty(&payload).map(|_| Msg::Ready)?,
             CONFIG => Msg::Config(payload),
-            STDIN => Msg::Stdin(payload),
-            STDIN_EOF => Msg::StdinEof,
-            SIGNAL => Msg::Signal(int(&payload)?),
-            STDOUT => Msg::Stdout(payload),
-            STDERR => Msg::Stderr(payload),
-            EXIT => Msg::Exit(int(&payload)?),
-            ERROR => Msg::Error(String::from_utf8_lossy(&payload).into_owned()),
-            k => return Err(io::Error::new(io::ErrorKind::InvalidData, format!("agent frame of unknown kind {k}"))),
+            CREATED => empty(&payload).map(|_| Msg::Created)?,
+            START => empty(&payload).map(|_| Msg::Start)?,
+            STARTED => {
+                let (n, rest) = split(payload)?;
+                empty(&rest)?;
+                Msg::Started(n)
+            }
+            EXEC => split(payload).map(|(n, b)| Msg::Exec(n, b))?,
+            STDIN => split(payload).map(|(n, b)| Msg::Stdin(n, b))?,
+            STDIN_EOF => {
+                let (n, rest) = split(payload)?;
+                empty(&rest)?;
+                Msg::StdinEof(n)
+            }
+            SIGNAL => {
+                let (n, rest) = split(payload)?;
+                Msg::Signal(n, int(&rest)?)
+            }
+            STDOUT => split(payload).map(|(n, b)| Msg::Stdout(n, b))?,
+            STDERR => split(payload).map(|(n, b)| Msg::Stderr(n, b))?,
+            EXIT => {
+                let (n, rest) = split(payload)?;
+                Msg::Exit(n, int(&rest)?)
+            }
+            ERROR => split(payload).map(|(n, b)| Msg::Error(n, String::from_utf8_lossy(&b).into_owned()))?,
+            k => return Err(bad(&format!("unknown kind {k}"))),
         }))
     }
 }
@@ -111,13 +173,17 @@ mod tests {
         let all = [
             Msg::Ready,
             Msg::Config(b"{\"a\":1}".to_vec()),
-            Msg::Stdin(vec![0, 1, 2, 255]),
-            Msg::StdinEof,
-            Msg::Signal(15),
-            Msg::Stdout(b"hello".to_vec()),
-            Msg::Stderr(Vec::new()),
-            Msg::Exit(-1),
-            Msg::Error("mount /dev/vda: no such device".into()),
+            Msg::Created,
+            Msg::Start,
+            Msg::Started(4),
+            Msg::Exec(3, b"{\"args\":[\"sh\"]}".to_vec()),
+            Msg::Stdin(INIT, vec![0, 1, 2, 255]),
+            Msg::StdinEof(7),
+            Msg::Signal(2, 15),
+            Msg::Stdout(INIT, b"hello".to_vec()),
+            Msg::Stderr(u32::MAX, Vec::new()),
+            Msg::Exit(1, -1),
+            Msg::Error(INIT, "mount /dev/vda: no such device".into()),
         ];
         let mut stream = Vec::new();
         for m in &all {
@@ -132,7 +198,15 @@ mod tests {
 
     #[test]
     fn hostile_frames_are_errors_not_allocations() {
-        for bad in [&[0u8, 0, 0, 0][..], &[0xff, 0xff, 0xff, 0x7f, 1], &[1, 0, 0, 0, 99], &[3, 0, 0, 0, 5, 1, 2]] {
+        for bad in [
+            &[0u8, 0, 0, 0][..],                           // no kind
+            &[0xff, 0xff, 0xff, 0x7f, 1],                  // 2 GiB
+            &[1, 0, 0, 0, 99],                             // unknown kind
+            &[3, 0, 0, 0, 9, 1, 2],                        // signal without a number
+            &[4, 0, 0, 0, 7, 1, 0, 0],                     // stdin with half a number
+            &[2, 0, 0, 0, 1, 0],                           // ready with a payload
+            &[10, 0, 0, 0, 12, 0, 0, 0, 0, 1, 2, 3, 4, 5], // exit with 5 bytes of status
+        ] {
             let mut r = bad;
             assert!(Msg::read_from(&mut r).is_err(), "{bad:?}");
         }

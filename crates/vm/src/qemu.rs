@@ -2,6 +2,7 @@
 //! same kernel, initramfs, root disk and agent channel as the in-process one.
 //! `accel=kvm` where this host's KVM runs Linux guests, TCG otherwise.
 
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -36,7 +37,7 @@ pub struct QemuConfig {
     pub vcpus: u8,
     /// Disks: image and read-only flag, `vda` first.
     pub disks: Vec<(PathBuf, bool)>,
-    /// Where the agent socket and the serial log go.
+    /// Where the serial log and QEMU's own messages go.
     pub run_dir: PathBuf,
     /// How to run it.
     pub accel: Accel,
@@ -50,11 +51,15 @@ pub struct QemuVm {
     pub agent: UnixStream,
     /// The kernel's log (the 8250).
     pub serial_log: PathBuf,
+    /// QEMU's own messages.
+    pub qemu_log: PathBuf,
 }
+
+/// The descriptor QEMU finds its end of the agent channel on.
+const AGENT_FD: i32 = 3;
 
 /// The command line QEMU gets for `cfg`.
 pub fn args(cfg: &QemuConfig) -> Vec<String> {
-    let sock = cfg.run_dir.join("agent.sock");
     let accel = match cfg.accel {
         Accel::Kvm => "kvm",
         Accel::Tcg => "tcg",
@@ -86,7 +91,9 @@ pub fn args(cfg: &QemuConfig) -> Vec<String> {
         "-device".into(),
         "virtio-serial-device".into(),
         "-chardev".into(),
-        format!("socket,id=agent,path={},server=on,wait=off", sock.display()),
+        // A connected socket QEMU inherits: no path (whose length the state
+        // directory's could exceed), no listener and nothing to wait for.
+        format!("socket,id=agent,fd={AGENT_FD}"),
         "-device".into(),
         "virtconsole,chardev=agent".into(),
     ];
@@ -106,7 +113,7 @@ pub fn args(cfg: &QemuConfig) -> Vec<String> {
     a
 }
 
-/// Starts QEMU and connects to its agent channel.
+/// Starts QEMU with the host's end of its agent channel.
 pub fn launch(cfg: &QemuConfig) -> Result<QemuVm, Error> {
     for p in [&cfg.kernel, &cfg.initrd] {
         if !p.exists() {
@@ -116,41 +123,63 @@ pub fn launch(cfg: &QemuConfig) -> Result<QemuVm, Error> {
             });
         }
     }
-    let sock = cfg.run_dir.join("agent.sock");
-    let _ = std::fs::remove_file(&sock);
+    let (ours, theirs) = UnixStream::pair().map_err(|e| Error::Host(format!("socketpair: {e}")))?;
+    let theirs_fd = theirs.as_raw_fd();
     let mut cmd = Command::new(QEMU);
     // QEMU's own messages go to a file: a pipe nobody reads could fill and
     // stall it.
     let qemu_log = cfg.run_dir.join("qemu.log");
     let log = std::fs::File::create(&qemu_log).map_err(|e| Error::Host(format!("{}: {e}", qemu_log.display())))?;
     cmd.args(args(cfg)).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
-    // SAFETY: prctl only, between fork and exec.
+    // SAFETY: prctl, dup2 and fcntl only, between fork and exec.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if theirs_fd == AGENT_FD {
+                if libc::fcntl(AGENT_FD, libc::F_SETFD, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(theirs_fd, AGENT_FD) != AGENT_FD {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
     }
-    let mut child = cmd
+    let child = cmd
         .spawn()
         .map_err(|e| Error::Host(format!("{QEMU}: {e} (Debian's qemu-system-x86; hack/vm-assets.sh installs it)")))?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(stream) = UnixStream::connect(&sock) {
-            return Ok(QemuVm { child, agent: stream, serial_log: cfg.run_dir.join("serial.log") });
+    drop(theirs);
+    Ok(QemuVm { child, agent: ours, serial_log: cfg.run_dir.join("serial.log"), qemu_log })
+}
+
+impl QemuVm {
+    /// Why QEMU is gone, if it is: its exit status and last messages.
+    pub fn exited(&mut self) -> Option<String> {
+        let status = self.child.try_wait().ok().flatten()?;
+        let log = std::fs::read_to_string(&self.qemu_log).unwrap_or_default();
+        Some(format!("{QEMU} exited ({status}): {}", log.trim()))
+    }
+
+    /// The last lines of the guest kernel's log.
+    pub fn serial_tail(&self, lines: usize) -> String {
+        let log = std::fs::read_to_string(&self.serial_log).unwrap_or_default();
+        let tail: Vec<_> = log.lines().rev().take(lines).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
+    /// Waits up to `grace` for the guest to end itself, then kills QEMU.
+    pub fn finish(&mut self, grace: Duration) {
+        let deadline = Instant::now() + grace;
+        while self.child.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
-        if let Ok(Some(status)) = child.try_wait() {
-            let err = std::fs::read_to_string(&qemu_log).unwrap_or_default();
-            return Err(Error::Host(format!("{QEMU} exited ({status}) before the guest started: {}", err.trim())));
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(Error::Host(format!("{QEMU} did not open its agent socket within 10 s")));
-        }
-        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

@@ -29,6 +29,14 @@ pub struct CreateArgs {
     /// Unix socket that receives a pidfd of the container's init.
     #[arg(long = "pidfd-socket")]
     pub pidfd_socket: Option<PathBuf>,
+    /// Run the bundle in a microVM with its own kernel (also asked for by the
+    /// annotation run.strata.isolation: "vm").
+    #[arg(long)]
+    pub vm: bool,
+    /// The VM's guest kernel (default: $STRATA_VM_KERNEL, else the one
+    /// hack/vm-assets.sh cached).
+    #[arg(long = "vm-kernel", value_name = "PATH")]
+    pub vm_kernel: Option<PathBuf>,
     /// Container id.
     pub id: String,
     /// From the global `--cgroup-manager disabled`.
@@ -64,6 +72,34 @@ impl CreateArgs {
     }
 }
 
+impl CreateArgs {
+    /// Flags a VM container cannot take yet, refused by name.
+    pub fn refuse_for_vm(&self) -> anyhow::Result<()> {
+        let refused = [
+            (self.console_socket.is_some(), "--console-socket"),
+            (self.preserve_fds > 0, "--preserve-fds"),
+            (self.pidfd_socket.is_some(), "--pidfd-socket"),
+        ];
+        if let Some((_, flag)) = refused.iter().find(|(set, _)| *set) {
+            anyhow::bail!("{flag} is not supported for a VM container yet");
+        }
+        Ok(())
+    }
+
+    /// Options of a VM container's create.
+    pub fn vm_options<'a>(&'a self, spec: oci_spec::runtime::Spec, root: &'a Path) -> crate::vm::CreateVm<'a> {
+        crate::vm::CreateVm {
+            id: &self.id,
+            bundle: &self.bundle,
+            spec,
+            kernel: self.vm_kernel.as_deref(),
+            root,
+            pid_file: self.pid_file.clone(),
+            no_cgroup: self.no_cgroup || self.systemd_cgroup,
+        }
+    }
+}
+
 fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
@@ -71,13 +107,20 @@ fn absolute(p: &Path) -> PathBuf {
 /// Runs `strata create`.
 pub fn run(args: CreateArgs, root: &Path, log: &crate::logging::Logger) -> anyhow::Result<i32> {
     let spec = load_and_protect(&args.bundle)?;
-    if let Some(s) = &spec {
-        if crate::vm::wants_vm(s)? {
-            anyhow::bail!(
-                "annotation {}: create of a VM is not supported yet; `strata run --vm` runs it in the foreground",
-                crate::vm::ISOLATION_ANNOTATION
-            );
-        }
+    let vm_asked = match &spec {
+        Some(s) => crate::vm::wants_vm(s)?,
+        None => false,
+    };
+    if args.vm || vm_asked {
+        let spec = match spec {
+            Some(s) => s,
+            None => strata_runtime::config::load(&args.bundle).context("load config.json")?,
+        };
+        args.refuse_for_vm()?;
+        let state = crate::vm::create(args.vm_options(spec, root))
+            .with_context(|| format!("create container {:?}", args.id))?;
+        state.warnings.iter().for_each(|w| log.warn(w));
+        return Ok(0);
     }
     let console = args.console_socket.as_deref().map(super::connect_console).transpose()?;
     let pidfd = args.pidfd_socket.as_deref().map(|p| super::connect_socket(p, "pidfd socket")).transpose()?;

@@ -77,6 +77,26 @@ pub struct Args {
 pub fn run(args: Args, root: &Path) -> anyhow::Result<i32> {
     let container = Container::load(root, &args.id)?;
     let process = build_process(&args, &container)?;
+    let state = container.state()?;
+    if crate::vm::is_vm(&state) {
+        let refused = [
+            (args.console_socket.is_some(), "--console-socket"),
+            (args.preserve_fds > 0, "--preserve-fds"),
+            (args.pidfd_socket.is_some(), "--pidfd-socket"),
+            (!args.cgroup.is_empty(), "--cgroup"),
+        ];
+        if let Some((_, flag)) = refused.iter().find(|(set, _)| *set) {
+            anyhow::bail!("{flag} is not supported in a VM container yet");
+        }
+        return crate::vm::exec(crate::vm::ExecVm {
+            state: &state,
+            root,
+            process: &process,
+            detach: args.detach,
+            pid_file: args.pid_file.clone(),
+        })
+        .with_context(|| format!("exec in container {:?}", args.id));
+    }
     if container.exec_exposes_runtime(&process) {
         strata_runtime::exe::reexec_from_sealed_copy()?;
     }

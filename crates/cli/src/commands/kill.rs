@@ -19,6 +19,10 @@ pub struct Args {
 /// Runs `strata kill`.
 pub fn run(args: Args, root: &Path) -> anyhow::Result<i32> {
     let sig = strata_runtime::signal::parse(&args.signal).map_err(anyhow::Error::msg)?;
-    Container::load(root, &args.id)?.kill(sig, args.all)?;
+    let container = Container::load(root, &args.id)?;
+    // A VM's cgroup holds its monitor and VMM, not its processes: the
+    // monitor forwards the signal to the workload.
+    let all = args.all && !container.state().is_ok_and(|s| crate::vm::is_vm(&s));
+    container.kill(sig, all)?;
     Ok(0)
 }

@@ -19,14 +19,6 @@ pub struct Args {
     /// Keep the container's state after it exits.
     #[arg(long)]
     pub keep: bool,
-    /// Run the bundle in a microVM with its own kernel (also asked for by the
-    /// annotation run.strata.isolation: "vm").
-    #[arg(long)]
-    pub vm: bool,
-    /// The VM's guest kernel (default: $STRATA_VM_KERNEL, else the one
-    /// hack/vm-assets.sh cached).
-    #[arg(long = "vm-kernel", value_name = "PATH")]
-    pub vm_kernel: Option<std::path::PathBuf>,
     /// Accepted for runc compatibility: strata never makes itself a subreaper
     /// (the container's init reaps its own orphans).
     #[arg(long = "no-subreaper")]
@@ -41,16 +33,8 @@ pub fn run(args: Args, root: &Path, log: &Logger) -> anyhow::Result<i32> {
         Some(s) => crate::vm::wants_vm(s)?,
         None => false,
     };
-    if args.vm || vm_asked {
-        if args.detach || args.create.console_socket.is_some() || args.create.pid_file.is_some() {
-            anyhow::bail!("run --vm: --detach, --console-socket and --pid-file are not supported for VMs yet");
-        }
-        return crate::vm::run(&crate::vm::VmRun {
-            id: &id,
-            bundle: &args.create.bundle,
-            kernel: args.vm_kernel.as_deref(),
-            root,
-        });
+    if args.create.vm || vm_asked {
+        return run_vm(args, spec, root, log);
     }
     if !args.detach {
         foreground::block_signals()?;
@@ -102,5 +86,40 @@ pub fn run(args: Args, root: &Path, log: &Logger) -> anyhow::Result<i32> {
     }
     let code = foreground::wait(state.pid, master)?;
     cleanup(&container);
+    Ok(code)
+}
+
+/// `run` of a VM container: the same create, start, wait and delete, with
+/// the VM's monitor as the container's process.
+fn run_vm(args: Args, spec: Option<oci_spec::runtime::Spec>, root: &Path, log: &Logger) -> anyhow::Result<i32> {
+    let id = args.create.id.clone();
+    let spec = match spec {
+        Some(s) => s,
+        None => strata_runtime::config::load(&args.create.bundle).context("load config.json")?,
+    };
+    args.create.refuse_for_vm()?;
+    if !args.detach {
+        foreground::block_signals()?;
+    }
+    let state =
+        crate::vm::create(args.create.vm_options(spec, root)).with_context(|| format!("create container {id:?}"))?;
+    state.warnings.iter().for_each(|w| log.warn(w));
+    let container = Container::load(root, &id)?;
+    match container.start() {
+        Ok(warnings) => warnings.iter().for_each(|w| log.warn(w)),
+        Err(e) => {
+            let _ = container.delete(true);
+            return Err(anyhow::Error::new(e).context(format!("start container {id:?}")));
+        }
+    }
+    if args.detach {
+        return Ok(0);
+    }
+    let code = foreground::wait(state.pid, None)?;
+    if !args.keep {
+        if let Ok(warnings) = container.delete(true) {
+            warnings.iter().for_each(|w| log.warn(w));
+        }
+    }
     Ok(code)
 }

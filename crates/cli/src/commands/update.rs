@@ -72,6 +72,12 @@ pub struct Args {
 
 /// Runs `strata update`.
 pub fn run(args: Args, root: &Path) -> anyhow::Result<i32> {
+    if strata_runtime::Container::load(root, &args.id)?.state().is_ok_and(|s| crate::vm::is_vm(&s)) {
+        anyhow::bail!(
+            "container {:?} runs in a VM: its limits hold inside the guest, and update cannot change them yet",
+            args.id
+        );
+    }
     let mut r: serde_json::Value = match &args.resources {
         Some(p) => {
             let mut text = String::new();

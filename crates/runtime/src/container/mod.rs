@@ -17,7 +17,7 @@ use crate::{Error, Result, Status};
 use std::path::{Path, PathBuf};
 
 /// Name of the create→start gate in the state directory.
-const EXEC_FIFO: &str = "exec.fifo";
+pub const EXEC_FIFO: &str = "exec.fifo";
 
 /// A container known to the runtime.
 #[derive(Debug, Clone)]

@@ -1,0 +1,471 @@
+//! The guest agent: strata as a VM's `/init`.
+//!
+//! It mounts what a container runtime needs (proc, sys, dev, /run, cgroup2),
+//! says it is ready on the console channel, and on the host's `Config`
+//! mounts the rootfs image and runs `strata create` with the same config.
+//! `Start` runs `strata start`, `Exec` runs `strata exec --detach`. As pid 1
+//! it reaps every process; the container's processes (re-parented to it)
+//! are reported by number when they exit. When the init exits, the agent
+//! reports its status and resets the machine.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+use strata_vm::proto::{Msg, INIT};
+
+const GUEST_STATE: &str = "/run/strata/state";
+const GUEST_BUNDLE: &str = "/run/strata/bundle";
+const GUEST_ROOTFS: &str = "/run/strata/rootfs";
+
+fn mount(src: &str, target: &str, fstype: &str, flags: nix::mount::MsFlags, data: Option<&str>) -> anyhow::Result<()> {
+    std::fs::create_dir_all(target).with_context(|| format!("mkdir {target}"))?;
+    nix::mount::mount(Some(src), target, Some(fstype), flags, data)
+        .with_context(|| format!("mount {fstype} on {target}"))
+}
+
+fn setup() -> anyhow::Result<File> {
+    use nix::mount::MsFlags;
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount("proc", "/proc", "proc", nosuid, None)?;
+    mount("sysfs", "/sys", "sysfs", nosuid, None)?;
+    mount("devtmpfs", "/dev", "devtmpfs", MsFlags::MS_NOSUID, None)?;
+    mount("tmpfs", "/run", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755"))?;
+    mount("cgroup2", "/sys/fs/cgroup", "cgroup2", nosuid, None)?;
+    let hvc = std::fs::OpenOptions::new().read(true).write(true).open("/dev/hvc0").context("open /dev/hvc0")?;
+    let mut t = nix::sys::termios::tcgetattr(&hvc).context("tcgetattr /dev/hvc0")?;
+    nix::sys::termios::cfmakeraw(&mut t);
+    nix::sys::termios::tcsetattr(&hvc, nix::sys::termios::SetArg::TCSANOW, &t).context("raw /dev/hvc0")?;
+    Ok(hvc)
+}
+
+fn mount_rootfs(readonly: bool) -> anyhow::Result<()> {
+    use nix::mount::MsFlags;
+    let lower = if readonly { GUEST_ROOTFS } else { "/run/strata/lower" };
+    mount("/dev/vda", lower, "erofs", MsFlags::MS_RDONLY, None)?;
+    if !readonly {
+        mount("tmpfs", "/run/strata/rw", "tmpfs", MsFlags::empty(), Some("mode=0755"))?;
+        std::fs::create_dir_all("/run/strata/rw/upper")?;
+        std::fs::create_dir_all("/run/strata/rw/work")?;
+        mount(
+            "overlay",
+            GUEST_ROOTFS,
+            "overlay",
+            MsFlags::empty(),
+            Some("lowerdir=/run/strata/lower,upperdir=/run/strata/rw/upper,workdir=/run/strata/rw/work"),
+        )?;
+    }
+    Ok(())
+}
+
+/// What the host sends for a process's stdin, on its way to the pipe.
+type StdinQueue = mpsc::Sender<Vec<u8>>;
+
+/// Who waits for a pid the reaper collects.
+enum Waiter {
+    /// A strata command the agent ran: its status goes to the channel.
+    Helper(mpsc::Sender<i32>),
+    /// A container process, by number: its exit goes to the host.
+    Process(u32),
+}
+
+/// The agent's processes and its end of the channel.
+struct Agent {
+    id: String,
+    channel: Mutex<File>,
+    /// Pid → who waits for it.
+    waiters: Mutex<Waiters>,
+    /// Process number → its pid (0 until it is known) and the writer of its
+    /// stdin (`None` once closed).
+    procs: Mutex<HashMap<u32, (i32, Option<StdinQueue>)>>,
+    /// Process number → its stdin queue, made before its process.
+    queues: Mutex<HashMap<u32, mpsc::Receiver<Vec<u8>>>>,
+    /// Process number → the threads copying its stdout and stderr.
+    pumps: Mutex<HashMap<u32, Vec<JoinHandle<()>>>>,
+}
+
+#[derive(Default)]
+struct Waiters {
+    by_pid: HashMap<i32, Waiter>,
+    /// Statuses of pids reaped before anyone waited for them.
+    early: HashMap<i32, i32>,
+}
+
+fn code_of(status: WaitStatus) -> Option<(i32, i32)> {
+    match status {
+        WaitStatus::Exited(pid, c) => Some((pid.as_raw(), c)),
+        WaitStatus::Signaled(pid, s, _) => Some((pid.as_raw(), 128 + s as i32)),
+        _ => None,
+    }
+}
+
+impl Agent {
+    fn send(&self, m: Msg) {
+        let _ = m.write_to(&mut *self.channel.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// Runs this binary with `args`; the reaper hands its status to the
+    /// returned channel. Registered under the lock, so the reaper cannot
+    /// collect it first.
+    fn spawn_helper(
+        &self,
+        args: &[&str],
+        stdio: [Stdio; 3],
+    ) -> anyhow::Result<(std::process::Child, mpsc::Receiver<i32>)> {
+        let [i, o, e] = stdio;
+        let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        let child = Command::new("/init")
+            .args(["--root", GUEST_STATE])
+            .args(args)
+            .stdin(i)
+            .stdout(o)
+            .stderr(e)
+            .spawn()
+            .with_context(|| format!("run strata {}", args.first().copied().unwrap_or_default()))?;
+        let (tx, rx) = mpsc::channel();
+        w.by_pid.insert(child.id() as i32, Waiter::Helper(tx));
+        Ok((child, rx))
+    }
+
+    /// Watches container process `n` (pid `pid`): its exit is reported.
+    fn watch(&self, n: u32, pid: i32) {
+        let early = {
+            let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+            let early = w.early.remove(&pid);
+            if early.is_none() {
+                w.by_pid.insert(pid, Waiter::Process(n));
+            }
+            early
+        };
+        if let Some(code) = early {
+            self.exited(n, code);
+        }
+    }
+
+    /// Process `n` exited: once its output is relayed (or after a grace
+    /// period, when something it left behind holds its pipes), the host
+    /// learns its status.
+    fn exited(&self, n: u32, code: i32) {
+        self.finish_pumps(n);
+        self.procs.lock().unwrap_or_else(|e| e.into_inner()).remove(&n);
+        self.send(Msg::Exit(n, code));
+    }
+
+    /// Makes `child`'s stdio process `n`'s: what the host sends for its stdin
+    /// is written there (by a thread of its own, so a process that does not
+    /// read cannot stall the agent), its output goes to the host.
+    fn attach(self: &Arc<Self>, n: u32, child: &mut std::process::Child) {
+        let rx = self.stdin_queue(n);
+        if let Some(mut stdin) = child.stdin.take() {
+            std::thread::spawn(move || {
+                while let Ok(b) = rx.recv() {
+                    if stdin.write_all(&b).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        self.pump(n, child);
+    }
+
+    /// The receiving end of process `n`'s stdin queue. The listener makes
+    /// the queue when the host first names `n` (stdin the host sends before
+    /// the process exists waits there) and parks this end for the process's
+    /// thread, whose own call takes it.
+    fn stdin_queue(&self, n: u32) -> mpsc::Receiver<Vec<u8>> {
+        let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(rx) = queues.remove(&n) {
+            return rx;
+        }
+        let (tx, rx) = mpsc::channel::<Vec<u8>>();
+        procs.entry(n).or_insert((0, Some(tx)));
+        rx
+    }
+
+    fn set_pid(&self, n: u32, pid: i32) {
+        if let Some(p) = self.procs.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&n) {
+            p.0 = pid;
+        }
+    }
+
+    /// Copies a process's stdout and stderr to the host as process `n`'s.
+    fn pump(self: &Arc<Self>, n: u32, child: &mut std::process::Child) {
+        let mut handles = Vec::new();
+        let streams: [(Option<Box<dyn Read + Send>>, bool); 2] = [
+            (child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>), false),
+            (child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>), true),
+        ];
+        for (stream, err) in streams {
+            let Some(mut from) = stream else { continue };
+            let me = self.clone();
+            handles.push(std::thread::spawn(move || {
+                let mut buf = vec![0u8; 32 << 10];
+                while let Ok(k) = from.read(&mut buf) {
+                    if k == 0 {
+                        break;
+                    }
+                    let b = buf[..k].to_vec();
+                    me.send(if err { Msg::Stderr(n, b) } else { Msg::Stdout(n, b) });
+                }
+            }));
+        }
+        self.pumps.lock().unwrap_or_else(|e| e.into_inner()).insert(n, handles);
+    }
+
+    /// Creates the container; returns its init's pid.
+    fn create(self: &Arc<Self>) -> anyhow::Result<i32> {
+        let pid_file = "/run/strata/init.pid";
+        let (mut child, status) = self.spawn_helper(
+            &["create", "--no-pivot", "--bundle", GUEST_BUNDLE, "--pid-file", pid_file, &self.id],
+            [Stdio::piped(), Stdio::piped(), Stdio::piped()],
+        )?;
+        // The init inherits these pipes: they are the container's stdio.
+        self.attach(INIT, &mut child);
+        let code = reap_one(child.id() as i32);
+        drop(status);
+        self.waiters.lock().unwrap_or_else(|e| e.into_inner()).by_pid.remove(&(child.id() as i32));
+        if code != 0 {
+            self.finish_pumps(INIT);
+            bail!("strata create exited with status {code}");
+        }
+        let pid = read_pid(pid_file)?;
+        self.set_pid(INIT, pid);
+        Ok(pid)
+    }
+
+    /// Waits a moment for process `n`'s output to be relayed.
+    fn finish_pumps(&self, n: u32) {
+        let pumps = self.pumps.lock().unwrap_or_else(|e| e.into_inner()).remove(&n).unwrap_or_default();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while pumps.iter().any(|p| !p.is_finished()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    fn start(self: &Arc<Self>) {
+        let result = (|| -> anyhow::Result<()> {
+            let (mut child, status) =
+                self.spawn_helper(&["start", &self.id], [Stdio::null(), Stdio::null(), Stdio::piped()])?;
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            let code = status.recv().unwrap_or(255);
+            if code != 0 {
+                bail!("{}", err.trim().trim_start_matches("strata: ").trim());
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => self.send(Msg::Started(INIT)),
+            Err(e) => self.send(Msg::Error(INIT, format!("{e:#}"))),
+        }
+    }
+
+    fn exec(self: &Arc<Self>, n: u32, process: Vec<u8>) {
+        let result = (|| -> anyhow::Result<i32> {
+            let spec = format!("/run/strata/exec-{n}.json");
+            let pid_file = format!("/run/strata/exec-{n}.pid");
+            std::fs::write(&spec, &process).with_context(|| format!("write {spec}"))?;
+            let (mut child, status) = self.spawn_helper(
+                &["exec", "--detach", "--pid-file", &pid_file, "--process", &spec, &self.id],
+                [Stdio::piped(), Stdio::piped(), Stdio::piped()],
+            )?;
+            self.attach(n, &mut child);
+            let code = status.recv().unwrap_or(255);
+            let _ = std::fs::remove_file(&spec);
+            if code != 0 {
+                self.finish_pumps(n);
+                bail!("strata exec exited with status {code}");
+            }
+            let pid = read_pid(&pid_file);
+            let _ = std::fs::remove_file(&pid_file);
+            let pid = pid?;
+            self.set_pid(n, pid);
+            Ok(pid)
+        })();
+        match result {
+            Ok(pid) => {
+                self.send(Msg::Started(n));
+                self.watch(n, pid);
+            }
+            Err(e) => {
+                self.procs.lock().unwrap_or_else(|e| e.into_inner()).remove(&n);
+                self.send(Msg::Error(n, format!("{e:#}")))
+            }
+        }
+    }
+
+    /// What the host sends once the container exists.
+    fn listen(self: Arc<Self>, mut reader: File) {
+        loop {
+            let msg = match Msg::read_from(&mut reader) {
+                Ok(Some(m)) => m,
+                _ => return,
+            };
+            match msg {
+                Msg::Start => {
+                    let me = self.clone();
+                    std::thread::spawn(move || me.start());
+                }
+                Msg::Exec(n, process) if n != INIT => {
+                    let rx = self.stdin_queue(n);
+                    self.queues.lock().unwrap_or_else(|e| e.into_inner()).insert(n, rx);
+                    let me = self.clone();
+                    std::thread::spawn(move || me.exec(n, process));
+                }
+                Msg::Stdin(n, b) => {
+                    if let Some((_, Some(s))) = self.procs.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&n) {
+                        let _ = s.send(b);
+                    }
+                }
+                Msg::StdinEof(n) => {
+                    if let Some((_, s)) = self.procs.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&n) {
+                        *s = None;
+                    }
+                }
+                Msg::Signal(n, s) => {
+                    let pid = self.procs.lock().unwrap_or_else(|e| e.into_inner()).get(&n).map(|p| p.0);
+                    // (0 until the process is known: never kill(0), the agent's own group.)
+                    if let (Some(pid @ 1..), Ok(sig)) = (pid, nix::sys::signal::Signal::try_from(s)) {
+                        let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Reaps every process until the init is gone; returns its status.
+    fn reap(self: &Arc<Self>, init: i32) -> i32 {
+        loop {
+            let (pid, code) = match waitpid(Pid::from_raw(-1), None) {
+                Ok(s) => match code_of(s) {
+                    Some(pc) => pc,
+                    None => continue,
+                },
+                Err(nix::Error::EINTR) => continue,
+                // No child at all: the init is gone without a status we saw.
+                Err(_) => return 255,
+            };
+            let waiter = {
+                let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+                let waiter = w.by_pid.remove(&pid);
+                if waiter.is_none() && pid != init {
+                    w.early.insert(pid, code);
+                }
+                waiter
+            };
+            match waiter {
+                Some(Waiter::Helper(tx)) => {
+                    let _ = tx.send(code);
+                }
+                Some(Waiter::Process(n)) => {
+                    let me = self.clone();
+                    std::thread::spawn(move || me.exited(n, code));
+                }
+                None => {}
+            }
+            if pid == init {
+                return code;
+            }
+        }
+    }
+}
+
+/// Waits for one child (nothing else runs yet).
+fn reap_one(pid: i32) -> i32 {
+    loop {
+        match waitpid(Pid::from_raw(pid), None) {
+            Ok(s) => {
+                if let Some((_, c)) = code_of(s) {
+                    return c;
+                }
+            }
+            Err(nix::Error::EINTR) => {}
+            Err(_) => return 255,
+        }
+    }
+}
+
+fn read_pid(path: &str) -> anyhow::Result<i32> {
+    std::fs::read_to_string(path)
+        .with_context(|| format!("read {path}"))?
+        .trim()
+        .parse()
+        .with_context(|| format!("{path} holds no pid"))
+}
+
+fn run(hvc: File) -> anyhow::Result<()> {
+    let mut reader = hvc.try_clone()?;
+    Msg::Ready.write_to(&mut &hvc)?;
+    let config = match Msg::read_from(&mut reader)? {
+        Some(Msg::Config(c)) => c,
+        other => bail!("expected the configuration, got {other:?}"),
+    };
+    let config: serde_json::Value = serde_json::from_slice(&config).context("configuration")?;
+    let id = config["id"].as_str().context("configuration without id")?.to_string();
+    let readonly = config["readonly"].as_bool().unwrap_or(false);
+    let mut spec = config["spec"].clone();
+    mount_rootfs(readonly)?;
+    spec["root"]["path"] = serde_json::Value::String(GUEST_ROOTFS.into());
+    // In the guest it is a container: one VM, not one inside another.
+    if let Some(a) = spec["annotations"].as_object_mut() {
+        a.remove(super::ISOLATION_ANNOTATION);
+    }
+    std::fs::create_dir_all(GUEST_BUNDLE)?;
+    std::fs::write(Path::new(GUEST_BUNDLE).join("config.json"), serde_json::to_vec(&spec)?)?;
+
+    let agent = Arc::new(Agent {
+        id,
+        channel: Mutex::new(hvc),
+        waiters: Mutex::new(Waiters::default()),
+        procs: Mutex::new(HashMap::new()),
+        queues: Mutex::new(HashMap::new()),
+        pumps: Mutex::new(HashMap::new()),
+    });
+    // The initramfs is the guest's root, where pivot_root cannot work:
+    // --no-pivot moves the container's root over it and chroots.
+    let init = agent.create()?;
+    agent.send(Msg::Created);
+    let a = agent.clone();
+    std::thread::spawn(move || a.listen(reader));
+    let code = agent.reap(init);
+    agent.exited(INIT, code);
+    Ok(())
+}
+
+/// strata as a VM's `/init`: set the guest up, run the container, report,
+/// and reset the machine. Never returns.
+pub fn agent_main() -> ! {
+    let result = setup().and_then(|hvc| {
+        let spare = hvc.try_clone();
+        let r = run(hvc);
+        if let (Err(e), Ok(mut channel)) = (&r, spare) {
+            // The channel may still work: say why, in full.
+            let _ = Msg::Error(INIT, format!("{e:#}")).write_to(&mut channel);
+        }
+        r
+    });
+    if let Err(e) = result {
+        eprintln!("strata agent: {e:#}");
+    }
+    // SAFETY: sync and reboot take no pointers; with reboot=t the guest's
+    // reset is a triple fault, which ends the VMM's run.
+    unsafe {
+        libc::sync();
+        libc::reboot(libc::RB_AUTOBOOT);
+    }
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,322 @@
+//! `create` and `exec` of a VM container, on the host.
+//!
+//! `create` prepares the guest's files, records the container `creating`,
+//! makes its host cgroup and forks the monitor, which boots the guest and has
+//! the agent create the container there. The monitor's pid becomes the
+//! container's: `kill` signals it (it forwards to the workload), `start` opens
+//! the exec fifo it waits at, and it exits with the workload's status.
+//!
+//! `exec` hands the caller's stdio to the monitor over the state directory's
+//! socket and waits there for the process's status.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+use strata_runtime::cgroups::{self, Cgroup};
+use strata_runtime::state::{self, StateDir};
+use strata_runtime::{ContainerState, Status};
+use strata_vm::proto::Msg;
+use strata_vm::qemu;
+
+use super::monitor::{self, Monitor};
+use super::{check_supported, guest_size, ISOLATION_ANNOTATION};
+
+/// The socket in a VM container's state directory where its monitor takes
+/// `exec`s.
+pub(super) const EXEC_SOCKET: &str = "vm.sock";
+
+/// Options of `create` (and `run`) for a VM.
+pub struct CreateVm<'a> {
+    /// Container id.
+    pub id: &'a str,
+    /// The bundle.
+    pub bundle: &'a Path,
+    /// The loaded config.
+    pub spec: oci_spec::runtime::Spec,
+    /// `--vm-kernel`.
+    pub kernel: Option<&'a Path>,
+    /// The state root.
+    pub root: &'a Path,
+    /// `--pid-file`: gets the monitor's pid.
+    pub pid_file: Option<PathBuf>,
+    /// No host cgroup (`--cgroup-manager disabled`, or the systemd driver,
+    /// whose scopes do not hold VMs yet).
+    pub no_cgroup: bool,
+}
+
+/// Creates a VM container: on success its guest is up, the container is
+/// created inside it, and the state says `created` with the monitor's pid.
+/// On failure nothing is left: no QEMU, no monitor, no cgroup, no state.
+pub fn create(opts: CreateVm) -> anyhow::Result<ContainerState> {
+    strata_runtime::id::validate(opts.id).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let spec = opts.spec;
+    check_supported(&spec)?;
+    let bundle = std::path::absolute(opts.bundle).context("bundle path")?;
+    let root_spec = spec.root().as_ref().context("config.json has no root")?;
+    let rootfs = if root_spec.path().is_absolute() { root_spec.path().clone() } else { bundle.join(root_spec.path()) };
+    if !rootfs.is_dir() {
+        bail!("root.path: {} is not a directory", rootfs.display());
+    }
+    let readonly = root_spec.readonly().unwrap_or(false);
+    let (vcpus, memory_mib) = guest_size(&spec)?;
+
+    let cache = qemu::cache_dir();
+    let kernel = qemu::kernel_path(opts.kernel);
+    if !kernel.exists() {
+        bail!("guest kernel {} does not exist: run hack/vm-assets.sh, or pass --vm-kernel", kernel.display());
+    }
+    let exe = std::env::current_exe().context("this binary's path")?;
+    let initrd = strata_vm::initramfs::cached(&exe, &cache)?;
+    let image = strata_vm::image::cached(&rootfs, &cache)?;
+    let accel = match std::env::var("STRATA_VM_ACCEL").as_deref() {
+        Ok("tcg") => qemu::Accel::Tcg,
+        Ok("kvm") => qemu::Accel::Kvm,
+        _ => qemu::choose_accel(),
+    };
+    let cgroup_at = if opts.no_cgroup {
+        None
+    } else {
+        let linux = spec.linux().as_ref();
+        Some((
+            cgroups::find_mount()?,
+            cgroups::container_path(linux.and_then(|l| l.cgroups_path().as_deref()), opts.id)?,
+        ))
+    };
+
+    let mut annotations = spec.annotations().clone().unwrap_or_default();
+    annotations.insert(ISOLATION_ANNOTATION.to_string(), "vm".to_string());
+    let uid = nix::unistd::geteuid();
+    let mut st = ContainerState {
+        id: opts.id.to_string(),
+        pid: 0,
+        status: Status::Creating,
+        bundle,
+        rootfs,
+        created: state::now_rfc3339(),
+        annotations,
+        owner: if uid.is_root() { String::new() } else { uid.to_string() },
+        init_start_time: 0,
+        creator: strata_runtime::process::own_identity(),
+        config: spec.clone(),
+        cgroup: cgroup_at.as_ref().map(|(m, rel)| m.join(rel)),
+        cgroup_created: cgroup_at
+            .as_ref()
+            .map(|(m, rel)| cgroups::owned_parents(m, rel, cgroups::missing_dirs(m, rel)))
+            .unwrap_or_default(),
+        cgroup_shared: false,
+        systemd_unit: None,
+        rdt: None,
+        warnings: Vec::new(),
+    };
+    std::fs::create_dir_all(opts.root).with_context(|| format!("create {}", opts.root.display()))?;
+    let dir = StateDir::create(opts.root, opts.id, &st)?;
+    let state_dir = dir.path().to_path_buf();
+    let mut made: Option<(Cgroup, Vec<PathBuf>)> = None;
+    let result = (|| -> anyhow::Result<ContainerState> {
+        if let Some((mount, rel)) = &cgroup_at {
+            let (cg, created) = Cgroup::create(mount, rel, &[])?;
+            let created = cgroups::owned_parents(mount, rel, created);
+            if let Some(w) = cg.in_use() {
+                st.warnings.push(w);
+                st.cgroup_shared = true;
+            }
+            st.cgroup_created = created.clone();
+            made = Some((cg, created));
+            dir.save(&st)?;
+        }
+        let fifo = state_dir.join(strata_runtime::container::EXEC_FIFO);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .with_context(|| format!("mkfifo {}", fifo.display()))?;
+        let monitor = Monitor {
+            id: opts.id.to_string(),
+            spec: spec.clone(),
+            readonly,
+            state_dir: state_dir.clone(),
+            cgroup: made.as_ref().map(|(cg, _)| cg.dir.clone()),
+            qemu: qemu::QemuConfig {
+                kernel,
+                initrd,
+                cmdline: String::new(),
+                memory_mib,
+                vcpus,
+                disks: vec![(image, true)],
+                run_dir: state_dir.clone(),
+                accel,
+            },
+        };
+        let (pid, ack) = monitor::spawn(monitor)?;
+        let start_time = state::proc_stat(pid).map(|(_, t)| t).unwrap_or(0);
+        st.pid = pid;
+        st.init_start_time = start_time;
+        st.status = Status::Created;
+        let saved = (|| -> anyhow::Result<()> {
+            dir.save(&st)?;
+            if let Some(p) = &opts.pid_file {
+                write_pid_file(p, pid)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = saved {
+            strata_runtime::process::reap_foreign(pid, start_time);
+            return Err(e);
+        }
+        // The monitor holds on to its creator until the state is written:
+        // killed before this, the create takes its VM with it.
+        ack.release();
+        Ok(st.clone())
+    })();
+    match result {
+        Ok(st) => Ok(st),
+        Err(e) => {
+            if let Some((cg, created)) = made {
+                let _ = cg.kill_all();
+                let _ = cg.remove(&created);
+            }
+            let _ = dir.remove();
+            Err(e)
+        }
+    }
+}
+
+fn write_pid_file(path: &Path, pid: i32) -> anyhow::Result<()> {
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, pid.to_string()).with_context(|| format!("write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("rename to {}", path.display()))
+}
+
+/// Connects to a VM container's monitor (through the directory's descriptor,
+/// so that no socket path is longer than a sockaddr holds).
+pub(super) fn connect_monitor(state_dir: &Path) -> anyhow::Result<UnixStream> {
+    let dir = std::fs::File::open(state_dir).with_context(|| format!("open {}", state_dir.display()))?;
+    let path = format!("/proc/self/fd/{}/{EXEC_SOCKET}", dir.as_raw_fd());
+    UnixStream::connect(&path).with_context(|| format!("connect to the VM's monitor at {}", state_dir.display()))
+}
+
+/// Options of `exec` in a VM container.
+pub struct ExecVm<'a> {
+    /// The container's state.
+    pub state: &'a ContainerState,
+    /// The state root.
+    pub root: &'a Path,
+    /// The process to run.
+    pub process: &'a oci_spec::runtime::Process,
+    /// `--detach`: return once it runs, leaving a proxy process that exits
+    /// with its status.
+    pub detach: bool,
+    /// `--pid-file`: gets the pid of the process that stands for it here.
+    pub pid_file: Option<PathBuf>,
+}
+
+/// Runs a process in a VM container. The caller's stdin, stdout and stderr
+/// become the process's; the returned status is the process's, and signals
+/// sent to this process (or, with `--detach`, to the proxy left behind) go to
+/// it.
+pub fn exec(opts: ExecVm) -> anyhow::Result<i32> {
+    if opts.process.terminal().unwrap_or(false) {
+        bail!("process.terminal: a terminal inside a VM is not supported yet; exec without --tty");
+    }
+    if !matches!(opts.state.status, Status::Created | Status::Running) {
+        bail!("container {:?} is {}: exec needs it created or running", opts.state.id, opts.state.status);
+    }
+    let state_dir = opts.root.join(&opts.state.id);
+    let mut sock = connect_monitor(&state_dir)?;
+    // The first byte carries our stdio; then the request, framed.
+    let fds = [0, 1, 2];
+    sendmsg::<()>(
+        sock.as_raw_fd(),
+        &[std::io::IoSlice::new(b"x")],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .context("pass stdio to the VM's monitor")?;
+    Msg::Exec(0, serde_json::to_vec(opts.process)?).write_to(&mut sock).context("send exec to the VM's monitor")?;
+    match Msg::read_from(&mut sock).context("the VM's monitor")? {
+        Some(Msg::Started(_)) => {}
+        Some(Msg::Error(_, e)) => bail!("exec in the VM: {e}"),
+        Some(other) => bail!("the VM's monitor said {other:?} to exec"),
+        None => bail!("the VM's monitor went away before the process started"),
+    }
+    if opts.detach {
+        // SAFETY: this process has no other threads; the child only waits on
+        // its socket and exits.
+        match unsafe { nix::unistd::fork() }.context("fork the exec's proxy")? {
+            nix::unistd::ForkResult::Child => {
+                let _ = nix::unistd::setsid();
+                let code = proxy(sock);
+                // SAFETY: _exit ends the forked child without running the
+                // parent's destructors or atexit handlers.
+                unsafe { libc::_exit(code) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                if let Some(p) = &opts.pid_file {
+                    write_pid_file(p, child.as_raw())?;
+                }
+                return Ok(0);
+            }
+        }
+    }
+    if let Some(p) = &opts.pid_file {
+        write_pid_file(p, std::process::id() as i32)?;
+    }
+    Ok(proxy(sock))
+}
+
+/// Stands for a process in the guest: forwards the signals this process gets
+/// and returns its status (255 when the VM went away first).
+fn proxy(sock: UnixStream) -> i32 {
+    let signals = crate::foreground::forwarded();
+    let _ = signals.thread_block();
+    if let Ok(mut w) = sock.try_clone() {
+        std::thread::spawn(move || loop {
+            match signals.wait() {
+                Ok(nix::sys::signal::Signal::SIGCHLD) => {}
+                Ok(sig) => {
+                    if Msg::Signal(0, sig as i32).write_to(&mut w).is_err() {
+                        return;
+                    }
+                }
+                Err(_) => return,
+            }
+        });
+    }
+    let mut r = sock;
+    loop {
+        match Msg::read_from(&mut r) {
+            Ok(Some(Msg::Exit(_, code))) => return code,
+            Ok(Some(Msg::Error(_, e))) => {
+                eprintln!("strata: exec in the VM: {e}");
+                return 255;
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => {
+                eprintln!("strata: exec in the VM: the VM went away before the process exited");
+                return 255;
+            }
+        }
+    }
+}
+
+/// A pipe end that, written to (or closed), lets the monitor go on.
+pub(super) struct Ack(pub(super) OwnedFd);
+
+impl Ack {
+    fn release(self) {
+        let mut f = std::fs::File::from(self.0);
+        let _ = f.write_all(b"k");
+    }
+}
+
+/// Reads what the monitor reports from its boot, to its end.
+pub(super) fn read_report(fd: OwnedFd) -> String {
+    let mut s = String::new();
+    let _ = std::fs::File::from(fd).read_to_string(&mut s);
+    s
+}

@@ -1,0 +1,408 @@
+//! The monitor: the host process that stands for a VM container.
+//!
+//! Forked by `create`, it starts QEMU, waits for the guest agent, has it
+//! create the container, and reports to its creator. Then, for the life of
+//! the container, it
+//! - waits at the exec fifo for `start` and has the agent start the workload
+//!   (a failure goes back to `start` through the fifo, as an init's does);
+//! - relays the workload's stdio between its own descriptors (the ones
+//!   `create` was given) and the guest;
+//! - forwards every signal it gets to the workload;
+//! - takes `exec`s on the state directory's socket;
+//! - exits with the workload's status once it ends, after the guest has
+//!   reset itself (QEMU dies with it in any case: it has PDEATHSIG).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{IoSliceMut, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use nix::sys::signal::Signal;
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+use strata_vm::proto::{Msg, INIT};
+use strata_vm::qemu;
+
+use super::host::{read_report, Ack, EXEC_SOCKET};
+
+/// What the monitor needs to boot its VM.
+pub(super) struct Monitor {
+    pub id: String,
+    pub spec: oci_spec::runtime::Spec,
+    pub readonly: bool,
+    pub state_dir: PathBuf,
+    pub cgroup: Option<PathBuf>,
+    pub qemu: qemu::QemuConfig,
+}
+
+const OK: &str = "ok";
+
+/// Forks the monitor and waits for its boot. Returns its pid and the
+/// acknowledgement it waits for before it lets go of its creator. The caller
+/// must have no other threads.
+pub(super) fn spawn(m: Monitor) -> anyhow::Result<(i32, Ack)> {
+    let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
+    let (ack_r, ack_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
+    let parent = nix::unistd::getpid();
+    // SAFETY: the caller has no other threads; the child runs the monitor
+    // and leaves through _exit.
+    match unsafe { nix::unistd::fork() }.context("fork the VM's monitor")? {
+        nix::unistd::ForkResult::Child => {
+            drop(report_r);
+            drop(ack_w);
+            let code = child_main(m, report_w, ack_r, parent);
+            // SAFETY: ends the forked child without the parent's destructors.
+            unsafe { libc::_exit(code) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(report_w);
+            drop(ack_r);
+            let report = read_report(report_r);
+            if report == OK {
+                return Ok((child.as_raw(), Ack(ack_w)));
+            }
+            drop(ack_w);
+            let _ = nix::sys::wait::waitpid(child, None);
+            if report.is_empty() {
+                bail!("the VM's monitor died while the guest was booting");
+            }
+            bail!("{report}")
+        }
+    }
+}
+
+fn child_main(m: Monitor, report: OwnedFd, ack: OwnedFd, parent: nix::unistd::Pid) -> i32 {
+    // No PDEATHSIG: it would race with the creator's exit once it is done.
+    // A creator that dies is seen at the acknowledgement (end of file).
+    if nix::unistd::getppid() != parent {
+        return 1;
+    }
+    close_other_fds(&[0, 1, 2, report.as_raw_fd(), ack.as_raw_fd()]);
+    let signals = crate::foreground::forwarded();
+    let _ = signals.thread_block();
+    let mut report = File::from(report);
+    let booted = (|| -> anyhow::Result<Booted> {
+        if let Some(cg) = &m.cgroup {
+            std::fs::write(cg.join("cgroup.procs"), "0").with_context(|| format!("join cgroup {}", cg.display()))?;
+        }
+        boot(&m)
+    })();
+    let mut booted = match booted {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = report.write_all(format!("{e:#}").as_bytes());
+            return 1;
+        }
+    };
+    let _ = report.write_all(OK.as_bytes());
+    drop(report);
+    let mut byte = [0u8; 1];
+    if !matches!(File::from(ack).read(&mut byte), Ok(1)) {
+        // The creator failed after our report, or died: the VM goes with it.
+        booted.vm.finish(Duration::ZERO);
+        return 1;
+    }
+    serve(booted, signals)
+}
+
+/// Closes every descriptor but `keep` (the monitor outlives its creator and
+/// must not hold what the creator had open).
+fn close_other_fds(keep: &[RawFd]) {
+    let open: Vec<RawFd> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(d) => d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect(),
+        Err(_) => return,
+    };
+    for fd in open {
+        if !keep.contains(&fd) {
+            // SAFETY: closing a descriptor nothing in this fresh child uses
+            // (the directory's own is already closed and fails harmlessly).
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+struct Booted {
+    vm: qemu::QemuVm,
+    reader: UnixStream,
+    writer: Arc<Mutex<UnixStream>>,
+    fifo: File,
+    listener: UnixListener,
+}
+
+fn boot(m: &Monitor) -> anyhow::Result<Booted> {
+    let mut vm = qemu::launch(&m.qemu)?;
+    let mut came_up = false;
+    let result = boot_in(m, &mut vm, &mut came_up);
+    match result {
+        Ok((reader, writer, fifo, listener)) => Ok(Booted { vm, reader, writer, fifo, listener }),
+        Err(e) => {
+            let why = vm.exited();
+            vm.finish(Duration::ZERO);
+            let e = match why {
+                Some(w) => e.context(w),
+                None => e,
+            };
+            // The kernel's log says why a guest did not come up; once the
+            // agent speaks, its own message does.
+            let tail = if came_up { String::new() } else { vm.serial_tail(15) };
+            if tail.is_empty() {
+                Err(e)
+            } else {
+                Err(e.context(format!("guest kernel log (last lines):\n{tail}")))
+            }
+        }
+    }
+}
+
+type Channel = (UnixStream, Arc<Mutex<UnixStream>>, File, UnixListener);
+
+fn boot_in(m: &Monitor, vm: &mut qemu::QemuVm, came_up: &mut bool) -> anyhow::Result<Channel> {
+    let mut reader = vm.agent.try_clone().context("agent channel")?;
+    let writer = vm.agent.try_clone().context("agent channel")?;
+    let timeout = super::boot_timeout();
+    reader.set_read_timeout(Some(timeout))?;
+    let timed_out =
+        |e: &std::io::Error| matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut);
+    match Msg::read_from(&mut reader) {
+        Ok(Some(Msg::Ready)) => {}
+        Ok(Some(other)) => bail!("guest agent said {other:?} before it was ready"),
+        Ok(None) => bail!("the guest closed its agent channel before it came up"),
+        Err(e) if timed_out(&e) => bail!("the guest did not come up within {} s", timeout.as_secs()),
+        Err(e) => return Err(e).context("agent channel"),
+    }
+    *came_up = true;
+    let config = serde_json::json!({ "id": m.id, "readonly": m.readonly, "spec": m.spec });
+    let mut w = writer;
+    Msg::Config(serde_json::to_vec(&config)?).write_to(&mut w)?;
+    loop {
+        match Msg::read_from(&mut reader) {
+            Ok(Some(Msg::Created)) => break,
+            Ok(Some(Msg::Stdout(INIT, b))) => relay(1, &b),
+            Ok(Some(Msg::Stderr(INIT, b))) => relay(2, &b),
+            Ok(Some(Msg::Error(INIT, e))) => bail!("in the guest: {e}"),
+            Ok(Some(other)) => bail!("guest agent sent {other:?} out of turn"),
+            Ok(None) => bail!("the guest closed its agent channel while creating the container"),
+            Err(e) if timed_out(&e) => {
+                bail!("the guest did not create the container within {} s", timeout.as_secs())
+            }
+            Err(e) => return Err(e).context("agent channel"),
+        }
+    }
+    reader.set_read_timeout(None)?;
+    // `start` finds a reader of the fifo from now on (its write-only open
+    // needs one), and the gate is ours to open.
+    let fifo_path = m.state_dir.join(strata_runtime::container::EXEC_FIFO);
+    let fifo = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&fifo_path)
+        .with_context(|| format!("open {}", fifo_path.display()))?;
+    let dir = File::open(&m.state_dir).with_context(|| format!("open {}", m.state_dir.display()))?;
+    let listener = UnixListener::bind(format!("/proc/self/fd/{}/{EXEC_SOCKET}", dir.as_raw_fd()))
+        .with_context(|| format!("listen on {}/{EXEC_SOCKET}", m.state_dir.display()))?;
+    Ok((reader, Arc::new(Mutex::new(w)), fifo, listener))
+}
+
+/// Writes to one of the monitor's own descriptors (the container's stdout
+/// or stderr); a reader that went away loses the output, as it would with
+/// a container's.
+fn relay(fd: RawFd, bytes: &[u8]) {
+    // SAFETY: 1 and 2 stay open for the monitor's life; ManuallyDrop keeps
+    // this File from closing them.
+    let mut f = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(fd) });
+    let _ = f.write_all(bytes);
+}
+
+struct ExecClient {
+    out: File,
+    err: File,
+    ctrl: UnixStream,
+}
+
+struct Shared {
+    agent: Arc<Mutex<UnixStream>>,
+    execs: Mutex<HashMap<u32, ExecClient>>,
+    next: AtomicU32,
+    start: Mutex<Option<mpsc::Sender<Result<(), String>>>>,
+}
+
+impl Shared {
+    fn send(&self, m: Msg) -> std::io::Result<()> {
+        m.write_to(&mut *self.agent.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+fn serve(b: Booted, signals: nix::sys::signal::SigSet) -> i32 {
+    let Booted { mut vm, mut reader, writer, fifo, listener } = b;
+    let shared = Arc::new(Shared {
+        agent: writer,
+        execs: Mutex::new(HashMap::new()),
+        next: AtomicU32::new(1),
+        start: Mutex::new(None),
+    });
+    // The gate: `start` writes a byte; the workload starts; `start` learns
+    // how it went from what is left in the fifo once we close it.
+    let s = shared.clone();
+    std::thread::spawn(move || {
+        let mut fifo = fifo;
+        let mut byte = [0u8; 1];
+        if !matches!(fifo.read(&mut byte), Ok(1)) {
+            return;
+        }
+        let (tx, rx) = mpsc::channel();
+        *s.start.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        if s.send(Msg::Start).is_err() {
+            return;
+        }
+        if let Ok(Err(why)) = rx.recv() {
+            let mut report = strata_runtime::process::init::START_FAILED.to_vec();
+            report.extend_from_slice(why.as_bytes());
+            let _ = fifo.write_all(&report);
+        }
+    });
+    // Our stdin is the workload's.
+    let s = shared.clone();
+    std::thread::spawn(move || pump_stdin(0, INIT, &s));
+    // Signals for the container go to its workload.
+    let s = shared.clone();
+    std::thread::spawn(move || loop {
+        match signals.wait() {
+            Ok(Signal::SIGCHLD | Signal::SIGPIPE) => {}
+            Ok(sig) => {
+                if s.send(Msg::Signal(INIT, sig as i32)).is_err() {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+    });
+    let s = shared.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let _ = take_exec(conn, &s);
+            });
+        }
+    });
+    let code = loop {
+        let msg = match Msg::read_from(&mut reader) {
+            Ok(Some(m)) => m,
+            Ok(None) | Err(_) => {
+                eprintln!("strata: the VM of {:?} ended before its workload exited", vm_name(&vm));
+                break 255;
+            }
+        };
+        match msg {
+            Msg::Stdout(INIT, b) => relay(1, &b),
+            Msg::Stderr(INIT, b) => relay(2, &b),
+            Msg::Exit(INIT, code) => break code,
+            Msg::Started(INIT) => answer_start(&shared, Ok(())),
+            Msg::Error(INIT, e) => answer_start(&shared, Err(e)),
+            Msg::Stdout(n, b) => with_exec(&shared, n, |c| {
+                let _ = c.out.write_all(&b);
+            }),
+            Msg::Stderr(n, b) => with_exec(&shared, n, |c| {
+                let _ = c.err.write_all(&b);
+            }),
+            Msg::Started(n) => with_exec(&shared, n, |c| {
+                let _ = Msg::Started(n).write_to(&mut c.ctrl);
+            }),
+            m @ (Msg::Exit(n, _) | Msg::Error(n, _)) => {
+                let client = shared.execs.lock().unwrap_or_else(|e| e.into_inner()).remove(&n);
+                if let Some(mut c) = client {
+                    let _ = m.write_to(&mut c.ctrl);
+                }
+            }
+            _ => {}
+        }
+    };
+    // Clients of execs still running learn that the VM is gone.
+    shared.execs.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    vm.finish(Duration::from_secs(10));
+    code
+}
+
+fn vm_name(vm: &qemu::QemuVm) -> String {
+    vm.serial_log.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+fn answer_start(shared: &Shared, r: Result<(), String>) {
+    if let Some(tx) = shared.start.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        let _ = tx.send(r);
+    }
+}
+
+fn with_exec(shared: &Shared, n: u32, f: impl FnOnce(&mut ExecClient)) {
+    if let Some(c) = shared.execs.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&n) {
+        f(c);
+    }
+}
+
+/// Relays `fd` (ours, or an exec client's stdin) to process `n`'s stdin.
+fn pump_stdin(fd: RawFd, n: u32, shared: &Shared) {
+    // SAFETY: `fd` stays open while this thread reads it (0 for the
+    // monitor's life; an exec's is owned by the ExecStdin that called us).
+    let mut f = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(fd) });
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let msg = match f.read(&mut buf) {
+            Ok(0) | Err(_) => Msg::StdinEof(n),
+            Ok(k) => Msg::Stdin(n, buf[..k].to_vec()),
+        };
+        let eof = matches!(msg, Msg::StdinEof(_));
+        if shared.send(msg).is_err() || eof {
+            return;
+        }
+    }
+}
+
+/// One `exec` from a client: its stdio (passed with the first byte), its
+/// process, then the signals it forwards.
+fn take_exec(mut conn: UnixStream, shared: &Arc<Shared>) -> anyhow::Result<()> {
+    let mut byte = [0u8; 1];
+    let mut space = nix::cmsg_space!([RawFd; 3]);
+    let fds: Vec<OwnedFd> = {
+        let mut iov = [IoSliceMut::new(&mut byte)];
+        let msg = recvmsg::<()>(conn.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+            .context("receive the exec's stdio")?;
+        let mut fds = Vec::new();
+        for c in msg.cmsgs().context("control message")? {
+            if let ControlMessageOwned::ScmRights(list) = c {
+                // SAFETY: descriptors just received are ours alone.
+                fds.extend(list.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+            }
+        }
+        fds
+    };
+    let [stdin, stdout, stderr]: [OwnedFd; 3] =
+        fds.try_into().map_err(|_| anyhow::anyhow!("exec without its stdio"))?;
+    let process = match Msg::read_from(&mut conn)? {
+        Some(Msg::Exec(_, p)) => p,
+        other => bail!("expected an exec, got {other:?}"),
+    };
+    let n = shared.next.fetch_add(1, Ordering::Relaxed);
+    let ctrl = conn.try_clone()?;
+    shared
+        .execs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(n, ExecClient { out: File::from(stdout), err: File::from(stderr), ctrl });
+    shared.send(Msg::Exec(n, process))?;
+    let s = shared.clone();
+    std::thread::spawn(move || {
+        let stdin = stdin;
+        pump_stdin(stdin.as_raw_fd(), n, &s);
+    });
+    while let Ok(Some(Msg::Signal(_, sig))) = Msg::read_from(&mut conn) {
+        if shared.send(Msg::Signal(n, sig)).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
