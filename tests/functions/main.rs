@@ -1407,3 +1407,61 @@ fn cluster_async_events_survive_a_node_kill() {
     assert_eq!(calls("fail"), 3, "{text}");
     drop(nodes);
 }
+
+/// Whether this machine can boot the VM backend's guest.
+fn vm_ready(test: &str) -> bool {
+    let kernel = std::env::var_os("STRATA_VM_KERNEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/strata/vm/vmlinux"));
+    if !kernel.exists() {
+        strata_tests::skip(test, "no guest kernel: hack/vm-assets.sh builds it");
+        return false;
+    }
+    if Command::new("qemu-system-x86_64").arg("--version").output().is_err() {
+        strata_tests::skip(test, "qemu-system-x86_64 is not installed (hack/vm-assets.sh installs it)");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn a_function_in_a_vm_gets_a_fresh_guest_per_event_from_a_warm_pool() {
+    if !vm_ready("a_function_in_a_vm_gets_a_fresh_guest_per_event_from_a_warm_pool") {
+        return;
+    }
+    let host_boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").expect("boot id");
+    let s = Server::start("vm");
+    let dir = TempDir::new("fn-vm-src");
+    let script = "cat; cat /proc/sys/kernel/random/boot_id";
+    s.deploy(&function(
+        dir.path(),
+        "invm",
+        &["sh", "-c", script],
+        "isolation = \"vm\"\ntimeout_ms = 60000\n[pool]\nmin_warm = 0\nmax_warm = 1\nkeep_alive_s = 8",
+    ));
+    let boot_of = |a: &http::Answer| -> String {
+        let text = String::from_utf8_lossy(&a.body).into_owned();
+        assert!(text.starts_with("event\n"), "{text}");
+        text.lines().nth(1).unwrap_or_default().to_string()
+    };
+    let first = s.invoke("invm", b"event\n");
+    assert_eq!(first.status, 200, "{}", String::from_utf8_lossy(&first.body));
+    let first_boot = boot_of(&first);
+    assert_ne!(first_boot, host_boot.trim(), "the event ran in a guest kernel");
+    // The pool holds a booted VM waiting for start: the next event starts warm,
+    // in a guest of its own.
+    wait_logged("a warm VM", &[&s], Duration::from_secs(60), || {
+        s.metric("strata_fn_warm_pool_size{function=\"invm\"}").unwrap_or(0.0) >= 1.0
+    });
+    let second = s.invoke("invm", b"event\n");
+    assert_eq!((second.status, second.header("X-Start")), (200, Some("warm")));
+    let second_boot = boot_of(&second);
+    assert_ne!(second_boot, first_boot, "each event gets a fresh VM");
+    assert_ne!(second_boot, host_boot.trim());
+    // Idle, it scales to zero: no VM, no state, no QEMU left.
+    wait_for("scale to zero", Duration::from_secs(30), || {
+        s.metric("strata_fn_warm_pool_size{function=\"invm\"}") == Some(0.0) && s.containers().is_empty()
+    });
+    let qemus = Command::new("pgrep").args(["-f", &format!("qemu-system.*{}", s.run_root.display())]).output();
+    assert!(qemus.map(|o| o.stdout.is_empty()).unwrap_or(true), "QEMU left behind");
+}

@@ -15,6 +15,7 @@ pub mod runner;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod vm;
 pub mod zygote;
 
 pub use error::{Error, Result};

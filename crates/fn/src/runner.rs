@@ -32,6 +32,8 @@ pub struct Prepared {
     reaped: bool,
     /// The zygote that created it (and is its init's parent), if one did.
     zygote: Option<usize>,
+    /// It runs in a microVM: `pid` is its monitor, which is not our child.
+    vm: bool,
 }
 
 /// What a run did.
@@ -187,6 +189,9 @@ impl Runner {
     /// Reaps the init of `p` (through its zygote when one made it).
     fn reap_init(&self, p: &mut Prepared) -> i32 {
         p.reaped = true;
+        if p.vm {
+            return crate::vm::exit_status(&self.root, &p.id);
+        }
         match (&self.zygotes, p.zygote) {
             (Some(z), Some(i)) => z.reap(i, p.pid),
             _ => crate::zygote::reap(p.pid),
@@ -242,6 +247,10 @@ impl Runner {
         let (stderr_r, stderr_w) = pipe()?;
         let stdio = [stdin_r.as_raw_fd(), stdout_w.as_raw_fd(), stderr_w.as_raw_fd()];
         let (pid, zygote, cgroup) = match &self.zygotes {
+            _ if f.vm => {
+                let (pid, cgroup) = crate::vm::create(&self.root, &id, spec, stdio, self.cgroup_parent.systemd())?;
+                (pid, None, cgroup)
+            }
             Some(z) => {
                 let (pid, index, cgroup) =
                     z.create(&self.root, &id, &f.dir, spec, stdio, self.cgroup_parent.systemd())?;
@@ -274,6 +283,7 @@ impl Runner {
             cgroup,
             reaped: false,
             zygote,
+            vm: f.vm,
         })
     }
 
@@ -282,6 +292,10 @@ impl Runner {
         let _busy = self.busy();
         if let Ok(c) = Container::load(&self.root, &p.id) {
             let _ = c.delete(true);
+        }
+        if p.vm {
+            crate::vm::forget(&self.root, &p.id);
+            p.reaped = true;
         }
         // Its init, ended by the delete if it was still waiting, is reaped here
         // (by its zygote, when it gets to it). Should the delete have failed,
@@ -346,7 +360,8 @@ impl Runner {
                 out.timed_out = true;
                 // Every process of it: the init is pid 1 of its namespace and gets
                 // SIGTERM only if it handles it.
-                let _ = container.kill(Signal::SIGTERM, true);
+                // (A VM's cgroup holds its VMM: its monitor forwards to the workload.)
+                let _ = container.kill(Signal::SIGTERM, !p.vm);
                 killed_at = Some(now);
             }
             if let Some(k) = killed_at {

@@ -6,6 +6,7 @@ mod io;
 mod oom;
 mod options;
 mod service;
+mod vm;
 
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::protobuf::Message;

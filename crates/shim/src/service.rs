@@ -257,6 +257,23 @@ fn reap_orphans(tasks: &Mutex<HashMap<String, Task>>, watched: &Mutex<HashSet<i3
 }
 
 impl Service {
+    /// An exec runs: containerd hears of it, and its exit is watched for.
+    fn exec_started(&self, req: &StartRequest, proc: Arc<Proc>, pid: i32) -> StartResponse {
+        self.publish(
+            "/tasks/exec-started",
+            Box::new(TaskExecStarted {
+                container_id: req.id.clone(),
+                exec_id: req.exec_id.clone(),
+                pid: pid as u32,
+                ..Default::default()
+            }),
+        );
+        self.watch(req.id.clone(), req.exec_id.clone(), proc, None);
+        let mut resp = StartResponse::new();
+        resp.pid = pid as u32;
+        resp
+    }
+
     fn publish(&self, topic: &'static str, event: Box<dyn MessageDyn>) {
         let _ = self.events.lock().unwrap_or_else(|e| e.into_inner()).send((topic, event));
     }
@@ -392,7 +409,18 @@ impl containerd_shim::Task for Service {
             no_new_keyring: runtime_options.no_new_keyring,
             ..Default::default()
         };
-        let state = match Container::create(&self.root, &req.id, &opts) {
+        let in_vm = opts.spec.as_ref().is_some_and(crate::vm::wants_vm);
+        let created = if in_vm {
+            if req.terminal {
+                unmount();
+                return Err(err(Code::UNIMPLEMENTED, "a terminal in a VM task is not supported yet"));
+            }
+            crate::vm::create(&self.root, &req.id, &bundle, &stdio)
+                .and_then(|()| Container::load(&self.root, &req.id).and_then(|c| c.state()).map_err(|e| e.to_string()))
+        } else {
+            Container::create(&self.root, &req.id, &opts).map_err(|e| e.to_string())
+        };
+        let state = match created {
             Ok(s) => s,
             Err(e) => {
                 unmount();
@@ -500,6 +528,19 @@ impl containerd_shim::Task for Service {
             e
         };
         let io = Stdio::open(&stdio.0, &stdio.1, &stdio.2).map_err(|e| fail(internal(format!("open stdio: {e}"))))?;
+        if container.state().is_ok_and(|s| crate::vm::is_vm(&s)) {
+            if terminal {
+                return Err(fail(err(Code::UNIMPLEMENTED, "a terminal in a VM task is not supported yet")));
+            }
+            let bundle = {
+                let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+                tasks.get(&req.id).map(|t| t.bundle.clone()).ok_or_else(|| fail(err(Code::NOT_FOUND, &req.id)))?
+            };
+            let pid =
+                crate::vm::exec(&self.root, &req.id, &bundle, &spec, &io).map_err(|e| fail(err(Code::UNKNOWN, e)))?;
+            proc.pid.store(pid, std::sync::atomic::Ordering::SeqCst);
+            return Ok(self.exec_started(&req, proc, pid));
+        }
         let console =
             if terminal { Some(std::os::unix::net::UnixStream::pair().map_err(|e| fail(internal(e)))?) } else { None };
         let opts = ExecOptions {
@@ -525,18 +566,7 @@ impl containerd_shim::Task for Service {
         {
             e.master = master;
         }
-        self.publish(
-            "/tasks/exec-started",
-            Box::new(TaskExecStarted {
-                container_id: req.id.clone(),
-                exec_id: req.exec_id.clone(),
-                pid: pid as u32,
-                ..Default::default()
-            }),
-        );
-        self.watch(req.id.clone(), req.exec_id.clone(), proc, None);
-        resp.pid = pid as u32;
-        Ok(resp)
+        Ok(self.exec_started(&req, proc, pid))
     }
 
     fn delete(&self, _ctx: &TtrpcContext, req: DeleteRequest) -> ttrpc::Result<DeleteResponse> {
@@ -660,7 +690,11 @@ impl containerd_shim::Task for Service {
         let signal = nix::sys::signal::Signal::try_from(req.signal as i32)
             .map_err(|_| err(Code::INVALID_ARGUMENT, format!("signal {}", req.signal)))?;
         if req.exec_id.is_empty() {
-            self.container(&req.id)?.kill(signal, req.all).map_err(|e| err(Code::NOT_FOUND, e))?;
+            let container = self.container(&req.id)?;
+            // A VM's cgroup holds its monitor and VMM: the monitor forwards
+            // the signal to the workload.
+            let all = req.all && !container.state().is_ok_and(|s| crate::vm::is_vm(&s));
+            container.kill(signal, all).map_err(|e| err(Code::NOT_FOUND, e))?;
             return Ok(Empty::new());
         }
         let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
@@ -735,7 +769,14 @@ impl containerd_shim::Task for Service {
         let any = req.resources.as_ref().ok_or_else(|| err(Code::INVALID_ARGUMENT, "update without resources"))?;
         let resources: oci_spec::runtime::LinuxResources =
             serde_json::from_slice(&any.value).map_err(|e| err(Code::INVALID_ARGUMENT, format!("resources: {e}")))?;
-        self.container(&req.id)?.update(&resources).map_err(|e| err(Code::FAILED_PRECONDITION, e))?;
+        let container = self.container(&req.id)?;
+        if container.state().is_ok_and(|s| crate::vm::is_vm(&s)) {
+            return Err(err(
+                Code::UNIMPLEMENTED,
+                "a VM task's limits hold inside its guest; update cannot change them yet",
+            ));
+        }
+        container.update(&resources).map_err(|e| err(Code::FAILED_PRECONDITION, e))?;
         Ok(Empty::new())
     }
 

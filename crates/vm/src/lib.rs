@@ -14,6 +14,7 @@
 
 pub mod blk;
 pub mod boot;
+pub mod cli;
 pub mod console;
 pub mod cpu;
 pub mod image;

@@ -42,6 +42,10 @@ pub(super) struct Monitor {
 
 const OK: &str = "ok";
 
+/// The file in the state directory that holds the workload's exit status
+/// once the monitor is gone (for a watcher that is not its parent).
+pub const EXIT_FILE: &str = "exit";
+
 /// Forks the monitor and waits for its boot. Returns its pid and the
 /// acknowledgement it waits for before it lets go of its creator. The caller
 /// must have no other threads.
@@ -128,6 +132,8 @@ fn close_other_fds(keep: &[RawFd]) {
 
 struct Booted {
     vm: qemu::QemuVm,
+    /// Where the workload's status is written before the monitor exits.
+    exit_file: PathBuf,
     reader: UnixStream,
     writer: Arc<Mutex<UnixStream>>,
     fifo: File,
@@ -139,7 +145,9 @@ fn boot(m: &Monitor) -> anyhow::Result<Booted> {
     let mut came_up = false;
     let result = boot_in(m, &mut vm, &mut came_up);
     match result {
-        Ok((reader, writer, fifo, listener)) => Ok(Booted { vm, reader, writer, fifo, listener }),
+        Ok((reader, writer, fifo, listener)) => {
+            Ok(Booted { vm, exit_file: m.state_dir.join(EXIT_FILE), reader, writer, fifo, listener })
+        }
         Err(e) => {
             let why = vm.exited();
             vm.finish(Duration::ZERO);
@@ -238,7 +246,7 @@ impl Shared {
 }
 
 fn serve(b: Booted, signals: nix::sys::signal::SigSet) -> i32 {
-    let Booted { mut vm, mut reader, writer, fifo, listener } = b;
+    let Booted { mut vm, exit_file, mut reader, writer, fifo, listener } = b;
     let shared = Arc::new(Shared {
         agent: writer,
         execs: Mutex::new(HashMap::new()),
@@ -325,6 +333,8 @@ fn serve(b: Booted, signals: nix::sys::signal::SigSet) -> i32 {
     // Clients of execs still running learn that the VM is gone.
     shared.execs.lock().unwrap_or_else(|e| e.into_inner()).clear();
     vm.finish(Duration::from_secs(10));
+    // For those that watch the monitor without being its parent.
+    let _ = std::fs::write(exit_file, code.to_string());
     code
 }
 
