@@ -18,8 +18,9 @@ pub const INIT: u32 = 0;
 /// One message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Msg {
-    /// Guest → host: the agent is up and waits for its configuration.
-    Ready,
+    /// Guest → host: the agent is up and waits for its configuration; the
+    /// guest's boot clock (ms since its kernel started) when the agent began.
+    Ready(u64),
     /// Host → guest: the container to create (JSON, see the agent).
     Config(Vec<u8>),
     /// Guest → host: the container is created and waits for `Start`.
@@ -74,7 +75,7 @@ impl Msg {
     /// The frame's bytes.
     pub fn encode(&self) -> Vec<u8> {
         let (kind, payload): (u8, Vec<u8>) = match self {
-            Msg::Ready => (READY, Vec::new()),
+            Msg::Ready(ms) => (READY, ms.to_le_bytes().to_vec()),
             Msg::Config(b) => (CONFIG, b.clone()),
             Msg::Created => (CREATED, Vec::new()),
             Msg::Start => (START, Vec::new()),
@@ -132,7 +133,7 @@ impl Msg {
         };
         let empty = |p: &[u8]| if p.is_empty() { Ok(()) } else { Err(bad("unexpected payload")) };
         Ok(Some(match kind {
-            READY => empty(&payload).map(|_| Msg::Ready)?,
+            READY => Msg::Ready(u64::from_le_bytes(payload.as_slice().try_into().map_err(|_| bad("bad boot time"))?)),
             CONFIG => Msg::Config(payload),
             CREATED => empty(&payload).map(|_| Msg::Created)?,
             START => empty(&payload).map(|_| Msg::Start)?,
@@ -171,7 +172,7 @@ mod tests {
     #[test]
     fn every_message_round_trips() {
         let all = [
-            Msg::Ready,
+            Msg::Ready(1234),
             Msg::Config(b"{\"a\":1}".to_vec()),
             Msg::Created,
             Msg::Start,

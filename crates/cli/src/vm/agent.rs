@@ -405,9 +405,9 @@ fn read_pid(path: &str) -> anyhow::Result<i32> {
         .with_context(|| format!("{path} holds no pid"))
 }
 
-fn run(hvc: File) -> anyhow::Result<()> {
+fn run(hvc: File, booted_ms: u64) -> anyhow::Result<()> {
     let mut reader = hvc.try_clone()?;
-    Msg::Ready.write_to(&mut &hvc)?;
+    Msg::Ready(booted_ms).write_to(&mut &hvc)?;
     let config = match Msg::read_from(&mut reader)? {
         Some(Msg::Config(c)) => c,
         other => bail!("expected the configuration, got {other:?}"),
@@ -447,9 +447,13 @@ fn run(hvc: File) -> anyhow::Result<()> {
 /// strata as a VM's `/init`: set the guest up, run the container, report,
 /// and reset the machine. Never returns.
 pub fn agent_main() -> ! {
+    // How long the kernel took to get here, for the host's time split.
+    let booted_ms = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .map(|t| t.tv_sec() as u64 * 1000 + t.tv_nsec() as u64 / 1_000_000)
+        .unwrap_or(0);
     let result = setup().and_then(|hvc| {
         let spare = hvc.try_clone();
-        let r = run(hvc);
+        let r = run(hvc, booted_ms);
         if let (Err(e), Ok(mut channel)) = (&r, spare) {
             // The channel may still work: say why, in full.
             let _ = Msg::Error(INIT, format!("{e:#}")).write_to(&mut channel);

@@ -20,7 +20,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use nix::sys::signal::Signal;
@@ -90,11 +90,12 @@ fn child_main(m: Monitor, report: OwnedFd, ack: OwnedFd, parent: nix::unistd::Pi
     let signals = crate::foreground::forwarded();
     let _ = signals.thread_block();
     let mut report = File::from(report);
+    let begun = Instant::now();
     let booted = (|| -> anyhow::Result<Booted> {
         if let Some(cg) = &m.cgroup {
             std::fs::write(cg.join("cgroup.procs"), "0").with_context(|| format!("join cgroup {}", cg.display()))?;
         }
-        boot(&m)
+        boot(&m, begun)
     })();
     let mut booted = match booted {
         Ok(b) => b,
@@ -130,8 +131,51 @@ fn close_other_fds(keep: &[RawFd]) {
     }
 }
 
+/// When each step of the VM's life happened, written to `timings.json` in
+/// the state directory when the monitor ends (what hack/bench-vm.sh reports).
+#[derive(Default)]
+struct Timings {
+    /// The monitor's start.
+    begun: Option<Instant>,
+    /// QEMU spawned.
+    launched: Option<Instant>,
+    /// The agent's hello, and the guest's boot clock when the agent began.
+    ready: Option<(Instant, u64)>,
+    /// The container created in the guest.
+    created: Option<Instant>,
+    /// `start` opened the gate.
+    start_asked: Option<Instant>,
+    /// The agent reported the workload running.
+    started: Option<Instant>,
+    /// The workload's exit reported.
+    exited: Option<Instant>,
+}
+
+impl Timings {
+    fn json(&self, ended: Instant) -> serde_json::Value {
+        let ms = |a: Option<Instant>, b: Option<Instant>| match (a, b) {
+            (Some(a), Some(b)) => serde_json::json!(b.saturating_duration_since(a).as_secs_f64() * 1000.0),
+            _ => serde_json::Value::Null,
+        };
+        let ready = self.ready.map(|r| r.0);
+        serde_json::json!({
+            "monitor_to_qemu_ms": ms(self.begun, self.launched),
+            "qemu_to_agent_ms": ms(self.launched, ready),
+            // The guest's own clock at the agent's start: how much of the
+            // above its kernel took, by a clock that software emulation
+            // does not keep true.
+            "guest_clock_at_agent_ms": self.ready.map(|r| r.1),
+            "create_in_guest_ms": ms(ready, self.created),
+            "start_ms": ms(self.start_asked, self.started),
+            "workload_ms": ms(self.started, self.exited),
+            "guest_reset_ms": ms(self.exited, Some(ended)),
+        })
+    }
+}
+
 struct Booted {
     vm: qemu::QemuVm,
+    timings: Timings,
     /// Where the workload's status is written before the monitor exits.
     exit_file: PathBuf,
     reader: UnixStream,
@@ -140,13 +184,14 @@ struct Booted {
     listener: UnixListener,
 }
 
-fn boot(m: &Monitor) -> anyhow::Result<Booted> {
+fn boot(m: &Monitor, begun: Instant) -> anyhow::Result<Booted> {
     let mut vm = qemu::launch(&m.qemu)?;
+    let mut timings = Timings { begun: Some(begun), launched: Some(Instant::now()), ..Default::default() };
     let mut came_up = false;
-    let result = boot_in(m, &mut vm, &mut came_up);
+    let result = boot_in(m, &mut vm, &mut came_up, &mut timings);
     match result {
         Ok((reader, writer, fifo, listener)) => {
-            Ok(Booted { vm, exit_file: m.state_dir.join(EXIT_FILE), reader, writer, fifo, listener })
+            Ok(Booted { vm, timings, exit_file: m.state_dir.join(EXIT_FILE), reader, writer, fifo, listener })
         }
         Err(e) => {
             let why = vm.exited();
@@ -169,7 +214,7 @@ fn boot(m: &Monitor) -> anyhow::Result<Booted> {
 
 type Channel = (UnixStream, Arc<Mutex<UnixStream>>, File, UnixListener);
 
-fn boot_in(m: &Monitor, vm: &mut qemu::QemuVm, came_up: &mut bool) -> anyhow::Result<Channel> {
+fn boot_in(m: &Monitor, vm: &mut qemu::QemuVm, came_up: &mut bool, t: &mut Timings) -> anyhow::Result<Channel> {
     let mut reader = vm.agent.try_clone().context("agent channel")?;
     let writer = vm.agent.try_clone().context("agent channel")?;
     let timeout = super::boot_timeout();
@@ -177,7 +222,7 @@ fn boot_in(m: &Monitor, vm: &mut qemu::QemuVm, came_up: &mut bool) -> anyhow::Re
     let timed_out =
         |e: &std::io::Error| matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut);
     match Msg::read_from(&mut reader) {
-        Ok(Some(Msg::Ready)) => {}
+        Ok(Some(Msg::Ready(guest_ms))) => t.ready = Some((Instant::now(), guest_ms)),
         Ok(Some(other)) => bail!("guest agent said {other:?} before it was ready"),
         Ok(None) => bail!("the guest closed its agent channel before it came up"),
         Err(e) if timed_out(&e) => bail!("the guest did not come up within {} s", timeout.as_secs()),
@@ -189,7 +234,10 @@ fn boot_in(m: &Monitor, vm: &mut qemu::QemuVm, came_up: &mut bool) -> anyhow::Re
     Msg::Config(serde_json::to_vec(&config)?).write_to(&mut w)?;
     loop {
         match Msg::read_from(&mut reader) {
-            Ok(Some(Msg::Created)) => break,
+            Ok(Some(Msg::Created)) => {
+                t.created = Some(Instant::now());
+                break;
+            }
             Ok(Some(Msg::Stdout(INIT, b))) => relay(1, &b),
             Ok(Some(Msg::Stderr(INIT, b))) => relay(2, &b),
             Ok(Some(Msg::Error(INIT, e))) => bail!("in the guest: {e}"),
@@ -246,7 +294,8 @@ impl Shared {
 }
 
 fn serve(b: Booted, signals: nix::sys::signal::SigSet) -> i32 {
-    let Booted { mut vm, exit_file, mut reader, writer, fifo, listener } = b;
+    let Booted { mut vm, timings, exit_file, mut reader, writer, fifo, listener } = b;
+    let timings = Arc::new(Mutex::new(timings));
     let shared = Arc::new(Shared {
         agent: writer,
         execs: Mutex::new(HashMap::new()),
@@ -256,12 +305,14 @@ fn serve(b: Booted, signals: nix::sys::signal::SigSet) -> i32 {
     // The gate: `start` writes a byte; the workload starts; `start` learns
     // how it went from what is left in the fifo once we close it.
     let s = shared.clone();
+    let t = timings.clone();
     std::thread::spawn(move || {
         let mut fifo = fifo;
         let mut byte = [0u8; 1];
         if !matches!(fifo.read(&mut byte), Ok(1)) {
             return;
         }
+        t.lock().unwrap_or_else(|e| e.into_inner()).start_asked = Some(Instant::now());
         let (tx, rx) = mpsc::channel();
         *s.start.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
         if s.send(Msg::Start).is_err() {
@@ -309,8 +360,14 @@ fn serve(b: Booted, signals: nix::sys::signal::SigSet) -> i32 {
         match msg {
             Msg::Stdout(INIT, b) => relay(1, &b),
             Msg::Stderr(INIT, b) => relay(2, &b),
-            Msg::Exit(INIT, code) => break code,
-            Msg::Started(INIT) => answer_start(&shared, Ok(())),
+            Msg::Exit(INIT, code) => {
+                timings.lock().unwrap_or_else(|e| e.into_inner()).exited = Some(Instant::now());
+                break code;
+            }
+            Msg::Started(INIT) => {
+                timings.lock().unwrap_or_else(|e| e.into_inner()).started = Some(Instant::now());
+                answer_start(&shared, Ok(()));
+            }
             Msg::Error(INIT, e) => answer_start(&shared, Err(e)),
             Msg::Stdout(n, b) => with_exec(&shared, n, |c| {
                 let _ = c.out.write_all(&b);
@@ -333,6 +390,8 @@ fn serve(b: Booted, signals: nix::sys::signal::SigSet) -> i32 {
     // Clients of execs still running learn that the VM is gone.
     shared.execs.lock().unwrap_or_else(|e| e.into_inner()).clear();
     vm.finish(Duration::from_secs(10));
+    let json = timings.lock().unwrap_or_else(|e| e.into_inner()).json(Instant::now());
+    let _ = std::fs::write(exit_file.with_file_name("timings.json"), json.to_string());
     // For those that watch the monitor without being its parent.
     let _ = std::fs::write(exit_file, code.to_string());
     code
