@@ -201,6 +201,13 @@ if [ -e "$VM_KERNEL" ] && command -v qemu-system-x86_64 >/dev/null; then
     contains "onto /vol" "$out" && same 0 "$(pgrep -f -c "qemu-system.*/$NS/vm3/" || true)"
   }
   check "a VM task that cannot be made says why, naming the mount" vm_refused
+  vm_tty() {
+    same "/dev/pts/0" "$(script -qec "ctr --address $SOCK --namespace $NS run ${RUNTIME_FLAGS[*]} --cpu-shares 0 --rm -t --annotation run.strata.isolation=vm $IMAGE_REF vmt1 tty" /dev/null | tr -d '\r' | sed 's/\^@//g' | grep -m1 /dev/)" || return 1
+    run -d --annotation run.strata.isolation=vm "$IMAGE_REF" vmt2 sh -c 'trap "exit 0" TERM; while :; do sleep 0.2; done' >/dev/null || return 1
+    same "/dev/pts/0" "$(script -qec "ctr --address $SOCK --namespace $NS task exec -t --exec-id t1 vmt2 tty" /dev/null | tr -d '\r' | sed 's/\^@//g' | grep -m1 /dev/)" || return 1
+    ctr task kill -s SIGKILL vmt2 && ctr task delete vmt2 >/dev/null; ctr container rm vmt2
+  }
+  check "a terminal in a VM task, and in an exec" vm_tty
 else
   check "tasks in VMs" sh -c 'echo "no guest kernel or QEMU (hack/vm-assets.sh prepares both)"; exit 77'
 fi

@@ -253,6 +253,93 @@ fn create_start_exec_pause_kill_and_delete_a_vm_container() {
     }
 }
 
+#[test]
+fn terminals_in_the_guest_reach_the_console_socket_and_the_caller() {
+    let test = "terminals_in_the_guest_reach_the_console_socket_and_the_caller";
+    let Some(_g) = ready(test) else { return };
+    let mut b = Bundle::new(&["sh", "-c", "tty; echo term=$TERM; trap 'exit 0' TERM; while :; do sleep 0.1; done"]);
+    b.config["process"]["terminal"] = json!(true);
+    b.config["annotations"] = json!({ "run.strata.isolation": "vm" });
+    b.write_config();
+    let dir = b.dir.path().to_string_lossy().into_owned();
+    // As runc's: a terminal needs a console socket, which gets the master.
+    let out = b.rt(&["create", "--bundle", &dir, "vm-tty-none"]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("--console-socket"), "{}", out.stderr);
+    assert!(b.leftover_state().is_empty());
+    let mut console = strata_tests::ConsoleSocket::new();
+    let out = b.rt(&["create", "--bundle", &dir, "--console-socket", &console.arg(), "vm-tty"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let out = b.rt(&["start", "vm-tty"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    // exec -t --detach: its terminal's master goes to its console socket.
+    let mut exec_console = strata_tests::ConsoleSocket::new();
+    let out = b.rt(&[
+        "exec",
+        "-t",
+        "--detach",
+        "--console-socket",
+        &exec_console.arg(),
+        "vm-tty",
+        "sh",
+        "-c",
+        "tty; echo exec-term=$TERM",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let exec_text = exec_console.output();
+    assert!(exec_text.contains("/dev/pts/") && exec_text.contains("exec-term=xterm"), "{exec_text:?}");
+    let out = b.rt(&["kill", "vm-tty", "TERM"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let text = console.output();
+    assert!(text.starts_with("/dev/pts/0\nterm=xterm\n"), "{text:?}");
+    let out = b.rt(&["delete", "--force", "vm-tty"]);
+    assert_eq!(out.code, 0, "{out:?}");
+
+    // `run` in the foreground proxies the caller's terminal: keys in, output
+    // out, its size followed, and the workload's exit status.
+    if Command::new("script").arg("--version").output().is_err() {
+        skip(test, "the foreground part: script(1) is not installed");
+        return;
+    }
+    b.config["process"]["args"] = json!(["sh", "-c", "sleep 1; stty size; read line; echo typed:$line; exit 6"]);
+    b.write_config();
+    let strata = strata_tests::runtime_bin();
+    let line = format!(
+        "stty rows 33 cols 111; {} --root {} run --vm --bundle {dir} vm-tty-run; echo rc=$?",
+        strata.display(),
+        b.root.path().display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("script");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut seen = Vec::new();
+    let mut typed = false;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Some(Ok(l)) = lines.next() {
+        let l = l.replace('\r', "");
+        if l.trim() == "33 111" && !typed {
+            stdin.write_all(b"hello-vm\n").expect("type");
+            typed = true;
+        }
+        seen.push(l);
+        if seen.last().is_some_and(|l| l.starts_with("rc=")) || Instant::now() > deadline {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(seen.iter().any(|l| l == "33 111"), "the size reached the guest: {seen:?}");
+    assert!(seen.iter().any(|l| l == "typed:hello-vm"), "{seen:?}");
+    assert_eq!(seen.last().map(String::as_str), Some("rc=6"), "{seen:?}");
+    assert!(b.leftover_state().is_empty(), "{:?}", b.leftover_state());
+}
+
 /// The host cgroup of a container, when this host gives it one.
 fn strata_runtime_cgroup_dir(state: &serde_json::Value) -> Option<std::path::PathBuf> {
     let pid = state["pid"].as_i64()?;

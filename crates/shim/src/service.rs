@@ -257,6 +257,14 @@ fn reap_orphans(tasks: &Mutex<HashMap<String, Task>>, watched: &Mutex<HashSet<i3
 }
 
 impl Service {
+    /// Keeps the master of an exec's terminal (for ResizePty).
+    fn set_exec_master(&self, req: &StartRequest, master: Option<File>) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = tasks.get_mut(&req.id).and_then(|t| t.execs.get_mut(&req.exec_id)) {
+            e.master = master;
+        }
+    }
+
     /// An exec runs: containerd hears of it, and its exit is watched for.
     fn exec_started(&self, req: &StartRequest, proc: Arc<Proc>, pid: i32) -> StartResponse {
         self.publish(
@@ -410,13 +418,13 @@ impl containerd_shim::Task for Service {
             ..Default::default()
         };
         let in_vm = opts.spec.as_ref().is_some_and(crate::vm::wants_vm);
+        // A VM's terminal master comes from the strata binary, not the library.
+        let mut vm_master = None;
         let created = if in_vm {
-            if req.terminal {
-                unmount();
-                return Err(err(Code::UNIMPLEMENTED, "a terminal in a VM task is not supported yet"));
-            }
-            crate::vm::create(&self.root, &req.id, &bundle, &stdio)
-                .and_then(|()| Container::load(&self.root, &req.id).and_then(|c| c.state()).map_err(|e| e.to_string()))
+            crate::vm::create(&self.root, &req.id, &bundle, &stdio, req.terminal).and_then(|m| {
+                vm_master = m;
+                Container::load(&self.root, &req.id).and_then(|c| c.state()).map_err(|e| e.to_string())
+            })
         } else {
             Container::create(&self.root, &req.id, &opts).map_err(|e| e.to_string())
         };
@@ -427,11 +435,15 @@ impl containerd_shim::Task for Service {
                 return Err(err(Code::UNKNOWN, e));
             }
         };
-        let master = match console {
-            Some((ours, _theirs)) => {
-                let terminal = strata_runtime::tty::recv_master(ours.as_raw_fd())
-                    .map_err(internal)
-                    .and_then(|m: OwnedFd| copy_terminal(m, stdio).map_err(internal));
+        let received = match (vm_master, console) {
+            (Some(m), _) => Some(Ok(m)),
+            (None, Some((ours, _theirs))) if !in_vm => Some(strata_runtime::tty::recv_master(ours.as_raw_fd())),
+            _ if req.terminal => Some(Err(strata_runtime::Error::Init("no terminal came from the VM".into()))),
+            _ => None,
+        };
+        let master = match received {
+            Some(m) => {
+                let terminal = m.map_err(internal).and_then(|m: OwnedFd| copy_terminal(m, stdio).map_err(internal));
                 match terminal {
                     Ok(master) => Some(master),
                     Err(e) => {
@@ -529,16 +541,15 @@ impl containerd_shim::Task for Service {
         };
         let io = Stdio::open(&stdio.0, &stdio.1, &stdio.2).map_err(|e| fail(internal(format!("open stdio: {e}"))))?;
         if container.state().is_ok_and(|s| crate::vm::is_vm(&s)) {
-            if terminal {
-                return Err(fail(err(Code::UNIMPLEMENTED, "a terminal in a VM task is not supported yet")));
-            }
             let bundle = {
                 let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
                 tasks.get(&req.id).map(|t| t.bundle.clone()).ok_or_else(|| fail(err(Code::NOT_FOUND, &req.id)))?
             };
-            let pid =
+            let (pid, master) =
                 crate::vm::exec(&self.root, &req.id, &bundle, &spec, &io).map_err(|e| fail(err(Code::UNKNOWN, e)))?;
             proc.pid.store(pid, std::sync::atomic::Ordering::SeqCst);
+            let master = master.map(|m| copy_terminal(m, io)).transpose().map_err(internal)?;
+            self.set_exec_master(&req, master);
             return Ok(self.exec_started(&req, proc, pid));
         }
         let console =
@@ -557,15 +568,7 @@ impl containerd_shim::Task for Service {
             }
             None => None,
         };
-        if let Some(e) = self
-            .tasks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_mut(&req.id)
-            .and_then(|t| t.execs.get_mut(&req.exec_id))
-        {
-            e.master = master;
-        }
+        self.set_exec_master(&req, master);
         Ok(self.exec_started(&req, proc, pid))
     }
 

@@ -7,7 +7,9 @@
 //! the state as for a container.
 
 use crate::io::Stdio;
-use std::path::Path;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Annotation that asks for a VM (as the `strata` CLI reads it).
@@ -36,21 +38,84 @@ fn strata(root: &Path, scratch: &Path, args: &[&str], stdio: &Stdio) -> Result<(
     )
 }
 
+/// A console socket for one `strata` command: the master of the terminal it
+/// makes arrives there while it runs. (In the temporary directory: a path in
+/// the bundle can be longer than a socket address holds.)
+struct Console {
+    path: PathBuf,
+    master: std::thread::JoinHandle<Option<OwnedFd>>,
+}
+
+impl Console {
+    fn bind() -> Result<Console, String> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("strata-shim-console-{}-{n}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).map_err(|e| format!("listen on {}: {e}", path.display()))?;
+        let master = std::thread::spawn(move || {
+            let (conn, _) = listener.accept().ok()?;
+            strata_runtime::tty::recv_master(conn.as_raw_fd()).ok()
+        });
+        Ok(Console { path, master })
+    }
+
+    /// The master, once the command is done (None if it sent none).
+    fn master(self) -> Option<OwnedFd> {
+        // A command that failed before connecting: unblock the accept.
+        if !self.master.is_finished() {
+            let _ = UnixStream::connect(&self.path);
+        }
+        let m = self.master.join().ok().flatten();
+        let _ = std::fs::remove_file(&self.path);
+        m
+    }
+}
+
+/// Runs `strata ARGS`, with `--console-socket` when `terminal`; returns the
+/// terminal's master.
+fn strata_with_terminal(
+    root: &Path,
+    scratch: &Path,
+    args: &[&str],
+    stdio: &Stdio,
+    terminal: bool,
+) -> Result<Option<OwnedFd>, String> {
+    let console = if terminal { Some(Console::bind()?) } else { None };
+    let path = console.as_ref().map(|c| c.path.to_string_lossy().into_owned());
+    let mut full: Vec<&str> = Vec::new();
+    full.push(args[0]);
+    if let Some(p) = &path {
+        full.extend(["--console-socket", p.as_str()]);
+    }
+    full.extend(&args[1..]);
+    let result = strata(root, scratch, &full, stdio);
+    let master = console.and_then(Console::master);
+    result?;
+    if terminal && master.is_none() {
+        return Err("strata sent no terminal".into());
+    }
+    Ok(master)
+}
+
 /// Creates task `id` in a VM; its state then names the monitor's pid.
-pub fn create(root: &Path, id: &str, bundle: &Path, stdio: &Stdio) -> Result<(), String> {
+/// Returns the master of its terminal, with `terminal`.
+pub fn create(root: &Path, id: &str, bundle: &Path, stdio: &Stdio, terminal: bool) -> Result<Option<OwnedFd>, String> {
+    let scratch = bundle.join(".strata-vm-create");
     let bundle = bundle.to_string_lossy();
-    strata(root, &Path::new(bundle.as_ref()).join(".strata-vm-create"), &["create", "--bundle", &bundle, id], stdio)
+    strata_with_terminal(root, &scratch, &["create", "--bundle", &bundle, id], stdio, terminal)
 }
 
 /// Starts `process` in VM task `id`; returns the pid of its proxy on the
-/// host (which exits with the process's status, and forwards signals).
+/// host (which exits with the process's status, and forwards signals), and
+/// the master of its terminal if it has one.
 pub fn exec(
     root: &Path,
     id: &str,
     bundle: &Path,
     process: &oci_spec::runtime::Process,
     stdio: &Stdio,
-) -> Result<i32, String> {
+) -> Result<(i32, Option<OwnedFd>), String> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let scratch = bundle.join(format!(".strata-vm-exec-{}-{n}", std::process::id()));
@@ -58,16 +123,19 @@ pub fn exec(
     let pid_file = scratch.with_extension("pid");
     let json = serde_json::to_vec(process).map_err(|e| format!("process: {e}"))?;
     std::fs::write(&spec, json).map_err(|e| format!("write {}: {e}", spec.display()))?;
-    let result = strata(
+    let terminal = process.terminal().unwrap_or(false);
+    let result = strata_with_terminal(
         root,
         &scratch,
         &["exec", "--detach", "--pid-file", &pid_file.to_string_lossy(), "--process", &spec.to_string_lossy(), id],
         stdio,
+        terminal,
     )
-    .and_then(|()| {
+    .and_then(|master| {
         std::fs::read_to_string(&pid_file)
             .ok()
             .and_then(|s| s.trim().parse::<i32>().ok())
+            .map(|pid| (pid, master))
             .ok_or_else(|| format!("{} holds no pid", pid_file.display()))
     });
     let _ = std::fs::remove_file(&spec);

@@ -39,6 +39,8 @@ pub enum Msg {
     StdinEof(u32),
     /// Host → guest: deliver this signal to process N.
     Signal(u32, i32),
+    /// Host → guest: process N's terminal is now this many rows and columns.
+    Resize(u32, u16, u16),
     /// Guest → host: process N's stdout.
     Stdout(u32, Vec<u8>),
     /// Guest → host: process N's stderr.
@@ -63,6 +65,7 @@ const STDOUT: u8 = 10;
 const STDERR: u8 = 11;
 const EXIT: u8 = 12;
 const ERROR: u8 = 13;
+const RESIZE: u8 = 14;
 
 fn tagged(n: u32, rest: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(4 + rest.len());
@@ -84,6 +87,7 @@ impl Msg {
             Msg::Stdin(n, b) => (STDIN, tagged(*n, b)),
             Msg::StdinEof(n) => (STDIN_EOF, tagged(*n, &[])),
             Msg::Signal(n, s) => (SIGNAL, tagged(*n, &s.to_le_bytes())),
+            Msg::Resize(n, rows, cols) => (RESIZE, tagged(*n, &[rows.to_le_bytes(), cols.to_le_bytes()].concat())),
             Msg::Stdout(n, b) => (STDOUT, tagged(*n, b)),
             Msg::Stderr(n, b) => (STDERR, tagged(*n, b)),
             Msg::Exit(n, c) => (EXIT, tagged(*n, &c.to_le_bytes())),
@@ -159,6 +163,11 @@ impl Msg {
                 let (n, rest) = split(payload)?;
                 Msg::Exit(n, int(&rest)?)
             }
+            RESIZE => {
+                let (n, rest) = split(payload)?;
+                let size: [u8; 4] = rest.as_slice().try_into().map_err(|_| bad("bad terminal size"))?;
+                Msg::Resize(n, u16::from_le_bytes([size[0], size[1]]), u16::from_le_bytes([size[2], size[3]]))
+            }
             ERROR => split(payload).map(|(n, b)| Msg::Error(n, String::from_utf8_lossy(&b).into_owned()))?,
             k => return Err(bad(&format!("unknown kind {k}"))),
         }))
@@ -181,6 +190,7 @@ mod tests {
             Msg::Stdin(INIT, vec![0, 1, 2, 255]),
             Msg::StdinEof(7),
             Msg::Signal(2, 15),
+            Msg::Resize(0, 24, 80),
             Msg::Stdout(INIT, b"hello".to_vec()),
             Msg::Stderr(u32::MAX, Vec::new()),
             Msg::Exit(1, -1),

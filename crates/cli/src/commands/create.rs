@@ -75,11 +75,7 @@ impl CreateArgs {
 impl CreateArgs {
     /// Flags a VM container cannot take yet, refused by name.
     pub fn refuse_for_vm(&self) -> anyhow::Result<()> {
-        let refused = [
-            (self.console_socket.is_some(), "--console-socket"),
-            (self.preserve_fds > 0, "--preserve-fds"),
-            (self.pidfd_socket.is_some(), "--pidfd-socket"),
-        ];
+        let refused = [(self.preserve_fds > 0, "--preserve-fds"), (self.pidfd_socket.is_some(), "--pidfd-socket")];
         if let Some((_, flag)) = refused.iter().find(|(set, _)| *set) {
             anyhow::bail!("{flag} is not supported for a VM container yet");
         }
@@ -87,7 +83,12 @@ impl CreateArgs {
     }
 
     /// Options of a VM container's create.
-    pub fn vm_options<'a>(&'a self, spec: oci_spec::runtime::Spec, root: &'a Path) -> crate::vm::CreateVm<'a> {
+    pub fn vm_options<'a>(
+        &'a self,
+        spec: oci_spec::runtime::Spec,
+        root: &'a Path,
+        console: Option<i32>,
+    ) -> crate::vm::CreateVm<'a> {
         crate::vm::CreateVm {
             id: &self.id,
             bundle: &self.bundle,
@@ -96,6 +97,7 @@ impl CreateArgs {
             root,
             pid_file: self.pid_file.clone(),
             no_cgroup: self.no_cgroup || self.systemd_cgroup,
+            console_socket: console,
         }
     }
 }
@@ -117,7 +119,8 @@ pub fn run(args: CreateArgs, root: &Path, log: &crate::logging::Logger) -> anyho
             None => strata_runtime::config::load(&args.bundle).context("load config.json")?,
         };
         args.refuse_for_vm()?;
-        let state = crate::vm::create(args.vm_options(spec, root))
+        let console = args.console_socket.as_deref().map(super::connect_console).transpose()?;
+        let state = crate::vm::create(args.vm_options(spec, root, console.as_ref().map(|c| c.as_raw_fd())))
             .with_context(|| format!("create container {:?}", args.id))?;
         state.warnings.iter().for_each(|w| log.warn(w));
         return Ok(0);

@@ -80,7 +80,6 @@ pub fn run(args: Args, root: &Path) -> anyhow::Result<i32> {
     let state = container.state()?;
     if crate::vm::is_vm(&state) {
         let refused = [
-            (args.console_socket.is_some(), "--console-socket"),
             (args.preserve_fds > 0, "--preserve-fds"),
             (args.pidfd_socket.is_some(), "--pidfd-socket"),
             (!args.cgroup.is_empty(), "--cgroup"),
@@ -88,7 +87,9 @@ pub fn run(args: Args, root: &Path) -> anyhow::Result<i32> {
         if let Some((_, flag)) = refused.iter().find(|(set, _)| *set) {
             anyhow::bail!("{flag} is not supported in a VM container yet");
         }
+        let console = args.console_socket.as_deref().map(super::connect_console).transpose()?;
         return crate::vm::exec(crate::vm::ExecVm {
+            console_socket: console.as_ref().map(|c| c.as_raw_fd()),
             state: &state,
             root,
             process: &process,

@@ -3,7 +3,7 @@
 use crate::foreground;
 use crate::logging::Logger;
 use anyhow::Context;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use strata_runtime::Container;
@@ -101,9 +101,22 @@ fn run_vm(args: Args, spec: Option<oci_spec::runtime::Spec>, root: &Path, log: &
     if !args.detach {
         foreground::block_signals()?;
     }
-    let state =
-        crate::vm::create(args.create.vm_options(spec, root)).with_context(|| format!("create container {id:?}"))?;
+    // As for a container: without --console-socket, a terminal is proxied here.
+    let terminal = spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
+    let (console, internal) = match &args.create.console_socket {
+        Some(p) => (Some(super::connect_console(p)?), None),
+        None if terminal && args.detach => anyhow::bail!("a terminal with --detach needs --console-socket"),
+        None if terminal => {
+            let (ours, theirs) = UnixStream::pair().context("socketpair for the terminal")?;
+            (Some(OwnedFd::from(theirs)), Some(ours))
+        }
+        None => (None, None),
+    };
+    let state = crate::vm::create(args.create.vm_options(spec, root, console.as_ref().map(|c| c.as_raw_fd())))
+        .with_context(|| format!("create container {id:?}"))?;
     state.warnings.iter().for_each(|w| log.warn(w));
+    drop(console);
+    let master = internal.map(|s| strata_runtime::tty::recv_master(s.as_raw_fd())).transpose()?;
     let container = Container::load(root, &id)?;
     match container.start() {
         Ok(warnings) => warnings.iter().for_each(|w| log.warn(w)),
@@ -115,7 +128,7 @@ fn run_vm(args: Args, spec: Option<oci_spec::runtime::Spec>, root: &Path, log: &
     if args.detach {
         return Ok(0);
     }
-    let code = foreground::wait(state.pid, None)?;
+    let code = foreground::wait(state.pid, master)?;
     if !args.keep {
         if let Ok(warnings) = container.delete(true) {
             warnings.iter().for_each(|w| log.warn(w));

@@ -77,6 +77,17 @@ enum Waiter {
     Process(u32),
 }
 
+/// A strata command run for one of the container's processes.
+struct Spawned {
+    child: std::process::Child,
+    /// Its status, from the reaper.
+    status: mpsc::Receiver<i32>,
+    /// The process's stdin queue, for its terminal (see `attach`).
+    stdin: Option<mpsc::Receiver<Vec<u8>>>,
+    /// Where its terminal's master arrives.
+    console: Option<(std::os::unix::net::UnixListener, String)>,
+}
+
 /// The agent's processes and its end of the channel.
 struct Agent {
     id: String,
@@ -88,6 +99,8 @@ struct Agent {
     procs: Mutex<HashMap<u32, (i32, Option<StdinQueue>)>>,
     /// Process number → its stdin queue, made before its process.
     queues: Mutex<HashMap<u32, mpsc::Receiver<Vec<u8>>>>,
+    /// Process number → the master of its terminal, if it has one.
+    masters: Mutex<HashMap<u32, File>>,
     /// Process number → the threads copying its stdout and stderr.
     pumps: Mutex<HashMap<u32, Vec<JoinHandle<()>>>>,
 }
@@ -155,6 +168,7 @@ impl Agent {
     /// learns its status.
     fn exited(&self, n: u32, code: i32) {
         self.finish_pumps(n);
+        self.masters.lock().unwrap_or_else(|e| e.into_inner()).remove(&n);
         self.procs.lock().unwrap_or_else(|e| e.into_inner()).remove(&n);
         self.send(Msg::Exit(n, code));
     }
@@ -162,18 +176,46 @@ impl Agent {
     /// Makes `child`'s stdio process `n`'s: what the host sends for its stdin
     /// is written there (by a thread of its own, so a process that does not
     /// read cannot stall the agent), its output goes to the host.
-    fn attach(self: &Arc<Self>, n: u32, child: &mut std::process::Child) {
+    /// Returns the stdin queue when `child` has no stdin pipe (a process
+    /// with a terminal: its input goes to the terminal once it is known).
+    fn attach(self: &Arc<Self>, n: u32, child: &mut std::process::Child) -> Option<mpsc::Receiver<Vec<u8>>> {
         let rx = self.stdin_queue(n);
-        if let Some(mut stdin) = child.stdin.take() {
-            std::thread::spawn(move || {
-                while let Ok(b) = rx.recv() {
-                    if stdin.write_all(&b).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
         self.pump(n, child);
+        match child.stdin.take() {
+            Some(stdin) => {
+                feed(stdin, rx);
+                None
+            }
+            None => Some(rx),
+        }
+    }
+
+    /// Process `n`'s terminal: what the host sends is typed into it, what it
+    /// shows goes to the host as stdout, and the host's resizes reach it.
+    fn attach_terminal(
+        self: &Arc<Self>,
+        n: u32,
+        master: File,
+        rx: Option<mpsc::Receiver<Vec<u8>>>,
+    ) -> anyhow::Result<()> {
+        if let Some(rx) = rx {
+            feed(master.try_clone()?, rx);
+        }
+        let mut from = master.try_clone()?;
+        let me = self.clone();
+        let pump = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 32 << 10];
+            // EIO once the last process holding the terminal is gone.
+            while let Ok(k) = from.read(&mut buf) {
+                if k == 0 {
+                    break;
+                }
+                me.send(Msg::Stdout(n, buf[..k].to_vec()));
+            }
+        });
+        self.pumps.lock().unwrap_or_else(|e| e.into_inner()).entry(n).or_default().push(pump);
+        self.masters.lock().unwrap_or_else(|e| e.into_inner()).insert(n, master);
+        Ok(())
     }
 
     /// The receiving end of process `n`'s stdin queue. The listener makes
@@ -221,21 +263,41 @@ impl Agent {
         self.pumps.lock().unwrap_or_else(|e| e.into_inner()).insert(n, handles);
     }
 
+    /// Runs `strata ARGS ID` for process `n` (its create or exec), with a
+    /// console socket when it has a terminal, and attaches its stdio.
+    fn spawn_process(self: &Arc<Self>, n: u32, args: Vec<&str>, terminal: bool) -> anyhow::Result<Spawned> {
+        let console = if terminal { Some(console_socket(n)?) } else { None };
+        let mut args: Vec<String> = args.into_iter().map(String::from).collect();
+        if let Some((_, path)) = &console {
+            args.extend(["--console-socket".to_string(), path.clone()]);
+        }
+        args.push(self.id.clone());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let stdio = if terminal {
+            [Stdio::null(), Stdio::null(), Stdio::piped()]
+        } else {
+            [Stdio::piped(), Stdio::piped(), Stdio::piped()]
+        };
+        let (mut child, status) = self.spawn_helper(&args, stdio)?;
+        let stdin = self.attach(n, &mut child);
+        Ok(Spawned { child, status, stdin, console })
+    }
+
     /// Creates the container; returns its init's pid.
-    fn create(self: &Arc<Self>) -> anyhow::Result<i32> {
+    fn create(self: &Arc<Self>, terminal: bool) -> anyhow::Result<i32> {
         let pid_file = "/run/strata/init.pid";
-        let (mut child, status) = self.spawn_helper(
-            &["create", "--no-pivot", "--bundle", GUEST_BUNDLE, "--pid-file", pid_file, &self.id],
-            [Stdio::piped(), Stdio::piped(), Stdio::piped()],
-        )?;
-        // The init inherits these pipes: they are the container's stdio.
-        self.attach(INIT, &mut child);
+        let args = vec!["create", "--no-pivot", "--bundle", GUEST_BUNDLE, "--pid-file", pid_file];
+        // The init inherits the pipes (or its terminal): the container's stdio.
+        let Spawned { child, status, stdin: rx, console } = self.spawn_process(INIT, args, terminal)?;
         let code = reap_one(child.id() as i32);
         drop(status);
         self.waiters.lock().unwrap_or_else(|e| e.into_inner()).by_pid.remove(&(child.id() as i32));
         if code != 0 {
             self.finish_pumps(INIT);
             bail!("strata create exited with status {code}");
+        }
+        if let Some((listener, path)) = console {
+            self.attach_terminal(INIT, take_master(listener, &path)?, rx)?;
         }
         let pid = read_pid(pid_file)?;
         self.set_pid(INIT, pid);
@@ -276,16 +338,20 @@ impl Agent {
             let spec = format!("/run/strata/exec-{n}.json");
             let pid_file = format!("/run/strata/exec-{n}.pid");
             std::fs::write(&spec, &process).with_context(|| format!("write {spec}"))?;
-            let (mut child, status) = self.spawn_helper(
-                &["exec", "--detach", "--pid-file", &pid_file, "--process", &spec, &self.id],
-                [Stdio::piped(), Stdio::piped(), Stdio::piped()],
-            )?;
-            self.attach(n, &mut child);
+            let terminal = serde_json::from_slice::<serde_json::Value>(&process)
+                .ok()
+                .and_then(|p| p["terminal"].as_bool())
+                .unwrap_or(false);
+            let args = vec!["exec", "--detach", "--pid-file", &pid_file, "--process", &spec];
+            let Spawned { status, stdin: rx, console, .. } = self.spawn_process(n, args, terminal)?;
             let code = status.recv().unwrap_or(255);
             let _ = std::fs::remove_file(&spec);
             if code != 0 {
                 self.finish_pumps(n);
                 bail!("strata exec exited with status {code}");
+            }
+            if let Some((listener, path)) = console {
+                self.attach_terminal(n, take_master(listener, &path)?, rx)?;
             }
             let pid = read_pid(&pid_file);
             let _ = std::fs::remove_file(&pid_file);
@@ -331,6 +397,11 @@ impl Agent {
                 Msg::StdinEof(n) => {
                     if let Some((_, s)) = self.procs.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&n) {
                         *s = None;
+                    }
+                }
+                Msg::Resize(n, rows, cols) => {
+                    if let Some(m) = self.masters.lock().unwrap_or_else(|e| e.into_inner()).get(&n) {
+                        let _ = strata_runtime::tty::resize(std::os::fd::AsRawFd::as_raw_fd(m), cols, rows);
                     }
                 }
                 Msg::Signal(n, s) => {
@@ -382,6 +453,36 @@ impl Agent {
     }
 }
 
+/// Writes what arrives on `rx` to `to` until either end goes.
+fn feed(mut to: impl Write + Send + 'static, rx: mpsc::Receiver<Vec<u8>>) {
+    std::thread::spawn(move || {
+        while let Ok(b) = rx.recv() {
+            if to.write_all(&b).is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// Where a strata command sends the master of process `n`'s terminal.
+fn console_socket(n: u32) -> anyhow::Result<(std::os::unix::net::UnixListener, String)> {
+    let path = format!("/run/strata/console-{n}.sock");
+    let _ = std::fs::remove_file(&path);
+    let l = std::os::unix::net::UnixListener::bind(&path).with_context(|| format!("listen on {path}"))?;
+    Ok((l, path))
+}
+
+/// The master a strata command that has exited sent to its console socket.
+fn take_master(listener: std::os::unix::net::UnixListener, path: &str) -> anyhow::Result<File> {
+    listener.set_nonblocking(true)?;
+    let got = listener.accept().context("the terminal's master never came");
+    let _ = std::fs::remove_file(path);
+    let (conn, _) = got?;
+    conn.set_nonblocking(false)?;
+    let master = strata_runtime::tty::recv_master(std::os::fd::AsRawFd::as_raw_fd(&conn))?;
+    Ok(File::from(master))
+}
+
 /// Waits for one child (nothing else runs yet).
 fn reap_one(pid: i32) -> i32 {
     loop {
@@ -431,11 +532,13 @@ fn run(hvc: File, booted_ms: u64) -> anyhow::Result<()> {
         waiters: Mutex::new(Waiters::default()),
         procs: Mutex::new(HashMap::new()),
         queues: Mutex::new(HashMap::new()),
+        masters: Mutex::new(HashMap::new()),
         pumps: Mutex::new(HashMap::new()),
     });
     // The initramfs is the guest's root, where pivot_root cannot work:
     // --no-pivot moves the container's root over it and chroots.
-    let init = agent.create()?;
+    let terminal = spec["process"]["terminal"].as_bool().unwrap_or(false);
+    let init = agent.create(terminal)?;
     agent.send(Msg::Created);
     let a = agent.clone();
     std::thread::spawn(move || a.listen(reader));

@@ -10,7 +10,7 @@
 //! socket and waits there for the process's status.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -46,6 +46,20 @@ pub struct CreateVm<'a> {
     /// No host cgroup (`--cgroup-manager disabled`, or the systemd driver,
     /// whose scopes do not hold VMs yet).
     pub no_cgroup: bool,
+    /// The connected `--console-socket`: gets the master of the terminal
+    /// that stands for the guest's, with `process.terminal`.
+    pub console_socket: Option<RawFd>,
+}
+
+/// A pty on the host for a process in the guest with a terminal: its slave,
+/// raw (the guest's terminal does the line discipline), is what the monitor
+/// relays; its master is the caller's.
+fn host_terminal() -> anyhow::Result<(OwnedFd, OwnedFd)> {
+    let pty = nix::pty::openpty(None, None).context("openpty")?;
+    let mut t = nix::sys::termios::tcgetattr(&pty.slave).context("tcgetattr")?;
+    nix::sys::termios::cfmakeraw(&mut t);
+    nix::sys::termios::tcsetattr(&pty.slave, nix::sys::termios::SetArg::TCSANOW, &t).context("tcsetattr")?;
+    Ok((pty.master, pty.slave))
 }
 
 /// Creates a VM container: on success its guest is up, the container is
@@ -63,6 +77,10 @@ pub fn create(opts: CreateVm) -> anyhow::Result<ContainerState> {
     }
     let readonly = root_spec.readonly().unwrap_or(false);
     let (vcpus, memory_mib) = guest_size(&spec)?;
+    let terminal = spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
+    if terminal && opts.console_socket.is_none() {
+        bail!("process.terminal: create of a container with a terminal needs --console-socket");
+    }
 
     let cache = qemu::cache_dir();
     let kernel = qemu::kernel_path(opts.kernel);
@@ -131,7 +149,16 @@ pub fn create(opts: CreateVm) -> anyhow::Result<ContainerState> {
         let fifo = state_dir.join(strata_runtime::container::EXEC_FIFO);
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
             .with_context(|| format!("mkfifo {}", fifo.display()))?;
+        let tty = match (terminal, opts.console_socket) {
+            (true, Some(sock)) => {
+                let (master, slave) = host_terminal()?;
+                strata_runtime::tty::send_master(sock, master.as_raw_fd())?;
+                Some(slave)
+            }
+            _ => None,
+        };
         let monitor = Monitor {
+            tty,
             id: opts.id.to_string(),
             spec: spec.clone(),
             readonly,
@@ -212,6 +239,8 @@ pub struct ExecVm<'a> {
     pub detach: bool,
     /// `--pid-file`: gets the pid of the process that stands for it here.
     pub pid_file: Option<PathBuf>,
+    /// The connected `--console-socket` (with a terminal).
+    pub console_socket: Option<RawFd>,
 }
 
 /// Runs a process in a VM container. The caller's stdin, stdout and stderr
@@ -219,16 +248,23 @@ pub struct ExecVm<'a> {
 /// sent to this process (or, with `--detach`, to the proxy left behind) go to
 /// it.
 pub fn exec(opts: ExecVm) -> anyhow::Result<i32> {
-    if opts.process.terminal().unwrap_or(false) {
-        bail!("process.terminal: a terminal inside a VM is not supported yet; exec without --tty");
+    let terminal = opts.process.terminal().unwrap_or(false);
+    if terminal && opts.detach && opts.console_socket.is_none() {
+        bail!("a terminal with --detach needs --console-socket");
     }
     if !matches!(opts.state.status, Status::Created | Status::Running) {
         bail!("container {:?} is {}: exec needs it created or running", opts.state.id, opts.state.status);
     }
     let state_dir = opts.root.join(&opts.state.id);
     let mut sock = connect_monitor(&state_dir)?;
-    // The first byte carries our stdio; then the request, framed.
-    let fds = [0, 1, 2];
+    // With a terminal, the guest process's is relayed to a pty of ours,
+    // whose master goes to the console socket or is proxied here.
+    let tty = if terminal { Some(host_terminal()?) } else { None };
+    // The first byte carries the process's stdio; then the request, framed.
+    let fds = match &tty {
+        Some((_, slave)) => [slave.as_raw_fd(); 3],
+        None => [0, 1, 2],
+    };
     sendmsg::<()>(
         sock.as_raw_fd(),
         &[std::io::IoSlice::new(b"x")],
@@ -243,6 +279,42 @@ pub fn exec(opts: ExecVm) -> anyhow::Result<i32> {
         Some(Msg::Error(_, e)) => bail!("exec in the VM: {e}"),
         Some(other) => bail!("the VM's monitor said {other:?} to exec"),
         None => bail!("the VM's monitor went away before the process started"),
+    }
+    let master = match tty {
+        Some((master, slave)) => {
+            drop(slave);
+            match opts.console_socket {
+                Some(sock) => {
+                    strata_runtime::tty::send_master(sock, master.as_raw_fd())?;
+                    None
+                }
+                None => Some(master),
+            }
+        }
+        None => None,
+    };
+    if let Some(master) = master {
+        // In the foreground with a terminal: a proxy child waits for the
+        // process; this one copies between the caller's terminal and ours.
+        crate::foreground::block_signals()?;
+        // SAFETY: this process has no other threads; the child only waits on
+        // its socket and exits.
+        return match unsafe { nix::unistd::fork() }.context("fork the exec's proxy")? {
+            nix::unistd::ForkResult::Child => {
+                drop(master);
+                let code = proxy(sock);
+                // SAFETY: _exit ends the forked child without running the
+                // parent's destructors or atexit handlers.
+                unsafe { libc::_exit(code) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                drop(sock);
+                if let Some(p) = &opts.pid_file {
+                    write_pid_file(p, child.as_raw())?;
+                }
+                crate::foreground::wait(child.as_raw(), Some(master))
+            }
+        };
     }
     if opts.detach {
         // SAFETY: this process has no other threads; the child only waits on

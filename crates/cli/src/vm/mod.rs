@@ -93,9 +93,6 @@ pub fn is_vm(state: &strata_runtime::ContainerState) -> bool {
 
 /// What a VM cannot take from a config yet, refused by field.
 fn check_supported(spec: &oci_spec::runtime::Spec) -> anyhow::Result<()> {
-    if spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false) {
-        bail!("process.terminal: a terminal inside a VM is not supported yet; run without a terminal");
-    }
     for m in spec.mounts().iter().flatten() {
         let bind =
             m.typ().as_deref() == Some("bind") || m.options().iter().flatten().any(|o| o == "bind" || o == "rbind");

@@ -32,6 +32,8 @@ use super::host::{read_report, Ack, EXEC_SOCKET};
 
 /// What the monitor needs to boot its VM.
 pub(super) struct Monitor {
+    /// The host end of the workload's terminal (a raw pty slave), if it has one.
+    pub tty: Option<OwnedFd>,
     pub id: String,
     pub spec: oci_spec::runtime::Spec,
     pub readonly: bool,
@@ -86,7 +88,15 @@ fn child_main(m: Monitor, report: OwnedFd, ack: OwnedFd, parent: nix::unistd::Pi
     if nix::unistd::getppid() != parent {
         return 1;
     }
-    close_other_fds(&[0, 1, 2, report.as_raw_fd(), ack.as_raw_fd()]);
+    let tty = m.tty.as_ref().map(|t| t.as_raw_fd());
+    close_other_fds(&[0, 1, 2, report.as_raw_fd(), ack.as_raw_fd(), tty.unwrap_or(-1)]);
+    if let Some(t) = tty {
+        // The terminal is the workload's stdio, and so ours.
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors, which we own.
+            unsafe { libc::dup2(t, fd) };
+        }
+    }
     let signals = crate::foreground::forwarded();
     let _ = signals.thread_block();
     let mut report = File::from(report);
@@ -327,6 +337,8 @@ fn serve(b: Booted, signals: nix::sys::signal::SigSet) -> i32 {
     // Our stdin is the workload's.
     let s = shared.clone();
     std::thread::spawn(move || pump_stdin(0, INIT, &s));
+    let s = shared.clone();
+    std::thread::spawn(move || follow_size(1, INIT, &s));
     // Signals for the container go to its workload.
     let s = shared.clone();
     std::thread::spawn(move || loop {
@@ -414,12 +426,26 @@ fn with_exec(shared: &Shared, n: u32, f: impl FnOnce(&mut ExecClient)) {
 }
 
 /// Relays `fd` (ours, or an exec client's stdin) to process `n`'s stdin.
+/// An exec's ends with the exec: its stdin may be a terminal that never
+/// reaches end of file, and the descriptor must not outlive the process.
 fn pump_stdin(fd: RawFd, n: u32, shared: &Shared) {
     // SAFETY: `fd` stays open while this thread reads it (0 for the
-    // monitor's life; an exec's is owned by the ExecStdin that called us).
+    // monitor's life; an exec's is owned by the caller's thread).
     let mut f = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(fd) });
     let mut buf = vec![0u8; 64 << 10];
     loop {
+        if n != INIT {
+            if !shared.execs.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&n) {
+                return;
+            }
+            // SAFETY: `fd` is open (see above) for the length of the poll.
+            let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            let mut fds = [nix::poll::PollFd::new(borrowed, nix::poll::PollFlags::POLLIN)];
+            match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(200u16)) {
+                Ok(0) | Err(nix::Error::EINTR) => continue,
+                _ => {}
+            }
+        }
         let msg = match f.read(&mut buf) {
             Ok(0) | Err(_) => Msg::StdinEof(n),
             Ok(k) => Msg::Stdin(n, buf[..k].to_vec()),
@@ -428,6 +454,31 @@ fn pump_stdin(fd: RawFd, n: u32, shared: &Shared) {
         if shared.send(msg).is_err() || eof {
             return;
         }
+    }
+}
+
+/// Tells the guest when the size of terminal `fd` (process `n`'s, on the
+/// host) changes: whoever holds its master resizes it, and nothing signals
+/// us, so it is looked at five times a second while it is a terminal (and,
+/// for an exec, while the exec lasts).
+fn follow_size(fd: RawFd, n: u32, shared: &Shared) {
+    let mut last = (0u16, 0u16);
+    loop {
+        if n != INIT && !shared.execs.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&n) {
+            return;
+        }
+        let mut ws = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
+        // SAFETY: TIOCGWINSZ writes a winsize through the valid pointer.
+        if unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } != 0 {
+            return;
+        }
+        if (ws.ws_row, ws.ws_col) != last && ws.ws_row > 0 {
+            last = (ws.ws_row, ws.ws_col);
+            if shared.send(Msg::Resize(n, ws.ws_row, ws.ws_col)).is_err() {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -457,12 +508,18 @@ fn take_exec(mut conn: UnixStream, shared: &Arc<Shared>) -> anyhow::Result<()> {
     };
     let n = shared.next.fetch_add(1, Ordering::Relaxed);
     let ctrl = conn.try_clone()?;
+    let stdout_fd = stdout.try_clone()?;
     shared
         .execs
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(n, ExecClient { out: File::from(stdout), err: File::from(stderr), ctrl });
     shared.send(Msg::Exec(n, process))?;
+    if nix::unistd::isatty(stdout_fd.as_raw_fd()).unwrap_or(false) {
+        let s = shared.clone();
+        let tty = stdout_fd;
+        std::thread::spawn(move || follow_size(tty.as_raw_fd(), n, &s));
+    }
     let s = shared.clone();
     std::thread::spawn(move || {
         let stdin = stdin;
