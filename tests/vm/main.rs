@@ -400,6 +400,16 @@ fn refusals_name_the_problem_and_leave_nothing_behind() {
     gone(&b.root.path().to_string_lossy());
     assert!(b.leftover_state().is_empty(), "{:?}", b.leftover_state());
 
+    // A VMM that cannot boot the guest yet, or one strata does not know.
+    for (vmm, why) in [("inprocess", "does not boot a Linux guest yet"), ("firecracker", "neither")] {
+        b.config["annotations"]["run.strata.vm.vmm"] = json!(vmm);
+        let out = b.create("vm-vmm");
+        assert_eq!(out.code, 1);
+        assert!(out.stderr.contains("run.strata.vm.vmm") && out.stderr.contains(why), "{}", out.stderr);
+        assert!(b.leftover_state().is_empty());
+    }
+    b.config["annotations"] = json!({ "run.strata.isolation": "vm" });
+
     // Hooks would run the host's binaries in the guest: refused by name.
     b.config["hooks"] = json!({ "poststart": [{ "path": "/bin/true" }] });
     let out = b.create("vm-hooks");

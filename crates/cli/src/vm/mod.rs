@@ -26,6 +26,7 @@ use anyhow::{bail, Context};
 /// Annotation that asks for a VM.
 pub const ISOLATION_ANNOTATION: &str = "run.strata.isolation";
 const VCPUS_ANNOTATION: &str = "run.strata.vm.vcpus";
+const VMM_ANNOTATION: &str = "run.strata.vm.vmm";
 const MEMORY_ANNOTATION: &str = "run.strata.vm.memory_mb";
 const DEFAULT_MEMORY_MIB: u32 = 256;
 /// How long a guest may take from QEMU's start to its agent's hello
@@ -122,6 +123,13 @@ fn check_supported(spec: &oci_spec::runtime::Spec) -> anyhow::Result<()> {
     }
     if spec.root().is_none() {
         bail!("root: a VM container needs a root filesystem");
+    }
+    match spec.annotations().as_ref().and_then(|a| a.get(VMM_ANNOTATION)).map(String::as_str) {
+        None | Some("qemu") => {}
+        Some("inprocess") => bail!(
+            "annotation {VMM_ANNOTATION}: \"inprocess\": the in-process VMM does not boot a Linux guest yet; \"qemu\" (the default) does"
+        ),
+        Some(other) => bail!("annotation {VMM_ANNOTATION}: {other:?} is neither \"qemu\" nor \"inprocess\""),
     }
     Ok(())
 }
