@@ -56,13 +56,6 @@ pub fn run(args: Args, root: &Path, log: &Logger) -> anyhow::Result<i32> {
     drop(console);
     let terminal = state.config.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
     let container = Container::load(root, &id)?;
-    let cleanup = |c: &Container| {
-        if !args.keep {
-            if let Ok(warnings) = c.delete(true) {
-                warnings.iter().for_each(|w| log.warn(w));
-            }
-        }
-    };
     let master = match (&internal, terminal) {
         (Some(sock), true) => {
             if args.detach {
@@ -74,18 +67,34 @@ pub fn run(args: Args, root: &Path, log: &Logger) -> anyhow::Result<i32> {
         _ => None,
     };
     drop(internal);
+    start_and_wait(&container, state.pid, master, &args, log)
+}
+
+/// Starts a created container and, unless --detach, waits for its process
+/// and deletes it (unless --keep); a failed start deletes it.
+fn start_and_wait(
+    container: &Container,
+    pid: i32,
+    master: Option<OwnedFd>,
+    args: &Args,
+    log: &Logger,
+) -> anyhow::Result<i32> {
     match container.start() {
         Ok(warnings) => warnings.iter().for_each(|w| log.warn(w)),
         Err(e) => {
             let _ = container.delete(true);
-            return Err(anyhow::Error::new(e).context(format!("start container {id:?}")));
+            return Err(anyhow::Error::new(e).context(format!("start container {:?}", container.id())));
         }
     }
     if args.detach {
         return Ok(0);
     }
-    let code = foreground::wait(state.pid, master)?;
-    cleanup(&container);
+    let code = foreground::wait(pid, master)?;
+    if !args.keep {
+        if let Ok(warnings) = container.delete(true) {
+            warnings.iter().for_each(|w| log.warn(w));
+        }
+    }
     Ok(code)
 }
 
@@ -116,23 +125,14 @@ fn run_vm(args: Args, spec: Option<oci_spec::runtime::Spec>, root: &Path, log: &
         .with_context(|| format!("create container {id:?}"))?;
     state.warnings.iter().for_each(|w| log.warn(w));
     drop(console);
-    let master = internal.map(|s| strata_runtime::tty::recv_master(s.as_raw_fd())).transpose()?;
     let container = Container::load(root, &id)?;
-    match container.start() {
-        Ok(warnings) => warnings.iter().for_each(|w| log.warn(w)),
+    // A terminal that does not arrive leaves no VM behind.
+    let master = match internal.map(|s| strata_runtime::tty::recv_master(s.as_raw_fd())).transpose() {
+        Ok(m) => m,
         Err(e) => {
             let _ = container.delete(true);
-            return Err(anyhow::Error::new(e).context(format!("start container {id:?}")));
+            return Err(e.into());
         }
-    }
-    if args.detach {
-        return Ok(0);
-    }
-    let code = foreground::wait(state.pid, master)?;
-    if !args.keep {
-        if let Ok(warnings) = container.delete(true) {
-            warnings.iter().for_each(|w| log.warn(w));
-        }
-    }
-    Ok(code)
+    };
+    start_and_wait(&container, state.pid, master, &args, log)
 }
