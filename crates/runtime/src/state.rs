@@ -172,58 +172,60 @@ pub struct StateDir {
     lock: Flock<File>,
 }
 
-/// Where state directories are prepared before they get their container's id
-/// (`~` is not allowed in ids, so it never names a container).
-const PREPARING: &str = "~creating";
+/// Prefix of the directories where states are prepared before they get
+/// their container's id, and where they go to be removed: `~c.ID.PID.STAMP`
+/// and `~d.ID.PID.STAMP` beside the containers' (`~` is not allowed in ids,
+/// so they never name a container). They sit in the root itself, so that
+/// neither a create nor a delete makes or removes a parent directory for them.
+const PREPARING: &str = "~c.";
+const DELETING: &str = "~d.";
 
-/// Where state directories go to be removed.
-const DELETING: &str = "~deleting";
+/// Where earlier versions prepared and removed state directories.
+const LEGACY: [&str; 2] = ["~creating", "~deleting"];
 
-/// Removes what creates and deletes killed mid-way left under `root`'s
-/// `~creating` and `~deleting` (cheap when there is nothing: two stat calls).
+/// Removes what creates and deletes killed mid-way left in `root` (the
+/// directories of creators that are gone and hold no lock).
 pub fn sweep(root: &Path) {
-    for d in [PREPARING, DELETING] {
+    for d in LEGACY {
         let dir = root.join(d);
         if dir.is_dir() {
-            sweep_preparing(&dir);
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                sweep_one(&e.path());
+            }
             let _ = std::fs::remove_dir(&dir);
+        }
+    }
+    for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(PREPARING) || name.starts_with(DELETING) {
+            sweep_one(&e.path());
         }
     }
 }
 
+/// A scratch name for `id`'s directory: `PREFIX ID.PID.STAMP`.
+fn scratch(root: &Path, prefix: &str, id: &str) -> PathBuf {
+    let stamp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
+    root.join(format!("{prefix}{id}.{}.{stamp}", std::process::id()))
+}
+
 impl StateDir {
     /// Creates `<root>/<id>`, locked, holding `initial` as its state: the
-    /// directory is made and filled under a temporary name and renamed into
+    /// directory is made and filled under a scratch name and renamed into
     /// place (never over an existing one, which is what reserves the id), so a
     /// container's directory always has a state, even if `create` is killed the
-    /// next moment. Temporary directories of creates killed before the rename
-    /// are removed by the next create.
+    /// next moment. Scratch directories of creates killed before the rename
+    /// are removed by the next `list` ([`sweep`]).
     pub fn create(root: &Path, id: &str, initial: &ContainerState) -> Result<Self> {
-        let preparing = root.join(PREPARING);
-        let stamp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
-        let tmp = preparing.join(format!("{id}.{}.{stamp}", std::process::id()));
-        // Another create removes the (then empty) parent once it is done: make it
-        // again if it went between our two mkdirs.
+        let tmp = scratch(root, PREPARING, id);
         std::fs::create_dir_all(root).map_err(|e| Error::io("create", root, e))?;
-        let mut tries = 0;
-        loop {
-            match std::fs::create_dir(&preparing) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(Error::io("create", &preparing, e)),
-            }
-            match std::fs::create_dir(&tmp) {
-                Ok(()) => break,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 10 => tries += 1,
-                Err(e) => return Err(Error::io("create", &tmp, e)),
-            }
-        }
-        let dir = Self::lock(tmp.clone())?;
-        sweep_preparing(&preparing);
-        let placed = dir.save(initial).and_then(|()| {
+        std::fs::create_dir(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+        let placed = Self::lock(tmp.clone()).and_then(|dir| {
+            dir.save(initial)?;
             let path = root.join(id);
             match rename_noreplace(&tmp, &path) {
-                Ok(()) => Ok(path),
+                Ok(()) => Ok(StateDir { path, lock: dir.lock }),
                 Err(nix::Error::EEXIST) | Err(nix::Error::ENOTEMPTY) => Err(Error::AlreadyExists(id.to_string())),
                 Err(e) => Err(Error::sys("rename", path.display(), e)),
             }
@@ -231,9 +233,7 @@ impl StateDir {
         if placed.is_err() {
             let _ = std::fs::remove_dir_all(&tmp);
         }
-        // Left empty, the parent goes (it only holds creates in progress).
-        let _ = std::fs::remove_dir(&preparing);
-        placed.map(|path| StateDir { path, lock: dir.lock })
+        placed
     }
 
     /// Opens and locks an existing `<root>/<id>`.
@@ -270,75 +270,77 @@ impl StateDir {
             serde_json::to_vec(state).map_err(|e| Error::State { id: state.id.clone(), reason: e.to_string() })?;
         let mut f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
         f.write_all(&data).map_err(|e| Error::io("write", &tmp, e))?;
-        std::fs::rename(&tmp, self.path.join(STATE_FILE)).map_err(|e| Error::io("rename", &tmp, e))
+        drop(f);
+        let target = self.path.join(STATE_FILE);
+        // An existing state is swapped with the new one (RENAME_EXCHANGE), and
+        // the old one, now under the temporary name, unlinked. Readers see the
+        // old file or the new one, as with a rename over it; but ext4 (whose
+        // /run is not a tmpfs on some hosts) starts writing back a file
+        // renamed over another, a disk write per state change that this
+        // runtime state, gone at reboot anyway, has no use for.
+        match exchange(&tmp, &target) {
+            Ok(()) => {
+                let _ = std::fs::remove_file(&tmp);
+                Ok(())
+            }
+            // No state yet (the first save), or a filesystem without exchange.
+            Err(_) => std::fs::rename(&tmp, &target).map_err(|e| Error::io("rename", &tmp, e)),
+        }
     }
 
     /// Removes the directory and everything in it.
     ///
-    /// It is first renamed out of the way (under `~deleting`, with our pid in
-    /// the name), so the container's name is gone at once: a `delete` killed
-    /// while removing files leaves no half-removed container, only a directory
-    /// that the next `create` or `list` sweeps away.
+    /// It is first renamed out of the way (to a scratch name with our pid in
+    /// it), so the container's name is gone at once: a `delete` killed while
+    /// removing files leaves no half-removed container, only a directory that
+    /// the next `list` sweeps away.
     pub fn remove(self) -> Result<()> {
         let (Some(root), Some(name)) = (self.path.parent(), self.path.file_name()) else {
             return Err(Error::io("remove", &self.path, std::io::ErrorKind::InvalidInput.into()));
         };
-        let deleting = root.join(DELETING);
-        let stamp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
-        let gone = deleting.join(format!("{}.{}.{stamp}", name.to_string_lossy(), std::process::id()));
-        // Another delete removes the (then empty) parent once it is done: make
-        // it again if it went between our mkdir and our rename.
-        let mut tries = 0;
-        loop {
-            match std::fs::create_dir(&deleting) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(Error::io("create", &deleting, e)),
-            }
-            match std::fs::rename(&self.path, &gone) {
-                Ok(()) => break,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.path.exists() && tries < 10 => tries += 1,
-                Err(e) => return Err(Error::io("rename", &self.path, e)),
-            }
-        }
+        let gone = scratch(root, DELETING, &name.to_string_lossy());
+        std::fs::rename(&self.path, &gone).map_err(|e| Error::io("rename", &self.path, e))?;
         std::fs::remove_dir_all(&gone).map_err(|e| Error::io("remove", &gone, e))?;
         drop(self.lock);
-        let _ = std::fs::remove_dir(&deleting);
         Ok(())
     }
 }
 
 /// renameat2(RENAME_NOREPLACE): a directory is never renamed over another.
 fn rename_noreplace(from: &Path, to: &Path) -> nix::Result<()> {
+    renameat2(from, to, libc::RENAME_NOREPLACE)
+}
+
+/// renameat2(RENAME_EXCHANGE): swaps two existing names atomically.
+fn exchange(a: &Path, b: &Path) -> nix::Result<()> {
+    renameat2(a, b, libc::RENAME_EXCHANGE)
+}
+
+fn renameat2(from: &Path, to: &Path, flags: libc::c_uint) -> nix::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let f = std::ffi::CString::new(from.as_os_str().as_bytes()).map_err(|_| nix::Error::EINVAL)?;
     let t = std::ffi::CString::new(to.as_os_str().as_bytes()).map_err(|_| nix::Error::EINVAL)?;
     // SAFETY: both paths are valid NUL-terminated strings for the duration of the call.
-    let ret =
-        unsafe { libc::renameat2(libc::AT_FDCWD, f.as_ptr(), libc::AT_FDCWD, t.as_ptr(), libc::RENAME_NOREPLACE) };
+    let ret = unsafe { libc::renameat2(libc::AT_FDCWD, f.as_ptr(), libc::AT_FDCWD, t.as_ptr(), flags) };
     if ret < 0 {
         return Err(nix::Error::last());
     }
     Ok(())
 }
 
-/// Removes the temporary directories of creates that were killed before
-/// naming theirs: their creator (the pid in the name) is gone and nobody holds
-/// their lock. (A live creator's directory may not be locked yet.)
-fn sweep_preparing(preparing: &Path) {
-    let Ok(entries) = std::fs::read_dir(preparing) else { return };
-    for e in entries.flatten() {
-        let path = e.path();
-        let name = e.file_name().to_string_lossy().into_owned();
-        let creator: Option<i32> = name.rsplit('.').nth(1).and_then(|p| p.parse().ok());
-        if creator.is_none_or(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists()) {
-            continue;
-        }
-        let Ok(f) = File::open(&path) else { continue };
-        if let Ok(lock) = Flock::lock(f, FlockArg::LockExclusiveNonblock) {
-            let _ = std::fs::remove_dir_all(&path);
-            drop(lock);
-        }
+/// Removes a scratch directory whose creator (the pid in its name) is gone
+/// and that nobody holds the lock of. (A live creator's directory may not be
+/// locked yet.)
+fn sweep_one(path: &Path) {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let creator: Option<i32> = name.rsplit('.').nth(1).and_then(|p| p.parse().ok());
+    if creator.is_none_or(|pid| Path::new(&format!("/proc/{pid}")).exists()) {
+        return;
+    }
+    let Ok(f) = File::open(path) else { return };
+    if let Ok(lock) = Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+        let _ = std::fs::remove_dir_all(path);
+        drop(lock);
     }
 }
 
@@ -438,6 +440,115 @@ mod tests {
         assert_eq!(format_rfc3339(0, 0), "1970-01-01T00:00:00.000000000Z");
         assert_eq!(format_rfc3339(951_782_400, 5), "2000-02-29T00:00:00.000000005Z");
         assert_eq!(format_rfc3339(1_795_000_000, 0), "2026-11-18T11:06:40.000000000Z");
+    }
+
+    /// Readers without the lock (`state`, `list`) see every saved state
+    /// whole, never a missing or torn file, while it changes under them.
+    #[test]
+    fn saves_replace_the_state_whole_under_readers() {
+        struct Gone(PathBuf);
+        impl Drop for Gone {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+        let root = std::env::temp_dir().join(format!("strata-state-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let _gone = Gone(root.clone());
+        let mut st = ContainerState {
+            id: "c1".into(),
+            pid: 0,
+            status: Status::Creating,
+            bundle: "/b".into(),
+            rootfs: "/b/rootfs".into(),
+            created: now_rfc3339(),
+            annotations: HashMap::new(),
+            owner: String::new(),
+            init_start_time: 0,
+            creator: (0, 0),
+            config: Spec::default(),
+            cgroup: None,
+            cgroup_created: Vec::new(),
+            cgroup_shared: false,
+            systemd_unit: None,
+            rdt: None,
+            warnings: Vec::new(),
+        };
+        let dir = StateDir::create(&root, "c1", &st).expect("create");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (root, stop) = (root.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut seen = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let got = read(&root, "c1").expect("readable").expect("present");
+                    assert!(got.pid >= seen, "went back from {seen} to {}", got.pid);
+                    seen = got.pid;
+                }
+            })
+        };
+        for pid in 1..=300 {
+            st.pid = pid;
+            st.status = if pid % 2 == 0 { Status::Running } else { Status::Created };
+            dir.save(&st).expect("save");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        reader.join().expect("reader");
+        assert_eq!(read(&root, "c1").unwrap().unwrap().pid, 300);
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from(STATE_FILE)], "only the state file is left");
+        dir.remove().expect("remove");
+    }
+
+    /// Create and remove leave nothing in the root; what a killed create or
+    /// delete left (its creator gone) is swept, what a live one has is not.
+    #[test]
+    fn scratch_directories_are_swept_only_when_their_creator_is_gone() {
+        struct Gone(PathBuf);
+        impl Drop for Gone {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+        let root = std::env::temp_dir().join(format!("strata-sweep-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let _gone = Gone(root.clone());
+        let st = ContainerState {
+            id: "c2".into(),
+            pid: 0,
+            status: Status::Creating,
+            bundle: "/b".into(),
+            rootfs: "/b/rootfs".into(),
+            created: now_rfc3339(),
+            annotations: HashMap::new(),
+            owner: String::new(),
+            init_start_time: 0,
+            creator: (0, 0),
+            config: Spec::default(),
+            cgroup: None,
+            cgroup_created: Vec::new(),
+            cgroup_shared: false,
+            systemd_unit: None,
+            rdt: None,
+            warnings: Vec::new(),
+        };
+        let dir = StateDir::create(&root, "c2", &st).expect("create");
+        assert!(matches!(StateDir::create(&root, "c2", &st), Err(Error::AlreadyExists(_))));
+        dir.remove().expect("remove");
+        assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0, "nothing left in the root");
+        let dead = root.join(format!("{PREPARING}c3.{}.1", i32::MAX));
+        let dead_delete = root.join(format!("{DELETING}c4.{}.1", i32::MAX));
+        let live = root.join(format!("{PREPARING}c5.{}.1", std::process::id()));
+        let legacy = root.join("~creating");
+        for d in [&dead, &dead_delete, &live] {
+            std::fs::create_dir(d).unwrap();
+            std::fs::write(d.join(STATE_FILE), "{").unwrap();
+        }
+        std::fs::create_dir_all(legacy.join(format!("c6.{}.1", i32::MAX))).unwrap();
+        sweep(&root);
+        let mut left: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).collect();
+        left.sort();
+        assert_eq!(left, vec![live]);
     }
 
     #[test]
