@@ -53,6 +53,16 @@ pub fn clone3_fork(flags: u64, cgroup: Option<RawFd>) -> nix::Result<Forked> {
     }
 }
 
+/// Whether the calling process has a single thread (field 20 of
+/// /proc/self/stat); false when that cannot be read.
+pub fn single_threaded() -> bool {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return false };
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let Some(end) = stat.rfind(')') else { return false };
+    // Field 3 (the state) is the first after the name; field 20 is 17 further.
+    stat[end + 1..].split_ascii_whitespace().nth(17) == Some("1")
+}
+
 /// CLONE_INTO_CGROUP (Linux 5.7).
 pub const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
@@ -242,4 +252,23 @@ pub fn fork() -> nix::Result<Forked> {
 pub fn exit_now(code: i32) -> ! {
     // SAFETY: _exit never returns and has no preconditions.
     unsafe { libc::_exit(code) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The test harness runs tests on threads of its own: this process has
+    /// several; a child forked from it has one.
+    #[test]
+    fn single_threaded_counts_the_threads_of_the_process() {
+        assert!(!single_threaded());
+        match fork().expect("fork") {
+            Forked::Child => exit_now(if single_threaded() { 0 } else { 1 }),
+            Forked::Parent(pid) => {
+                let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).expect("wait");
+                assert_eq!(status, nix::sys::wait::WaitStatus::Exited(nix::unistd::Pid::from_raw(pid), 0));
+            }
+        }
+    }
 }

@@ -1,11 +1,14 @@
 //! Creating container processes without re-executing the runtime.
 //!
-//! The runtime forks once (through libc, so a multi-threaded caller such as a shim
-//! is safe: the child may allocate). That intermediate child is single-threaded; it
-//! joins existing namespaces, unshares a time namespace if asked (offsets must be
-//! written before anything lives in it), and clone3()s the real process with all
-//! new-namespace flags and CLONE_PARENT, so the container process becomes a direct
-//! child of the caller. The intermediate reports the pid and exits.
+//! A single-threaded caller (the CLI) with nothing to join first clone3()s the
+//! container process itself, with all new-namespace flags and straight into its
+//! cgroup (CLONE_INTO_CGROUP). Otherwise the runtime forks once (through libc,
+//! so a multi-threaded caller such as a shim is safe: the child may allocate).
+//! That intermediate child is single-threaded; it joins existing namespaces,
+//! unshares a time namespace if asked (offsets must be written before anything
+//! lives in it), and clone3()s the real process with all new-namespace flags
+//! and CLONE_PARENT, so the container process becomes a direct child of the
+//! caller. The intermediate reports the pid and exits.
 
 pub mod exec;
 pub mod init;
@@ -90,6 +93,14 @@ where
     F: FnOnce(&mut SyncChannel) -> Error,
 {
     let (mut parent_end, mut child_end) = SyncChannel::pair()?;
+    let main = if direct_possible(spec) {
+        match spawn_direct(spec, &mut child_end, main)? {
+            Ok(pid) => return Ok((pid, parent_end)),
+            Err(main) => main,
+        }
+    } else {
+        main
+    };
     // The intermediate waits on this pipe until it is adopted.
     let adopted = match spec.adopt {
         Some(_) => Some(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe2", "", e))?),
@@ -164,6 +175,77 @@ where
                     Err(e) => return Err(Error::io("read", "sync channel", e)),
                 }
             }
+        }
+    }
+}
+
+/// Whether the process can be cloned by the caller itself, without the
+/// intermediate: nothing to join or unshare first (namespaces, a time
+/// namespace, a cgroup to migrate into, a resctrl group, an adopting systemd),
+/// and a caller with a single thread, whose memory the clone may copy
+/// without libc's fork handlers (no other thread can hold a lock in it).
+fn direct_possible(spec: &SpawnSpec<'_>) -> bool {
+    spec.namespaces.join.is_empty()
+        && !spec.namespaces.new_time
+        && spec.rdt_tasks.is_none()
+        && spec.adopt.is_none()
+        && !matches!(spec.cgroup, Some(CgroupEntry::Migrate(_)))
+        && sys::single_threaded()
+}
+
+/// Clones the process straight from the caller, the intermediate's work done
+/// by the child itself (descriptors, signals, stdio, dumpable) and by the
+/// caller (oomScoreAdj, written to the child's /proc file: a child in a new
+/// user namespace could not lower its own). `Ok(Err(main))`: the kernel
+/// cannot clone into the cgroup (before 5.7), and the intermediate, which
+/// moves itself in first, has to be used.
+fn spawn_direct<F>(spec: &SpawnSpec<'_>, child_end: &mut SyncChannel, main: F) -> Result<std::result::Result<i32, F>>
+where
+    F: FnOnce(&mut SyncChannel) -> Error,
+{
+    let flags = spec.namespaces.clone_flags.bits() as u64;
+    let clone_into = spec.cgroup.map(CgroupEntry::fd);
+    let forked = match sys::clone3_fork(flags, clone_into) {
+        Err(nix::Error::E2BIG) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOSYS) if clone_into.is_some() => {
+            return Ok(Err(main))
+        }
+        other => other.map_err(|e| Error::sys("clone3", "container process", e))?,
+    };
+    match forked {
+        Forked::Child => {
+            // As in the intermediate (see there): the container process dies
+            // with the thread that made it until it reports ready (one that
+            // died before this line closed the channel the process waits on
+            // first), and is not dumpable.
+            let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+            if !(crate::rootless() && spec.namespaces.new_user()) {
+                let _ = nix::sys::prctl::set_dumpable(false);
+            }
+            let mut keep: Vec<RawFd> = spec.keep_fds.clone();
+            keep.push(child_end.as_stream().as_raw_fd());
+            keep.extend(spec.stdio.iter().flatten());
+            close_all_but(3 + spec.preserve_fds as RawFd, &mut keep);
+            reset_signals();
+            let err = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                match spec.stdio.map(install_stdio).transpose() {
+                    Ok(_) => main(child_end),
+                    Err(e) => e,
+                }
+            })) {
+                Ok(e) => e,
+                Err(_) => Error::Init("container process panicked during setup".into()),
+            };
+            let _ = child_end.send(&Msg::Error(err.to_string()));
+            sys::exit_now(1);
+        }
+        Forked::Parent(pid) => {
+            if let Some(adj) = spec.oom_score_adj {
+                if let Err(e) = plan::set_oom_score_adj_of(pid, adj) {
+                    reap(pid);
+                    return Err(e);
+                }
+            }
+            Ok(Ok(pid))
         }
     }
 }

@@ -345,10 +345,19 @@ impl ProcessPlan {
 /// namespace the file belongs to the host's root once the process is not
 /// dumpable, and the container's root could not open it.
 pub fn set_oom_score_adj(adj: i32) -> Result<()> {
-    std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(|e| {
+    write_oom_score_adj("/proc/self/oom_score_adj", adj)
+}
+
+/// Sets the OOM score adjustment of process `pid` (a child of the caller).
+pub fn set_oom_score_adj_of(pid: i32, adj: i32) -> Result<()> {
+    write_oom_score_adj(&format!("/proc/{pid}/oom_score_adj"), adj)
+}
+
+fn write_oom_score_adj(path: &str, adj: i32) -> Result<()> {
+    std::fs::write(path, adj.to_string()).map_err(|e| {
         let hint =
             if e.kind() == std::io::ErrorKind::PermissionDenied { " (lowering it needs CAP_SYS_RESOURCE)" } else { "" };
-        Error::Init(format!("process.oomScoreAdj {adj}: write /proc/self/oom_score_adj: {e}{hint}"))
+        Error::Init(format!("process.oomScoreAdj {adj}: write {path}: {e}{hint}"))
     })
 }
 
