@@ -266,8 +266,9 @@ impl Cgroup {
         }
         let populated =
             read(&self.dir, "cgroup.events").map(|e| e.lines().any(|l| l.trim() == "populated 1")).unwrap_or(false);
-        let has_children =
-            std::fs::read_dir(&self.dir).map(|d| d.flatten().any(|e| e.path().is_dir())).unwrap_or(false);
+        let has_children = std::fs::read_dir(&self.dir)
+            .map(|d| d.flatten().any(|e| e.file_type().is_ok_and(|t| t.is_dir())))
+            .unwrap_or(false);
         if populated || has_children {
             return Some(format!("cgroup {} already has child cgroups", self.dir.display()));
         }

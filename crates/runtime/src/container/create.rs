@@ -271,12 +271,14 @@ impl Container {
                 }
             } else if !no_cgroup {
                 let (cgroup, created) = Cgroup::create(&cg_mount, &cg_rel, &cg_controllers)?;
-                if let Some(w) = cgroup.in_use() {
+                let created = cgroups::owned_parents(&cg_mount, &cg_rel, created);
+                // A cgroup this create made holds nothing yet; one that was
+                // there may hold processes or cgroups of others.
+                let fresh = created.last() == Some(&cgroup.dir);
+                if let Some(w) = if fresh { None } else { cgroup.in_use() } {
                     warnings.push(w);
                     cgroup_shared = true;
                 }
-                let created = cgroups::owned_parents(&cg_mount, &cg_rel, created);
-                let fresh = created.last() == Some(&cgroup.dir);
                 cgroup_made = Some((cgroup.clone(), created));
                 if cgroup_shared
                     || state.cgroup_created != cgroup_made.as_ref().map(|c| c.1.clone()).unwrap_or_default()
