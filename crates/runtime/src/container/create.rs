@@ -323,6 +323,11 @@ impl Container {
             // SAFETY: `open` returned a new descriptor that nothing else owns.
             let fifo = unsafe { OwnedFd::from_raw_fd(fifo) };
             let keyring = (!opts.no_new_keyring).then(|| format!("_ses.{id}"));
+            #[allow(deprecated)]
+            let runtime_hooks = spec.hooks().as_ref().is_some_and(|h| {
+                h.prestart().as_ref().is_some_and(|l| !l.is_empty())
+                    || h.create_runtime().as_ref().is_some_and(|l| !l.is_empty())
+            });
             let ctx = InitContext {
                 spec,
                 policies: &policies,
@@ -341,6 +346,8 @@ impl Container {
                 preserve_fds: opts.preserve_fds,
                 devices: &device_list,
                 seccomp: seccomp.as_ref(),
+                state_first: namespaces.new_user() || !net_devices.is_empty(),
+                runtime_hooks,
             };
             let mut keep = vec![fifo.as_raw_fd()];
             keep.extend(opts.console_socket);
@@ -386,14 +393,16 @@ impl Container {
                 devices_moved = true;
             }
             let state_json = state.oci_json().to_string();
-            sync.send(&Msg::State(state_json.clone())).map_err(|e| crate::process::setup_failure(pid, "create", e))?;
-            sync.expect(&Msg::RunRuntimeHooks, "create")?;
-            if let Some(h) = spec.hooks() {
-                #[allow(deprecated)]
-                hooks::run_all("prestart", h.prestart().as_deref().unwrap_or_default(), &state_json)?;
-                hooks::run_all("createRuntime", h.create_runtime().as_deref().unwrap_or_default(), &state_json)?;
+            send_or_why(&mut sync, &Msg::State(state_json.clone()), pid)?;
+            if runtime_hooks {
+                sync.expect(&Msg::RunRuntimeHooks, "create")?;
+                if let Some(h) = spec.hooks() {
+                    #[allow(deprecated)]
+                    hooks::run_all("prestart", h.prestart().as_deref().unwrap_or_default(), &state_json)?;
+                    hooks::run_all("createRuntime", h.create_runtime().as_deref().unwrap_or_default(), &state_json)?;
+                }
+                send_or_why(&mut sync, &Msg::RuntimeHooksDone, pid)?;
             }
-            sync.send(&Msg::RuntimeHooksDone).map_err(|e| crate::process::setup_failure(pid, "create", e))?;
             if let Some(filter) = seccomp.as_ref().filter(|s| s.notify) {
                 let fd = sync.recv_fd("create")?;
                 crate::seccomp::send_to_listener(filter, &fd, pid, state.oci_json())?;
@@ -458,6 +467,16 @@ impl Container {
             }
         }
     }
+}
+
+/// Sends `msg` to the container process; when it is gone, says why: the
+/// error it sent before it exited (it sets itself up while the runtime
+/// records it, so it can fail before reading anything), or how it ended.
+fn send_or_why(sync: &mut crate::sync::SyncChannel, msg: &Msg, pid: i32) -> Result<()> {
+    sync.send(msg).map_err(|e| match sync.recv() {
+        Ok(Some(Msg::Error(why))) => Error::Init(why),
+        _ => crate::process::setup_failure(pid, "create", e),
+    })
 }
 
 /// Upper bound of `--preserve-fds` (far above any fd limit a caller can have).

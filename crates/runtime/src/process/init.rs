@@ -86,23 +86,29 @@ pub struct InitContext<'a> {
     pub devices: &'a [devices::DeviceNode],
     /// The compiled seccomp filter.
     pub seccomp: Option<&'a crate::seccomp::SeccompPlan>,
+    /// The runtime works on the process before it may set itself up (it
+    /// writes the id maps of its user namespace, it moves network devices into
+    /// its namespace): the process waits for the state first. Otherwise it
+    /// sets itself up while the runtime records it, and takes the state when
+    /// it reaches its hooks.
+    pub state_first: bool,
+    /// The config has prestart or createRuntime hooks, which the runtime runs
+    /// when the process asks (in its mount namespace, before pivot_root).
+    pub runtime_hooks: bool,
 }
 
 /// Runs the init process; returns only with the error that stopped it.
 pub fn main(ctx: &InitContext<'_>, sync: &mut SyncChannel) -> Error {
-    let state = match sync.recv() {
-        Ok(Some(Msg::State(s))) => {
-            // The id maps are written: nothing outside may read this process
-            // from now on (rootless, it was dumpable until now).
-            let _ = nix::sys::prctl::set_dumpable(false);
-            s
+    let mut state = None;
+    if ctx.state_first {
+        match recv_state(sync) {
+            Ok(s) => state = Some(s),
+            Err(e) => return e,
         }
-        Ok(Some(Msg::Error(e))) => return Error::Init(e),
-        // The runtime went away: abandon the half-created container.
-        _ => crate::sys::exit_now(1),
-    };
-    match setup(ctx, sync, &state) {
+    }
+    match setup(ctx, sync, &mut state) {
         Ok(ready) => {
+            let state = state.unwrap_or_default();
             let err = wait_and_exec(ctx, ready, &state);
             // Nobody listens on the channel any more: tell the container's stderr.
             let _ = nix::unistd::write(std::io::stderr(), format!("strata: {err}\n").as_bytes());
@@ -139,7 +145,23 @@ struct Ready {
     seccomp_loaded: bool,
 }
 
-fn setup(ctx: &InitContext<'_>, sync: &mut SyncChannel, state: &str) -> Result<Ready> {
+/// The state the runtime sends once it has recorded the process (and written
+/// its id maps, moved its network devices).
+fn recv_state(sync: &mut SyncChannel) -> Result<String> {
+    match sync.recv() {
+        Ok(Some(Msg::State(s))) => {
+            // The id maps are written: nothing outside may read this process
+            // from now on (rootless, it was dumpable until now).
+            let _ = nix::sys::prctl::set_dumpable(false);
+            Ok(s)
+        }
+        Ok(Some(Msg::Error(e))) => Err(Error::Init(e)),
+        // The runtime went away: abandon the half-created container.
+        _ => crate::sys::exit_now(1),
+    }
+}
+
+fn setup(ctx: &InitContext<'_>, sync: &mut SyncChannel, state: &mut Option<String>) -> Result<Ready> {
     if ctx.in_user_ns {
         let root_gid = nix::unistd::Gid::from_raw(0);
         let root_uid = nix::unistd::Uid::from_raw(0);
@@ -261,9 +283,15 @@ fn write_sysctls(ctx: &InitContext<'_>) -> Result<()> {
     Ok(())
 }
 
-fn run_hook_handshake(ctx: &InitContext<'_>, sync: &mut SyncChannel, state: &str) -> Result<()> {
-    sync.send(&Msg::RunRuntimeHooks).map_err(|e| Error::io("write", "sync channel", e))?;
-    sync.expect(&Msg::RuntimeHooksDone, "runtime hooks")?;
+fn run_hook_handshake(ctx: &InitContext<'_>, sync: &mut SyncChannel, state: &mut Option<String>) -> Result<()> {
+    let state: &str = match state {
+        Some(s) => s,
+        None => state.insert(recv_state(sync)?),
+    };
+    if ctx.runtime_hooks {
+        sync.send(&Msg::RunRuntimeHooks).map_err(|e| Error::io("write", "sync channel", e))?;
+        sync.expect(&Msg::RuntimeHooksDone, "runtime hooks")?;
+    }
     let hooks: &[Hook] = ctx.spec.hooks().as_ref().and_then(|h| h.create_container().as_deref()).unwrap_or_default();
     hooks::run_all("createContainer", hooks, state)
 }
