@@ -16,10 +16,18 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Finds the cgroup v2 mount point.
-/// When several are mounted (a cgroup2 mounted over a hybrid host's tree in a
+/// Finds the cgroup v2 mount point: /sys/fs/cgroup when it is one (a host
+/// with cgroup v2 alone), else from the process's mounts. When several are
+/// mounted there (a hybrid host's /sys/fs/cgroup/unified, another mounted in a
 /// private mount namespace), the last one that is reachable wins.
 pub fn find_mount() -> Result<PathBuf> {
+    // The usual place, on a host with cgroup v2 alone: one statfs instead of
+    // reading and parsing every mount of the process.
+    const STANDARD: &str = "/sys/fs/cgroup";
+    if nix::sys::statfs::statfs(STANDARD).is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+    {
+        return Ok(PathBuf::from(STANDARD));
+    }
     find_mount_in(
         &std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| Error::io("read", "/proc/self/mountinfo", e))?,
     )
