@@ -15,7 +15,8 @@ for tool in containerd bc; do
 done
 command -v runc >/dev/null || hack/setup.sh --peers
 [ -d bundles/hello/rootfs/bin ] || hack/mkrootfs.sh bundles/hello/rootfs
-cargo build --release -q
+cargo build --release -q -p strata-shim
+hack/build-release.sh -q
 exec unshare -m --propagation private bash -c '
 set -euo pipefail
 n=$1; rounds=$2

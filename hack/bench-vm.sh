@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-20}
 cargo build --release -q -p strata-vm --example vmm-start
-cargo build --release -q -p strata-cli
+hack/build-release.sh -q
 out=$(mktemp -d /tmp/strata-bench-vm.XXXXXX)
 trap 'rm -rf "$out"' EXIT
 if [ -r /dev/kvm ] && target/release/examples/vmm-start "$rounds" >"$out/vmm.jsonl" 2>"$out/vmm.err"; then

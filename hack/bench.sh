@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 hack/setup.sh --peers
-cargo build --release -p strata-cli
+hack/build-release.sh
 work=$(mktemp -d /tmp/strata-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 hack/mkrootfs.sh "$work/bundle/rootfs" >/dev/null

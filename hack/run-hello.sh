@@ -4,6 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 hack/setup.sh
-cargo build --release -p strata-cli
+hack/build-release.sh
 hack/mkrootfs.sh bundles/hello/rootfs
 exec ./target/release/strata run --bundle bundles/hello "hello-$$"
