@@ -14,7 +14,7 @@ impl Container {
             dir.remove()?;
             return Ok(Vec::new());
         };
-        st.refresh_status();
+        super::settle_status(&mut st, dir.path());
         if matches!(st.status, Status::Running | Status::Paused) && !force {
             return Err(wrong_status(&st, "stop it first or use --force"));
         }

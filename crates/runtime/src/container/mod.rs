@@ -49,12 +49,7 @@ impl Container {
             id: self.id.clone(),
             reason: "creation did not finish; use delete --force".into(),
         })?;
-        st.refresh_status();
-        // A start killed after it opened the gate never recorded `running`; the
-        // gate is gone, so the process is past it.
-        if st.status == Status::Created && !self.root.join(&self.id).join(EXEC_FIFO).exists() {
-            st.status = Status::Running;
-        }
+        settle_status(&mut st, &self.root.join(&self.id));
         Ok(st)
     }
 
@@ -63,7 +58,7 @@ impl Container {
             id: id.to_string(),
             reason: "creation did not finish; use delete --force".into(),
         })?;
-        st.refresh_status();
+        settle_status(&mut st, dir.path());
         Ok(st)
     }
 
@@ -77,6 +72,17 @@ impl Container {
             .into_iter()
             .filter_map(|id| Container { root: root.to_path_buf(), id }.state().ok())
             .collect())
+    }
+}
+
+/// Re-derives the status from the kernel and from the state directory `dir`:
+/// `start` does not record `running`, as that is what a `created` container
+/// whose exec fifo is gone is (the process is past the gate, or on its way
+/// to execve; `stopped` once it is gone).
+fn settle_status(st: &mut ContainerState, dir: &Path) {
+    st.refresh_status();
+    if st.status == Status::Created && !dir.join(EXEC_FIFO).exists() {
+        st.status = Status::Running;
     }
 }
 

@@ -13,6 +13,10 @@ impl Container {
     pub fn start(&self) -> Result<Vec<String>> {
         let dir = StateDir::open(&self.root, &self.id)?;
         let mut st = Self::load_state(&dir, &self.id)?;
+        if st.status == Status::Running {
+            // (Its gate is gone: another start opened it.)
+            return Err(wrong_status(&st, "the container is already being started, or was started"));
+        }
         if st.status != Status::Created {
             return Err(wrong_status(&st, "only a created container can be started"));
         }
@@ -81,14 +85,8 @@ impl Container {
                 _ => wrong_status(&st, "its init process exited before start"),
             });
         }
-        let dir = StateDir::open(&self.root, &self.id)
-            .map_err(|_| wrong_status(&st, "it was deleted while it was being started"))?;
-        let mut st = Self::load_state(&dir, &self.id)?;
-        if st.status == Status::Created {
-            st.status = Status::Running;
-            dir.save(&st)?;
-        }
-        drop(dir);
+        // Not written down: a created container whose gate is gone is running.
+        st.status = Status::Running;
         let mut warnings = Vec::new();
         if let Some(list) = st.config.hooks().as_ref().and_then(|h| h.poststart().clone()) {
             let json = st.oci_json().to_string();
