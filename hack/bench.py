@@ -7,6 +7,7 @@ of this shared machine hits all runtimes alike. Times are per operation in ms.""
 import argparse
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -21,6 +22,7 @@ ap.add_argument("--out", default="bench-results.json")
 ap.add_argument("--scale", default="0,100,1000",
                 help="numbers of sleeping containers for the cost-as-work-grows rows ('' leaves them out)")
 ap.add_argument("--scale-ops", type=int, default=20, help="operations timed per level in those rows")
+ap.add_argument("--settle", type=float, default=0.3, help="seconds of rest before each timed batch")
 args = ap.parse_args()
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -164,7 +166,14 @@ try:
     for r in range(args.rounds):
         for s, fns in scenarios.items():
             batch = 1 if "concurrent" in s else args.batch
-            for n, fn in fns.items():
+            # The runtimes' order changes from round to round, and each batch
+            # starts on a settled machine: the kernel tears namespaces down
+            # after the processes are gone (network namespaces in a work queue),
+            # and that work would otherwise land on whichever batch came next.
+            order = list(fns.items())
+            random.Random(r).shuffle(order)
+            for n, fn in order:
+                time.sleep(args.settle)
                 results[s][n].append(timed(fn, batch))
         print("round %d/%d done" % (r + 1, args.rounds), file=sys.stderr)
 finally:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks strata against runc, crun and the kernel floor, side by side and
 # interleaved, in a private mount namespace with a pure cgroup v2 view.
-# Usage: hack/bench.sh [--rounds N] [--batch N] [--out FILE.json] [--scale N,N,...] [--scale-ops N]
+# Usage: hack/bench.sh [--rounds N] [--batch N] [--out FILE.json] [--scale N,N,...] [--scale-ops N] [--settle S]
 # Prints a Markdown table (medians, min-max, ratios) and writes raw numbers as JSON.
 set -euo pipefail
 cd "$(dirname "$0")/.."
