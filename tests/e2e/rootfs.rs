@@ -61,12 +61,13 @@ fn config_devices_are_created() {
     let mut b = Bundle::new(&["true"]);
     b.config["linux"]["devices"] = json!([
         { "path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 438, "uid": 0, "gid": 0 },
-        { "path": "/dev/custom/loopx", "type": "b", "major": 7, "minor": 200, "fileMode": 416, "uid": 1000, "gid": 1000 }
+        { "path": "/dev/custom/loopx", "type": "b", "major": 7, "minor": 200, "fileMode": 416, "uid": 1000, "gid": 1000 },
+        { "path": "/dev/custom/sgid", "type": "c", "major": 1, "minor": 3, "fileMode": 1462 }
     ]);
-    let out = b.sh("stat -c '%n %F %t:%T %a %u:%g' /dev/fuse /dev/custom/loopx");
+    let out = b.sh("stat -c '%n %F %t:%T %a %u:%g' /dev/fuse /dev/custom/loopx /dev/custom/sgid");
     assert_eq!(
         out.ok(),
-        "/dev/fuse character special file a:e5 666 0:0\n/dev/custom/loopx block special file 7:c8 640 1000:1000\n"
+        "/dev/fuse character special file a:e5 666 0:0\n/dev/custom/loopx block special file 7:c8 640 1000:1000\n/dev/custom/sgid character special file 1:3 2666 0:0\n"
     );
 }
 

@@ -330,9 +330,7 @@ fn prepare_rootfs(ctx: &InitContext<'_>) -> Result<(OwnedFd, Vec<std::path::Path
     // A /dev bound from elsewhere (the host's, usually) is used as it is: creating
     // nodes there would change the host.
     if !dev_is_bound {
-        for d in ctx.devices {
-            devices::create(&root, d, ctx.in_user_ns || crate::rootless())?;
-        }
+        devices::create_all(&root, ctx.devices, ctx.in_user_ns || crate::rootless())?;
         if paths::exists_in_root(&root, Path::new("/dev"))? {
             devices::create_symlinks(&root)?;
         }

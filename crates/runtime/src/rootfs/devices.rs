@@ -119,6 +119,76 @@ pub fn create(root: &OwnedFd, dev: &DeviceNode, bind: bool) -> Result<()> {
     .map_err(|e| Error::sys("chown", dev.path.display(), e))
 }
 
+/// Creates `devices` inside `root`; `bind` selects bind-mounting the host's
+/// nodes. Each parent directory is opened once, the nodes are made with their
+/// mode (no umask in the way, so no chmod after), and only nodes that are not
+/// root's (or sit in a setgid directory) are chowned.
+pub fn create_all(root: &OwnedFd, devices: &[DeviceNode], bind: bool) -> Result<()> {
+    if bind {
+        return devices.iter().try_for_each(|d| create(root, d, true));
+    }
+    let old = nix::sys::stat::umask(Mode::empty());
+    let mut dirs: Vec<(PathBuf, OwnedFd, bool)> = Vec::new();
+    let made = devices.iter().try_for_each(|d| make_node(root, d, &mut dirs));
+    nix::sys::stat::umask(old);
+    made
+}
+
+/// mknod of `dev` in its parent (opened once: `dirs` holds those open, with
+/// whether they are setgid), as root of the host's user namespace.
+fn make_node(root: &OwnedFd, dev: &DeviceNode, dirs: &mut Vec<(PathBuf, OwnedFd, bool)>) -> Result<()> {
+    let parent = dev.path.parent().unwrap_or(Path::new("/dev"));
+    let name = dev
+        .path
+        .file_name()
+        .ok_or_else(|| Error::config("linux.devices.path", format!("{} has no file name", dev.path.display())))?;
+    let at = match dirs.iter().position(|(p, _, _)| p == parent) {
+        Some(i) => i,
+        None => {
+            mkdir_all_in_root(root, parent)?;
+            let dir = open_in_root(root, parent, OFlag::O_DIRECTORY | OFlag::O_RDONLY)?;
+            let setgid =
+                nix::sys::stat::fstat(dir.as_raw_fd()).map_err(|e| Error::sys("fstat", parent.display(), e))?.st_mode
+                    & libc::S_ISGID
+                    != 0;
+            dirs.push((parent.to_path_buf(), dir, setgid));
+            dirs.len() - 1
+        }
+    };
+    let (_, dir, setgid) = &dirs[at];
+    let dir = dir.as_raw_fd();
+    let cname = CString::new(name.as_encoded_bytes())
+        .map_err(|_| Error::config("linux.devices.path", "contains a NUL byte"))?;
+    let mode = Mode::from_bits_truncate(dev.mode);
+    let node = || mknodat(Some(dir), cname.as_c_str(), dev.kind, mode, makedev(dev.major, dev.minor));
+    node()
+        .or_else(|e| {
+            if e != nix::Error::EEXIST {
+                return Err(e);
+            }
+            // An existing entry (a file, or a symlink planted by the rootfs) is replaced.
+            let _ = nix::unistd::unlinkat(Some(dir), cname.as_c_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
+            node()
+        })
+        .map_err(|e| Error::sys("mknod", dev.path.display(), e))?;
+    if dev.mode & !0o777 != 0 {
+        // (Set-id and sticky bits are not mknod's to give.)
+        nix::sys::stat::fchmodat(Some(dir), cname.as_c_str(), mode, nix::sys::stat::FchmodatFlags::NoFollowSymlink)
+            .map_err(|e| Error::sys("chmod", dev.path.display(), e))?;
+    }
+    if dev.uid != 0 || dev.gid != 0 || *setgid {
+        nix::unistd::fchownat(
+            Some(dir),
+            cname.as_c_str(),
+            Some(nix::unistd::Uid::from_raw(dev.uid)),
+            Some(nix::unistd::Gid::from_raw(dev.gid)),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| Error::sys("chown", dev.path.display(), e))?;
+    }
+    Ok(())
+}
+
 /// The standard /dev symlinks (fd, stdin, stdout, stderr, ptmx).
 pub fn create_symlinks(root: &OwnedFd) -> Result<()> {
     let dev = open_in_root(root, Path::new("/dev"), OFlag::O_DIRECTORY | OFlag::O_RDONLY)?;
