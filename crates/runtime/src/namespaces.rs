@@ -88,11 +88,31 @@ pub struct NamespacePlan {
     /// whoever creates it, and created by the clone it would belong to the
     /// host's root (an unmapped owner, "nobody", on /dev/mqueue).
     pub late_ipc: bool,
+    /// The namespaces of a running process to join, all at once (`exec`).
+    pub join_process: Option<ProcessNamespaces>,
+}
+
+/// Namespaces of a running process, joined with one setns of a pidfd of it
+/// (Linux 5.8), or one namespace file at a time on older kernels.
+#[derive(Debug)]
+pub struct ProcessNamespaces {
+    /// The process.
+    pub pid: i32,
+    /// A pidfd of it.
+    pub pidfd: std::os::fd::OwnedFd,
+    /// The namespace types to join, user namespace first.
+    pub types: Vec<LinuxNamespaceType>,
 }
 
 impl Default for NamespacePlan {
     fn default() -> Self {
-        NamespacePlan { clone_flags: CloneFlags::empty(), new_time: false, join: Vec::new(), late_ipc: false }
+        NamespacePlan {
+            clone_flags: CloneFlags::empty(),
+            new_time: false,
+            join: Vec::new(),
+            late_ipc: false,
+            join_process: None,
+        }
     }
 }
 
@@ -126,6 +146,18 @@ impl NamespacePlan {
     pub fn join_all(&self) -> Result<()> {
         for (t, f) in &self.join {
             nix::sched::setns(f.as_fd(), clone_flag(*t)).map_err(|e| Error::sys("setns", proc_name(*t), e))?;
+        }
+        if let Some(p) = &self.join_process {
+            let flags = p.types.iter().fold(CloneFlags::empty(), |f, t| f | clone_flag(*t));
+            if nix::sched::setns(p.pidfd.as_fd(), flags).is_err() {
+                // A kernel before 5.8 (or a refusal, which the namespace it
+                // concerns then names).
+                for t in &p.types {
+                    let path = format!("/proc/{}/ns/{}", p.pid, proc_name(*t));
+                    let f = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
+                    nix::sched::setns(f.as_fd(), clone_flag(*t)).map_err(|e| Error::sys("setns", proc_name(*t), e))?;
+                }
+            }
         }
         Ok(())
     }

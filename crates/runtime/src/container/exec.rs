@@ -7,7 +7,6 @@ use crate::process::plan::ProcessPlan;
 use crate::process::{spawn, CgroupEntry, SpawnSpec};
 use crate::{Error, Result, Status};
 use oci_spec::runtime::Process;
-use std::fs::File;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -66,7 +65,7 @@ impl Container {
             };
             return Err(wrong_status(&st, reason));
         }
-        let namespaces = container_namespaces(st.pid)?;
+        let namespaces = container_namespaces(st.pid, &st.config)?;
         // The init must still be the same process once its namespaces are open.
         if !crate::state::process_alive(st.pid, st.init_start_time) {
             return Err(Error::WrongStatus {
@@ -196,21 +195,35 @@ impl Container {
     }
 }
 
-/// Opens the namespaces of `pid` that differ from the runtime's own.
-fn container_namespaces(pid: i32) -> Result<NamespacePlan> {
-    let mut plan = NamespacePlan::default();
+/// The namespaces of `pid` to join: those the config made for the container,
+/// and any other of its namespaces that differs from the runtime's own.
+fn container_namespaces(pid: i32, config: &oci_spec::runtime::Spec) -> Result<NamespacePlan> {
+    // The pidfd pins the process: the caller checks it is still the init.
+    let pidfd = crate::sys::pidfd_open(pid).map_err(|e| Error::sys("pidfd_open", format!("process {pid}"), e))?;
+    let listed = config.linux().as_ref().and_then(|l| l.namespaces().clone()).unwrap_or_default();
+    let mut types = Vec::new();
     for t in ALL {
-        let name = proc_name(t);
-        let theirs = format!("/proc/{pid}/ns/{name}");
-        let Ok(their_meta) = std::fs::metadata(&theirs) else {
-            continue;
-        };
-        let ours = std::fs::metadata(format!("/proc/self/ns/{name}")).ok();
-        if ours.is_some_and(|m| m.ino() == their_meta.ino() && m.dev() == their_meta.dev()) {
-            continue;
+        // A new one differs from ours; a user namespace is compared anyway
+        // (joining one's own is refused).
+        let new = t != oci_spec::runtime::LinuxNamespaceType::User
+            && listed.iter().any(|n| n.typ() == t && n.path().is_none());
+        if new || differs(pid, t) {
+            types.push(t);
         }
-        let f = File::open(&theirs).map_err(|e| Error::io("open", &theirs, e))?;
-        plan.join.push((t, f));
     }
-    Ok(plan)
+    Ok(NamespacePlan {
+        join_process: Some(crate::namespaces::ProcessNamespaces { pid, pidfd, types }),
+        ..Default::default()
+    })
+}
+
+/// Whether namespace `t` of `pid` is another than the runtime's (false when
+/// the kernel has none of that type).
+fn differs(pid: i32, t: oci_spec::runtime::LinuxNamespaceType) -> bool {
+    let name = proc_name(t);
+    let Ok(theirs) = std::fs::metadata(format!("/proc/{pid}/ns/{name}")) else {
+        return false;
+    };
+    let ours = std::fs::metadata(format!("/proc/self/ns/{name}")).ok();
+    !ours.is_some_and(|m| m.ino() == theirs.ino() && m.dev() == theirs.dev())
 }

@@ -119,6 +119,7 @@ where
             }
             let mut keep: Vec<RawFd> = spec.keep_fds.clone();
             keep.extend(spec.namespaces.join.iter().map(|(_, f)| f.as_raw_fd()));
+            keep.extend(spec.namespaces.join_process.iter().map(|p| p.pidfd.as_raw_fd()));
             keep.extend(spec.cgroup.map(CgroupEntry::fd));
             keep.extend(spec.rdt_tasks);
             keep.push(child_end.as_stream().as_raw_fd());
@@ -186,6 +187,7 @@ where
 /// without libc's fork handlers (no other thread can hold a lock in it).
 fn direct_possible(spec: &SpawnSpec<'_>) -> bool {
     spec.namespaces.join.is_empty()
+        && spec.namespaces.join_process.is_none()
         && !spec.namespaces.new_time
         && spec.rdt_tasks.is_none()
         && spec.adopt.is_none()
