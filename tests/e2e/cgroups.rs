@@ -452,3 +452,65 @@ fn unavailable_controllers_are_refused_unless_the_operator_says_warn() {
     assert!(out.stderr.contains("cpu.weight") && out.stderr.contains("no cpu controller"), "{out:?}");
     assert!(b.leftover_state().is_empty());
 }
+
+/// Ids of the device programs attached to cgroup `dir`.
+fn attached_device_programs(dir: &std::path::Path) -> Vec<u32> {
+    let f = std::fs::File::open(dir).expect("open cgroup");
+    let mut ids = [0u32; 16];
+    let mut attr = [0u8; 40];
+    attr[0..4].copy_from_slice(&(std::os::fd::AsRawFd::as_raw_fd(&f) as u32).to_ne_bytes());
+    attr[4..8].copy_from_slice(&6u32.to_ne_bytes()); // BPF_CGROUP_DEVICE
+    attr[16..24].copy_from_slice(&(ids.as_mut_ptr() as u64).to_ne_bytes());
+    attr[24..28].copy_from_slice(&(ids.len() as u32).to_ne_bytes());
+    // SAFETY: BPF_PROG_QUERY with a zeroed, correctly sized attr whose buffer outlives the call.
+    let ret = unsafe { libc::syscall(libc::SYS_bpf, 16, attr.as_mut_ptr(), attr.len()) };
+    assert!(ret >= 0, "BPF_PROG_QUERY: {}", std::io::Error::last_os_error());
+    let n = u32::from_ne_bytes([attr[24], attr[25], attr[26], attr[27]]) as usize;
+    ids[..n.min(16)].to_vec()
+}
+
+/// Containers with the same device rules (in strata's own parent cgroup)
+/// share the loaded program of one that runs instead of loading a copy each;
+/// a container with other rules gets its own; each gets exactly its rules.
+#[test]
+fn running_containers_with_the_same_device_rules_share_one_program() {
+    let test = "running_containers_with_the_same_device_rules_share_one_program";
+    let Some(mount) = setup(test) else { return };
+    if !is_strata() {
+        return skip(test, "how strata loads its device programs");
+    }
+    let mut b = Bundle::new(&["sleep", "100"]);
+    b.config["mounts"]
+        .as_array_mut()
+        .expect("array")
+        .push(json!({ "destination": "/tmp", "type": "tmpfs", "source": "tmpfs" }));
+    for set in ["bounding", "effective", "permitted"] {
+        b.config["process"]["capabilities"][set] = json!(["CAP_MKNOD"]);
+    }
+    b.create("devshare1").ok();
+    b.rt(&["start", "devshare1"]).ok();
+    let fuse = "mknod /tmp/fuse c 10 229; (exec 3</tmp/fuse) 2>/dev/null && echo fuse-opened || echo fuse-denied";
+    // Other rules while it runs: a program of their own.
+    b.config["linux"]["resources"] =
+        json!({ "devices": [{ "allow": true, "type": "c", "major": 10, "minor": 229, "access": "rw" }] });
+    assert_eq!(b.sh(fuse).ok(), "fuse-opened\n");
+    // The same rules as the running one: its program, and its rules.
+    b.config["linux"]["resources"] = json!({});
+    assert_eq!(b.sh(fuse).ok(), "fuse-denied\n");
+    b.create("devshare2").ok();
+    let first = attached_device_programs(&mount.join("strata/devshare1"));
+    let second = attached_device_programs(&mount.join("strata/devshare2"));
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first, second, "the second container loaded a program of its own");
+    b.config["linux"]["resources"] =
+        json!({ "devices": [{ "allow": true, "type": "c", "major": 10, "minor": 229, "access": "rw" }] });
+    b.create("devshare3").ok();
+    let third = attached_device_programs(&mount.join("strata/devshare3"));
+    assert_eq!(third.len(), 1);
+    assert_ne!(third, first, "other rules, the same program");
+    for id in ["devshare1", "devshare2", "devshare3"] {
+        b.rt(&["delete", "--force", id]).ok();
+        assert!(!mount.join("strata").join(id).exists());
+    }
+    assert!(b.leftover_state().is_empty());
+}

@@ -13,6 +13,7 @@
 use crate::{Error, Result};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::Path;
 
 /// Access bits of the kernel's device hook.
 const ACC_MKNOD: u32 = 1;
@@ -232,6 +233,87 @@ fn loaded(program: &[Insn]) -> Result<std::sync::Arc<OwnedFd>> {
     })
 }
 
+/// Attaches `program` to the cgroup open at `cgroup`, a child of `parent`, a
+/// cgroup this runtime made for its containers. Loading is the expensive
+/// part (the verifier, the JIT), and a loaded program lives for as long as
+/// it is attached somewhere: the program of a container under `parent` with
+/// the same rules, still running, is attached again instead of loading a
+/// copy. `parent` records, in a `trusted.` extended attribute (which only the
+/// host's root can write) named after a digest of the instructions, the id
+/// and the kernel's tag of the program last loaded for them; a program found
+/// by that id is used only if it is a device program with that tag (a
+/// digest of its instructions), so a gone program whose id was reused is not.
+pub fn attach_shared(cgroup: BorrowedFd<'_>, parent: &Path, program: &[Insn]) -> Result<()> {
+    let cached = LOADED.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|(p, _)| p == program);
+    if !cached {
+        let name = shared_name(program);
+        if let Some(fd) = find_shared(parent, &name) {
+            return attach_fd(cgroup, fd.as_fd());
+        }
+        let prog = loaded(program)?;
+        if let Ok((id, tag)) = prog_info(prog.as_fd()) {
+            let _ = set_xattr(parent, &name, format!("{id} {}", hex(&tag)).as_bytes());
+        }
+        return attach_fd(cgroup, prog.as_fd());
+    }
+    attach(cgroup, program)
+}
+
+/// The attribute naming `program`'s record: a SHA-256 of its instructions.
+fn shared_name(program: &[Insn]) -> std::ffi::CString {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for i in program {
+        h.update([i.code, i.regs]);
+        h.update(i.off.to_le_bytes());
+        h.update(i.imm.to_le_bytes());
+    }
+    let digest = h.finalize();
+    std::ffi::CString::new(format!("trusted.strata.devices.{}", hex(&digest[..16]))).expect("no NUL in hex")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The live program `parent` records under `name`, checked (see [`attach_shared`]).
+fn find_shared(parent: &Path, name: &std::ffi::CStr) -> Option<OwnedFd> {
+    const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+    let mut value = [0u8; 64];
+    let n = get_xattr(parent, name, &mut value).ok()?;
+    let text = std::str::from_utf8(&value[..n]).ok()?;
+    let (id, tag) = text.split_once(' ')?;
+    let id: u32 = id.parse().ok()?;
+    let mut get = [0u8; 12];
+    get[0..4].copy_from_slice(&id.to_ne_bytes());
+    let fd = bpf(BPF_PROG_GET_FD_BY_ID, &mut get).ok()?;
+    // SAFETY: the kernel just returned this new descriptor and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let (found_id, found_tag) = prog_info_of_type(fd.as_fd(), BPF_PROG_TYPE_CGROUP_DEVICE).ok()??;
+    (found_id == id && hex(&found_tag) == tag).then_some(fd)
+}
+
+fn get_xattr(path: &Path, name: &std::ffi::CStr, value: &mut [u8]) -> nix::Result<usize> {
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| nix::Error::EINVAL)?;
+    // SAFETY: both strings are NUL-terminated and `value` is writable for its length.
+    let n = unsafe { libc::getxattr(p.as_ptr(), name.as_ptr(), value.as_mut_ptr().cast(), value.len()) };
+    if n < 0 {
+        return Err(nix::Error::last());
+    }
+    Ok(n as usize)
+}
+
+fn set_xattr(path: &Path, name: &std::ffi::CStr, value: &[u8]) -> nix::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| nix::Error::EINVAL)?;
+    // SAFETY: both strings are NUL-terminated and `value` is readable for its length.
+    if unsafe { libc::setxattr(p.as_ptr(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0) } < 0 {
+        return Err(nix::Error::last());
+    }
+    Ok(())
+}
+
 fn attach_fd(cgroup: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> Result<()> {
     const BPF_PROG_ATTACH: libc::c_long = 8;
     const BPF_F_ALLOW_MULTI: u32 = 2;
@@ -313,22 +395,44 @@ fn attached_ids(cgroup: BorrowedFd<'_>) -> Result<Vec<u32>> {
 
 /// The kernel's id of the loaded program `prog`.
 fn prog_id(prog: BorrowedFd<'_>) -> nix::Result<u32> {
+    prog_info(prog).map(|(id, _)| id)
+}
+
+/// The kernel's id and tag (a digest of the instructions) of the loaded program `prog`.
+fn prog_info(prog: BorrowedFd<'_>) -> nix::Result<(u32, [u8; 8])> {
+    raw_prog_info(prog).map(|(_, id, tag)| (id, tag))
+}
+
+/// Id and tag of `prog` if it is a program of type `kind`.
+fn prog_info_of_type(prog: BorrowedFd<'_>, kind: u32) -> nix::Result<Option<(u32, [u8; 8])>> {
+    raw_prog_info(prog).map(|(t, id, tag)| (t == kind).then_some((id, tag)))
+}
+
+fn raw_prog_info(prog: BorrowedFd<'_>) -> nix::Result<(u32, u32, [u8; 8])> {
     const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-    // struct bpf_prog_info starts with `__u32 type; __u32 id;`.
-    let mut info = [0u8; 8];
+    // struct bpf_prog_info starts with `__u32 type; __u32 id; __u8 tag[8];`.
+    let mut info = [0u8; 16];
     let mut attr = [0u8; 16];
     attr[0..4].copy_from_slice(&(prog.as_raw_fd() as u32).to_ne_bytes());
     attr[4..8].copy_from_slice(&(info.len() as u32).to_ne_bytes());
     attr[8..16].copy_from_slice(&(info.as_mut_ptr() as u64).to_ne_bytes());
     bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
-    Ok(u32::from_ne_bytes([info[4], info[5], info[6], info[7]]))
+    let mut tag = [0u8; 8];
+    tag.copy_from_slice(&info[8..16]);
+    Ok((
+        u32::from_ne_bytes([info[0], info[1], info[2], info[3]]),
+        u32::from_ne_bytes([info[4], info[5], info[6], info[7]]),
+        tag,
+    ))
 }
+
+/// The program type of device cgroup programs.
+const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
 
 /// Loads `program` as a device cgroup program (its descriptor is close-on-exec,
 /// as every bpf descriptor).
 fn load(program: &[Insn]) -> Result<OwnedFd> {
     const BPF_PROG_LOAD: libc::c_long = 5;
-    const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
     let license = c"Apache-2.0";
     let load = |log: Option<&mut Vec<u8>>| {
         let mut attr = [0u8; 72];

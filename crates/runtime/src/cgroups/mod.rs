@@ -155,11 +155,18 @@ pub fn delegated(mount: &Path, rel: &Path) -> bool {
 /// default `/strata` parent, which containers share (whichever is deleted last
 /// removes it).
 pub fn owned_parents(mount: &Path, rel: &Path, mut created: Vec<PathBuf>) -> Vec<PathBuf> {
-    let shared = mount.join("strata");
-    if rel.starts_with("strata") && rel.components().count() == 2 && !created.contains(&shared) {
-        created.insert(0, shared);
+    if let Some(shared) = shared_parent(mount, rel) {
+        if !created.contains(&shared) {
+            created.insert(0, shared);
+        }
     }
     created
+}
+
+/// The parent this runtime makes for the cgroups of containers that name
+/// none (`strata/ID`), when `rel` is one of those.
+pub fn shared_parent(mount: &Path, rel: &Path) -> Option<PathBuf> {
+    (rel.starts_with("strata") && rel.components().count() == 2).then(|| mount.join("strata"))
 }
 
 /// The directories on the way to `mount`/`rel` (the cgroup included) that do

@@ -294,7 +294,9 @@ impl Container {
                 // that ran in it before: those would add their rules to ours.
                 if let Some(rules) = &device_rules {
                     let program = cgroups::devices::compile(rules);
-                    if fresh {
+                    if let (true, Some(parent)) = (fresh, cgroups::shared_parent(&cg_mount, &cg_rel)) {
+                        cgroups::devices::attach_shared(fd.as_fd(), &parent, &program)?;
+                    } else if fresh {
                         cgroups::devices::attach(fd.as_fd(), &program)?;
                     } else {
                         cgroups::devices::replace(fd.as_fd(), &program)?;
