@@ -26,6 +26,12 @@ ap.add_argument("--settle", type=float, default=0.3, help="seconds of rest befor
 args = ap.parse_args()
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The runtimes' state roots: a tmpfs (hack/bench.sh mounts it), as /run is on
+# a usual host. On a disk filesystem each new file or directory costs an
+# inode allocation that grows with the files deleted in the last seconds
+# (ext4 skips recently deleted inodes), which is the disk's cost, not the
+# runtime's.
+STATE = os.path.join(args.work, "run")
 STRATA = os.path.join(ROOT, "target/release/strata")
 BUNDLE = os.path.join(args.work, "bundle")
 ROOTFS = os.path.join(BUNDLE, "rootfs")
@@ -59,7 +65,7 @@ ERRLOG = open(os.path.join(args.work, "stderr.log"), "w")
 def rt(name, *a, **kw):
     # Output to files, never pipes: a detached container keeps the caller's stdio
     # open, and a pipe would then never reach end-of-file.
-    root = os.path.join(args.work, "state-" + name)
+    root = os.path.join(STATE, "state-" + name)
     return subprocess.run(RUNTIMES[name] + ["--root", root] + list(a), stdout=DEVNULL, stderr=ERRLOG, check=True, **kw)
 
 
@@ -84,7 +90,7 @@ def scen_split(name):
         i = new_id()
         rt(name, "create", "--bundle", BUNDLE, i)
         rt(name, "start", i)
-        while b'"stopped"' not in subprocess.run(RUNTIMES[name] + ["--root", os.path.join(args.work, "state-" + name), "state", i], stdout=subprocess.PIPE, stderr=ERRLOG).stdout:
+        while b'"stopped"' not in subprocess.run(RUNTIMES[name] + ["--root", os.path.join(STATE, "state-" + name), "state", i], stdout=subprocess.PIPE, stderr=ERRLOG).stdout:
             time.sleep(0.0005)
         rt(name, "delete", i)
     return op
@@ -97,7 +103,7 @@ def floor_run():
 def concurrent(name, n=50):
     def op():
         ids = [new_id() for _ in range(n)]
-        root = os.path.join(args.work, "state-" + name)
+        root = os.path.join(STATE, "state-" + name)
         procs = [subprocess.Popen(RUNTIMES[name] + ["--root", root, "run", "--detach", "--bundle", BUNDLE, i], stdout=DEVNULL, stderr=DEVNULL) for i in ids]
         for p in procs:
             p.wait()
@@ -111,7 +117,7 @@ def concurrent(name, n=50):
 exec_pids = {}
 for name in RUNTIMES:
     rt(name, "run", "--detach", "--bundle", os.path.join(args.work, "sleeper"), "sleeper")
-    st = subprocess.run(RUNTIMES[name] + ["--root", os.path.join(args.work, "state-" + name), "state", "sleeper"], stdout=subprocess.PIPE, stderr=ERRLOG, check=True)
+    st = subprocess.run(RUNTIMES[name] + ["--root", os.path.join(STATE, "state-" + name), "state", "sleeper"], stdout=subprocess.PIPE, stderr=ERRLOG, check=True)
     exec_pids[name] = json.loads(st.stdout)["pid"]
 
 
@@ -142,7 +148,7 @@ if os.environ.get("STRATA_BENCH_USER"):
     json.dump(rl, open(os.path.join(args.work, "rootless/config.json"), "w"))
     os.chmod(args.work, 0o711)
     for name, cmd in [("strata", [STRATA]), ("runc", RUNTIMES["runc"][:1]), ("crun", RUNTIMES["crun"][:1])]:
-        state = os.path.join(args.work, "rl-state-" + name)
+        state = os.path.join(STATE, "rl-state-" + name)
         os.makedirs(state, exist_ok=True)
         os.chown(state, int(uid), int(gid))
         ROOTLESS[name] = as_user + cmd + ["--root", state]
@@ -179,7 +185,7 @@ try:
 finally:
     # Nothing outlives the benchmark, whatever failed.
     for name in RUNTIMES:
-        root = os.path.join(args.work, "state-" + name)
+        root = os.path.join(STATE, "state-" + name)
         for i in os.listdir(root) if os.path.isdir(root) else []:
             subprocess.run(RUNTIMES[name] + ["--root", root, "delete", "--force", i], stdout=DEVNULL, stderr=DEVNULL)
 
@@ -189,7 +195,7 @@ def scale(name, levels, k):
     already there, the median per-operation time of run, exec, state, list
     and delete (of a created container), and the runtime's state bytes per
     container. Levels climb; every container goes at the end."""
-    root = os.path.join(args.work, "scale-" + name)
+    root = os.path.join(STATE, "scale-" + name)
     os.makedirs(root, exist_ok=True)
 
     def op(*a):
@@ -251,7 +257,7 @@ def peak_rss_kib(cmd):
 rss = []
 for _ in range(5):
     i = new_id()
-    rss.append(peak_rss_kib([STRATA, "--root", os.path.join(args.work, "state-strata"), "create", "--bundle", BUNDLE, i]))
+    rss.append(peak_rss_kib([STRATA, "--root", os.path.join(STATE, "state-strata"), "create", "--bundle", BUNDLE, i]))
     rt("strata", "delete", "--force", i)
 
 print("\n| scenario | runtime | median ms | min-max ms | strata / this |")
