@@ -15,6 +15,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace
 cargo build -p strata-shim --example task-rpc
 cargo test --workspace
+# The release binary as hack/run-hello.sh and the benchmarks build it
+# (statically linked) passes the end-to-end suite too.
+hack/build-release.sh -q
+STRATA_TEST_RUNTIME="$PWD/target/release/strata" cargo test -p strata-tests --test e2e
 # The OCI runtime validation suite (runtime-tools), checked against the
 # expectations in tests/conformance/expected.tsv.
 tests/conformance/run.sh
