@@ -204,9 +204,12 @@ pub fn sweep(root: &Path) {
     }
 }
 
-/// A scratch name for `id`'s directory: `PREFIX ID.PID.STAMP`.
+/// A scratch name for `id`'s directory: `PREFIX ID.PID.STAMP`, the id cut
+/// to its first 200 bytes (ids are ASCII) so that the name of the longest id
+/// (255 bytes) still fits in a file name.
 fn scratch(root: &Path, prefix: &str, id: &str) -> PathBuf {
     let stamp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let id = id.get(..200).unwrap_or(id);
     root.join(format!("{prefix}{id}.{}.{stamp}", std::process::id()))
 }
 
@@ -535,6 +538,8 @@ mod tests {
         let dir = StateDir::create(&root, "c2", &st).expect("create");
         assert!(matches!(StateDir::create(&root, "c2", &st), Err(Error::AlreadyExists(_))));
         dir.remove().expect("remove");
+        let longest = "l".repeat(crate::id::MAX_ID_LEN);
+        StateDir::create(&root, &longest, &st).expect("create the longest id").remove().expect("remove");
         assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0, "nothing left in the root");
         let dead = root.join(format!("{PREPARING}c3.{}.1", i32::MAX));
         let dead_delete = root.join(format!("{DELETING}c4.{}.1", i32::MAX));
