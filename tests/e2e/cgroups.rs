@@ -315,15 +315,8 @@ fn device_rules_are_enforced() {
         );
     }
     let cg = TestCgroup::new(&mount, "dev");
-    let mut b = Bundle::new(&["true"]);
+    let mut b = mknod_bundle(&["true"]);
     b.config["linux"]["cgroupsPath"] = json!(cg.path());
-    b.config["mounts"]
-        .as_array_mut()
-        .expect("array")
-        .push(json!({ "destination": "/tmp", "type": "tmpfs", "source": "tmpfs" }));
-    for set in ["bounding", "effective", "permitted"] {
-        b.config["process"]["capabilities"][set] = json!(["CAP_MKNOD"]);
-    }
     // Deny everything, then take writes to /dev/null away again.
     b.config["linux"]["resources"] = json!({ "devices": [
         { "allow": false, "access": "rwm" },
@@ -358,15 +351,8 @@ fn a_cgroup_that_existed_and_was_killed_is_reused_and_left_as_found() {
     if std::fs::write(cg.dir().join("cgroup.kill"), "1").is_err() {
         return skip(test, "no cgroup.kill (Linux 5.14)");
     }
-    let mut b = Bundle::new(&["true"]);
+    let mut b = mknod_bundle(&["true"]);
     b.config["linux"]["cgroupsPath"] = json!(cg.path());
-    b.config["mounts"]
-        .as_array_mut()
-        .expect("array")
-        .push(json!({ "destination": "/tmp", "type": "tmpfs", "source": "tmpfs" }));
-    for set in ["bounding", "effective", "permitted"] {
-        b.config["process"]["capabilities"][set] = json!(["CAP_MKNOD"]);
-    }
     let fuse = "mknod /tmp/fuse c 10 229; (exec 3</tmp/fuse) 2>/dev/null && echo fuse-opened || echo fuse-denied";
     // Default rules (fuse denied), then fuse allowed: the second container
     // must not also get the first one's program.
@@ -479,14 +465,7 @@ fn running_containers_with_the_same_device_rules_share_one_program() {
     if !is_strata() {
         return skip(test, "how strata loads its device programs");
     }
-    let mut b = Bundle::new(&["sleep", "100"]);
-    b.config["mounts"]
-        .as_array_mut()
-        .expect("array")
-        .push(json!({ "destination": "/tmp", "type": "tmpfs", "source": "tmpfs" }));
-    for set in ["bounding", "effective", "permitted"] {
-        b.config["process"]["capabilities"][set] = json!(["CAP_MKNOD"]);
-    }
+    let mut b = mknod_bundle(&["sleep", "100"]);
     b.create("devshare1").ok();
     b.rt(&["start", "devshare1"]).ok();
     let fuse = "mknod /tmp/fuse c 10 229; (exec 3</tmp/fuse) 2>/dev/null && echo fuse-opened || echo fuse-denied";
@@ -513,4 +492,18 @@ fn running_containers_with_the_same_device_rules_share_one_program() {
         assert!(!mount.join("strata").join(id).exists());
     }
     assert!(b.leftover_state().is_empty());
+}
+
+/// A bundle of `args` whose process may mknod, with a tmpfs on /tmp to make
+/// nodes in (device rules decide what it may then open).
+fn mknod_bundle(args: &[&str]) -> Bundle {
+    let mut b = Bundle::new(args);
+    b.config["mounts"]
+        .as_array_mut()
+        .expect("array")
+        .push(json!({ "destination": "/tmp", "type": "tmpfs", "source": "tmpfs" }));
+    for set in ["bounding", "effective", "permitted"] {
+        b.config["process"]["capabilities"][set] = json!(["CAP_MKNOD"]);
+    }
+    b
 }

@@ -438,28 +438,17 @@ pub fn default_root() -> Result<PathBuf> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn rfc3339_known_dates() {
-        assert_eq!(format_rfc3339(0, 0), "1970-01-01T00:00:00.000000000Z");
-        assert_eq!(format_rfc3339(951_782_400, 5), "2000-02-29T00:00:00.000000005Z");
-        assert_eq!(format_rfc3339(1_795_000_000, 0), "2026-11-18T11:06:40.000000000Z");
+    /// Removes a test's state root when the test ends, failed or not.
+    struct Gone(PathBuf);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 
-    /// Readers without the lock (`state`, `list`) see every saved state
-    /// whole, never a missing or torn file, while it changes under them.
-    #[test]
-    fn saves_replace_the_state_whole_under_readers() {
-        struct Gone(PathBuf);
-        impl Drop for Gone {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_dir_all(&self.0);
-            }
-        }
-        let root = std::env::temp_dir().join(format!("strata-state-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        let _gone = Gone(root.clone());
-        let mut st = ContainerState {
-            id: "c1".into(),
+    fn sample(id: &str) -> ContainerState {
+        ContainerState {
+            id: id.into(),
             pid: 0,
             status: Status::Creating,
             bundle: "/b".into(),
@@ -476,7 +465,24 @@ mod tests {
             systemd_unit: None,
             rdt: None,
             warnings: Vec::new(),
-        };
+        }
+    }
+
+    #[test]
+    fn rfc3339_known_dates() {
+        assert_eq!(format_rfc3339(0, 0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(format_rfc3339(951_782_400, 5), "2000-02-29T00:00:00.000000005Z");
+        assert_eq!(format_rfc3339(1_795_000_000, 0), "2026-11-18T11:06:40.000000000Z");
+    }
+
+    /// Readers without the lock (`state`, `list`) see every saved state
+    /// whole, never a missing or torn file, while it changes under them.
+    #[test]
+    fn saves_replace_the_state_whole_under_readers() {
+        let root = std::env::temp_dir().join(format!("strata-state-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let _gone = Gone(root.clone());
+        let mut st = sample("c1");
         let dir = StateDir::create(&root, "c1", &st).expect("create");
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let reader = {
@@ -507,34 +513,10 @@ mod tests {
     /// delete left (its creator gone) is swept, what a live one has is not.
     #[test]
     fn scratch_directories_are_swept_only_when_their_creator_is_gone() {
-        struct Gone(PathBuf);
-        impl Drop for Gone {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_dir_all(&self.0);
-            }
-        }
         let root = std::env::temp_dir().join(format!("strata-sweep-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         let _gone = Gone(root.clone());
-        let st = ContainerState {
-            id: "c2".into(),
-            pid: 0,
-            status: Status::Creating,
-            bundle: "/b".into(),
-            rootfs: "/b/rootfs".into(),
-            created: now_rfc3339(),
-            annotations: HashMap::new(),
-            owner: String::new(),
-            init_start_time: 0,
-            creator: (0, 0),
-            config: Spec::default(),
-            cgroup: None,
-            cgroup_created: Vec::new(),
-            cgroup_shared: false,
-            systemd_unit: None,
-            rdt: None,
-            warnings: Vec::new(),
-        };
+        let st = sample("c2");
         let dir = StateDir::create(&root, "c2", &st).expect("create");
         assert!(matches!(StateDir::create(&root, "c2", &st), Err(Error::AlreadyExists(_))));
         dir.remove().expect("remove");
