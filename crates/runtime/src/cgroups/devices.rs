@@ -251,7 +251,7 @@ pub fn attach_shared(cgroup: BorrowedFd<'_>, parent: &Path, program: &[Insn]) ->
             return attach_fd(cgroup, fd.as_fd());
         }
         let prog = loaded(program)?;
-        if let Ok((id, tag)) = prog_info(prog.as_fd()) {
+        if let Ok((_, id, tag)) = prog_info(prog.as_fd()) {
             let _ = set_xattr(parent, &name, format!("{id} {}", hex(&tag)).as_bytes());
         }
         return attach_fd(cgroup, prog.as_fd());
@@ -278,19 +278,24 @@ fn hex(bytes: &[u8]) -> String {
 
 /// The live program `parent` records under `name`, checked (see [`attach_shared`]).
 fn find_shared(parent: &Path, name: &std::ffi::CStr) -> Option<OwnedFd> {
-    const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
     let mut value = [0u8; 64];
     let n = get_xattr(parent, name, &mut value).ok()?;
     let text = std::str::from_utf8(&value[..n]).ok()?;
     let (id, tag) = text.split_once(' ')?;
     let id: u32 = id.parse().ok()?;
+    let fd = prog_fd_by_id(id).ok()?;
+    let (kind, found_id, found_tag) = prog_info(fd.as_fd()).ok()?;
+    (kind == BPF_PROG_TYPE_CGROUP_DEVICE && found_id == id && hex(&found_tag) == tag).then_some(fd)
+}
+
+/// A descriptor of the loaded program with id `id`.
+fn prog_fd_by_id(id: u32) -> nix::Result<OwnedFd> {
+    const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
     let mut get = [0u8; 12];
     get[0..4].copy_from_slice(&id.to_ne_bytes());
-    let fd = bpf(BPF_PROG_GET_FD_BY_ID, &mut get).ok()?;
+    let fd = bpf(BPF_PROG_GET_FD_BY_ID, &mut get)?;
     // SAFETY: the kernel just returned this new descriptor and nothing else owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let (found_id, found_tag) = prog_info_of_type(fd.as_fd(), BPF_PROG_TYPE_CGROUP_DEVICE).ok()??;
-    (found_id == id && hex(&found_tag) == tag).then_some(fd)
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 fn get_xattr(path: &Path, name: &std::ffi::CStr, value: &mut [u8]) -> nix::Result<usize> {
@@ -354,18 +359,13 @@ pub fn detach_all(cgroup: BorrowedFd<'_>) -> Result<()> {
 }
 
 fn detach(cgroup: BorrowedFd<'_>, id: u32) -> Result<()> {
-    const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
     const BPF_PROG_DETACH: libc::c_long = 9;
-    let mut get = [0u8; 12];
-    get[0..4].copy_from_slice(&id.to_ne_bytes());
-    let fd = match bpf(BPF_PROG_GET_FD_BY_ID, &mut get) {
+    let fd = match prog_fd_by_id(id) {
         Ok(fd) => fd,
         // Detached and freed by someone else meanwhile.
         Err(nix::Error::ENOENT) => return Ok(()),
         Err(e) => return Err(Error::sys("bpf", format!("device program {id}"), e)),
     };
-    // SAFETY: the kernel just returned this new descriptor and nothing else owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     let mut at = [0u8; 20];
     at[0..4].copy_from_slice(&(cgroup.as_raw_fd() as u32).to_ne_bytes());
     at[4..8].copy_from_slice(&(fd.as_raw_fd() as u32).to_ne_bytes());
@@ -395,20 +395,11 @@ fn attached_ids(cgroup: BorrowedFd<'_>) -> Result<Vec<u32>> {
 
 /// The kernel's id of the loaded program `prog`.
 fn prog_id(prog: BorrowedFd<'_>) -> nix::Result<u32> {
-    prog_info(prog).map(|(id, _)| id)
+    prog_info(prog).map(|(_, id, _)| id)
 }
 
-/// The kernel's id and tag (a digest of the instructions) of the loaded program `prog`.
-fn prog_info(prog: BorrowedFd<'_>) -> nix::Result<(u32, [u8; 8])> {
-    raw_prog_info(prog).map(|(_, id, tag)| (id, tag))
-}
-
-/// Id and tag of `prog` if it is a program of type `kind`.
-fn prog_info_of_type(prog: BorrowedFd<'_>, kind: u32) -> nix::Result<Option<(u32, [u8; 8])>> {
-    raw_prog_info(prog).map(|(t, id, tag)| (t == kind).then_some((id, tag)))
-}
-
-fn raw_prog_info(prog: BorrowedFd<'_>) -> nix::Result<(u32, u32, [u8; 8])> {
+/// The type, id and tag (a digest of the instructions) of the loaded program `prog`.
+fn prog_info(prog: BorrowedFd<'_>) -> nix::Result<(u32, u32, [u8; 8])> {
     const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
     // struct bpf_prog_info starts with `__u32 type; __u32 id; __u8 tag[8];`.
     let mut info = [0u8; 16];
