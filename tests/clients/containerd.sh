@@ -276,6 +276,23 @@ print(fields.get(2, 0))')
   }
   check "an exit status outlives a shim killed before containerd read it" exit_after_dead_shim
 
+  # `start` forks the daemon and answers only once it serves: a daemon that
+  # cannot come up (here, no containerd to send events to) fails `start` with
+  # its reason, and leaves no socket and no process.
+  start_fails_cleanly() {
+    local dir=$T/badstart out rc sock
+    # (A file for the log fifo containerd would have made.)
+    mkdir -p "$dir" && : >"$dir/log"
+    out=$(cd "$dir" && TTRPC_ADDRESS="$T/none.ttrpc" "$SHIM_BIN" -namespace "$NS" -address "$T/none" -id badstart start 2>&1)
+    rc=$?
+    rm -rf "$dir"
+    sock=/run/containerd/s/$(printf '%s' "$T/none/$NS/badstart" | sha256sum | cut -d' ' -f1)
+    [ "$rc" -ne 0 ] || return 1
+    grep -qF "connect to $T/none.ttrpc" <<<"$out" || { echo "$out" >&2; return 1; }
+    [ ! -e "$sock" ] && same 0 "$(pgrep -f -c "containerd-shim-strata-v2 .*-id badstart( |$)" || true)"
+  }
+  check "a shim that cannot come up fails start with the reason, leaving nothing" start_fails_cleanly
+
   # 200 short tasks, 8 at a time: every one prints its id, and no shim, mount,
   # cgroup or state directory outlives them.
   stress() {

@@ -2,6 +2,7 @@
 //! run in-process on the Strata library (no `strata` command per operation);
 //! the shim is their parent and reaper.
 
+mod daemon;
 mod io;
 mod oom;
 mod options;
@@ -13,7 +14,7 @@ use containerd_shim::protos::protobuf::Message;
 use containerd_shim::protos::types::introspection::{RuntimeInfo, RuntimeVersion};
 use std::io::Write;
 
-const RUNTIME_ID: &str = "io.containerd.strata.v2";
+pub(crate) const RUNTIME_ID: &str = "io.containerd.strata.v2";
 
 /// `-info` (containerd 2.x asks before it uses a runtime): the runtime's name,
 /// version and OCI features document, as a protobuf RuntimeInfo on stdout.
@@ -52,6 +53,25 @@ fn main() {
             }
         }
         return;
+    }
+    if args.iter().any(|a| a == "start") {
+        // `start` is answered by the shim's own bootstrap: one fork, no second exec.
+        let os_args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+        let result = containerd_shim::parse(&os_args).map_err(|e| e.to_string()).and_then(|flags| {
+            if flags.action == "start" {
+                daemon::start(flags).map(|()| true)
+            } else {
+                Ok(false)
+            }
+        });
+        match result {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) => {
+                eprintln!("{RUNTIME_ID}: start: {e}");
+                std::process::exit(1);
+            }
+        }
     }
     let config = containerd_shim::Config {
         // Exits are collected per process (see `service`): a reaper waiting for

@@ -131,14 +131,9 @@ impl containerd_shim::Shim for Shim {
         Shim { namespace: args.namespace.clone(), id: args.id.clone(), exit: Arc::new(ExitSignal::default()) }
     }
 
-    fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
-        // Containers of one pod (or one named group) share a shim.
-        // (containerd runs `start` in the bundle directory.)
-        let grouping = group_of(Path::new(".")).unwrap_or_else(|| opts.id.clone());
-        let (_, address) = containerd_shim::spawn(opts, &grouping, Vec::new())?;
-        // The daemon reads it back on its way out; containerd reads it too.
-        containerd_shim::synchronous::util::write_address(&address)?;
-        Ok(address)
+    fn start_shim(&mut self, _opts: StartOpts) -> containerd_shim::Result<String> {
+        // `main` answers `start` itself (crate::daemon), before the crate's bootstrap.
+        Err(containerd_shim::Error::Unimplemented("start goes through the shim's own bootstrap".into()))
     }
 
     fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
@@ -209,7 +204,7 @@ impl containerd_shim::Shim for Shim {
 }
 
 /// The sandbox or group a container belongs to, from its config's annotations.
-fn group_of(bundle: &Path) -> Option<String> {
+pub(crate) fn group_of(bundle: &Path) -> Option<String> {
     let spec = strata_runtime::config::load(bundle).ok()?;
     let a = spec.annotations().as_ref()?;
     a.get("io.kubernetes.cri.sandbox-id").or_else(|| a.get("io.containerd.strata.v2.group")).cloned()
