@@ -75,9 +75,12 @@ for name in "${names[@]}"; do
   echo "| $name | $ms | $tps | $ratio | $(echo "scale=2; $ms - $floor_ms" | bc) |"
 done
 echo "| (floor: ctr + containerd without a task) | $floor_ms | | | |"
+echo
+echo "target: strata-shim >= 3x the runc shim with runc in tasks/s: $(echo "scale=2; ${total[runc-shim+runc]} / $base" | bc)x"
 # Resident memory of one idle shim holding one sleeping task: RSS, and its
 # anonymous part (heap and stacks), which is what each further shim adds: the
 # file pages (binary, libc) are shared by every shim on the host.
+idle_line=
 idle() {
   local name=$1 pattern=$2
   shift 2
@@ -86,6 +89,7 @@ idle() {
   local pid
   pid=$(pgrep -f "^[^ ]*$pattern .*-id idle-$name( |\$)" | head -1)
   echo "| $name | $(awk "/^VmRSS/ {print \$2}" /proc/$pid/status) | $(awk "/^RssAnon/ {print \$2}" /proc/$pid/status) | $(ls /proc/$pid/task | wc -l) |"
+  [ "$name" != strata ] || idle_line="target: idle strata shim with one task <= 4096 KiB RSS and <= 1024 KiB anonymous: $(awk "/^VmRSS/ {print \$2}" /proc/$pid/status) KiB, $(awk "/^RssAnon/ {print \$2}" /proc/$pid/status) KiB"
   ctr task kill -s SIGKILL "idle-$name"; sleep 0.3; ctr task delete "idle-$name" >/dev/null; ctr container rm "idle-$name"
 }
 echo
@@ -93,4 +97,6 @@ echo "| idle shim, one task | RSS KiB | anonymous KiB | threads |"
 echo "| --- | --- | --- | --- |"
 idle strata containerd-shim-strata-v2 --runtime io.containerd.strata.v2
 idle runc containerd-shim-runc-v2 --runtime io.containerd.runc.v2 --runc-binary /usr/sbin/runc
+echo
+echo "$idle_line"
 ' bash "$n" "$rounds"
