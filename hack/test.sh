@@ -7,8 +7,10 @@ cd "$(dirname "$0")/.."
 
 hack/setup.sh --tests
 hack/mkrootfs.sh bundles/hello/rootfs
-# The VM backend's guest kernel (built once, cached in /var/cache/strata/vm)
-# and QEMU, for tests/vm.
+# The VM backend's guest kernels and QEMU, for tests/vm: Debian's stock kernel
+# with its modules (fetched once), then the minimal one (built once; it stays
+# the default). Both are cached in /var/cache/strata/vm.
+hack/vm-assets.sh --stock >/dev/null
 hack/vm-assets.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

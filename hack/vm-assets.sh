@@ -9,12 +9,30 @@
 # The initramfs is not made here: strata generates it from its own binary on
 # first use and caches it beside the kernel.
 #
-# Usage: hack/vm-assets.sh [--print]
+# With --stock, nothing is built: Debian's own kernel (the package
+# linux-image-amd64 depends on) is downloaded and its vmlinux unpacked from the
+# package's vmlinuz (it has a PVH entry), and the modules the guest needs
+# (virtio-mmio, virtio-blk, virtio-console, erofs, overlay, and what they
+# depend on) are put in modules/ beside it with a file naming them in load
+# order. strata packs them into the initramfs, and its agent loads them first.
+#
+# Usage: hack/vm-assets.sh [--print] [--stock]
 #   STRATA_VM_CACHE   cache folder (default /var/cache/strata/vm)
 #   --print           print the cached kernel's path, build nothing; fails when
 #                     none is cached
-# Prints one line: kernel=PATH. $STRATA_VM_CACHE/vmlinux always links to it.
+#   --stock           Debian's kernel instead of a build
+# Prints one line: kernel=PATH. $STRATA_VM_CACHE/vmlinux always links to it
+# (and $STRATA_VM_CACHE/stock-vmlinux to the stock one).
 set -euo pipefail
+
+print=0 stock=0
+for a in "$@"; do
+  case $a in
+  --print) print=1 ;;
+  --stock) stock=1 ;;
+  *) echo "usage: hack/vm-assets.sh [--print] [--stock]" >&2; exit 2 ;;
+  esac
+done
 
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${STRATA_VM_CACHE:-/var/cache/strata/vm}
@@ -28,7 +46,10 @@ done
 [ -f /usr/include/libelf.h ] || need+=(libelf-dev)
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 command -v mkfs.erofs >/dev/null || need+=(erofs-utils)
-if [ "${1:-}" != --print ] && [ ${#need[@]} -gt 0 ]; then
+if [ "$stock" = 1 ]; then
+  exec "$(dirname "$0")/vm/stock-kernel.sh" "$print"
+fi
+if [ "$print" = 0 ] && [ ${#need[@]} -gt 0 ]; then
   echo "vm-assets: installing ${need[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
@@ -43,7 +64,7 @@ if [ -f "$out/vmlinux" ]; then
   echo "kernel=$out/vmlinux"
   exit 0
 fi
-if [ "${1:-}" = --print ]; then
+if [ "$print" = 1 ]; then
   echo "vm-assets: no kernel built for these options in $cache; run hack/vm-assets.sh" >&2
   exit 1
 fi

@@ -80,6 +80,35 @@ fn the_hello_bundle_greets_from_a_vm() {
 }
 
 #[test]
+fn debians_own_kernel_runs_a_bundle_with_the_modules_it_needs() {
+    let test = "debians_own_kernel_runs_a_bundle_with_the_modules_it_needs";
+    let Some(_g) = ready(test) else { return };
+    let cache = std::env::var_os("STRATA_VM_CACHE").unwrap_or_else(|| "/var/cache/strata/vm".into());
+    let stock = std::path::Path::new(&cache).join("stock-vmlinux");
+    let Ok(kernel) = std::fs::canonicalize(&stock) else {
+        skip(test, "no stock kernel: hack/vm-assets.sh --stock fetches it");
+        return;
+    };
+    // (The folder is named after the package: stock-linux-image-VERSION-VERSION.)
+    let dir = kernel.parent().expect("folder").file_name().expect("name").to_string_lossy().into_owned();
+    let b = Bundle::new(&["sh", "-c", "uname -r; grep -o '^[a-z_]*' /proc/modules | sort | tr '\\n' ' '; exit 5"]);
+    b.write_config();
+    let bundle = b.dir.path().to_string_lossy().into_owned();
+    let out = b.rt(&["run", "--vm", "--vm-kernel", &kernel.to_string_lossy(), "--bundle", &bundle, "vm-stock"]);
+    assert_eq!(out.code, 5, "{out:?}");
+    let mut lines = out.stdout.lines();
+    let release = lines.next().unwrap_or_default();
+    assert!(release.ends_with("-amd64") && dir.contains(release), "guest kernel {release:?}, package {dir}");
+    // The root image is erofs and the agent's channel a virtio console: both
+    // came as modules, loaded by the agent before it could run anything.
+    let modules = lines.next().unwrap_or_default();
+    for m in ["erofs", "virtio_blk", "virtio_console", "virtio_mmio"] {
+        assert!(modules.split(' ').any(|x| x == m), "{m} not loaded: {modules}");
+    }
+    assert!(processes_mentioning(&bundle).is_empty(), "QEMU left behind");
+}
+
+#[test]
 fn stdio_exit_status_and_a_kernel_of_its_own() {
     let Some(_g) = ready("stdio_exit_status_and_a_kernel_of_its_own") else { return };
     let host_boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").expect("boot id");

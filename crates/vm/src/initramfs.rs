@@ -86,8 +86,20 @@ fn parents(path: &str, have: &mut Vec<String>, cpio: &mut Cpio) {
     }
 }
 
-/// Builds the initramfs for `binary`.
-pub fn build(binary: &Path) -> Result<Vec<u8>, Error> {
+/// Where the guest finds the kernel modules, and in it the file `order` that
+/// names them in load order (the agent loads them before anything else).
+pub const GUEST_MODULES: &str = "lib/strata-modules";
+
+/// The modules a kernel needs in its guest: the `modules` folder beside the
+/// kernel file (hack/vm-assets.sh --stock puts Debian's there), or none.
+pub fn modules_of(kernel: &Path) -> Option<PathBuf> {
+    let dir = std::fs::canonicalize(kernel).ok()?.parent()?.join("modules");
+    dir.join("order").is_file().then_some(dir)
+}
+
+/// Builds the initramfs for `binary`, with the modules of `modules` (a folder
+/// with an `order` file) when given.
+pub fn build(binary: &Path, modules: Option<&Path>) -> Result<Vec<u8>, Error> {
     let herr = |what: String| Error::Host(format!("initramfs: {what}"));
     let tmp = std::env::temp_dir().join(format!("strata-init-{}", std::process::id()));
     let stripped = Command::new("strip")
@@ -118,17 +130,39 @@ pub fn build(binary: &Path) -> Result<Vec<u8>, Error> {
         parents(&name, &mut have, &mut cpio);
         cpio.file(&name, 0o755, &data);
     }
+    if let Some(dir) = modules {
+        let order = dir.join("order");
+        let list = std::fs::read_to_string(&order).map_err(|e| herr(format!("{}: {e}", order.display())))?;
+        parents(&format!("{GUEST_MODULES}/order"), &mut have, &mut cpio);
+        cpio.dir(GUEST_MODULES);
+        for file in list.lines().filter(|l| !l.is_empty()) {
+            if file.contains('/') {
+                return Err(herr(format!("{}: {file:?} is not a file name", order.display())));
+            }
+            let path = dir.join(file);
+            let data = std::fs::read(&path).map_err(|e| herr(format!("{}: {e}", path.display())))?;
+            cpio.file(&format!("{GUEST_MODULES}/{file}"), 0o644, &data);
+        }
+        cpio.file(&format!("{GUEST_MODULES}/order"), 0o644, list.as_bytes());
+    }
     Ok(cpio.finish())
 }
 
-/// The cached initramfs for `binary` in `cache`, built when missing.
-pub fn cached(binary: &Path, cache: &Path) -> Result<PathBuf, Error> {
+/// The cached initramfs for `binary` (and `modules`) in `cache`, built when
+/// missing.
+pub fn cached(binary: &Path, cache: &Path, modules: Option<&Path>) -> Result<PathBuf, Error> {
     let meta = std::fs::metadata(binary).map_err(|e| Error::Host(format!("{}: {e}", binary.display())))?;
-    let path = cache.join(format!("initramfs-{:x}-{:x}-{:x}.cpio", meta.size(), meta.mtime(), meta.ino()));
+    let mut name = format!("initramfs-{:x}-{:x}-{:x}", meta.size(), meta.mtime(), meta.ino());
+    if let Some(dir) = modules {
+        // (The order file is written last, when the folder is complete.)
+        let order = std::fs::metadata(dir.join("order")).map_err(|e| Error::Host(format!("{}: {e}", dir.display())))?;
+        name.push_str(&format!("-m{:x}-{:x}", order.mtime(), order.ino()));
+    }
+    let path = cache.join(format!("{name}.cpio"));
     if path.exists() {
         return Ok(path);
     }
-    let bytes = build(binary)?;
+    let bytes = build(binary, modules)?;
     std::fs::create_dir_all(cache).map_err(|e| Error::Host(format!("{}: {e}", cache.display())))?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let mut f = std::fs::File::create(&tmp).map_err(|e| Error::Host(format!("{}: {e}", tmp.display())))?;
@@ -180,6 +214,29 @@ mod tests {
         let second = text.find("dev/console").expect("entry") - 110;
         let header = &text[second..second + 110];
         assert_eq!(&header[6 + 9 * 8..6 + 11 * 8], "0000000500000001");
+    }
+
+    #[test]
+    fn modules_beside_a_kernel_go_into_the_initramfs_in_their_order() {
+        let dir = std::env::temp_dir().join(format!("strata-initramfs-modules-{}", std::process::id()));
+        let modules = dir.join("modules");
+        std::fs::create_dir_all(&modules).expect("dir");
+        std::fs::write(dir.join("vmlinux"), b"kernel").expect("kernel");
+        assert_eq!(modules_of(&dir.join("vmlinux")), None, "no order file, no modules");
+        std::fs::write(modules.join("01-virtio_mmio.ko"), b"first module").expect("module");
+        std::fs::write(modules.join("02-erofs.ko"), b"second module").expect("module");
+        std::fs::write(modules.join("order"), "01-virtio_mmio.ko\n02-erofs.ko\n").expect("order");
+        let found = modules_of(&dir.join("vmlinux")).expect("modules found beside the kernel");
+        let out = build(Path::new("/bin/true"), Some(&found)).expect("build");
+        let text = String::from_utf8_lossy(&out);
+        let first = text.find("lib/strata-modules/01-virtio_mmio.ko\0").expect("first module");
+        let second = text.find("lib/strata-modules/02-erofs.ko\0").expect("second module");
+        assert!(first < second && text.contains("first module") && text.contains("second module"));
+        assert!(text.contains("lib/strata-modules/order\0"));
+        // A name with a path in it is refused, not followed.
+        std::fs::write(modules.join("order"), "../vmlinux\n").expect("order");
+        assert!(build(Path::new("/bin/true"), Some(&found)).is_err());
+        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 
     #[test]

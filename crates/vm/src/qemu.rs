@@ -37,6 +37,10 @@ pub struct QemuConfig {
     pub vcpus: u8,
     /// Disks: image and read-only flag, `vda` first.
     pub disks: Vec<(PathBuf, bool)>,
+    /// Describe the devices in ACPI tables too. A distribution kernel (Debian's)
+    /// takes virtio-mmio devices only from there: it is built without
+    /// command-line devices, which the minimal kernel uses and boots faster with.
+    pub acpi: bool,
     /// Where the serial log and QEMU's own messages go.
     pub run_dir: PathBuf,
     /// How to run it.
@@ -71,7 +75,10 @@ pub fn args(cfg: &QemuConfig) -> Vec<String> {
     }
     let mut a: Vec<String> = vec![
         "-M".into(),
-        format!("microvm,accel={accel},acpi=off,pit=on,pic=on,rtc=off,x-option-roms=off"),
+        format!(
+            "microvm,accel={accel},acpi={},pit=on,pic=on,rtc=off,x-option-roms=off",
+            if cfg.acpi { "on" } else { "off" }
+        ),
         "-m".into(),
         format!("{}M", cfg.memory_mib),
         "-smp".into(),

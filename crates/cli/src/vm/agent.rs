@@ -40,16 +40,84 @@ fn setup() -> anyhow::Result<File> {
     mount("devtmpfs", "/dev", "devtmpfs", MsFlags::MS_NOSUID, None)?;
     mount("tmpfs", "/run", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755"))?;
     mount("cgroup2", "/sys/fs/cgroup", "cgroup2", nosuid, None)?;
-    let hvc = std::fs::OpenOptions::new().read(true).write(true).open("/dev/hvc0").context("open /dev/hvc0")?;
+    load_modules()?;
+    let hvc = open_device("/dev/hvc0", true)?;
     let mut t = nix::sys::termios::tcgetattr(&hvc).context("tcgetattr /dev/hvc0")?;
     nix::sys::termios::cfmakeraw(&mut t);
     nix::sys::termios::tcsetattr(&hvc, nix::sys::termios::SetArg::TCSANOW, &t).context("raw /dev/hvc0")?;
     Ok(hvc)
 }
 
+/// Where the initramfs carries the kernel modules a stock kernel needs, and
+/// the file naming them in load order (see strata_vm::initramfs).
+const MODULES: &str = "/lib/strata-modules";
+
+/// Loads the modules of the initramfs, dependencies first, each with the
+/// parameters the kernel command line gives it (`name.key=value`, as modprobe
+/// would pass them: QEMU names its virtio-mmio devices that way). A kernel
+/// built with everything in it has none to load.
+fn load_modules() -> anyhow::Result<()> {
+    let Ok(order) = std::fs::read_to_string(Path::new(MODULES).join("order")) else {
+        return Ok(());
+    };
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    for file in order.lines().filter(|l| !l.is_empty()) {
+        let path = Path::new(MODULES).join(file);
+        let params = module_params(&cmdline, &module_name(file));
+        let f = File::open(&path).with_context(|| format!("open {}", path.display()))?;
+        let c = std::ffi::CString::new(params).context("module parameters")?;
+        // SAFETY: finit_module reads the open file and the NUL-terminated
+        // parameter string for the duration of the call.
+        let ret = unsafe { libc::syscall(libc::SYS_finit_module, std::os::fd::AsRawFd::as_raw_fd(&f), c.as_ptr(), 0) };
+        if ret < 0 {
+            let e = std::io::Error::last_os_error();
+            // Loaded already, or for hardware this machine lacks (an accelerated
+            // crc32c on a CPU without the instructions, which a generic one
+            // listed after it stands in for).
+            if !matches!(e.raw_os_error(), Some(libc::EEXIST | libc::ENODEV)) {
+                return Err(e).with_context(|| format!("load module {}", path.display()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The module name of `file` as the initramfs names it (`03-virtio_mmio.ko`).
+fn module_name(file: &str) -> String {
+    let base = file.split_once('-').map_or(file, |(_, rest)| rest);
+    base.trim_end_matches(".ko").replace('-', "_")
+}
+
+/// The parameters the kernel command line gives module `name`, space separated.
+fn module_params(cmdline: &str, name: &str) -> String {
+    cmdline
+        .split_whitespace()
+        .filter_map(|arg| {
+            let (module, param) = arg.split_once('.')?;
+            (module.replace('-', "_") == name && param.contains('=')).then_some(param)
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Opens a device node that a module just loaded may still be bringing up.
+fn open_device(path: &str, write: bool) -> anyhow::Result<File> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match std::fs::OpenOptions::new().read(true).write(write).open(path) {
+            Ok(f) => return Ok(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(e).with_context(|| format!("open {path}")),
+        }
+    }
+}
+
 fn mount_rootfs(readonly: bool) -> anyhow::Result<()> {
     use nix::mount::MsFlags;
     let lower = if readonly { GUEST_ROOTFS } else { "/run/strata/lower" };
+    drop(open_device("/dev/vda", false)?);
     mount("/dev/vda", lower, "erofs", MsFlags::MS_RDONLY, None)?;
     if !readonly {
         mount("tmpfs", "/run/strata/rw", "tmpfs", MsFlags::empty(), Some("mode=0755"))?;
@@ -574,5 +642,21 @@ pub fn agent_main() -> ! {
     }
     loop {
         std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modules_get_their_parameters_from_the_kernel_command_line() {
+        let cmdline = "console=ttyS0 virtio_mmio.device=512@0xfeb00e00:12 virtio-mmio.device=512@0xfeb00c00:11 \
+                       quiet erofs.x=1 virtio_mmio.flag";
+        assert_eq!(module_name("03-virtio_mmio.ko"), "virtio_mmio");
+        assert_eq!(module_name("10-virtio-blk.ko"), "virtio_blk");
+        assert_eq!(module_params(cmdline, "virtio_mmio"), "device=512@0xfeb00e00:12 device=512@0xfeb00c00:11");
+        assert_eq!(module_params(cmdline, "virtio_blk"), "");
+        assert_eq!(module_params(cmdline, "erofs"), "x=1");
     }
 }

@@ -88,7 +88,8 @@ pub fn create(opts: CreateVm) -> anyhow::Result<ContainerState> {
         bail!("guest kernel {} does not exist: run hack/vm-assets.sh, or pass --vm-kernel", kernel.display());
     }
     let exe = std::env::current_exe().context("this binary's path")?;
-    let initrd = strata_vm::initramfs::cached(&exe, &cache)?;
+    let modules = strata_vm::initramfs::modules_of(&kernel);
+    let initrd = strata_vm::initramfs::cached(&exe, &cache, modules.as_deref())?;
     let image = strata_vm::image::cached(&rootfs, &cache)?;
     let accel = match std::env::var("STRATA_VM_ACCEL").as_deref() {
         Ok("tcg") => qemu::Accel::Tcg,
@@ -171,6 +172,8 @@ pub fn create(opts: CreateVm) -> anyhow::Result<ContainerState> {
                 memory_mib,
                 vcpus,
                 disks: vec![(image, true)],
+                // A kernel that comes with modules is a distribution's.
+                acpi: modules.is_some(),
                 run_dir: state_dir.clone(),
                 accel,
             },
