@@ -62,7 +62,14 @@ pub fn run(args: Args, root: &Path, log: &Logger) -> anyhow::Result<i32> {
                 let _ = container.delete(true);
                 anyhow::bail!("a terminal with --detach needs --console-socket");
             }
-            Some(strata_runtime::tty::recv_master(sock.as_raw_fd())?)
+            // A terminal that does not arrive leaves no container behind.
+            match strata_runtime::tty::recv_master(sock.as_raw_fd()) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    let _ = container.delete(true);
+                    return Err(e.into());
+                }
+            }
         }
         _ => None,
     };
