@@ -285,6 +285,36 @@ if scale_results:
             print("| %s | %s | %s | %.2f |" % (what, n, " | ".join(fmt % c for c in cells), cells[-1] / cells[0] if cells[0] else 0))
 size = os.path.getsize(STRATA)
 print("\nPeak RSS of `strata create` (incl. its forked setup process): median %d KiB" % statistics.median(rss))
+
+# The targets, beside what this run measured (medians).
+def med(s, n):
+    return statistics.median(results[s][n]) if results.get(s, {}).get(n) else None
+
+targets = []
+def target(what, value, limit, fmt="%.3f"):
+    if value is not None:
+        targets.append((what, fmt % value, fmt % limit, "yes" if value <= limit else "no"))
+
+run, execs = "run /bin/true", "exec /bin/true"
+if med(run, "crun"):
+    if med(run, "strata-nocg"):
+        target("run: strata / crun, both without cgroups", med(run, "strata-nocg") / med(run, "crun"), 0.7)
+    target("run: strata with its cgroup / crun without", med(run, "strata") / med(run, "crun"), 0.6)
+if med(run, "floor"):
+    target("run: strata / the floor (unshare + chroot + exec)", med(run, "strata") / med(run, "floor"), 1.5)
+if med(execs, "floor"):
+    target("exec: strata / nsenter", med(execs, "strata") / med(execs, "floor"), 1.3)
+target("peak RSS of strata create, KiB", statistics.median(rss), 3072, "%d")
+if scale_results and "strata" in scale_results:
+    per = scale_results["strata"]
+    for what in ("run", "exec", "state", "delete"):
+        if per[levels[0]][what]:
+            target("%s with %d containers / with %d" % (what, levels[-1], levels[0]),
+                   per[levels[-1]][what] / per[levels[0]][what], 1.2)
+print("\n| target | measured | limit | met |")
+print("| --- | --- | --- | --- |")
+for t in targets:
+    print("| %s | %s | <= %s | %s |" % t)
 print("Stripped binary size: %.2f MiB" % (size / 1048576))
 print("Machine: %d CPUs, kernel %s; %d rounds, %d operations per batch" % (os.cpu_count(), os.uname().release, args.rounds, args.batch))
 json.dump({"results": results, "scale": scale_results, "peak_rss_kib": rss, "binary_bytes": size, "rounds": args.rounds, "batch": args.batch}, open(args.out, "w"), indent=1)
