@@ -55,20 +55,24 @@ pub fn start(flags: Flags) -> Result<(), String> {
         Ok(nix::unistd::ForkResult::Parent { .. }) => {
             drop(ready_w);
             drop(listener);
-            // Nothing (end of file) means ready; anything else is the reason it is not.
-            let mut why = String::new();
-            let _ = ready_r.read_to_string(&mut why);
-            if !why.is_empty() {
+            // The child's word: READY, or the reason it is not; nothing at all
+            // when it died first.
+            let mut word = String::new();
+            let _ = ready_r.read_to_string(&mut word);
+            if word != READY {
                 let _ = std::fs::remove_file(path);
-                return Err(why);
+                return Err(if word.is_empty() { "the daemon exited before it served".into() } else { word });
             }
             answer(&address)
         }
     }
 }
 
-/// The address containerd gets, and the bundle's record of it (read back by
-/// the daemon on its way out and by containerd when it restarts).
+/// What the daemon writes to `start` once it serves.
+const READY: &str = "\0";
+
+/// The address containerd gets, and the bundle's record of it (which
+/// containerd reads when it restarts and finds its shims again).
 fn answer(address: &str) -> Result<(), String> {
     containerd_shim::synchronous::util::write_address(address).map_err(|e| format!("write address: {e}"))?;
     let mut out = std::io::stdout().lock();
@@ -146,6 +150,7 @@ fn daemon(flags: Flags, ttrpc_address: &str, listener: UnixListener, mut ready: 
             return Err(e);
         }
     };
+    let _ = ready.write_all(READY.as_bytes());
     drop(ready);
     shim.wait();
     server.shutdown();

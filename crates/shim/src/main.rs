@@ -54,23 +54,16 @@ fn main() {
         }
         return;
     }
-    if args.iter().any(|a| a == "start") {
-        // `start` is answered by the shim's own bootstrap: one fork, no second exec.
-        let os_args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
-        let result = containerd_shim::parse(&os_args).map_err(|e| e.to_string()).and_then(|flags| {
-            if flags.action == "start" {
-                daemon::start(flags).map(|()| true)
-            } else {
-                Ok(false)
-            }
-        });
-        match result {
-            Ok(true) => return,
-            Ok(false) => {}
-            Err(e) => {
+    // `start` is answered by the shim's own bootstrap: one fork, no second
+    // exec. (Anything else, and arguments that do not parse, go to the crate's.)
+    let os_args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if let Ok(flags) = containerd_shim::parse(&os_args) {
+        if flags.action == "start" {
+            if let Err(e) = daemon::start(flags) {
                 eprintln!("{RUNTIME_ID}: start: {e}");
                 std::process::exit(1);
             }
+            return;
         }
     }
     let config = containerd_shim::Config {
