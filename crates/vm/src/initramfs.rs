@@ -134,7 +134,6 @@ pub fn build(binary: &Path, modules: Option<&Path>) -> Result<Vec<u8>, Error> {
         let order = dir.join("order");
         let list = std::fs::read_to_string(&order).map_err(|e| herr(format!("{}: {e}", order.display())))?;
         parents(&format!("{GUEST_MODULES}/order"), &mut have, &mut cpio);
-        cpio.dir(GUEST_MODULES);
         for file in list.lines().filter(|l| !l.is_empty()) {
             if file.contains('/') {
                 return Err(herr(format!("{}: {file:?} is not a file name", order.display())));
@@ -218,7 +217,8 @@ mod tests {
 
     #[test]
     fn modules_beside_a_kernel_go_into_the_initramfs_in_their_order() {
-        let dir = std::env::temp_dir().join(format!("strata-initramfs-modules-{}", std::process::id()));
+        let scratch = crate::test_util::ScratchDir::new("initramfs-modules");
+        let dir = &scratch.0;
         let modules = dir.join("modules");
         std::fs::create_dir_all(&modules).expect("dir");
         std::fs::write(dir.join("vmlinux"), b"kernel").expect("kernel");
@@ -236,7 +236,6 @@ mod tests {
         // A name with a path in it is refused, not followed.
         std::fs::write(modules.join("order"), "../vmlinux\n").expect("order");
         assert!(build(Path::new("/bin/true"), Some(&found)).is_err());
-        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 
     #[test]

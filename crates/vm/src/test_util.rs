@@ -23,3 +23,22 @@ impl Capture {
         String::from_utf8_lossy(&self.0.lock().expect("capture")).into_owned()
     }
 }
+
+/// A scratch directory of its own, removed when dropped (a failing test too).
+pub struct ScratchDir(pub std::path::PathBuf);
+
+impl ScratchDir {
+    /// A new empty directory named after `what` and this process.
+    pub fn new(what: &str) -> ScratchDir {
+        let dir = std::env::temp_dir().join(format!("strata-{what}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        ScratchDir(dir)
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
