@@ -48,21 +48,19 @@ fn setup() -> anyhow::Result<File> {
     Ok(hvc)
 }
 
-/// Where the initramfs carries the kernel modules a stock kernel needs, and
-/// the file naming them in load order (see strata_vm::initramfs).
-const MODULES: &str = "/lib/strata-modules";
-
 /// Loads the modules of the initramfs, dependencies first, each with the
 /// parameters the kernel command line gives it (`name.key=value`, as modprobe
 /// would pass them: QEMU names its virtio-mmio devices that way). A kernel
 /// built with everything in it has none to load.
 fn load_modules() -> anyhow::Result<()> {
-    let Ok(order) = std::fs::read_to_string(Path::new(MODULES).join("order")) else {
+    // (Where the initramfs carries them, with the file naming them in order.)
+    let dir = Path::new("/").join(strata_vm::initramfs::GUEST_MODULES);
+    let Ok(order) = std::fs::read_to_string(dir.join("order")) else {
         return Ok(());
     };
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     for file in order.lines().filter(|l| !l.is_empty()) {
-        let path = Path::new(MODULES).join(file);
+        let path = dir.join(file);
         let params = module_params(&cmdline, &module_name(file));
         let f = File::open(&path).with_context(|| format!("open {}", path.display()))?;
         let c = std::ffi::CString::new(params).context("module parameters")?;
