@@ -75,7 +75,7 @@ for m in "${wanted[@]}"; do
     [ "$kind" = insmod ] || continue
     name=$(basename "$path")
     name=${name%.xz}; name=${name%.zst}
-    grep -q -- "-$name\$" "$work/order" && continue
+    cut -d- -f2- "$work/order" | grep -qxF -- "$name" && continue
     n=$(($(wc -l <"$work/order") + 1))
     file=$(printf '%02d-%s' "$n" "$name")
     case $path in
