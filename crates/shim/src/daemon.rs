@@ -52,7 +52,7 @@ pub fn start(flags: Flags) -> Result<(), String> {
             let _ = std::fs::remove_file(path);
             std::process::exit(code)
         }
-        Ok(nix::unistd::ForkResult::Parent { .. }) => {
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
             drop(ready_w);
             drop(listener);
             // The child's word: READY, or the reason it is not; nothing at all
@@ -63,7 +63,11 @@ pub fn start(flags: Flags) -> Result<(), String> {
                 let _ = std::fs::remove_file(path);
                 return Err(if word.is_empty() { "the daemon exited before it served".into() } else { word });
             }
-            answer(&address)
+            // A daemon containerd never hears of would wait for it forever.
+            answer(&address).inspect_err(|_| {
+                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                let _ = std::fs::remove_file(path);
+            })
         }
     }
 }
