@@ -293,6 +293,46 @@ print(fields.get(2, 0))')
   }
   check "a shim that cannot come up fails start with the reason, leaving nothing" start_fails_cleanly
 
+  # containerd takes a `start` that did not exit 0 as failed, whatever it
+  # printed, and never calls the address. A `start` killed after its daemon
+  # serves but before it answered (here: blocked writing to a full pipe) must
+  # take the daemon with it, or that daemon would wait for a call forever.
+  start_killed_leaves_no_daemon() {
+    local dir=$T/killedstart sock left
+    mkdir -p "$dir" && : >"$dir/log"
+    sock=/run/containerd/s/$(printf '%s' "$SOCK/$NS/killedstart" | sha256sum | cut -d' ' -f1)
+    (cd "$dir" && TTRPC_ADDRESS="$SOCK.ttrpc" python3 -c '
+import os, subprocess, sys, time
+r, w = os.pipe()
+os.set_blocking(w, False)
+try:
+    while True: os.write(w, b"x" * 4096)
+except BlockingIOError:
+    pass
+os.set_blocking(w, True)
+p = subprocess.Popen(sys.argv[1:], stdout=w)
+# The bundle gets its address file just before `start` writes to stdout.
+for _ in range(500):
+    if os.path.exists("address"): break
+    time.sleep(0.01)
+else:
+    p.kill(); sys.exit("start never wrote the address file")
+time.sleep(0.2)
+p.kill(); p.wait()
+' "$SHIM_BIN" -namespace "$NS" -address "$SOCK" -id killedstart start) || { rm -rf "$dir"; return 1; }
+    for _ in $(seq 50); do
+      left=$(pgrep -f -c "containerd-shim-strata-v2 .*-id killedstart( |$)" || true)
+      [ "$left" = 0 ] && [ ! -e "$sock" ] && break
+      sleep 0.1
+    done
+    local ok=0
+    same 0 "$left" && [ ! -e "$sock" ] || ok=1
+    pkill -9 -f "containerd-shim-strata-v2 .*-id killedstart( |$)"
+    rm -rf "$dir" "$sock"
+    return $ok
+  }
+  check "a start killed before it answers leaves no daemon" start_killed_leaves_no_daemon
+
   # 200 short tasks, 8 at a time: every one prints its id, and no shim, mount,
   # cgroup or state directory outlives them.
   stress() {
@@ -461,11 +501,19 @@ print(fields.get(2, 0))')
       [ -e "$CG/$id" ] && what+=("cgroup($(cat "$CG/$id/cgroup.procs" 2>/dev/null | wc -l) procs)")
       grep -q "/$id/rootfs" /proc/self/mountinfo && what+=("rootfs mount")
       [ -n "$(ls "$STATE_DIR" 2>/dev/null)" ] && what+=("state: $(ls "$STATE_DIR" | tr '\n' ' ')")
+      # (A shim told to shut down takes a moment to exit.)
+      local n gone=
+      for n in $(seq 20); do
+        pgrep -f "containerd-shim-strata-v2 .*-id $id( |$)" >/dev/null || { gone=1; break; }
+        sleep 0.05
+      done
+      [ -n "$gone" ] || what+=("shim process")
       if [ ${#what[@]} -gt 0 ]; then
         echo "round $i (op $op, ${delay} ms): left ${what[*]}"
         left=$((left + 1))
         # Clean up, so the next round starts from nothing.
         echo 1 > "$CG/$id/cgroup.kill" 2>/dev/null; sleep 0.1; rmdir "$CG/$id" 2>/dev/null
+        pkill -9 -f "containerd-shim-strata-v2 .*-id $id( |$)"
         umount -l "$(awk -v i="/$id/rootfs" '$5 ~ i {print $5}' /proc/self/mountinfo | head -1)" 2>/dev/null
       fi
     done

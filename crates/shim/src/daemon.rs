@@ -3,7 +3,9 @@
 //! this one: `start` binds the socket, forks (no exec of a second shim binary),
 //! and the child becomes the daemon while the parent prints the address and
 //! exits. The parent waits for the child's word before it answers, so a daemon
-//! that cannot come up fails `start` with its reason.
+//! that cannot come up fails `start` with its reason; the child waits for the
+//! parent's word that containerd has the address, so a `start` killed half-way
+//! leaves no daemon that nobody will ever call.
 
 use crate::service::{group_of, Shim};
 use containerd_shim::protos::shim::shim_ttrpc::create_task;
@@ -64,16 +66,22 @@ pub fn start(flags: Flags) -> Result<(), String> {
                 return Err(if word.is_empty() { "the daemon exited before it served".into() } else { word });
             }
             // A daemon containerd never hears of would wait for it forever.
-            answer(&address).inspect_err(|_| {
-                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
-                let _ = std::fs::remove_file(path);
-            })
+            answer(&address)
+                .and_then(|()| ready_r.write_all(COMMITTED.as_bytes()).map_err(|e| format!("tell the daemon: {e}")))
+                .inspect_err(|_| {
+                    let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                    let _ = std::fs::remove_file(path);
+                })
         }
     }
 }
 
 /// What the daemon writes to `start` once it serves.
 const READY: &str = "\0";
+
+/// What `start` writes back once containerd has the address. A daemon that
+/// reads end-of-file instead (`start` was killed, or could not answer) ends.
+const COMMITTED: &str = "\0";
 
 /// The address containerd gets, and the bundle's record of it (which
 /// containerd reads when it restarts and finds its shims again).
@@ -155,6 +163,12 @@ fn daemon(flags: Flags, ttrpc_address: &str, listener: UnixListener, mut ready: 
         }
     };
     let _ = ready.write_all(READY.as_bytes());
+    let _ = ready.shutdown(std::net::Shutdown::Write);
+    let mut word = [0u8; 1];
+    if !matches!(ready.read(&mut word), Ok(1) if word == *COMMITTED.as_bytes()) {
+        server.shutdown();
+        return Err("start ended before containerd had the address".into());
+    }
     drop(ready);
     shim.wait();
     server.shutdown();
