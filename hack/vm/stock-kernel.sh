@@ -6,8 +6,8 @@ set -euo pipefail
 print=${1:-0}
 cache=${STRATA_VM_CACHE:-/var/cache/strata/vm}
 # What the guest needs that Debian builds as modules; their dependencies come
-# from the package's own module index.
-wanted=(virtio_mmio virtio_blk virtio_console erofs overlay)
+# from the package's own module index. (9p: the bind mounts' shared folder.)
+wanted=(virtio_mmio virtio_blk virtio_console erofs overlay 9pnet_virtio 9p)
 
 need=()
 for tool in depmod modprobe; do command -v $tool >/dev/null || need+=(kmod); done
@@ -23,7 +23,8 @@ if [ -z "$pkg" ] && [ "$print" = 0 ]; then
 fi
 [ -n "$pkg" ] || { echo "vm-assets: no linux-image-amd64 in the package lists" >&2; exit 1; }
 version=$(apt-cache show "$pkg" | awk '/^Version:/ {print $2; exit}')
-out=$cache/stock-$pkg-$version
+# (Keyed by the module list too: a new module makes a new folder.)
+out=$cache/stock-$pkg-$version-$(echo "${wanted[*]}" | sha256sum | cut -c1-8)
 if [ -f "$out/vmlinux" ] && [ -f "$out/modules/order" ]; then
   ln -sfn "$out/vmlinux" "$cache/stock-vmlinux"
   ln -sfn "$out/vmlinux" "$cache/vmlinux"

@@ -194,11 +194,19 @@ if [ -e "$VM_KERNEL" ] && command -v qemu-system-x86_64 >/dev/null; then
     same 0 "$(pgrep -f -c "qemu-system.*/$NS/vm[12]/" || true)"
   }
   check "exec, SIGTERM and delete of a task in a VM" vm_exec
+  vm_bind() {
+    local out
+    mkdir -p "$T/vmvol" && echo from-host >"$T/vmvol/in"
+    out=$(run --rm --annotation run.strata.isolation=vm --mount "type=bind,src=$T/vmvol,dst=/vol,options=rbind:rw" \
+      "$IMAGE_REF" vm4 sh -c 'cat /vol/in; echo from-guest >/vol/out' 2>&1)
+    same from-host "$out" && same from-guest "$(cat "$T/vmvol/out" 2>&1)"
+  }
+  check "a bind mount reaches a task in a VM, both ways" vm_bind
   vm_refused() {
     local out
-    out=$(run --rm --annotation run.strata.isolation=vm --mount "type=bind,src=$T/vol,dst=/vol,options=rbind:ro" \
+    out=$(run --rm --annotation run.strata.isolation=vm --mount "type=bind,src=/dev/null,dst=/dn,options=rbind:ro" \
       "$IMAGE_REF" vm3 true 2>&1) && return 1
-    contains "onto /vol" "$out" && same 0 "$(pgrep -f -c "qemu-system.*/$NS/vm3/" || true)"
+    contains "/dev/null onto /dn" "$out" && same 0 "$(pgrep -f -c "qemu-system.*/$NS/vm3/" || true)"
   }
   check "a VM task that cannot be made says why, naming the mount" vm_refused
   vm_tty() {

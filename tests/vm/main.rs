@@ -89,9 +89,19 @@ fn debians_own_kernel_runs_a_bundle_with_the_modules_it_needs() {
         skip(test, "no stock kernel: hack/vm-assets.sh --stock fetches it");
         return;
     };
-    // (The folder is named after the package: stock-linux-image-VERSION-VERSION.)
+    // (The folder is named after the package: stock-linux-image-VERSION-VERSION-KEY.)
     let dir = kernel.parent().expect("folder").file_name().expect("name").to_string_lossy().into_owned();
-    let b = Bundle::new(&["sh", "-c", "uname -r; grep -o '^[a-z_]*' /proc/modules | sort | tr '\\n' ' '; exit 5"]);
+    let mut b = Bundle::new(&[
+        "sh",
+        "-c",
+        "uname -r; grep -o '^[a-z_0-9]*' /proc/modules | sort | tr '\\n' ' '; echo; cat /shared/greeting; exit 5",
+    ]);
+    // A bind mount: its folder reaches the guest over 9p, also modules here.
+    let shared = strata_tests::TempDir::new("vm-stock-share");
+    std::fs::write(shared.path().join("greeting"), "through 9p\n").expect("write");
+    b.config["mounts"].as_array_mut().expect("mounts").push(json!({
+        "destination": "/shared", "type": "bind", "source": shared.path(), "options": ["rbind", "ro"]
+    }));
     b.write_config();
     let bundle = b.dir.path().to_string_lossy().into_owned();
     let out = b.rt(&["run", "--vm", "--vm-kernel", &kernel.to_string_lossy(), "--bundle", &bundle, "vm-stock"]);
@@ -102,10 +112,89 @@ fn debians_own_kernel_runs_a_bundle_with_the_modules_it_needs() {
     // The root image is erofs and the agent's channel a virtio console: both
     // came as modules, loaded by the agent before it could run anything.
     let modules = lines.next().unwrap_or_default();
-    for m in ["erofs", "virtio_blk", "virtio_console", "virtio_mmio"] {
+    for m in ["erofs", "virtio_blk", "virtio_console", "virtio_mmio", "9p", "9pnet_virtio"] {
         assert!(modules.split(' ').any(|x| x == m), "{m} not loaded: {modules}");
     }
+    assert_eq!(lines.next(), Some("through 9p"), "{out:?}");
     assert!(processes_mentioning(&bundle).is_empty(), "QEMU left behind");
+}
+
+#[test]
+fn bind_mounts_reach_the_guest_and_only_their_sources_do() {
+    let Some(_g) = ready("bind_mounts_reach_the_guest_and_only_their_sources_do") else { return };
+    let host = strata_tests::TempDir::new("vm-binds");
+    let data = host.path().join("data");
+    let files = host.path().join("files");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    std::fs::create_dir_all(&files).expect("mkdir");
+    std::fs::write(data.join("in.txt"), "from the host\n").expect("write");
+    std::fs::write(files.join("greeting"), "hello, guest\n").expect("write");
+    // A neighbour of the file bound: the guest must not get it.
+    std::fs::write(files.join("secret"), "not for the guest\n").expect("write");
+    // A mode and an owner the guest must see as they are.
+    std::fs::set_permissions(data.join("in.txt"), std::os::unix::fs::PermissionsExt::from_mode(0o604)).expect("chmod");
+    std::os::unix::fs::chown(data.join("in.txt"), Some(1234), Some(1234)).expect("chown");
+    // The workload writes, then waits for the test to look at the share. (Its
+    // root stays read-only, though the guest needs a layer for /data.)
+    let mut b = Bundle::new(&[
+        "sh",
+        "-c",
+        "cat /data/in.txt /etc/greeting; stat -c '%u %a' /data/in.txt; \
+         echo changed > /etc/greeting 2>/dev/null && echo wrote-read-only; \
+         touch /made 2>/dev/null && echo root-writable; \
+         mkdir /data/sub; echo written-in-guest > /data/out.txt; \
+         for i in $(seq 600); do [ -e /data/go ] && exit 3; sleep 0.1; done; exit 9",
+    ]);
+    let n = b.config["mounts"].as_array().expect("mounts").len();
+    b.config["mounts"].as_array_mut().expect("mounts").extend([
+        json!({ "destination": "/data", "type": "bind", "source": data, "options": ["rbind", "rw"] }),
+        json!({ "destination": "/etc/greeting", "type": "bind", "source": files.join("greeting"), "options": ["bind", "ro"] }),
+    ]);
+    let child = spawn_vm(&b, "vm-binds", Stdio::null(), Stdio::piped(), Stdio::piped());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !data.join("out.txt").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // What QEMU serves, seen from its own mount namespace: an entry per bind
+    // mount, each the source alone.
+    let state_dir = b.root.path().join("vm-binds");
+    let qemu = std::fs::read_dir("/proc")
+        .expect("proc")
+        .flatten()
+        .find(|e| {
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            cmd.starts_with("qemu-system") && cmd.contains(&*state_dir.to_string_lossy())
+        })
+        .map(|e| e.path());
+    let served = qemu.as_ref().map(|q| {
+        let share = q.join("root").join(state_dir.join("share").strip_prefix("/").expect("absolute"));
+        let mut names: Vec<String> = std::fs::read_dir(&share)
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        names.sort();
+        (names, std::fs::read_to_string(share.join((n + 1).to_string())).unwrap_or_default())
+    });
+    // On the host the folder is empty: nothing is mounted there.
+    let on_host =
+        std::fs::read_dir(state_dir.join("share").join(n.to_string())).map(|d| d.count()).unwrap_or(usize::MAX);
+    std::fs::write(data.join("go"), "").expect("go");
+    let out = child.wait_with_output().expect("wait");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout, "from the host\nhello, guest\n1234 604\n");
+    let (names, file) = served.expect("QEMU was not found while the workload ran");
+    assert_eq!(names, vec![n.to_string(), (n + 1).to_string()]);
+    assert_eq!(file, "hello, guest\n");
+    assert_eq!(on_host, 0, "the host's view of the shared folder");
+    // Writes through a read-write bind land on the host.
+    assert_eq!(std::fs::read_to_string(data.join("out.txt")).expect("out.txt"), "written-in-guest\n");
+    assert!(data.join("sub").is_dir());
+    assert_eq!(std::fs::read_to_string(files.join("greeting")).expect("greeting"), "hello, guest\n");
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(!mountinfo.contains(&*host.path().to_string_lossy()), "{mountinfo}");
+    assert!(processes_mentioning(&b.root.path().to_string_lossy()).is_empty(), "QEMU left behind");
+    assert!(b.leftover_state().is_empty(), "{:?}", b.leftover_state());
 }
 
 #[test]
@@ -384,13 +473,19 @@ fn strata_runtime_cgroup_dir(state: &serde_json::Value) -> Option<std::path::Pat
 #[test]
 fn refusals_name_the_problem_and_leave_nothing_behind() {
     let Some(_g) = ready("refusals_name_the_problem_and_leave_nothing_behind") else { return };
-    let mut b = Bundle::new(&["true"]);
-    b.config["mounts"].as_array_mut().expect("mounts").push(json!({
-        "destination": "/data", "type": "bind", "source": "/tmp", "options": ["rbind", "ro"]
-    }));
-    let out = vm_run(&b, "vm-bind");
-    assert_eq!(out.code, 1);
-    assert!(out.stderr.contains("/tmp onto /data"), "{}", out.stderr);
+    // A device cannot be shared with the guest (its numbers would name the
+    // guest's own devices), nor can a source that is not there.
+    for (source, why) in [("/dev/null", "only directories and regular files"), ("/nonexistent/strata", "No such file")]
+    {
+        let mut b = Bundle::new(&["true"]);
+        b.config["mounts"].as_array_mut().expect("mounts").push(json!({
+            "destination": "/data", "type": "bind", "source": source, "options": ["rbind", "ro"]
+        }));
+        let out = vm_run(&b, "vm-bind");
+        assert_eq!(out.code, 1);
+        assert!(out.stderr.contains(&format!("{source} onto /data")) && out.stderr.contains(why), "{}", out.stderr);
+        assert!(b.leftover_state().is_empty(), "{:?}", b.leftover_state());
+    }
 
     let b = Bundle::new(&["true"]);
     b.write_config();

@@ -37,6 +37,8 @@ pub struct QemuConfig {
     pub vcpus: u8,
     /// Disks: image and read-only flag, `vda` first.
     pub disks: Vec<(PathBuf, bool)>,
+    /// A folder shared with the guest (virtio-9p, tagged [`SHARE_TAG`]).
+    pub share: Option<PathBuf>,
     /// Describe the devices in ACPI tables too. A distribution kernel (Debian's)
     /// takes virtio-mmio devices only from there: it is built without
     /// command-line devices, which the minimal kernel uses and boots faster with.
@@ -57,6 +59,14 @@ pub struct QemuVm {
     pub serial_log: PathBuf,
     /// QEMU's own messages.
     pub qemu_log: PathBuf,
+}
+
+/// The mount tag of the shared folder: `mount -t 9p -o trans=virtio strata DIR`.
+pub const SHARE_TAG: &str = "strata";
+
+/// `path` as a value in QEMU's option syntax, where a comma is written twice.
+fn option_value(path: &Path) -> String {
+    path.display().to_string().replace(',', ",,")
 }
 
 /// The descriptor QEMU finds its end of the agent channel on.
@@ -111,11 +121,19 @@ pub fn args(cfg: &QemuConfig) -> Vec<String> {
         a.push("-drive".into());
         a.push(format!(
             "id=disk{i},file={},format=raw,if=none,readonly={}",
-            disk.display(),
+            option_value(disk),
             if *ro { "on" } else { "off" }
         ));
         a.push("-device".into());
         a.push(format!("virtio-blk-device,drive=disk{i}"));
+    }
+    if let Some(dir) = &cfg.share {
+        // passthrough: the guest's owners and modes are the files' own (QEMU
+        // runs as root); remap: the mounts below a shared bind are told apart.
+        a.push("-fsdev".into());
+        a.push(format!("local,id=share,path={},security_model=passthrough,multidevs=remap", option_value(dir)));
+        a.push("-device".into());
+        a.push(format!("virtio-9p-device,fsdev=share,mount_tag={SHARE_TAG}"));
     }
     a
 }
@@ -210,4 +228,35 @@ pub fn kernel_path(explicit: Option<&Path>) -> PathBuf {
         .map(Path::to_path_buf)
         .or_else(|| std::env::var_os("STRATA_VM_KERNEL").map(PathBuf::from))
         .unwrap_or_else(|| cache_dir().join("vmlinux"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(share: Option<&str>) -> QemuConfig {
+        QemuConfig {
+            kernel: "/k".into(),
+            initrd: "/i".into(),
+            cmdline: String::new(),
+            memory_mib: 128,
+            vcpus: 1,
+            disks: vec![("/img/a,b.erofs".into(), true)],
+            share: share.map(PathBuf::from),
+            acpi: false,
+            run_dir: "/run/x".into(),
+            accel: Accel::Tcg,
+        }
+    }
+
+    #[test]
+    fn a_shared_folder_is_one_9p_device_and_commas_in_paths_are_escaped() {
+        let a = args(&config(None));
+        assert!(a.contains(&"id=disk0,file=/img/a,,b.erofs,format=raw,if=none,readonly=on".to_string()), "{a:?}");
+        assert!(!a.iter().any(|x| x.contains("9p")), "{a:?}");
+        let a = args(&config(Some("/run/strata/c,1/share")));
+        let at = a.iter().position(|x| x == "-fsdev").expect("an -fsdev");
+        assert_eq!(a[at + 1], "local,id=share,path=/run/strata/c,,1/share,security_model=passthrough,multidevs=remap");
+        assert!(a.contains(&"virtio-9p-device,fsdev=share,mount_tag=strata".to_string()), "{a:?}");
+    }
 }

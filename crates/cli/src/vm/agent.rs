@@ -112,12 +112,18 @@ fn open_device(path: &str, write: bool) -> anyhow::Result<File> {
     }
 }
 
-fn mount_rootfs(readonly: bool) -> anyhow::Result<()> {
+/// Mounts the image, under a tmpfs overlay unless `readonly` and `fixed`
+/// (the config mounts nothing whose mountpoint the image may lack: a
+/// read-only root gets its mountpoints made in the overlay, as a host
+/// container's are made in its rootfs, and the runtime makes it read-only
+/// once its mounts are in place).
+fn mount_rootfs(readonly: bool, fixed: bool) -> anyhow::Result<()> {
     use nix::mount::MsFlags;
-    let lower = if readonly { GUEST_ROOTFS } else { "/run/strata/lower" };
+    let bare = readonly && fixed;
+    let lower = if bare { GUEST_ROOTFS } else { "/run/strata/lower" };
     drop(open_device("/dev/vda", false)?);
     mount("/dev/vda", lower, "erofs", MsFlags::MS_RDONLY, None)?;
-    if !readonly {
+    if !bare {
         mount("tmpfs", "/run/strata/rw", "tmpfs", MsFlags::empty(), Some("mode=0755"))?;
         std::fs::create_dir_all("/run/strata/rw/upper")?;
         std::fs::create_dir_all("/run/strata/rw/work")?;
@@ -130,6 +136,15 @@ fn mount_rootfs(readonly: bool) -> anyhow::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// Whether the config mounts anything beyond what every image has a
+/// mountpoint for (the ones the runtime's default config lists).
+fn mounts_need_mountpoints(spec: &serde_json::Value) -> bool {
+    const EVERY_IMAGE: [&str; 7] = ["/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys", "/sys/fs/cgroup"];
+    spec["mounts"]
+        .as_array()
+        .is_some_and(|ms| ms.iter().any(|m| !EVERY_IMAGE.contains(&m["destination"].as_str().unwrap_or_default())))
 }
 
 /// What the host sends for a process's stdin, on its way to the pipe.
@@ -583,7 +598,17 @@ fn run(hvc: File, booted_ms: u64) -> anyhow::Result<()> {
     let id = config["id"].as_str().context("configuration without id")?.to_string();
     let readonly = config["readonly"].as_bool().unwrap_or(false);
     let mut spec = config["spec"].clone();
-    mount_rootfs(readonly)?;
+    mount_rootfs(readonly, !mounts_need_mountpoints(&spec))?;
+    if config["share"].as_bool().unwrap_or(false) {
+        // The bind mounts' sources, which the config's mounts now name.
+        mount(
+            strata_vm::qemu::SHARE_TAG,
+            super::share::GUEST_SHARE,
+            "9p",
+            nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+            Some("trans=virtio,version=9p2000.L,msize=262144,cache=mmap"),
+        )?;
+    }
     spec["root"]["path"] = serde_json::Value::String(GUEST_ROOTFS.into());
     // In the guest it is a container: one VM, not one inside another.
     if let Some(a) = spec["annotations"].as_object_mut() {
@@ -656,5 +681,14 @@ mod tests {
         assert_eq!(module_params(cmdline, "virtio_mmio"), "device=512@0xfeb00e00:12 device=512@0xfeb00c00:11");
         assert_eq!(module_params(cmdline, "virtio_blk"), "");
         assert_eq!(module_params(cmdline, "erofs"), "x=1");
+    }
+
+    #[test]
+    fn only_mounts_beyond_the_usual_ones_need_a_writable_layer_for_their_mountpoints() {
+        let usual = serde_json::json!({"mounts": [{"destination": "/proc"}, {"destination": "/dev/pts"}]});
+        assert!(!mounts_need_mountpoints(&usual));
+        assert!(!mounts_need_mountpoints(&serde_json::json!({})));
+        let more = serde_json::json!({"mounts": [{"destination": "/proc"}, {"destination": "/data"}]});
+        assert!(mounts_need_mountpoints(&more));
     }
 }

@@ -70,6 +70,9 @@ pub fn create(opts: CreateVm) -> anyhow::Result<ContainerState> {
     let spec = opts.spec;
     check_supported(&spec)?;
     let bundle = std::path::absolute(opts.bundle).context("bundle path")?;
+    // The guest's config: bind mounts come from the shared folder.
+    let mut guest_spec = spec.clone();
+    let shares = super::share::plan(&mut guest_spec, &bundle)?;
     let root_spec = spec.root().as_ref().context("config.json has no root")?;
     let rootfs = if root_spec.path().is_absolute() { root_spec.path().clone() } else { bundle.join(root_spec.path()) };
     if !rootfs.is_dir() {
@@ -158,11 +161,13 @@ pub fn create(opts: CreateVm) -> anyhow::Result<ContainerState> {
             }
             _ => None,
         };
+        let shares_empty = shares.is_empty();
         let monitor = Monitor {
             tty,
             id: opts.id.to_string(),
-            spec: spec.clone(),
+            spec: guest_spec,
             readonly,
+            shares,
             state_dir: state_dir.clone(),
             cgroup: made.as_ref().map(|(cg, _)| cg.dir.clone()),
             qemu: qemu::QemuConfig {
@@ -172,6 +177,7 @@ pub fn create(opts: CreateVm) -> anyhow::Result<ContainerState> {
                 memory_mib,
                 vcpus,
                 disks: vec![(image, true)],
+                share: (!shares_empty).then(|| state_dir.join(super::share::SHARE_DIR)),
                 // A kernel that comes with modules is a distribution's.
                 acpi: modules.is_some(),
                 run_dir: state_dir.clone(),

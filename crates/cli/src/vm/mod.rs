@@ -15,6 +15,7 @@
 mod agent;
 mod host;
 mod monitor;
+mod share;
 
 pub use agent::agent_main;
 pub use host::{create, exec, CreateVm, ExecVm};
@@ -94,17 +95,6 @@ pub fn is_vm(state: &strata_runtime::ContainerState) -> bool {
 
 /// What a VM cannot take from a config yet, refused by field.
 fn check_supported(spec: &oci_spec::runtime::Spec) -> anyhow::Result<()> {
-    for m in spec.mounts().iter().flatten() {
-        let bind =
-            m.typ().as_deref() == Some("bind") || m.options().iter().flatten().any(|o| o == "bind" || o == "rbind");
-        if bind {
-            bail!(
-                "mounts: the bind mount of {} onto {} cannot reach a VM guest yet (QEMU here offers no shared filesystem)",
-                m.source().as_ref().map(|s| s.display().to_string()).unwrap_or_default(),
-                m.destination().display()
-            );
-        }
-    }
     if let Some(h) = spec.hooks() {
         let any = [
             h.prestart().as_ref(),

@@ -37,6 +37,8 @@ pub(super) struct Monitor {
     pub id: String,
     pub spec: oci_spec::runtime::Spec,
     pub readonly: bool,
+    /// The bind mounts' sources, shared with the guest.
+    pub shares: Vec<super::share::Share>,
     pub state_dir: PathBuf,
     pub cgroup: Option<PathBuf>,
     pub qemu: qemu::QemuConfig,
@@ -104,6 +106,9 @@ fn child_main(m: Monitor, report: OwnedFd, ack: OwnedFd, parent: nix::unistd::Pi
     let booted = (|| -> anyhow::Result<Booted> {
         if let Some(cg) = &m.cgroup {
             std::fs::write(cg.join("cgroup.procs"), "0").with_context(|| format!("join cgroup {}", cg.display()))?;
+        }
+        if !m.shares.is_empty() {
+            super::share::expose(&m.shares, &m.state_dir.join(super::share::SHARE_DIR))?;
         }
         boot(&m, begun)
     })();
@@ -239,7 +244,12 @@ fn boot_in(m: &Monitor, vm: &mut qemu::QemuVm, came_up: &mut bool, t: &mut Timin
         Err(e) => return Err(e).context("agent channel"),
     }
     *came_up = true;
-    let config = serde_json::json!({ "id": m.id, "readonly": m.readonly, "spec": m.spec });
+    let config = serde_json::json!({
+        "id": m.id,
+        "readonly": m.readonly,
+        "share": !m.shares.is_empty(),
+        "spec": m.spec,
+    });
     let mut w = writer;
     Msg::Config(serde_json::to_vec(&config)?).write_to(&mut w)?;
     loop {
