@@ -94,24 +94,7 @@ pub(super) fn expose(shares: &[Share], dir: &Path) -> anyhow::Result<()> {
         if s.readonly {
             // (The source's own flags kept: a remount may not drop them.)
             let kept = nix::sys::statvfs::statvfs(&target)
-                .map(|v| {
-                    use nix::sys::statvfs::FsFlags;
-                    let f = v.flags();
-                    let mut m = MsFlags::empty();
-                    for (fs, ms) in [
-                        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
-                        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
-                        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
-                        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
-                        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
-                        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
-                    ] {
-                        if f.contains(fs) {
-                            m |= ms;
-                        }
-                    }
-                    m
-                })
+                .map(|v| strata_runtime::rootfs::mounts::locked_flags(v.flags()))
                 .unwrap_or(MsFlags::empty());
             mount(
                 None::<&str>,

@@ -292,7 +292,9 @@ fn remount(path: &str, flags: MsFlags, dest: &Path) -> Result<()> {
     }
 }
 
-fn locked_flags(f: FsFlags) -> MsFlags {
+/// The mount flags of statvfs flags `f`: the ones a remount must keep where
+/// the mount was made by a more privileged namespace (which locks them).
+pub fn locked_flags(f: FsFlags) -> MsFlags {
     let mut out = MsFlags::empty();
     for (fs, ms) in [
         (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
