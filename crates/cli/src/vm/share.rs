@@ -6,7 +6,8 @@
 //! guest's mount of the folder, so the guest's runtime binds from there with
 //! the mount's own options. The monitor makes the folder in a mount namespace
 //! of its own, binding each source onto its name (read-only where the mount
-//! says `ro`), and QEMU, its child, serves that namespace's view: the guest
+//! says `ro`; the namespace is the host's slave, so nothing made there goes
+//! out), and QEMU, its child, serves that namespace's view: the guest
 //! sees exactly the sources, never their neighbours, and nothing is mounted
 //! on the host, so nothing outlives the monitor.
 
@@ -80,9 +81,10 @@ pub(super) fn plan(spec: &mut oci_spec::runtime::Spec, bundle: &Path) -> anyhow:
 /// must have no other threads (a shared filesystem context cannot unshare).
 pub(super) fn expose(shares: &[Share], dir: &Path) -> anyhow::Result<()> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).context("a mount namespace for the shared folder")?;
-    // The binds stay in here, whatever the host's propagation.
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .context("make the monitor's mounts private")?;
+    // The binds stay in here, while the host's unmounts still reach this
+    // copy of its mounts (a private copy would hold them for the VM's life).
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>)
+        .context("make the monitor's mounts the host's slaves")?;
     std::fs::create_dir(dir).with_context(|| format!("mkdir {}", dir.display()))?;
     for s in shares {
         let target = dir.join(&s.name);
