@@ -212,6 +212,15 @@ pub fn cached(rootfs: &Path, cache: &Path) -> Result<PathBuf, Error> {
                 String::from_utf8_lossy(&out.stderr).trim()
             )));
         }
+        // A tree changed while it was read would leave an image that is not
+        // what its name says.
+        if tree_identity(rootfs)? != identity {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::Host(format!(
+                "rootfs {} changed while its image was being made; try again",
+                rootfs.display()
+            )));
+        }
         std::fs::rename(&tmp, &path).map_err(|e| Error::Host(format!("{}: {e}", path.display())))?;
         evict(&images, UNUSED_FOR);
     }
