@@ -10,7 +10,6 @@
 use crate::service::{group_of, Shim};
 use containerd_shim::protos::shim::shim_ttrpc::create_task;
 use containerd_shim::protos::ttrpc::Server;
-use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{Flags, Shim as _};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, IntoRawFd};
@@ -141,8 +140,9 @@ fn daemon(flags: Flags, ttrpc_address: &str, listener: UnixListener, mut ready: 
             .map_err(|e| format!("open the bundle's log fifo: {e}"))?;
         let mut config = containerd_shim::Config::default();
         let shim = Shim::new(crate::RUNTIME_ID, &flags, &mut config);
-        let publisher = RemotePublisher::new(ttrpc_address).map_err(|e| format!("connect to {ttrpc_address}: {e}"))?;
-        let service = create_task(Arc::new(shim.create_task_service(publisher)));
+        let publisher = crate::events::Publisher::connect(ttrpc_address, &flags.namespace)
+            .map_err(|e| format!("connect to {ttrpc_address}: {e}"))?;
+        let service = create_task(Arc::new(shim.task_service(Some(publisher))));
         // Two workers per connection, the fewest the library takes (three by
         // default); it starts more once none is idle, so a long Wait never
         // holds up other calls.

@@ -3,6 +3,7 @@
 //! the shim is their parent and reaper.
 
 mod daemon;
+mod events;
 mod io;
 mod oom;
 mod options;

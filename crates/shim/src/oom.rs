@@ -3,14 +3,13 @@
 //! watches the cgroups of all the shim's tasks and reports each new kill.
 
 use containerd_shim::protos::events::task::TaskOOM;
-use containerd_shim::protos::protobuf::MessageDyn;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 
-type Events = Sender<(&'static str, Box<dyn MessageDyn>)>;
+type Events = Sender<crate::events::Event>;
 
 /// A watched task: its id, its `memory.events` and the kills seen so far.
 struct Watched {
@@ -59,7 +58,7 @@ impl OomWatcher {
                 if kills > w.kills {
                     w.kills = kills;
                     let oom = TaskOOM { container_id: w.id.clone(), ..Default::default() };
-                    let _ = events.send(("/tasks/oom", Box::new(oom)));
+                    let _ = events.send(crate::events::Event::new("/tasks/oom", &oom));
                 }
             }
         });

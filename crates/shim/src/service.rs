@@ -1,6 +1,7 @@
 //! The shim's task service: every Task RPC, run on the Strata library
 //! in-process, with events published in the order containerd requires.
 
+use crate::events::{Event, Publisher};
 use crate::io::{copy_terminal, Stdio};
 use containerd_shim::api::{
     ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse, DeleteRequest, DeleteResponse, Empty,
@@ -11,7 +12,7 @@ use containerd_shim::protos::events::task::{
     TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskPaused, TaskResumed, TaskStart,
 };
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
-use containerd_shim::protos::protobuf::MessageDyn;
+use containerd_shim::protos::protobuf::Message;
 use containerd_shim::protos::shim::shim::{CloseIORequest, PauseRequest, ResumeRequest, ShutdownRequest};
 use containerd_shim::protos::ttrpc::{self, Code, TtrpcContext};
 use containerd_shim::protos::types::task::ProcessInfo;
@@ -165,15 +166,29 @@ impl containerd_shim::Shim for Shim {
         self.exit.wait();
     }
 
-    fn create_task_service(&self, publisher: RemotePublisher) -> Service {
+    fn create_task_service(&self, _publisher: RemotePublisher) -> Service {
+        // (Reached only through the library's own bootstrap, which `start` no
+        // longer takes: events go through this shim's publisher all the same.)
+        let address = std::env::var("TTRPC_ADDRESS").unwrap_or_default();
+        let publisher = Publisher::connect(&address, &self.namespace)
+            .inspect_err(|e| log::error!("no events: connect to {address}: {e}"))
+            .ok();
+        self.task_service(publisher)
+    }
+}
+
+impl Shim {
+    /// The task service, sending its events through `publisher` (dropping
+    /// them without one).
+    pub(crate) fn task_service(&self, publisher: Option<Publisher>) -> Service {
         // Events go out from one thread, in the order they were made, and never
         // from inside an RPC: containerd handles some (the task's create) only
         // after the RPC that caused them has returned.
-        let (events, queue) = std::sync::mpsc::channel::<(&'static str, Box<dyn MessageDyn>)>();
-        let namespace = self.namespace.clone();
+        let (events, queue) = std::sync::mpsc::channel::<Event>();
         std::thread::spawn(move || {
-            for (topic, event) in queue {
-                if let Err(e) = publisher.publish(Default::default(), topic, &namespace, event) {
+            for event in queue {
+                let topic = event.topic();
+                if let Some(Err(e)) = publisher.as_ref().map(|p| p.publish(event)) {
                     log::warn!("publish {topic}: {e}");
                 }
             }
@@ -213,7 +228,7 @@ pub(crate) fn group_of(bundle: &Path) -> Option<String> {
 pub struct Service {
     root: PathBuf,
     tasks: Arc<Mutex<HashMap<String, Task>>>,
-    events: Mutex<std::sync::mpsc::Sender<(&'static str, Box<dyn MessageDyn>)>>,
+    events: Mutex<std::sync::mpsc::Sender<Event>>,
     exit: Arc<ExitSignal>,
     oom: Option<crate::oom::OomWatcher>,
     /// Pids a waiter thread is reaping.
@@ -264,12 +279,12 @@ impl Service {
     fn exec_started(&self, req: &StartRequest, proc: Arc<Proc>, pid: i32) -> StartResponse {
         self.publish(
             "/tasks/exec-started",
-            Box::new(TaskExecStarted {
+            TaskExecStarted {
                 container_id: req.id.clone(),
                 exec_id: req.exec_id.clone(),
                 pid: pid as u32,
                 ..Default::default()
-            }),
+            },
         );
         self.watch(req.id.clone(), req.exec_id.clone(), proc, None);
         let mut resp = StartResponse::new();
@@ -277,8 +292,8 @@ impl Service {
         resp
     }
 
-    fn publish(&self, topic: &'static str, event: Box<dyn MessageDyn>) {
-        let _ = self.events.lock().unwrap_or_else(|e| e.into_inner()).send((topic, event));
+    fn publish<M: Message>(&self, topic: &'static str, event: M) {
+        let _ = self.events.lock().unwrap_or_else(|e| e.into_inner()).send(Event::new(topic, &event));
     }
 
     fn container(&self, id: &str) -> ttrpc::Result<Container> {
@@ -310,7 +325,7 @@ impl Service {
                 exited_at: Some(at).into(),
                 ..Default::default()
             };
-            let _ = events.send(("/tasks/exit", Box::new(ev)));
+            let _ = events.send(Event::new("/tasks/exit", &ev));
         });
     }
 }
@@ -473,7 +488,7 @@ impl containerd_shim::Task for Service {
         );
         self.publish(
             "/tasks/create",
-            Box::new(TaskCreate {
+            TaskCreate {
                 container_id: req.id.clone(),
                 bundle: req.bundle.clone(),
                 rootfs: req.rootfs.clone(),
@@ -487,7 +502,7 @@ impl containerd_shim::Task for Service {
                 .into(),
                 pid: state.pid as u32,
                 ..Default::default()
-            }),
+            },
         );
         let mut resp = CreateTaskResponse::new();
         resp.pid = state.pid as u32;
@@ -511,7 +526,7 @@ impl containerd_shim::Task for Service {
             }
             self.publish(
                 "/tasks/start",
-                Box::new(TaskStart { container_id: req.id.clone(), pid: init.pid() as u32, ..Default::default() }),
+                TaskStart { container_id: req.id.clone(), pid: init.pid() as u32, ..Default::default() },
             );
             self.watch(req.id.clone(), String::new(), init.clone(), Some(bundle.join(EXIT_RECORD)));
             resp.pid = init.pid() as u32;
@@ -605,14 +620,14 @@ impl containerd_shim::Task for Service {
         resp.exited_at = Some(at.clone()).into();
         self.publish(
             "/tasks/delete",
-            Box::new(TaskDelete {
+            TaskDelete {
                 container_id: req.id.clone(),
                 id: req.id.clone(),
                 pid: task.init.pid() as u32,
                 exit_status: code,
                 exited_at: Some(at).into(),
                 ..Default::default()
-            }),
+            },
         );
         Ok(resp)
     }
@@ -672,14 +687,14 @@ impl containerd_shim::Task for Service {
     fn pause(&self, _ctx: &TtrpcContext, req: PauseRequest) -> ttrpc::Result<Empty> {
         log::debug!("pause {:?}", req.id);
         self.container(&req.id)?.pause().map_err(|e| err(Code::FAILED_PRECONDITION, e))?;
-        self.publish("/tasks/paused", Box::new(TaskPaused { container_id: req.id.clone(), ..Default::default() }));
+        self.publish("/tasks/paused", TaskPaused { container_id: req.id.clone(), ..Default::default() });
         Ok(Empty::new())
     }
 
     fn resume(&self, _ctx: &TtrpcContext, req: ResumeRequest) -> ttrpc::Result<Empty> {
         log::debug!("resume {:?}", req.id);
         self.container(&req.id)?.resume().map_err(|e| err(Code::FAILED_PRECONDITION, e))?;
-        self.publish("/tasks/resumed", Box::new(TaskResumed { container_id: req.id.clone(), ..Default::default() }));
+        self.publish("/tasks/resumed", TaskResumed { container_id: req.id.clone(), ..Default::default() });
         Ok(Empty::new())
     }
 
@@ -732,11 +747,7 @@ impl containerd_shim::Task for Service {
         drop(tasks);
         self.publish(
             "/tasks/exec-added",
-            Box::new(TaskExecAdded {
-                container_id: req.id.clone(),
-                exec_id: req.exec_id.clone(),
-                ..Default::default()
-            }),
+            TaskExecAdded { container_id: req.id.clone(), exec_id: req.exec_id.clone(), ..Default::default() },
         );
         Ok(Empty::new())
     }
