@@ -285,6 +285,8 @@ if scale_results:
             print("| %s | %s | %s | %.2f |" % (what, n, " | ".join(fmt % c for c in cells), cells[-1] / cells[0] if cells[0] else 0))
 size = os.path.getsize(STRATA)
 print("\nPeak RSS of `strata create` (incl. its forked setup process): median %d KiB" % statistics.median(rss))
+layout = os.path.join(ROOT, "target/release/strata.layout")
+print("Code layout (hack/layout): " + (open(layout).read().strip() if os.path.exists(layout) else "none"))
 
 # The targets, beside what this run measured (medians).
 def med(s, n):
