@@ -190,6 +190,23 @@ finally:
             subprocess.run(RUNTIMES[name] + ["--root", root, "delete", "--force", i], stdout=DEVNULL, stderr=DEVNULL)
 
 
+def quiet(limit=60.0):
+    """Waits (up to LIMIT seconds) until the CPUs are nine tenths idle over
+    half a second: the kernel tears down the network namespaces of deleted
+    containers in the background, a second or more of CPU per thousand, and
+    that must not land on the next runtime's measurements."""
+    def busy_idle():
+        f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+        return sum(f), f[3] + f[4]
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        t0, i0 = busy_idle()
+        time.sleep(0.5)
+        t1, i1 = busy_idle()
+        if t1 > t0 and (i1 - i0) / (t1 - t0) >= 0.9:
+            return
+
+
 def scale(name, levels, k):
     """Cost as work grows: with LEVEL sleeping containers of this runtime
     already there, the median per-operation time of run, exec, state, list
@@ -218,6 +235,7 @@ def scale(name, levels, k):
             while made < level:
                 op("run", "--detach", "--bundle", sleeper_bundle, "idle%d" % made)
                 made += 1
+            quiet()
             row = {
                 "run": each(lambda: op("run", "--bundle", BUNDLE, new_id())),
                 "exec": each(lambda: op("exec", "target", "/bin/true")),
