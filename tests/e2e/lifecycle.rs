@@ -160,6 +160,19 @@ fn a_stuck_start_does_not_block_delete() {
     b.create("stuck").ok();
     let pid = b.state("stuck").expect("state")["pid"].as_i64().expect("pid");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGSTOP).expect("stop");
+    // Stopped for real before the gate opens: a process woken by the stop
+    // takes a byte that arrived meanwhile before it stops.
+    let stopped = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('T')))
+            .unwrap_or(false)
+    };
+    let since = std::time::Instant::now();
+    while !stopped() {
+        assert!(since.elapsed() < std::time::Duration::from_secs(10), "the init did not stop");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     let mut start = b.cmd(&["start", "stuck"]).stdin(std::process::Stdio::null()).spawn().expect("spawn start");
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert!(start.try_wait().expect("try_wait").is_none(), "start returned while the init was stopped");
