@@ -450,6 +450,59 @@ fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
 }
 
+/// The mount namespaces `pid` holds open, other than its own.
+fn held_mount_namespaces(pid: u32) -> Vec<String> {
+    let own = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).expect("own mount namespace");
+    let mut held: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fds")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|l| l.to_string_lossy().starts_with("mnt:[") && *l != own)
+        .map(|l| l.to_string_lossy().into_owned())
+        .collect();
+    held.sort();
+    held
+}
+
+/// The server holds each container's mount namespace from its create to its
+/// delete, so that the kernel unmounts its tree at the delete, off the
+/// answer's path, and not in the exit of its init, which the answer waits
+/// for. Nothing is held once the container is gone.
+#[test]
+fn mount_namespaces_are_held_until_the_delete_and_no_longer() {
+    let s = Server::start("mntns");
+    let dir = TempDir::new("fn-mntns-src");
+    s.deploy(&function(dir.path(), "echo", &["cat"], "[pool]\nmax_warm = 2\nkeep_alive_s = 3"));
+    let server = s.child.as_ref().map(|c| c.id()).expect("server");
+    for i in 0..4 {
+        let r = s.call("POST", "/functions/echo/invoke", format!("e{i}").as_bytes());
+        assert_eq!((r.status, r.body.as_slice()), (200, format!("e{i}").as_bytes()));
+    }
+    wait_for("a full pool and no deletes pending", Duration::from_secs(10), || {
+        s.metric("strata_fn_warm_pool_size{function=\"echo\"} ") == Some(2.0)
+            && s.metric("strata_fn_cleanup_backlog ") == Some(0.0)
+    });
+    // One per waiting container: theirs, and nobody else's.
+    let held = held_mount_namespaces(server);
+    assert_eq!(held.len(), 2, "held: {held:?}");
+    let mut theirs: Vec<String> = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| *p != server)
+        .filter_map(|p| std::fs::read_link(format!("/proc/{p}/ns/mnt")).ok())
+        .map(|l| l.to_string_lossy().into_owned())
+        .filter(|l| held.contains(l))
+        .collect();
+    theirs.sort();
+    theirs.dedup();
+    assert_eq!(theirs, held);
+    // Scaled to zero after keep_alive_s: every container deleted, nothing held.
+    wait_for("the pool to scale to zero", Duration::from_secs(15), || {
+        s.metric("strata_fn_warm_pool_size{function=\"echo\"} ").unwrap_or(0.0) == 0.0
+            && s.metric("strata_fn_cleanup_backlog ") == Some(0.0)
+    });
+    wait_for("no mount namespace held", Duration::from_secs(5), || held_mount_namespaces(server).is_empty());
+}
+
 #[test]
 fn kills_of_the_server_and_its_zygotes_at_random_moments_lose_no_event() {
     // Rounds (STRATA_FN_CHAOS_ROUNDS, default 6) of async events under load,

@@ -202,6 +202,9 @@ impl Pools {
     }
 
     fn clean(&self) {
+        // Background work: the requests and the pool's refills come first.
+        // SAFETY: setpriority with this thread's own id changes nothing else.
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
         loop {
             let p = {
                 let mut trash = self.trash.lock().unwrap_or_else(|e| e.into_inner());

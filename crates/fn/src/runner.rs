@@ -34,6 +34,12 @@ pub struct Prepared {
     zygote: Option<usize>,
     /// It runs in a microVM: `pid` is its monitor, which is not our child.
     vm: bool,
+    /// The container's mount namespace, held until the container is deleted
+    /// (off the request path). Without it the init's exit drops the last
+    /// reference, and the kernel unmounts the container's whole tree (with an
+    /// RCU grace period) before anyone can see that exit, which the answer
+    /// waits for.
+    _mounts: Option<OwnedFd>,
 }
 
 /// What a run did.
@@ -269,6 +275,8 @@ impl Runner {
                 (st.pid, None, st.cgroup().map(|c| c.dir))
             }
         };
+        let mounts =
+            if f.vm { None } else { std::fs::File::open(format!("/proc/{pid}/ns/mnt")).ok().map(OwnedFd::from) };
         // Only the container holds its ends now.
         drop((stdin_r, stdout_w, stderr_w));
         for fd in [&stdin_w, &stdout_r, &stderr_r] {
@@ -284,6 +292,7 @@ impl Runner {
             reaped: false,
             zygote,
             vm: f.vm,
+            _mounts: mounts,
         })
     }
 
