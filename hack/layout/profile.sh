@@ -45,6 +45,14 @@ set -euo pipefail
 W=$1
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mkdir -p "$W/traces" "$W/shim-traces" "$W/bin"
+# Whatever fails, no container, cgroup or daemon outlives the profile.
+daemon=
+cleanup() {
+  for c in $(ls "$W/state" 2>/dev/null); do "$W/strata" --root "$W/state" delete --force "$c" || true; done
+  [ -z "$daemon" ] || { kill "$daemon"; wait "$daemon" 2>/dev/null || true; }
+  ! mountpoint -q /run/containerd || umount -l /run/containerd
+}
+trap cleanup EXIT
 n=0
 # Traces one `strata` command; the traces sort in the order they were taken.
 t() { n=$((n + 1)); "$W/calltrace" "$W/strata.syms" "$W/traces/$(printf %03d $n)" -- "$W/strata" --root "$W/state" "$@"; }
@@ -85,7 +93,6 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 EOT
 PATH=$W/bin:$PATH containerd --config "$W/config.toml" >"$W/containerd.log" 2>&1 &
 daemon=$!
-trap 'kill $daemon; wait $daemon 2>/dev/null || true; umount -l /run/containerd' EXIT
 for _ in $(seq 100); do [ -S "$W/sock" ] && break; sleep 0.1; done
 ctr() { command ctr --address "$W/sock" --namespace layout "$@"; }
 python3 hack/mkimage.py bundles/hello/rootfs "$W/img.tar" docker.io/library/busybox:strata

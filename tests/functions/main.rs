@@ -471,7 +471,7 @@ fn held_mount_namespaces(pid: u32) -> Vec<String> {
 fn mount_namespaces_are_held_until_the_delete_and_no_longer() {
     let s = Server::start("mntns");
     let dir = TempDir::new("fn-mntns-src");
-    s.deploy(&function(dir.path(), "echo", &["cat"], "[pool]\nmax_warm = 2\nkeep_alive_s = 3"));
+    s.deploy(&function(dir.path(), "echo", &["cat"], "[pool]\nmax_warm = 2\nkeep_alive_s = 5"));
     let server = s.child.as_ref().map(|c| c.id()).expect("server");
     for i in 0..4 {
         let r = s.call("POST", "/functions/echo/invoke", format!("e{i}").as_bytes());
@@ -496,7 +496,7 @@ fn mount_namespaces_are_held_until_the_delete_and_no_longer() {
     theirs.dedup();
     assert_eq!(theirs, held);
     // Scaled to zero after keep_alive_s: every container deleted, nothing held.
-    wait_for("the pool to scale to zero", Duration::from_secs(15), || {
+    wait_for("the pool to scale to zero", Duration::from_secs(20), || {
         s.metric("strata_fn_warm_pool_size{function=\"echo\"} ").unwrap_or(0.0) == 0.0
             && s.metric("strata_fn_cleanup_backlog ") == Some(0.0)
     });
