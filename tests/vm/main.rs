@@ -534,10 +534,93 @@ fn refusals_name_the_problem_and_leave_nothing_behind() {
     }
     b.config["annotations"] = json!({ "run.strata.isolation": "vm" });
 
-    // Hooks would run the host's binaries in the guest: refused by name.
-    b.config["hooks"] = json!({ "poststart": [{ "path": "/bin/true" }] });
+    // createContainer hooks would run the host's binaries in the guest's
+    // namespaces: refused by name.
+    b.config["hooks"] = json!({ "createContainer": [{ "path": "/bin/true" }] });
     let out = b.create("vm-hooks");
     assert_eq!(out.code, 1);
-    assert!(out.stderr.contains("hooks"), "{}", out.stderr);
+    assert!(out.stderr.contains("hooks.createContainer"), "{}", out.stderr);
     assert!(b.leftover_state().is_empty());
+}
+
+/// A host hook that saves the state it reads as `NAME.json` in `dir`.
+fn saving_hook(dir: &std::path::Path, name: &str) -> serde_json::Value {
+    json!({ "path": "/bin/sh", "args": ["sh", "-c", format!("cat > {}/{name}.json", dir.display())] })
+}
+
+fn saved_state(dir: &std::path::Path, name: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join(format!("{name}.json"))).unwrap_or_else(|e| panic!("{name}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}: {text:?}"))
+}
+
+#[test]
+fn hooks_run_on_the_host_and_start_container_hooks_in_the_guest() {
+    let Some(_g) = ready("hooks_run_on_the_host_and_start_container_hooks_in_the_guest") else { return };
+    let seen = strata_tests::TempDir::new("vm-hooks");
+    let out_dir = seen.path().join("out");
+    std::fs::create_dir_all(&out_dir).expect("mkdir");
+    let mut b = Bundle::new(&["sh", "-c", "cat /out/startContainer"]);
+    b.config["annotations"] = json!({ "run.strata.isolation": "vm" });
+    b.config["mounts"].as_array_mut().expect("mounts").push(json!({
+        "destination": "/out", "type": "bind", "source": out_dir, "options": ["rbind", "rw"]
+    }));
+    b.config["hooks"] = json!({
+        "prestart": [saving_hook(seen.path(), "prestart")],
+        "createRuntime": [saving_hook(seen.path(), "createRuntime")],
+        // The container's own sh, run by the guest's runtime: it sees the
+        // guest's kernel and the container's mounts.
+        "startContainer": [{ "path": "/bin/sh", "args": ["sh", "-c", "uname -r > /out/startContainer"] }],
+        "poststart": [saving_hook(seen.path(), "poststart")],
+        "poststop": [saving_hook(seen.path(), "poststop")],
+    });
+    b.write_config();
+    let dir = b.dir.path().to_string_lossy().into_owned();
+    let stdout = seen.path().join("stdout");
+    let status = b
+        .cmd(&["create", "--bundle", &dir, "vm-hooked"])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout).expect("stdout"))
+        .stderr(Stdio::inherit())
+        .status()
+        .expect("create");
+    assert!(status.success());
+    let st = b.state("vm-hooked").expect("state");
+    for name in ["prestart", "createRuntime"] {
+        let hook = saved_state(seen.path(), name);
+        assert_eq!(hook["status"], "creating", "{name}: {hook}");
+        assert_eq!(hook["id"], "vm-hooked", "{name}: {hook}");
+        assert_eq!(hook["pid"], st["pid"], "{name} reads the monitor's pid: {hook}");
+    }
+    assert!(!out_dir.join("startContainer").exists(), "startContainer ran before start");
+    assert!(!seen.path().join("poststart.json").exists(), "poststart ran before start");
+
+    let out = b.rt(&["start", "vm-hooked"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(saved_state(seen.path(), "poststart")["status"], "running");
+    let guest_kernel = std::fs::read_to_string(out_dir.join("startContainer")).expect("startContainer ran");
+    let host_kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+    assert_ne!(guest_kernel, host_kernel, "startContainer ran on the host");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while b.status("vm-hooked") != "stopped" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The workload ran after its startContainer hook.
+    assert_eq!(std::fs::read_to_string(&stdout).expect("stdout"), guest_kernel);
+    assert!(!seen.path().join("poststop.json").exists(), "poststop ran before delete");
+    let out = b.rt(&["delete", "vm-hooked"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(saved_state(seen.path(), "poststop")["status"], "stopped");
+    gone(&b.root.path().to_string_lossy());
+    assert!(b.leftover_state().is_empty(), "{:?}", b.leftover_state());
+
+    // A createRuntime hook that fails fails the create, names the hook, runs
+    // poststop, and leaves no VM, monitor or state.
+    let _ = std::fs::remove_file(seen.path().join("poststop.json"));
+    b.config["hooks"]["createRuntime"] = json!([{ "path": "/bin/false" }]);
+    let out = b.create("vm-hook-fails");
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("createRuntime") && out.stderr.contains("/bin/false"), "{}", out.stderr);
+    assert_eq!(saved_state(seen.path(), "poststop")["status"], "stopped");
+    gone(&b.root.path().to_string_lossy());
+    assert!(b.leftover_state().is_empty(), "{:?}", b.leftover_state());
 }

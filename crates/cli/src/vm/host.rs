@@ -73,6 +73,15 @@ pub fn create(opts: CreateVm) -> anyhow::Result<ContainerState> {
     // The guest's config: bind mounts come from the shared folder.
     let mut guest_spec = spec.clone();
     let shares = super::share::plan(&mut guest_spec, &bundle)?;
+    // startContainer hooks run in the guest (their paths are the
+    // container's); every other kind runs here, on the host.
+    let guest_hooks =
+        spec.hooks().as_ref().and_then(|h| h.start_container().clone()).filter(|l| !l.is_empty()).map(|list| {
+            let mut h = oci_spec::runtime::Hooks::default();
+            h.set_start_container(Some(list));
+            h
+        });
+    guest_spec.set_hooks(guest_hooks);
     let root_spec = spec.root().as_ref().context("config.json has no root")?;
     let rootfs = if root_spec.path().is_absolute() { root_spec.path().clone() } else { bundle.join(root_spec.path()) };
     if !rootfs.is_dir() {
@@ -188,8 +197,12 @@ pub fn create(opts: CreateVm) -> anyhow::Result<ContainerState> {
         let start_time = state::proc_stat(pid).map(|(_, t)| t).unwrap_or(0);
         st.pid = pid;
         st.init_start_time = start_time;
-        st.status = Status::Created;
         let saved = (|| -> anyhow::Result<()> {
+            // Recorded first, so that `delete --force` finds the monitor
+            // while the hooks run.
+            dir.save(&st)?;
+            run_runtime_hooks(&spec, &st)?;
+            st.status = Status::Created;
             dir.save(&st)?;
             if let Some(p) = &opts.pid_file {
                 write_pid_file(p, pid)?;
@@ -198,6 +211,13 @@ pub fn create(opts: CreateVm) -> anyhow::Result<ContainerState> {
         })();
         if let Err(e) = saved {
             strata_runtime::process::reap_foreign(pid, start_time);
+            // A failed create goes on at delete, as a container's does:
+            // poststop hooks undo what the earlier hooks set up.
+            st.status = Status::Stopped;
+            let json = st.oci_json().to_string();
+            for h in spec.hooks().as_ref().and_then(|h| h.poststop().clone()).unwrap_or_default() {
+                let _ = strata_runtime::hooks::run("poststop", &h, &json);
+            }
             return Err(e);
         }
         // The monitor holds on to its creator until the state is written:
@@ -216,6 +236,18 @@ pub fn create(opts: CreateVm) -> anyhow::Result<ContainerState> {
             Err(e)
         }
     }
+}
+
+/// The hooks of a create that run in the runtime's namespace (prestart, then
+/// createRuntime), once the guest has created the container: the state they
+/// read says `creating`, with the monitor's pid.
+fn run_runtime_hooks(spec: &oci_spec::runtime::Spec, st: &ContainerState) -> anyhow::Result<()> {
+    let Some(h) = spec.hooks() else { return Ok(()) };
+    let json = st.oci_json().to_string();
+    #[allow(deprecated)]
+    strata_runtime::hooks::run_all("prestart", h.prestart().as_deref().unwrap_or_default(), &json)?;
+    strata_runtime::hooks::run_all("createRuntime", h.create_runtime().as_deref().unwrap_or_default(), &json)?;
+    Ok(())
 }
 
 fn write_pid_file(path: &Path, pid: i32) -> anyhow::Result<()> {

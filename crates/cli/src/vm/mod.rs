@@ -93,23 +93,15 @@ pub fn is_vm(state: &strata_runtime::ContainerState) -> bool {
     state.annotations.get(ISOLATION_ANNOTATION).map(String::as_str) == Some("vm")
 }
 
-/// What a VM cannot take from a config yet, refused by field.
+/// What a VM cannot take from a config, refused by field.
 fn check_supported(spec: &oci_spec::runtime::Spec) -> anyhow::Result<()> {
-    if let Some(h) = spec.hooks() {
-        let any = [
-            h.prestart().as_ref(),
-            h.create_runtime().as_ref(),
-            h.create_container().as_ref(),
-            h.start_container().as_ref(),
-            h.poststart().as_ref(),
-            h.poststop().as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        .any(|l| !l.is_empty());
-        if any {
-            bail!("hooks: hooks of a VM container are not supported yet (the guest cannot run the host's binaries)");
-        }
+    // createContainer hooks resolve on the host and run in the container's
+    // namespaces, which are the guest kernel's: no host binary runs there.
+    // (The others run on the host, and startContainer's in the guest.)
+    if spec.hooks().as_ref().and_then(|h| h.create_container().as_ref()).is_some_and(|l| !l.is_empty()) {
+        bail!(
+            "hooks.createContainer: a VM container cannot run them (they are the host's binaries, to run in the container's namespaces, which are the guest's)"
+        );
     }
     if spec.root().is_none() {
         bail!("root: a VM container needs a root filesystem");
