@@ -110,7 +110,15 @@ fn must(cmd: &str) -> String {
 fn readme_toml() -> Vec<String> {
     let text = std::fs::read_to_string(repo_root().join("README.md")).expect("README.md");
     let section = text.split("\n## Kubernetes").nth(1).expect("README.md has a Kubernetes section");
-    let section = section.split("\n## ").next().unwrap_or_default();
+    toml_in(section.split("\n## ").next().unwrap_or_default())
+}
+
+/// The ```toml blocks of a document.
+fn toml_blocks(path: &Path) -> Vec<String> {
+    toml_in(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+}
+
+fn toml_in(section: &str) -> Vec<String> {
     let mut blocks = Vec::new();
     let mut cur: Option<String> = None;
     for line in section.lines() {
@@ -169,6 +177,12 @@ fn containerd_config(scratch: &Path) -> String {
         )
     };
     cfg.push_str(&r("strata-cgroupfs", "io.containerd.runc.v2", &strata_bin, false));
+    // Pods that ask for a VM by annotation get one: docs/containerd.md's handler.
+    let vm = toml_blocks(&repo_root().join("docs/containerd.md"))
+        .into_iter()
+        .find(|b| b.contains("runtimes.strata-vm]"))
+        .expect("docs/containerd.md has the strata-vm handler");
+    cfg.extend(vm.lines().filter(|l| l.trim() != "version = 2").map(|l| format!("{l}\n")));
     cfg.push_str(&r("runc", "io.containerd.runc.v2", &runc, true));
     cfg.push_str(&r("runc-cgroupfs", "io.containerd.runc.v2", &runc, false));
     cfg.push_str(&format!(
@@ -411,6 +425,21 @@ fn run_suite(scratch: &Path, sock: &Path) -> Failed {
             }
         }
     }
+    if is_strata() {
+        match vm_ready() {
+            Ok(()) => {
+                let started = Instant::now();
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| vm_pod_checks(&mut c, scratch))) {
+                    Ok(()) => println!("test a pod in one VM ... ok ({} ms)", started.elapsed().as_millis()),
+                    Err(_) => {
+                        println!("test a pod in one VM ... FAILED");
+                        failed.push("a pod in one VM".into());
+                    }
+                }
+            }
+            Err(why) => skip("a pod in one VM", &why),
+        }
+    }
     // Pod start latency, side by side with the runc shim running runc:
     // RunPodSandbox to a started container.
     let mut latency_cases = cases.clone();
@@ -439,6 +468,81 @@ fn run_suite(scratch: &Path, sock: &Path) -> Failed {
         failed.push("nothing left behind".into());
     }
     failed
+}
+
+/// Whether a guest kernel and QEMU are here (hack/vm-assets.sh).
+fn vm_ready() -> Result<(), String> {
+    let kernel = std::env::var_os("STRATA_VM_KERNEL").map(PathBuf::from).unwrap_or_else(|| {
+        Path::new(&std::env::var_os("STRATA_VM_CACHE").unwrap_or_else(|| "/var/cache/strata/vm".into())).join("vmlinux")
+    });
+    if !kernel.exists() {
+        return Err("no guest kernel: hack/vm-assets.sh builds it".into());
+    }
+    if Command::new("qemu-system-x86_64").arg("--version").output().is_err() {
+        return Err("qemu-system-x86_64 is not installed (hack/vm-assets.sh installs it)".into());
+    }
+    Ok(())
+}
+
+/// A pod whose annotation asks for a VM: its sandbox boots one, and its
+/// containers run in it, in the sandbox's namespaces there.
+fn vm_pod_checks(c: &mut Cri, scratch: &Path) {
+    let mut pod_cfg = pod_config(scratch, Driver::Cgroupfs, "vm");
+    pod_cfg.annotations.insert("run.strata.isolation".into(), "vm".into());
+    let pod = rpc!(
+        c,
+        run_pod_sandbox,
+        cri::RunPodSandboxRequest { config: Some(pod_cfg.clone()), runtime_handler: "strata-vm".into() }
+    )
+    .expect("RunPodSandbox")
+    .pod_sandbox_id;
+    let mut ids = Vec::new();
+    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let a = start(c, &pod, &pod_cfg, container_config("vm-a", "echo a-up; while :; do sleep 0.2; done"));
+        ids.push(a.clone());
+        let b = start(c, &pod, &pod_cfg, container_config("vm-b", "while :; do sleep 0.2; done"));
+        ids.push(b.clone());
+        let look = |c: &mut Cri, id: &str| {
+            let r = exec_sync(
+                c,
+                id,
+                &["sh", "-c", "uname -r; hostname; readlink /proc/self/ns/net; readlink /proc/self/ns/mnt"],
+                20,
+            )
+            .expect("ExecSync");
+            assert_eq!(r.exit_code, 0, "{}", text(&r.stderr));
+            text(&r.stdout)
+        };
+        let (in_a, in_b) = (look(c, &a), look(c, &b));
+        let (a_lines, b_lines): (Vec<&str>, Vec<&str>) = (in_a.lines().collect(), in_b.lines().collect());
+        assert_eq!(a_lines.len(), 4, "{in_a}");
+        let host_kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+        assert_ne!(a_lines[0], host_kernel.trim(), "the pod runs on a kernel of its own");
+        // One guest, the pod's hostname, one network namespace, a mount
+        // namespace each.
+        assert_eq!(a_lines[..3], b_lines[..3], "{in_a} vs {in_b}");
+        assert_eq!(a_lines[1], "strata-pod");
+        assert_ne!(a_lines[3], b_lines[3], "{in_a} vs {in_b}");
+        let (_, qemus) = sh("pgrep -c qemu-system");
+        assert_eq!(qemus.trim(), "1", "one VM for the pod");
+        let log = PathBuf::from(&pod_cfg.log_directory).join("vm-a.log");
+        assert!(eventually(10, || std::fs::read_to_string(&log).is_ok_and(|t| t.contains(" stdout F a-up"))));
+        // A container stops (its shell ignores TERM: KILL after the grace
+        // period) and goes; the pod stays.
+        rpc!(c, stop_container, cri::StopContainerRequest { container_id: a.clone(), timeout: 1 })
+            .expect("StopContainer");
+        assert_eq!(status(c, &a).state, cri::ContainerState::ContainerExited as i32);
+        rpc!(c, remove_container, cri::RemoveContainerRequest { container_id: a.clone() }).expect("RemoveContainer");
+        let r = exec_sync(c, &b, &["true"], 20).expect("ExecSync");
+        assert_eq!(r.exit_code, 0, "the pod's other container still runs");
+    }));
+    if let Err(e) = checked {
+        let _ = rpc!(c, stop_pod_sandbox, cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() });
+        let _ = rpc!(c, remove_pod_sandbox, cri::RemovePodSandboxRequest { pod_sandbox_id: pod.clone() });
+        std::panic::resume_unwind(e);
+    }
+    remove_pod(c, &pod, &pod_cfg, Driver::Cgroupfs, &ids);
+    assert!(eventually(10, || sh("pgrep qemu-system").1.trim().is_empty()), "the pod's VM is left");
 }
 
 fn uid() -> String {

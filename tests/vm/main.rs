@@ -624,3 +624,158 @@ fn hooks_run_on_the_host_and_start_container_hooks_in_the_guest() {
     gone(&b.root.path().to_string_lossy());
     assert!(b.leftover_state().is_empty(), "{:?}", b.leftover_state());
 }
+
+/// What QEMU serves from the shared folder of the VM whose state directory
+/// is `state_dir` (seen from its own mount namespace), None when no QEMU runs.
+fn served(state_dir: &std::path::Path) -> Option<Vec<String>> {
+    let qemu = std::fs::read_dir("/proc").expect("proc").flatten().find(|e| {
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd);
+        cmd.starts_with("qemu-system") && cmd.contains(&*state_dir.to_string_lossy())
+    })?;
+    let share = qemu.path().join("root").join(state_dir.join("share").strip_prefix("/").expect("absolute"));
+    let mut names: Vec<String> = std::fs::read_dir(&share)
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    names.sort();
+    Some(names)
+}
+
+#[test]
+fn a_pods_containers_join_its_sandbox_in_one_vm() {
+    let Some(_g) = ready("a_pods_containers_join_its_sandbox_in_one_vm") else { return };
+    // The sandbox: a VM container that sleeps, with the pod's hostname.
+    let mut sb = Bundle::new(&["sh", "-c", "while :; do sleep 1; done"]);
+    sb.config["annotations"] = json!({
+        "run.strata.isolation": "vm",
+        "io.kubernetes.cri.container-type": "sandbox",
+    });
+    sb.config["hostname"] = json!("pod-host");
+    let out = sb.create("pod");
+    assert_eq!(out.code, 0, "{out:?}");
+    let out = sb.rt(&["start", "pod"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let sandbox_pid = sb.state("pod").expect("state")["pid"].as_i64().expect("pid");
+    let state_dir = sb.root.path().join("pod");
+    let pod_net = sb.rt(&["exec", "pod", "readlink", "/proc/self/ns/net"]);
+    assert_eq!(pod_net.code, 0, "{pod_net:?}");
+
+    // A container of the pod: the sandbox's namespaces by path, as CRI
+    // writes them, and its annotations; no VM annotation of its own.
+    let member = |args: &[&str], cri: bool| {
+        let mut c = strata_tests::base_config(args);
+        c["root"]["path"] = json!(strata_tests::shared_rootfs());
+        c["hostname"] = serde_json::Value::Null;
+        c["linux"]["namespaces"] = json!([
+            { "type": "pid" }, { "type": "mount" }, { "type": "cgroup" },
+            { "type": "network", "path": format!("/proc/{sandbox_pid}/ns/net") },
+            { "type": "ipc", "path": format!("/proc/{sandbox_pid}/ns/ipc") },
+            { "type": "uts", "path": format!("/proc/{sandbox_pid}/ns/uts") },
+        ]);
+        if cri {
+            c["annotations"] = json!({
+                "io.kubernetes.cri.container-type": "container",
+                "io.kubernetes.cri.sandbox-id": "pod",
+            });
+        }
+        let dir = strata_tests::TempDir::new("vm-pod-member");
+        std::fs::write(dir.path().join("config.json"), serde_json::to_vec(&c).expect("json")).expect("config");
+        dir
+    };
+    let app =
+        member(&["sh", "-c", "echo app-up; trap 'echo app-term; exit 42' TERM; while :; do sleep 0.2; done"], true);
+    let app_out = app.path().join("stdout");
+    let status = sb
+        .cmd(&["create", "--bundle", &app.path().to_string_lossy(), "app"])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&app_out).expect("stdout"))
+        .stderr(Stdio::inherit())
+        .status()
+        .expect("create");
+    assert!(status.success());
+    let st = sb.state("app").expect("state");
+    assert_eq!(st["status"], "created");
+    assert_eq!(st["annotations"]["run.strata.vm.sandbox"], "pod", "{st}");
+    let names = served(&state_dir).expect("QEMU runs");
+    assert!(names.contains(&"app-rootfs".to_string()), "{names:?}");
+    let out = sb.rt(&["start", "app"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(sb.status("app"), "running");
+    // In the guest, in the sandbox's namespaces.
+    let out = sb.rt(&["exec", "app", "sh", "-c", "hostname; readlink /proc/self/ns/net; uname -r"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let host_kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{out:?}");
+    assert_eq!(lines[0], "pod-host");
+    assert_eq!(lines[1], pod_net.stdout.trim(), "the sandbox's network namespace");
+    assert_ne!(lines[2], host_kernel.trim(), "not the host's kernel");
+
+    // Known by its namespace paths alone: `run` gives its status.
+    let side = member(&["sh", "-c", "hostname; exit 7"], false);
+    let out = sb.rt(&["run", "--bundle", &side.path().to_string_lossy(), "side"]);
+    assert_eq!(out.code, 7, "{out:?}");
+    assert_eq!(out.stdout, "pod-host\n");
+    assert!(sb.state("side").is_none(), "run deletes what it ran");
+
+    // A namespace that is not the sandbox's: refused by field, nothing left.
+    let mut c: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(app.path().join("config.json")).expect("config")).expect("json");
+    c["linux"]["namespaces"][3]["path"] = json!("/proc/1/ns/net");
+    let stray = strata_tests::TempDir::new("vm-pod-stray");
+    std::fs::write(stray.path().join("config.json"), serde_json::to_vec(&c).expect("json")).expect("config");
+    let out = sb.rt(&["create", "--bundle", &stray.path().to_string_lossy(), "stray"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("linux.namespaces[3].path"), "{}", out.stderr);
+    assert!(sb.state("stray").is_none());
+
+    // kill reaches the container in the guest; delete takes its files
+    // from the shared folder.
+    let out = sb.rt(&["kill", "app", "TERM"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sb.status("app") != "stopped" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(sb.status("app"), "stopped");
+    assert_eq!(std::fs::read_to_string(&app_out).expect("stdout"), "app-up\napp-term\n");
+    let out = sb.rt(&["delete", "app"]);
+    assert_eq!(out.code, 0, "{out:?}");
+
+    // delete --force of a running one: the guest's container goes too.
+    let doomed = member(&["sleep", "1000"], true);
+    let out = sb.rt(&["create", "--bundle", &doomed.path().to_string_lossy(), "doomed"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(sb.rt(&["start", "doomed"]).code, 0);
+    let out = sb.rt(&["delete", "--force", "doomed"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let only_pod = || served(&state_dir).is_some_and(|n| n.is_empty());
+    while !only_pod() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // (The monitor lets go of them once the guest has deleted the container.)
+    assert_eq!(served(&state_dir), Some(Vec::new()), "the members' files stay shared");
+
+    // A create that fails once the guest has made the container (its
+    // createRuntime hook fails) leaves nothing, here or in the guest.
+    let failing = member(&["true"], true);
+    let mut c: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(failing.path().join("config.json")).expect("config")).expect("json");
+    c["hooks"] = json!({ "createRuntime": [{ "path": "/bin/false" }] });
+    std::fs::write(failing.path().join("config.json"), serde_json::to_vec(&c).expect("json")).expect("config");
+    let out = sb.rt(&["create", "--bundle", &failing.path().to_string_lossy(), "failing"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("createRuntime"), "{}", out.stderr);
+    assert!(sb.state("failing").is_none());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !only_pod() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(served(&state_dir), Some(Vec::new()), "a failed member's files stay shared");
+
+    let out = sb.rt(&["delete", "--force", "pod"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    gone(&sb.root.path().to_string_lossy());
+    assert!(sb.leftover_state().is_empty(), "{:?}", sb.leftover_state());
+}

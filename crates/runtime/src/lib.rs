@@ -26,7 +26,7 @@ pub mod seccomp;
 pub mod signal;
 pub mod state;
 pub mod sync;
-mod sys;
+pub mod sys;
 pub mod tty;
 
 pub use container::{Container, CreateOptions, ExecOptions};

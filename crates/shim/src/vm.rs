@@ -20,6 +20,19 @@ pub fn wants_vm(spec: &oci_spec::runtime::Spec) -> bool {
     spec.annotations().as_ref().and_then(|a| a.get(ISOLATION_ANNOTATION)).map(String::as_str) == Some("vm")
 }
 
+/// Whether a config is a pod's container whose sandbox (a task of this
+/// root) runs in a VM: the `strata` binary then creates it in that VM.
+pub fn joins_vm(root: &Path, spec: &oci_spec::runtime::Spec) -> bool {
+    let Some(ann) = spec.annotations().as_ref() else { return false };
+    if ann.get("io.kubernetes.cri.container-type").is_some_and(|t| t == "sandbox") {
+        return false;
+    }
+    ann.get("io.kubernetes.cri.sandbox-id")
+        .filter(|id| strata_runtime::id::validate(id).is_ok())
+        .and_then(|id| strata_runtime::Container::load(root, id).and_then(|c| c.state()).ok())
+        .is_some_and(|st| is_vm(&st))
+}
+
 /// Whether a container's state says it is a VM.
 pub fn is_vm(state: &strata_runtime::ContainerState) -> bool {
     state.annotations.get(ISOLATION_ANNOTATION).map(String::as_str) == Some("vm")

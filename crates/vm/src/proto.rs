@@ -50,6 +50,17 @@ pub enum Msg {
     /// Guest → host: what was asked about process N (create and start for
     /// the init) failed; the text says where.
     Error(u32, String),
+    /// Host → guest: create another container in this VM, joining the first
+    /// one's pod (JSON, see the agent), its init numbered N.
+    Join(u32, Vec<u8>),
+    /// Guest → host: the container of `Join` N is created and waits for
+    /// `Begin`.
+    Joined(u32),
+    /// Host → guest: start the container of `Join` N.
+    Begin(u32),
+    /// Host → guest: run a process in one of the VM's containers as number
+    /// N (JSON: `{"container": ID, "process": PROCESS}`).
+    ExecIn(u32, Vec<u8>),
 }
 
 const READY: u8 = 1;
@@ -66,6 +77,10 @@ const STDERR: u8 = 11;
 const EXIT: u8 = 12;
 const ERROR: u8 = 13;
 const RESIZE: u8 = 14;
+const JOIN: u8 = 15;
+const JOINED: u8 = 16;
+const BEGIN: u8 = 17;
+const EXEC_IN: u8 = 18;
 
 fn tagged(n: u32, rest: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(4 + rest.len());
@@ -92,6 +107,10 @@ impl Msg {
             Msg::Stderr(n, b) => (STDERR, tagged(*n, b)),
             Msg::Exit(n, c) => (EXIT, tagged(*n, &c.to_le_bytes())),
             Msg::Error(n, s) => (ERROR, tagged(*n, s.as_bytes())),
+            Msg::Join(n, b) => (JOIN, tagged(*n, b)),
+            Msg::Joined(n) => (JOINED, tagged(*n, &[])),
+            Msg::Begin(n) => (BEGIN, tagged(*n, &[])),
+            Msg::ExecIn(n, b) => (EXEC_IN, tagged(*n, b)),
         };
         let mut out = Vec::with_capacity(5 + payload.len());
         out.extend_from_slice(&((payload.len() + 1) as u32).to_le_bytes());
@@ -169,6 +188,17 @@ impl Msg {
                 Msg::Resize(n, u16::from_le_bytes([size[0], size[1]]), u16::from_le_bytes([size[2], size[3]]))
             }
             ERROR => split(payload).map(|(n, b)| Msg::Error(n, String::from_utf8_lossy(&b).into_owned()))?,
+            JOIN => split(payload).map(|(n, b)| Msg::Join(n, b))?,
+            JOINED | BEGIN => {
+                let (n, rest) = split(payload)?;
+                empty(&rest)?;
+                if kind == JOINED {
+                    Msg::Joined(n)
+                } else {
+                    Msg::Begin(n)
+                }
+            }
+            EXEC_IN => split(payload).map(|(n, b)| Msg::ExecIn(n, b))?,
             k => return Err(bad(&format!("unknown kind {k}"))),
         }))
     }
@@ -195,6 +225,10 @@ mod tests {
             Msg::Stderr(u32::MAX, Vec::new()),
             Msg::Exit(1, -1),
             Msg::Error(INIT, "mount /dev/vda: no such device".into()),
+            Msg::Join(5, b"{\"id\":\"app\"}".to_vec()),
+            Msg::Joined(5),
+            Msg::Begin(5),
+            Msg::ExecIn(6, b"{\"container\":\"app\"}".to_vec()),
         ];
         let mut stream = Vec::new();
         for m in &all {

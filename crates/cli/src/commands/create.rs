@@ -110,7 +110,8 @@ fn absolute(p: &Path) -> PathBuf {
 pub fn run(args: CreateArgs, root: &Path, log: &crate::logging::Logger) -> anyhow::Result<i32> {
     let spec = load_and_protect(&args.bundle)?;
     let vm_asked = match &spec {
-        Some(s) => crate::vm::wants_vm(s)?,
+        // (A container that joins a VM container's namespaces runs in its VM.)
+        Some(s) => crate::vm::wants_vm(s)? || crate::vm::joins_vm(root, s)?,
         None => false,
     };
     if args.vm || vm_asked {

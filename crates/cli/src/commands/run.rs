@@ -30,7 +30,8 @@ pub fn run(args: Args, root: &Path, log: &Logger) -> anyhow::Result<i32> {
     let id = args.create.id.clone();
     let spec = super::create::load_and_protect(&args.create.bundle)?;
     let vm_asked = match &spec {
-        Some(s) => crate::vm::wants_vm(s)?,
+        // (A container that joins a VM container's namespaces runs in its VM.)
+        Some(s) => crate::vm::wants_vm(s)? || crate::vm::joins_vm(root, s)?,
         None => false,
     };
     if args.create.vm || vm_asked {

@@ -25,6 +25,8 @@ use strata_vm::proto::{Msg, INIT};
 const GUEST_STATE: &str = "/run/strata/state";
 const GUEST_BUNDLE: &str = "/run/strata/bundle";
 const GUEST_ROOTFS: &str = "/run/strata/rootfs";
+/// The bundles of the containers that join the first one's pod.
+const GUEST_BUNDLES: &str = "/run/strata/bundles";
 
 fn mount(src: &str, target: &str, fstype: &str, flags: nix::mount::MsFlags, data: Option<&str>) -> anyhow::Result<()> {
     std::fs::create_dir_all(target).with_context(|| format!("mkdir {target}"))?;
@@ -184,6 +186,11 @@ struct Agent {
     masters: Mutex<HashMap<u32, File>>,
     /// Process number → the threads copying its stdout and stderr.
     pumps: Mutex<HashMap<u32, Vec<JoinHandle<()>>>>,
+    /// Process number → the id of the container it is the init of, for
+    /// the containers that joined the first one's pod.
+    joined: Mutex<HashMap<u32, String>>,
+    /// Whether the shared folder is mounted.
+    share: Mutex<bool>,
 }
 
 #[derive(Default)]
@@ -249,6 +256,17 @@ impl Agent {
     /// learns its status.
     fn exited(&self, n: u32, code: i32) {
         self.finish_pumps(n);
+        let joined = self.joined.lock().unwrap_or_else(|e| e.into_inner()).remove(&n);
+        if let Some(id) = joined {
+            // A container of the pod is gone: so is its record here, and
+            // with it every process it left.
+            if let Ok((_, status)) =
+                self.spawn_helper(&["delete", "--force", &id], [Stdio::null(), Stdio::null(), Stdio::null()])
+            {
+                let _ = status.recv();
+            }
+            let _ = std::fs::remove_dir_all(Path::new(GUEST_BUNDLES).join(&id));
+        }
         self.masters.lock().unwrap_or_else(|e| e.into_inner()).remove(&n);
         self.procs.lock().unwrap_or_else(|e| e.into_inner()).remove(&n);
         self.send(Msg::Exit(n, code));
@@ -346,13 +364,13 @@ impl Agent {
 
     /// Runs `strata ARGS ID` for process `n` (its create or exec), with a
     /// console socket when it has a terminal, and attaches its stdio.
-    fn spawn_process(self: &Arc<Self>, n: u32, args: Vec<&str>, terminal: bool) -> anyhow::Result<Spawned> {
+    fn spawn_process(self: &Arc<Self>, n: u32, id: &str, args: Vec<&str>, terminal: bool) -> anyhow::Result<Spawned> {
         let console = if terminal { Some(console_socket(n)?) } else { None };
         let mut args: Vec<String> = args.into_iter().map(String::from).collect();
         if let Some((_, path)) = &console {
             args.extend(["--console-socket".to_string(), path.clone()]);
         }
-        args.push(self.id.clone());
+        args.push(id.to_string());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let stdio = if terminal {
             [Stdio::null(), Stdio::null(), Stdio::piped()]
@@ -369,7 +387,7 @@ impl Agent {
         let pid_file = "/run/strata/init.pid";
         let args = vec!["create", "--no-pivot", "--bundle", GUEST_BUNDLE, "--pid-file", pid_file];
         // The init inherits the pipes (or its terminal): the container's stdio.
-        let Spawned { child, status, stdin: rx, console } = self.spawn_process(INIT, args, terminal)?;
+        let Spawned { child, status, stdin: rx, console } = self.spawn_process(INIT, &self.id, args, terminal)?;
         let code = reap_one(child.id() as i32);
         drop(status);
         self.waiters.lock().unwrap_or_else(|e| e.into_inner()).by_pid.remove(&(child.id() as i32));
@@ -414,7 +432,7 @@ impl Agent {
         }
     }
 
-    fn exec(self: &Arc<Self>, n: u32, process: Vec<u8>) {
+    fn exec(self: &Arc<Self>, n: u32, process: Vec<u8>, id: &str) {
         let result = (|| -> anyhow::Result<i32> {
             let spec = format!("/run/strata/exec-{n}.json");
             let pid_file = format!("/run/strata/exec-{n}.pid");
@@ -424,7 +442,7 @@ impl Agent {
                 .and_then(|p| p["terminal"].as_bool())
                 .unwrap_or(false);
             let args = vec!["exec", "--detach", "--pid-file", &pid_file, "--process", &spec];
-            let Spawned { status, stdin: rx, console, .. } = self.spawn_process(n, args, terminal)?;
+            let Spawned { status, stdin: rx, console, .. } = self.spawn_process(n, id, args, terminal)?;
             let code = status.recv().unwrap_or(255);
             let _ = std::fs::remove_file(&spec);
             if code != 0 {
@@ -452,6 +470,101 @@ impl Agent {
         }
     }
 
+    /// Mounts the shared folder, once.
+    fn mount_share(&self) -> anyhow::Result<()> {
+        let mut mounted = self.share.lock().unwrap_or_else(|e| e.into_inner());
+        if !*mounted {
+            mount(
+                strata_vm::qemu::SHARE_TAG,
+                super::share::GUEST_SHARE,
+                "9p",
+                nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+                Some("trans=virtio,version=9p2000.L,msize=262144,cache=mmap"),
+            )?;
+            *mounted = true;
+        }
+        Ok(())
+    }
+
+    /// Creates the container of `Join` N: its rootfs and bind mounts come
+    /// from the shared folder, and the namespaces it names by the pod's
+    /// placeholder are the first container's.
+    fn join(self: &Arc<Self>, n: u32, body: Vec<u8>) {
+        let mut id = String::new();
+        let result = (|| -> anyhow::Result<i32> {
+            let v: serde_json::Value = serde_json::from_slice(&body).context("the container to join")?;
+            id = v["id"].as_str().context("a container to join without id")?.to_string();
+            strata_runtime::id::validate(&id).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut spec = v["spec"].clone();
+            self.mount_share()?;
+            let init = self.procs.lock().unwrap_or_else(|e| e.into_inner()).get(&INIT).map(|p| p.0).unwrap_or(0);
+            if init <= 0 {
+                bail!("the pod's first container has no process");
+            }
+            if let Some(nss) = spec["linux"]["namespaces"].as_array_mut() {
+                for ns in nss {
+                    if let Some(p) = ns["path"].as_str().and_then(|p| p.strip_prefix(super::pod::POD_INIT)) {
+                        ns["path"] = serde_json::Value::String(format!("/proc/{init}/{p}"));
+                    }
+                }
+            }
+            if let Some(a) = spec["annotations"].as_object_mut() {
+                a.remove(super::ISOLATION_ANNOTATION);
+            }
+            let bundle = Path::new(GUEST_BUNDLES).join(&id);
+            std::fs::create_dir_all(&bundle).with_context(|| format!("mkdir {}", bundle.display()))?;
+            std::fs::write(bundle.join("config.json"), serde_json::to_vec(&spec)?)?;
+            let pid_file = bundle.join("init.pid").to_string_lossy().into_owned();
+            let dir = bundle.to_string_lossy().into_owned();
+            let args = vec!["create", "--no-pivot", "--bundle", &dir, "--pid-file", &pid_file];
+            let Spawned { status, .. } = self.spawn_process(n, &id, args, false)?;
+            let code = status.recv().unwrap_or(255);
+            if code != 0 {
+                self.finish_pumps(n);
+                bail!("strata create exited with status {code}");
+            }
+            let pid = read_pid(&pid_file)?;
+            self.set_pid(n, pid);
+            Ok(pid)
+        })();
+        match result {
+            Ok(pid) => {
+                self.joined.lock().unwrap_or_else(|e| e.into_inner()).insert(n, id);
+                self.send(Msg::Joined(n));
+                self.watch(n, pid);
+            }
+            Err(e) => {
+                self.procs.lock().unwrap_or_else(|e| e.into_inner()).remove(&n);
+                if !id.is_empty() {
+                    let _ = std::fs::remove_dir_all(Path::new(GUEST_BUNDLES).join(&id));
+                }
+                self.send(Msg::Error(n, format!("{e:#}")))
+            }
+        }
+    }
+
+    /// Starts the container of `Join` N.
+    fn begin(self: &Arc<Self>, n: u32) {
+        let id = self.joined.lock().unwrap_or_else(|e| e.into_inner()).get(&n).cloned();
+        let result = (|| -> anyhow::Result<()> {
+            let id = id.context("no such container in this VM")?;
+            let (mut child, status) =
+                self.spawn_helper(&["start", &id], [Stdio::null(), Stdio::null(), Stdio::piped()])?;
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            if status.recv().unwrap_or(255) != 0 {
+                bail!("{}", err.trim().trim_start_matches("strata: ").trim());
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => self.send(Msg::Started(n)),
+            Err(e) => self.send(Msg::Error(n, format!("{e:#}"))),
+        }
+    }
+
     /// What the host sends once the container exists.
     fn listen(self: Arc<Self>, mut reader: File) {
         loop {
@@ -468,7 +581,34 @@ impl Agent {
                     let rx = self.stdin_queue(n);
                     self.queues.lock().unwrap_or_else(|e| e.into_inner()).insert(n, rx);
                     let me = self.clone();
-                    std::thread::spawn(move || me.exec(n, process));
+                    std::thread::spawn(move || {
+                        let id = me.id.clone();
+                        me.exec(n, process, &id)
+                    });
+                }
+                Msg::ExecIn(n, body) if n != INIT => {
+                    let parsed = serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| {
+                        let id = v["container"].as_str()?.to_string();
+                        Some((id, serde_json::to_vec(&v["process"]).ok()?))
+                    });
+                    let Some((id, process)) = parsed else {
+                        self.send(Msg::Error(n, "an exec without its container or process".into()));
+                        continue;
+                    };
+                    let rx = self.stdin_queue(n);
+                    self.queues.lock().unwrap_or_else(|e| e.into_inner()).insert(n, rx);
+                    let me = self.clone();
+                    std::thread::spawn(move || me.exec(n, process, &id));
+                }
+                Msg::Join(n, body) if n != INIT => {
+                    let rx = self.stdin_queue(n);
+                    self.queues.lock().unwrap_or_else(|e| e.into_inner()).insert(n, rx);
+                    let me = self.clone();
+                    std::thread::spawn(move || me.join(n, body));
+                }
+                Msg::Begin(n) if n != INIT => {
+                    let me = self.clone();
+                    std::thread::spawn(move || me.begin(n));
                 }
                 Msg::Stdin(n, b) => {
                     if let Some((_, Some(s))) = self.procs.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&n) {
@@ -599,16 +739,6 @@ fn run(hvc: File, booted_ms: u64) -> anyhow::Result<()> {
     let readonly = config["readonly"].as_bool().unwrap_or(false);
     let mut spec = config["spec"].clone();
     mount_rootfs(readonly, !mounts_need_mountpoints(&spec))?;
-    if config["share"].as_bool().unwrap_or(false) {
-        // The bind mounts' sources, which the config's mounts now name.
-        mount(
-            strata_vm::qemu::SHARE_TAG,
-            super::share::GUEST_SHARE,
-            "9p",
-            nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
-            Some("trans=virtio,version=9p2000.L,msize=262144,cache=mmap"),
-        )?;
-    }
     spec["root"]["path"] = serde_json::Value::String(GUEST_ROOTFS.into());
     // In the guest it is a container: one VM, not one inside another.
     if let Some(a) = spec["annotations"].as_object_mut() {
@@ -625,7 +755,13 @@ fn run(hvc: File, booted_ms: u64) -> anyhow::Result<()> {
         queues: Mutex::new(HashMap::new()),
         masters: Mutex::new(HashMap::new()),
         pumps: Mutex::new(HashMap::new()),
+        joined: Mutex::new(HashMap::new()),
+        share: Mutex::new(false),
     });
+    if config["share"].as_bool().unwrap_or(false) {
+        // The bind mounts' sources, which the config's mounts now name.
+        agent.mount_share()?;
+    }
     // The initramfs is the guest's root, where pivot_root cannot work:
     // --no-pivot moves the container's root over it and chroots.
     let terminal = spec["process"]["terminal"].as_bool().unwrap_or(false);

@@ -66,6 +66,10 @@ fn host_terminal() -> anyhow::Result<(OwnedFd, OwnedFd)> {
 /// created inside it, and the state says `created` with the monitor's pid.
 /// On failure nothing is left: no QEMU, no monitor, no cgroup, no state.
 pub fn create(opts: CreateVm) -> anyhow::Result<ContainerState> {
+    // A container that joins a VM container's namespaces runs in its VM.
+    if let Some(sandbox) = super::pod::sandbox_of(opts.root, &opts.spec)? {
+        return super::pod::create_member(opts, sandbox);
+    }
     strata_runtime::id::validate(opts.id).map_err(|e| anyhow::anyhow!("{e}"))?;
     let spec = opts.spec;
     check_supported(&spec)?;
@@ -73,15 +77,8 @@ pub fn create(opts: CreateVm) -> anyhow::Result<ContainerState> {
     // The guest's config: bind mounts come from the shared folder.
     let mut guest_spec = spec.clone();
     let shares = super::share::plan(&mut guest_spec, &bundle)?;
-    // startContainer hooks run in the guest (their paths are the
-    // container's); every other kind runs here, on the host.
-    let guest_hooks =
-        spec.hooks().as_ref().and_then(|h| h.start_container().clone()).filter(|l| !l.is_empty()).map(|list| {
-            let mut h = oci_spec::runtime::Hooks::default();
-            h.set_start_container(Some(list));
-            h
-        });
-    guest_spec.set_hooks(guest_hooks);
+    guest_spec.set_hooks(guest_hooks(&spec));
+    let net_warning = own_namespaces(&mut guest_spec)?;
     let root_spec = spec.root().as_ref().context("config.json has no root")?;
     let rootfs = if root_spec.path().is_absolute() { root_spec.path().clone() } else { bundle.join(root_spec.path()) };
     if !rootfs.is_dir() {
@@ -141,7 +138,7 @@ pub fn create(opts: CreateVm) -> anyhow::Result<ContainerState> {
         cgroup_shared: false,
         systemd_unit: None,
         rdt: None,
-        warnings: Vec::new(),
+        warnings: net_warning.into_iter().collect(),
     };
     std::fs::create_dir_all(opts.root).with_context(|| format!("create {}", opts.root.display()))?;
     let dir = StateDir::create(opts.root, opts.id, &st)?;
@@ -170,7 +167,6 @@ pub fn create(opts: CreateVm) -> anyhow::Result<ContainerState> {
             }
             _ => None,
         };
-        let shares_empty = shares.is_empty();
         let monitor = Monitor {
             tty,
             id: opts.id.to_string(),
@@ -186,7 +182,8 @@ pub fn create(opts: CreateVm) -> anyhow::Result<ContainerState> {
                 memory_mib,
                 vcpus,
                 disks: vec![(image, true)],
-                share: (!shares_empty).then(|| state_dir.join(super::share::SHARE_DIR)),
+                // (Always: containers that join this one's VM come through it.)
+                share: Some(state_dir.join(super::share::SHARE_DIR)),
                 // A kernel that comes with modules is a distribution's.
                 acpi: modules.is_some(),
                 run_dir: state_dir.clone(),
@@ -238,10 +235,48 @@ pub fn create(opts: CreateVm) -> anyhow::Result<ContainerState> {
     }
 }
 
+/// The namespaces of a VM's first container are the guest kernel's: a
+/// path to one of the host's cannot be joined there. A network namespace
+/// (the one a CNI plugin set up for a pod) gives way to the guest's own,
+/// with a warning: the VM's network is its own. Any other is refused by
+/// field.
+fn own_namespaces(guest: &mut oci_spec::runtime::Spec) -> anyhow::Result<Option<String>> {
+    let Some(mut linux) = guest.linux().clone() else { return Ok(None) };
+    let Some(mut nss) = linux.namespaces().clone() else { return Ok(None) };
+    let mut warning = None;
+    for (i, ns) in nss.iter_mut().enumerate() {
+        let Some(path) = ns.path().clone() else { continue };
+        if ns.typ() != oci_spec::runtime::LinuxNamespaceType::Network {
+            bail!(
+                "linux.namespaces[{i}].path: {} is the host's, and a VM's namespaces are its guest kernel's",
+                path.display()
+            );
+        }
+        ns.set_path(None);
+        warning = Some(format!(
+            "linux.namespaces[{i}].path: the VM has a network of its own; {} is not joined",
+            path.display()
+        ));
+    }
+    linux.set_namespaces(Some(nss));
+    guest.set_linux(Some(linux));
+    Ok(warning)
+}
+
+/// The hooks a VM container's guest gets: startContainer hooks run there
+/// (their paths are the container's); every other kind runs on the host.
+pub(super) fn guest_hooks(spec: &oci_spec::runtime::Spec) -> Option<oci_spec::runtime::Hooks> {
+    spec.hooks().as_ref().and_then(|h| h.start_container().clone()).filter(|l| !l.is_empty()).map(|list| {
+        let mut h = oci_spec::runtime::Hooks::default();
+        h.set_start_container(Some(list));
+        h
+    })
+}
+
 /// The hooks of a create that run in the runtime's namespace (prestart, then
 /// createRuntime), once the guest has created the container: the state they
 /// read says `creating`, with the monitor's pid.
-fn run_runtime_hooks(spec: &oci_spec::runtime::Spec, st: &ContainerState) -> anyhow::Result<()> {
+pub(super) fn run_runtime_hooks(spec: &oci_spec::runtime::Spec, st: &ContainerState) -> anyhow::Result<()> {
     let Some(h) = spec.hooks() else { return Ok(()) };
     let json = st.oci_json().to_string();
     #[allow(deprecated)]
@@ -250,7 +285,7 @@ fn run_runtime_hooks(spec: &oci_spec::runtime::Spec, st: &ContainerState) -> any
     Ok(())
 }
 
-fn write_pid_file(path: &Path, pid: i32) -> anyhow::Result<()> {
+pub(super) fn write_pid_file(path: &Path, pid: i32) -> anyhow::Result<()> {
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let dir = path.parent().unwrap_or(Path::new("/"));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -296,7 +331,10 @@ pub fn exec(opts: ExecVm) -> anyhow::Result<i32> {
     if !matches!(opts.state.status, Status::Created | Status::Running) {
         bail!("container {:?} is {}: exec needs it created or running", opts.state.id, opts.state.status);
     }
-    let state_dir = opts.root.join(&opts.state.id);
+    // A container that joined another's VM is reached through that one's
+    // monitor.
+    let joined = opts.state.annotations.get(super::pod::SANDBOX_ANNOTATION);
+    let state_dir = opts.root.join(joined.unwrap_or(&opts.state.id));
     let mut sock = connect_monitor(&state_dir)?;
     // With a terminal, the guest process's is relayed to a pty of ours,
     // whose master goes to the console socket or is proxied here.
@@ -314,7 +352,14 @@ pub fn exec(opts: ExecVm) -> anyhow::Result<i32> {
         None,
     )
     .context("pass stdio to the VM's monitor")?;
-    Msg::Exec(0, serde_json::to_vec(opts.process)?).write_to(&mut sock).context("send exec to the VM's monitor")?;
+    let request = match joined {
+        Some(_) => Msg::ExecIn(
+            0,
+            serde_json::to_vec(&serde_json::json!({ "container": opts.state.id, "process": opts.process }))?,
+        ),
+        None => Msg::Exec(0, serde_json::to_vec(opts.process)?),
+    };
+    request.write_to(&mut sock).context("send exec to the VM's monitor")?;
     match Msg::read_from(&mut sock).context("the VM's monitor")? {
         Some(Msg::Started(_)) => {}
         Some(Msg::Error(_, e)) => bail!("exec in the VM: {e}"),
@@ -432,4 +477,29 @@ pub(super) fn read_report(fd: OwnedFd) -> String {
     let mut s = String::new();
     let _ = std::fs::File::from(fd).read_to_string(&mut s);
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vms_first_container_gets_a_network_of_its_own_and_no_other_host_namespace() {
+        let mut spec: oci_spec::runtime::Spec = serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "linux": {"namespaces": [{"type": "pid"}, {"type": "network", "path": "/var/run/netns/cni-1"}]},
+        }))
+        .unwrap();
+        let warning = own_namespaces(&mut spec).unwrap().expect("a warning");
+        assert!(warning.contains("linux.namespaces[1].path") && warning.contains("cni-1"), "{warning}");
+        let nss = spec.linux().as_ref().unwrap().namespaces().clone().unwrap();
+        assert!(nss.iter().all(|ns| ns.path().is_none()), "{nss:?}");
+        let mut spec: oci_spec::runtime::Spec = serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "linux": {"namespaces": [{"type": "ipc", "path": "/proc/1/ns/ipc"}]},
+        }))
+        .unwrap();
+        let e = format!("{:#}", own_namespaces(&mut spec).unwrap_err());
+        assert!(e.contains("linux.namespaces[0].path: /proc/1/ns/ipc"), "{e}");
+    }
 }

@@ -15,10 +15,12 @@
 mod agent;
 mod host;
 mod monitor;
+mod pod;
 mod share;
 
 pub use agent::agent_main;
 pub use host::{create, exec, CreateVm, ExecVm};
+pub use pod::joins_vm;
 
 use std::time::Duration;
 

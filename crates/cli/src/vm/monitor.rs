@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{IoSliceMut, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -99,6 +99,9 @@ fn child_main(m: Monitor, report: OwnedFd, ack: OwnedFd, parent: nix::unistd::Pi
             unsafe { libc::dup2(t, fd) };
         }
     }
+    // Known by its name to `create`s that look for the VM whose namespaces
+    // they join.
+    let _ = nix::sys::prctl::set_name(&std::ffi::CString::new(super::pod::MONITOR_NAME).unwrap_or_default());
     let signals = crate::foreground::forwarded();
     let _ = signals.thread_block();
     let mut report = File::from(report);
@@ -107,9 +110,7 @@ fn child_main(m: Monitor, report: OwnedFd, ack: OwnedFd, parent: nix::unistd::Pi
         if let Some(cg) = &m.cgroup {
             std::fs::write(cg.join("cgroup.procs"), "0").with_context(|| format!("join cgroup {}", cg.display()))?;
         }
-        if !m.shares.is_empty() {
-            super::share::expose(&m.shares, &m.state_dir.join(super::share::SHARE_DIR))?;
-        }
+        super::share::expose(&m.shares, &m.state_dir.join(super::share::SHARE_DIR))?;
         boot(&m, begun)
     })();
     let mut booted = match booted {
@@ -132,7 +133,7 @@ fn child_main(m: Monitor, report: OwnedFd, ack: OwnedFd, parent: nix::unistd::Pi
 
 /// Closes every descriptor but `keep` (the monitor outlives its creator and
 /// must not hold what the creator had open).
-fn close_other_fds(keep: &[RawFd]) {
+pub(super) fn close_other_fds(keep: &[RawFd]) {
     let open: Vec<RawFd> = match std::fs::read_dir("/proc/self/fd") {
         Ok(d) => d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect(),
         Err(_) => return,
@@ -300,8 +301,20 @@ struct ExecClient {
     ctrl: UnixStream,
 }
 
+/// A container that joined the VM: what the monitor attached to the shared
+/// folder for it, and whether the guest has created it.
+struct Member {
+    targets: Vec<PathBuf>,
+    joined: bool,
+    /// Its client went away before the guest had created it.
+    abandoned: bool,
+}
+
 struct Shared {
     agent: Arc<Mutex<UnixStream>>,
+    /// The shared folder, in the monitor's mount namespace.
+    share_dir: PathBuf,
+    members: Mutex<HashMap<u32, Member>>,
     execs: Mutex<HashMap<u32, ExecClient>>,
     next: AtomicU32,
     start: Mutex<Option<mpsc::Sender<Result<(), String>>>>,
@@ -311,6 +324,16 @@ impl Shared {
     fn send(&self, m: Msg) -> std::io::Result<()> {
         m.write_to(&mut *self.agent.lock().unwrap_or_else(|e| e.into_inner()))
     }
+
+    /// Container `n` left the VM (or never got in): what was attached for
+    /// it goes.
+    fn forget(&self, n: u32) {
+        let member = self.members.lock().unwrap_or_else(|e| e.into_inner()).remove(&n);
+        for t in member.map(|m| m.targets).unwrap_or_default() {
+            let _ = nix::mount::umount2(&t, nix::mount::MntFlags::MNT_DETACH);
+            let _ = std::fs::remove_dir(&t).or_else(|_| std::fs::remove_file(&t));
+        }
+    }
 }
 
 fn serve(b: Booted, signals: nix::sys::signal::SigSet) -> i32 {
@@ -318,6 +341,8 @@ fn serve(b: Booted, signals: nix::sys::signal::SigSet) -> i32 {
     let timings = Arc::new(Mutex::new(timings));
     let shared = Arc::new(Shared {
         agent: writer,
+        share_dir: exit_file.with_file_name(super::share::SHARE_DIR),
+        members: Mutex::new(HashMap::new()),
         execs: Mutex::new(HashMap::new()),
         next: AtomicU32::new(1),
         start: Mutex::new(None),
@@ -400,11 +425,35 @@ fn serve(b: Booted, signals: nix::sys::signal::SigSet) -> i32 {
             Msg::Started(n) => with_exec(&shared, n, |c| {
                 let _ = Msg::Started(n).write_to(&mut c.ctrl);
             }),
+            Msg::Joined(n) => {
+                let abandoned = match shared.members.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&n) {
+                    Some(m) => {
+                        m.joined = true;
+                        m.abandoned
+                    }
+                    None => false,
+                };
+                if abandoned {
+                    let _ = shared.send(Msg::Signal(n, Signal::SIGKILL as i32));
+                }
+                with_exec(&shared, n, |c| {
+                    let _ = Msg::Joined(n).write_to(&mut c.ctrl);
+                })
+            }
+            // A joined container's failed start: its exit follows.
+            Msg::Error(n, e)
+                if shared.members.lock().unwrap_or_else(|e| e.into_inner()).get(&n).is_some_and(|m| m.joined) =>
+            {
+                with_exec(&shared, n, |c| {
+                    let _ = Msg::Error(n, e).write_to(&mut c.ctrl);
+                })
+            }
             m @ (Msg::Exit(n, _) | Msg::Error(n, _)) => {
                 let client = shared.execs.lock().unwrap_or_else(|e| e.into_inner()).remove(&n);
                 if let Some(mut c) = client {
                     let _ = m.write_to(&mut c.ctrl);
                 }
+                shared.forget(n);
             }
             _ => {}
         }
@@ -492,11 +541,15 @@ fn follow_size(fd: RawFd, n: u32, shared: &Shared) {
     }
 }
 
-/// One `exec` from a client: its stdio (passed with the first byte), its
-/// process, then the signals it forwards.
+/// Most descriptors a client passes: stdio, and for a joining container its
+/// rootfs and bind mounts.
+const MAX_PASSED: usize = 3 + 125;
+
+/// One `exec` from a client, or a container that joins the VM: its stdio
+/// (passed with the first byte), its request, then the signals it forwards.
 fn take_exec(mut conn: UnixStream, shared: &Arc<Shared>) -> anyhow::Result<()> {
     let mut byte = [0u8; 1];
-    let mut space = nix::cmsg_space!([RawFd; 3]);
+    let mut space = nix::cmsg_space!([RawFd; MAX_PASSED]);
     let fds: Vec<OwnedFd> = {
         let mut iov = [IoSliceMut::new(&mut byte)];
         let msg = recvmsg::<()>(conn.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
@@ -510,13 +563,30 @@ fn take_exec(mut conn: UnixStream, shared: &Arc<Shared>) -> anyhow::Result<()> {
         }
         fds
     };
-    let [stdin, stdout, stderr]: [OwnedFd; 3] =
-        fds.try_into().map_err(|_| anyhow::anyhow!("exec without its stdio"))?;
-    let process = match Msg::read_from(&mut conn)? {
-        Some(Msg::Exec(_, p)) => p,
-        other => bail!("expected an exec, got {other:?}"),
+    if fds.len() < 3 {
+        bail!("exec without its stdio");
+    }
+    let mut fds = fds.into_iter();
+    let (Some(stdin), Some(stdout), Some(stderr)) = (fds.next(), fds.next(), fds.next()) else {
+        bail!("exec without its stdio");
     };
+    let trees: Vec<OwnedFd> = fds.collect();
     let n = shared.next.fetch_add(1, Ordering::Relaxed);
+    let request = match Msg::read_from(&mut conn)? {
+        Some(Msg::Exec(_, p)) if trees.is_empty() => Msg::Exec(n, p),
+        Some(Msg::ExecIn(_, p)) if trees.is_empty() => Msg::ExecIn(n, p),
+        Some(Msg::Join(_, body)) => {
+            let attached = attach(shared, n, &body, trees);
+            if let Err(e) = &attached {
+                shared.forget(n);
+                let _ = Msg::Error(n, format!("{e:#}")).write_to(&mut conn);
+            }
+            attached?;
+            Msg::Join(n, body)
+        }
+        other => bail!("expected an exec or a container, got {other:?}"),
+    };
+    let member = matches!(request, Msg::Join(..));
     let ctrl = conn.try_clone()?;
     let stdout_fd = stdout.try_clone()?;
     shared
@@ -524,7 +594,7 @@ fn take_exec(mut conn: UnixStream, shared: &Arc<Shared>) -> anyhow::Result<()> {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(n, ExecClient { out: File::from(stdout), err: File::from(stderr), ctrl });
-    shared.send(Msg::Exec(n, process))?;
+    shared.send(request)?;
     if nix::unistd::isatty(stdout_fd.as_raw_fd()).unwrap_or(false) {
         let s = shared.clone();
         let tty = stdout_fd;
@@ -535,9 +605,76 @@ fn take_exec(mut conn: UnixStream, shared: &Arc<Shared>) -> anyhow::Result<()> {
         let stdin = stdin;
         pump_stdin(stdin.as_raw_fd(), n, &s);
     });
-    while let Ok(Some(Msg::Signal(_, sig))) = Msg::read_from(&mut conn) {
-        if shared.send(Msg::Signal(n, sig)).is_err() {
+    loop {
+        let sent = match Msg::read_from(&mut conn) {
+            Ok(Some(Msg::Signal(_, sig))) => shared.send(Msg::Signal(n, sig)),
+            Ok(Some(Msg::Begin(_))) if member => shared.send(Msg::Begin(n)),
+            _ => break,
+        };
+        if sent.is_err() {
             break;
+        }
+    }
+    // A joined container whose proxy is gone (killed by `delete --force`,
+    // or its `create` failed or died) goes too: now, or once the guest has
+    // made it.
+    let joined = match shared.members.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&n) {
+        Some(m) if member => {
+            m.abandoned = true;
+            m.joined
+        }
+        _ => false,
+    };
+    if joined {
+        let _ = shared.send(Msg::Signal(n, Signal::SIGKILL as i32));
+    }
+    Ok(())
+}
+
+/// Attaches a joining container's rootfs and bind mounts (the detached
+/// copies `trees`, in the order the request lists them) to the shared folder.
+fn attach(shared: &Shared, n: u32, body: &[u8], trees: Vec<OwnedFd>) -> anyhow::Result<()> {
+    use nix::mount::MsFlags;
+    let v: serde_json::Value = serde_json::from_slice(body).context("the joining container")?;
+    let list = v["shares"].as_array().cloned().unwrap_or_default();
+    if list.len() != trees.len() {
+        bail!("{} shares with {} copies", list.len(), trees.len());
+    }
+    shared
+        .members
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(n, Member { targets: Vec::new(), joined: false, abandoned: false });
+    for (s, tree) in list.iter().zip(trees) {
+        let name = s["name"].as_str().unwrap_or_default();
+        if name.is_empty() || name.contains('/') || name.starts_with('.') {
+            bail!("share name {name:?}");
+        }
+        let target = shared.share_dir.join(name);
+        if s["dir"].as_bool().unwrap_or(false) {
+            std::fs::create_dir(&target)
+        } else {
+            std::fs::File::create_new(&target).map(drop)
+        }
+        .with_context(|| format!("create {}", target.display()))?;
+        if let Some(m) = shared.members.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&n) {
+            m.targets.push(target.clone());
+        }
+        let at = File::open(&target).with_context(|| format!("open {}", target.display()))?;
+        strata_runtime::sys::move_mount_onto(tree.as_fd(), at.as_fd())
+            .with_context(|| format!("attach the guest's {name}"))?;
+        if s["readonly"].as_bool().unwrap_or(false) {
+            let kept = nix::sys::statvfs::statvfs(&target)
+                .map(|v| strata_runtime::rootfs::mounts::locked_flags(v.flags()))
+                .unwrap_or(MsFlags::empty());
+            nix::mount::mount(
+                None::<&str>,
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | kept,
+                None::<&str>,
+            )
+            .with_context(|| format!("make the guest's {name} read-only"))?;
         }
     }
     Ok(())

@@ -46,6 +46,16 @@ fn is_bind(m: &oci_spec::runtime::Mount) -> bool {
 /// the guest's view of them. A source that is missing, or neither a directory
 /// nor a regular file (a device, a socket), is refused naming the mount.
 pub(super) fn plan(spec: &mut oci_spec::runtime::Spec, bundle: &Path) -> anyhow::Result<Vec<Share>> {
+    plan_named(spec, bundle, "")
+}
+
+/// As [`plan`], each name starting with `prefix` (a container that joins a
+/// VM shares the folder with the VM's others).
+pub(super) fn plan_named(
+    spec: &mut oci_spec::runtime::Spec,
+    bundle: &Path,
+    prefix: &str,
+) -> anyhow::Result<Vec<Share>> {
     let mut shares = Vec::new();
     let Some(mut mounts) = spec.mounts().clone() else {
         return Ok(shares);
@@ -68,7 +78,7 @@ pub(super) fn plan(spec: &mut oci_spec::runtime::Spec, bundle: &Path) -> anyhow:
         }
         let opts = m.options().clone().unwrap_or_default();
         let readonly = opts.iter().rev().find(|o| *o == "ro" || *o == "rw").is_some_and(|o| o == "ro");
-        let name = i.to_string();
+        let name = format!("{prefix}{i}");
         m.set_source(Some(Path::new(GUEST_SHARE).join(&name)));
         shares.push(Share { source, name, dir: meta.is_dir(), recursive: opts.iter().any(|o| o == "rbind"), readonly });
     }
