@@ -477,9 +477,12 @@ fn mount_namespaces_are_held_until_the_delete_and_no_longer() {
         let r = s.call("POST", "/functions/echo/invoke", format!("e{i}").as_bytes());
         assert_eq!((r.status, r.body.as_slice()), (200, format!("e{i}").as_bytes()));
     }
-    wait_for("a full pool and no deletes pending", Duration::from_secs(10), || {
+    // (The last answer can come before its container's delete is queued:
+    // the steady state is waited for, not sampled.)
+    wait_for("a full pool, no deletes pending, two namespaces held", Duration::from_secs(10), || {
         s.metric("strata_fn_warm_pool_size{function=\"echo\"} ") == Some(2.0)
             && s.metric("strata_fn_cleanup_backlog ") == Some(0.0)
+            && held_mount_namespaces(server).len() == 2
     });
     // One per waiting container: theirs, and nobody else's.
     let held = held_mount_namespaces(server);
