@@ -2,8 +2,8 @@
 # Prepares the guest kernel of strata's VM backend and prints where it is.
 #
 # The kernel is built from Debian's linux-source package with the options in
-# hack/vm/kernel.config (virtio-mmio devices from the command line, virtio-blk
-# and virtio-console, ext4/erofs/overlay, 9p over virtio, namespaces, cgroups
+# hack/vm/kernel.config (virtio-mmio devices from the command line, virtio-blk,
+# virtio-console and virtio-net, ext4/erofs/overlay, 9p over virtio, namespaces, cgroups
 # v2, seccomp; PVH entry, no modules) and cached outside the repository, keyed by the source
 # version and the options, so a second run on the same machine returns at once.
 # The initramfs is not made here: strata generates it from its own binary on
@@ -12,7 +12,7 @@
 # With --stock, nothing is built: Debian's own kernel (the package
 # linux-image-amd64 depends on) is downloaded and its vmlinux unpacked from the
 # package's vmlinuz (it has a PVH entry), and the modules the guest needs
-# (virtio-mmio, virtio-blk, virtio-console, erofs, overlay, 9p, and what they
+# (virtio-mmio, virtio-blk, virtio-console, virtio-net, erofs, overlay, 9p, and what they
 # depend on) are put in modules/ beside it with a file naming them in load
 # order. strata packs them into the initramfs, and its agent loads them first.
 #

@@ -7,7 +7,7 @@ print=${1:-0}
 cache=${STRATA_VM_CACHE:-/var/cache/strata/vm}
 # What the guest needs that Debian builds as modules; their dependencies come
 # from the package's own module index. (9p: the bind mounts' shared folder.)
-wanted=(virtio_mmio virtio_blk virtio_console erofs overlay 9pnet_virtio 9p)
+wanted=(virtio_mmio virtio_blk virtio_console virtio_net erofs overlay 9pnet_virtio 9p)
 
 need=()
 for tool in depmod modprobe; do command -v $tool >/dev/null || need+=(kmod); done

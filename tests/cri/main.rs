@@ -525,6 +525,56 @@ fn vm_pod_checks(c: &mut Cri, scratch: &Path) {
         assert_ne!(a_lines[3], b_lines[3], "{in_a} vs {in_b}");
         let (_, qemus) = sh("pgrep -c qemu-system");
         assert_eq!(qemus.trim(), "1", "one VM for the pod");
+        // The pod's network is the VM's: its address from the bridge network
+        // reaches a server in the guest, and the guest reaches the gateway.
+        let ip =
+            rpc!(c, pod_sandbox_status, cri::PodSandboxStatusRequest { pod_sandbox_id: pod.clone(), verbose: false })
+                .expect("PodSandboxStatus")
+                .status
+                .and_then(|s| s.network)
+                .map(|n| n.ip)
+                .unwrap_or_default();
+        assert!(ip.starts_with("10.88."), "the pod's address: {ip:?}");
+        let server = start(c, &pod, &pod_cfg, container_config("vm-server", "exec nc -ll -p 8080 -e /bin/echo hi"));
+        ids.push(server.clone());
+        let reached = eventually(30, || {
+            let Ok(mut conn) = std::net::TcpStream::connect_timeout(
+                &format!("{ip}:8080").parse().expect("address"),
+                Duration::from_secs(2),
+            ) else {
+                return false;
+            };
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut got = String::new();
+            let _ = std::io::Read::read_to_string(&mut conn, &mut got);
+            got.trim() == "hi"
+        });
+        assert!(reached, "{ip}:8080 in the VM is not reached from the host");
+        // (Accepted while the exec runs: nc waits for the server's close.)
+        let listener = std::net::TcpListener::bind("10.88.0.1:0").expect("listen on the gateway");
+        let port = listener.local_addr().expect("address").port();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let server_side = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(40);
+            while Instant::now() < deadline {
+                if let Ok((mut conn, peer)) = listener.accept() {
+                    let _ = conn.set_nonblocking(false);
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                    let mut got = String::new();
+                    let _ = std::io::Read::read_to_string(&mut conn, &mut got);
+                    return Some((peer.ip().to_string(), got));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            None
+        });
+        let r =
+            exec_sync(c, &b, &["sh", "-c", &format!("echo from-the-vm | nc 10.88.0.1 {port}")], 20).expect("ExecSync");
+        let got = server_side.join().expect("server thread");
+        assert_eq!(r.exit_code, 0, "{}", text(&r.stderr));
+        let (peer, got) = got.expect("the guest never connected to the gateway");
+        assert_eq!(peer, ip, "the guest speaks from the pod's address");
+        assert_eq!(got, "from-the-vm\n");
         let log = PathBuf::from(&pod_cfg.log_directory).join("vm-a.log");
         assert!(eventually(10, || std::fs::read_to_string(&log).is_ok_and(|t| t.contains(" stdout F a-up"))));
         // A container stops (its shell ignores TERM: KILL after the grace

@@ -718,6 +718,23 @@ fn a_pods_containers_join_its_sandbox_in_one_vm() {
     assert_eq!(out.stdout, "pod-host\n");
     assert!(sb.state("side").is_none(), "run deletes what it ran");
 
+    // An exec whose proxy dies (as a client's timeout kills it) takes its
+    // process in the guest along.
+    let scratch = strata_tests::TempDir::new("vm-pod-exec");
+    let pid_file = scratch.path().join("pid");
+    let out = sb.rt(&["exec", "--detach", "--pid-file", &pid_file.to_string_lossy(), "pod", "sleep", "999"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let sleepers =
+        || sb.rt(&["exec", "pod", "sh", "-c", "ps -o args | grep -c '^sleep 99[9]'"]).stdout.trim().to_string();
+    assert_eq!(sleepers(), "1");
+    let proxy = std::fs::read_to_string(&pid_file).expect("pid file");
+    assert!(Command::new("kill").args(["-KILL", proxy.trim()]).status().expect("kill").success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sleepers() != "0" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(sleepers(), "0", "the exec outlived its proxy");
+
     // A namespace that is not the sandbox's: refused by field, nothing left.
     let mut c: serde_json::Value =
         serde_json::from_slice(&std::fs::read(app.path().join("config.json")).expect("config")).expect("json");

@@ -345,3 +345,220 @@ pub fn detach(plan: &[(String, String)], netns: BorrowedFd<'_>) -> Vec<String> {
         })
         .collect()
 }
+
+// Handing a network namespace's network to a VM, and taking it over in the
+// guest. A pod's namespace (a CNI plugin's work) has one interface with an
+// IPv4 address and a default route; the VM's NIC is a tap device bridged
+// with that interface, and the guest's interface takes the address, so the
+// pod's traffic reaches the guest as it would the namespace.
+
+const IFLA_MTU: u16 = 4;
+const IFLA_MASTER: u16 = 10;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_INFO_KIND: u16 = 1;
+const RTA_OIF: u16 = 4;
+const RTA_GATEWAY: u16 = 5;
+const RTA_TABLE: u16 = 15;
+const RT_TABLE_MAIN: u8 = 254;
+const RTPROT_BOOT: u8 = 3;
+const RTN_UNICAST: u8 = 1;
+const NLA_F_NESTED: u16 = 0x8000;
+
+/// The names the handed-over namespace gets for the VM's side.
+const VM_BRIDGE: &str = "strata-br";
+const VM_TAP: &str = "strata-tap";
+
+/// An interface's IPv4 configuration, as a VM's guest takes it over.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Ipv4Interface {
+    /// The namespace's interface (and the guest's name for its own).
+    pub name: String,
+    /// Address and prefix length.
+    pub address: std::net::Ipv4Addr,
+    pub prefix: u8,
+    /// The default route's gateway, if there is one.
+    pub gateway: Option<std::net::Ipv4Addr>,
+    pub mtu: u32,
+}
+
+impl Rtnl {
+    fn mtu(&mut self, index: i32) -> nix::Result<Option<u32>> {
+        let replies = self.call(libc::RTM_GETLINK, 0, &ifinfomsg(index, 0, 0))?;
+        Ok(replies.iter().filter(|(k, b)| *k == libc::RTM_NEWLINK && b.len() >= 16).find_map(|(_, b)| {
+            attrs(b, 16).get(&IFLA_MTU).filter(|m| m.len() == 4).map(|m| u32::from_ne_bytes([m[0], m[1], m[2], m[3]]))
+        }))
+    }
+
+    fn set_link_u32(&mut self, index: i32, kind: u16, value: u32) -> nix::Result<()> {
+        let mut body = ifinfomsg(index, 0, 0);
+        attr(&mut body, kind, &value.to_ne_bytes());
+        self.call(libc::RTM_NEWLINK, 0, &body).map(|_| ())
+    }
+
+    fn add_bridge(&mut self, name: &str) -> nix::Result<()> {
+        let mut body = ifinfomsg(0, 0, 0);
+        attr(&mut body, IFLA_IFNAME, format!("{name}\0").as_bytes());
+        let mut info = Vec::new();
+        attr(&mut info, IFLA_INFO_KIND, b"bridge");
+        attr(&mut body, IFLA_LINKINFO | NLA_F_NESTED, &info);
+        self.call(libc::RTM_NEWLINK, (libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16, &body).map(|_| ())
+    }
+
+    fn delete_address(&mut self, index: i32, a: &Address) -> nix::Result<()> {
+        let mut body = vec![a.family, a.prefix, 0, RT_SCOPE_UNIVERSE];
+        body.extend_from_slice(&(index as u32).to_ne_bytes());
+        attr(&mut body, IFA_LOCAL, &a.addr);
+        self.call(libc::RTM_DELADDR, 0, &body).map(|_| ())
+    }
+
+    /// The gateway of the main table's IPv4 default route.
+    fn default_gateway(&mut self) -> nix::Result<Option<std::net::Ipv4Addr>> {
+        let mut rtmsg = vec![0u8; 12];
+        rtmsg[0] = libc::AF_INET as u8;
+        let replies = self.call(libc::RTM_GETROUTE, libc::NLM_F_DUMP as u16, &rtmsg)?;
+        Ok(replies.iter().filter(|(k, b)| *k == libc::RTM_NEWROUTE && b.len() >= 12).find_map(|(_, b)| {
+            let a = attrs(b, 12);
+            let table = a
+                .get(&RTA_TABLE)
+                .filter(|t| t.len() == 4)
+                .map_or(u32::from(b[4]), |t| u32::from_ne_bytes([t[0], t[1], t[2], t[3]]));
+            let gw = a.get(&RTA_GATEWAY).filter(|g| g.len() == 4)?;
+            (b[1] == 0 && table == u32::from(RT_TABLE_MAIN))
+                .then(|| std::net::Ipv4Addr::new(gw[0], gw[1], gw[2], gw[3]))
+        }))
+    }
+
+    fn add_default_route(&mut self, index: i32, gateway: std::net::Ipv4Addr) -> nix::Result<()> {
+        let mut body =
+            vec![libc::AF_INET as u8, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST, 0, 0, 0, 0];
+        attr(&mut body, RTA_GATEWAY, &gateway.octets());
+        attr(&mut body, RTA_OIF, &(index as u32).to_ne_bytes());
+        self.call(libc::RTM_NEWROUTE, (libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16, &body).map(|_| ())
+    }
+}
+
+/// A tap device called `name` made in the network namespace open at
+/// `netns` (by a thread that joins it); its descriptor.
+fn tap_in(netns: BorrowedFd<'_>, name: &str) -> Result<OwnedFd> {
+    let ns = netns.try_clone_to_owned().map_err(|e| Error::io("dup", "network namespace", e))?;
+    let name = name.to_string();
+    std::thread::spawn(move || -> Result<OwnedFd> {
+        nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| Error::sys("setns", "the VM's network namespace", e))?;
+        let tun = nix::fcntl::open(
+            "/dev/net/tun",
+            nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| Error::sys("open", "/dev/net/tun", e))?;
+        // SAFETY: open returned a new descriptor that nothing else owns.
+        let tun = unsafe { OwnedFd::from_raw_fd(tun) };
+        // struct ifreq: the name, then the flags (a short) in the union.
+        let mut ifr = [0u8; 40];
+        ifr[..name.len()].copy_from_slice(name.as_bytes());
+        let flags = (libc::IFF_TAP | libc::IFF_NO_PI) as i16;
+        ifr[16..18].copy_from_slice(&flags.to_ne_bytes());
+        // SAFETY: TUNSETIFF reads and writes the 40-byte ifreq it is given.
+        if unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, ifr.as_mut_ptr()) } != 0 {
+            return Err(Error::sys("ioctl TUNSETIFF", &name, nix::Error::last()));
+        }
+        Ok(tun)
+    })
+    .join()
+    .map_err(|_| Error::Init("the thread making the VM's tap device panicked".into()))?
+}
+
+/// Hands the network of the namespace open at `netns` to a VM: a tap device
+/// (whose descriptor is returned) is bridged with the namespace's interface,
+/// whose IPv4 address moves off it for the guest to take. None when the
+/// namespace has no interface with an IPv4 address (nothing to hand over).
+pub fn hand_to_vm(netns: BorrowedFd<'_>) -> Result<Option<(Ipv4Interface, OwnedFd)>> {
+    let mut rt = Rtnl::open_in(netns)?;
+    let fail = |what: &str, e: nix::Error| Error::sys("rtnetlink", format!("the VM's network: {what}"), e);
+    let mut found = None;
+    for name in rt.names().map_err(|e| fail("interfaces", e))? {
+        if name == "lo" || name == VM_BRIDGE || name == VM_TAP {
+            continue;
+        }
+        let Some(index) = rt.index_of(&name).map_err(|e| fail(&name, e))? else { continue };
+        let v4 = rt
+            .addresses(index)
+            .map_err(|e| fail(&name, e))?
+            .into_iter()
+            .find(|a| a.family == libc::AF_INET as u8 && a.addr.len() == 4);
+        if let Some(a) = v4 {
+            found = Some((name, index, a));
+            break;
+        }
+    }
+    let Some((name, index, address)) = found else { return Ok(None) };
+    let mtu = rt.mtu(index).map_err(|e| fail(&name, e))?.unwrap_or(1500);
+    let gateway = rt.default_gateway().map_err(|e| fail("the default route", e))?;
+    let tap = tap_in(netns, VM_TAP)?;
+    let tap_index = rt
+        .index_of(VM_TAP)
+        .map_err(|e| fail(VM_TAP, e))?
+        .ok_or_else(|| Error::Init(format!("{VM_TAP} is not where it was made")))?;
+    rt.set_link_u32(tap_index, IFLA_MTU, mtu).map_err(|e| fail("the tap's MTU", e))?;
+    rt.add_bridge(VM_BRIDGE).map_err(|e| fail(VM_BRIDGE, e))?;
+    let bridge = rt
+        .index_of(VM_BRIDGE)
+        .map_err(|e| fail(VM_BRIDGE, e))?
+        .ok_or_else(|| Error::Init(format!("{VM_BRIDGE} is not where it was made")))?;
+    rt.delete_address(index, &address).map_err(|e| fail(&format!("the address of {name}"), e))?;
+    for port in [index, tap_index] {
+        rt.set_link_u32(port, IFLA_MASTER, bridge as u32).map_err(|e| fail("a bridge port", e))?;
+    }
+    for i in [bridge, tap_index, index] {
+        rt.set_up(i, true).map_err(|e| fail("up", e))?;
+    }
+    let a = &address.addr;
+    Ok(Some((
+        Ipv4Interface {
+            name,
+            address: std::net::Ipv4Addr::new(a[0], a[1], a[2], a[3]),
+            prefix: address.prefix,
+            gateway,
+            mtu,
+        },
+        tap,
+    )))
+}
+
+/// In a VM's guest: gives the interface the host handed over (the guest's
+/// only NIC, `eth0`, called as it was on the host) its address, MTU and
+/// default route, and brings it and the loopback up. Waits up to 5 s for the
+/// NIC to appear.
+pub fn take_over(i: &Ipv4Interface, nic: &str) -> Result<()> {
+    let mut rt = Rtnl::open()?;
+    let fail = |what: &str, e: nix::Error| Error::sys("rtnetlink", format!("the guest's network: {what}"), e);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let index = loop {
+        if let Some(index) = rt.index_of(nic).map_err(|e| fail(nic, e))? {
+            break index;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(Error::Init(format!("the guest has no network interface {nic}")));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    rt.set_up(LOOPBACK_INDEX, true).map_err(|e| fail("lo up", e))?;
+    let mut index = index;
+    if nic != i.name {
+        let mut body = ifinfomsg(index, 0, 0);
+        attr(&mut body, IFLA_IFNAME, format!("{}\0", i.name).as_bytes());
+        rt.call(libc::RTM_NEWLINK, 0, &body).map_err(|e| fail(&format!("rename {nic} to {}", i.name), e))?;
+        index = rt
+            .index_of(&i.name)
+            .map_err(|e| fail(&i.name, e))?
+            .ok_or_else(|| Error::Init(format!("{} is gone", i.name)))?;
+    }
+    rt.set_link_u32(index, IFLA_MTU, i.mtu).map_err(|e| fail("MTU", e))?;
+    let a = Address { family: libc::AF_INET as u8, prefix: i.prefix, addr: i.address.octets().to_vec() };
+    rt.add_address(index, &a).map_err(|e| fail(&format!("address {}/{}", i.address, i.prefix), e))?;
+    rt.set_up(index, true).map_err(|e| fail("up", e))?;
+    if let Some(gw) = i.gateway {
+        rt.add_default_route(index, gw).map_err(|e| fail(&format!("default route via {gw}"), e))?;
+    }
+    Ok(())
+}

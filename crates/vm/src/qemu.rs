@@ -2,7 +2,7 @@
 //! same kernel, initramfs, root disk and agent channel as the in-process one.
 //! `accel=kvm` where this host's KVM runs Linux guests, TCG otherwise.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -39,6 +39,9 @@ pub struct QemuConfig {
     pub disks: Vec<(PathBuf, bool)>,
     /// A folder shared with the guest (virtio-9p, tagged [`SHARE_TAG`]).
     pub share: Option<PathBuf>,
+    /// A NIC: the descriptor of a tap device of this process's, and the
+    /// guest's MAC address.
+    pub net: Option<(RawFd, [u8; 6])>,
     /// Describe the devices in ACPI tables too. A distribution kernel (Debian's)
     /// takes virtio-mmio devices only from there: it is built without
     /// command-line devices, which the minimal kernel uses and boots faster with.
@@ -71,6 +74,8 @@ fn option_value(path: &Path) -> String {
 
 /// The descriptor QEMU finds its end of the agent channel on.
 const AGENT_FD: i32 = 3;
+/// The descriptor QEMU finds the NIC's tap device on.
+const TAP_FD: i32 = 4;
 
 /// The command line QEMU gets for `cfg`.
 pub fn args(cfg: &QemuConfig) -> Vec<String> {
@@ -135,6 +140,13 @@ pub fn args(cfg: &QemuConfig) -> Vec<String> {
         a.push("-device".into());
         a.push(format!("virtio-9p-device,fsdev=share,mount_tag={SHARE_TAG}"));
     }
+    if let Some((_, mac)) = &cfg.net {
+        let mac: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
+        a.push("-netdev".into());
+        a.push(format!("tap,id=net0,fd={TAP_FD}"));
+        a.push("-device".into());
+        a.push(format!("virtio-net-device,netdev=net0,mac={}", mac.join(":")));
+    }
     a
 }
 
@@ -150,6 +162,7 @@ pub fn launch(cfg: &QemuConfig) -> Result<QemuVm, Error> {
     }
     let (ours, theirs) = UnixStream::pair().map_err(|e| Error::Host(format!("socketpair: {e}")))?;
     let theirs_fd = theirs.as_raw_fd();
+    let tap_fd = cfg.net.map(|(fd, _)| fd);
     let mut cmd = Command::new(QEMU);
     // QEMU's own messages go to a file: a pipe nobody reads could fill and
     // stall it.
@@ -162,12 +175,23 @@ pub fn launch(cfg: &QemuConfig) -> Result<QemuVm, Error> {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            if theirs_fd == AGENT_FD {
-                if libc::fcntl(AGENT_FD, libc::F_SETFD, 0) != 0 {
+            // Each to its place, by way of descriptors above both (either
+            // may sit where the other goes); dup2 leaves them inheritable.
+            // (No allocation between fork and exec: fixed arrays.)
+            let moves = [Some((theirs_fd, AGENT_FD)), tap_fd.map(|fd| (fd, TAP_FD))];
+            let mut high = [None; 2];
+            for (slot, (fd, to)) in high.iter_mut().zip(moves).filter_map(|(s, m)| m.map(|m| (s, m))) {
+                let h = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 16);
+                if h < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-            } else if libc::dup2(theirs_fd, AGENT_FD) != AGENT_FD {
-                return Err(std::io::Error::last_os_error());
+                *slot = Some((h, to));
+            }
+            for (h, to) in high.into_iter().flatten() {
+                if libc::dup2(h, to) != to {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(h);
             }
             Ok(())
         });
@@ -243,6 +267,7 @@ mod tests {
             vcpus: 1,
             disks: vec![("/img/a,b.erofs".into(), true)],
             share: share.map(PathBuf::from),
+            net: None,
             acpi: false,
             run_dir: "/run/x".into(),
             accel: Accel::Tcg,
@@ -258,5 +283,16 @@ mod tests {
         let at = a.iter().position(|x| x == "-fsdev").expect("an -fsdev");
         assert_eq!(a[at + 1], "local,id=share,path=/run/strata/c,,1/share,security_model=passthrough,multidevs=remap");
         assert!(a.contains(&"virtio-9p-device,fsdev=share,mount_tag=strata".to_string()), "{a:?}");
+    }
+
+    #[test]
+    fn a_nic_is_the_tap_on_its_descriptor_with_the_mac_given() {
+        assert!(!args(&config(None)).iter().any(|x| x.contains("netdev")));
+        let mut cfg = config(None);
+        cfg.net = Some((9, [0x02, 0, 0xab, 1, 2, 3]));
+        let a = args(&cfg);
+        let at = a.iter().position(|x| x == "-netdev").expect("a -netdev");
+        assert_eq!(a[at + 1], "tap,id=net0,fd=4");
+        assert!(a.contains(&"virtio-net-device,netdev=net0,mac=02:00:ab:01:02:03".to_string()), "{a:?}");
     }
 }

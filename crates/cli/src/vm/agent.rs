@@ -738,6 +738,13 @@ fn run(hvc: File, booted_ms: u64) -> anyhow::Result<()> {
     let id = config["id"].as_str().context("configuration without id")?.to_string();
     let readonly = config["readonly"].as_bool().unwrap_or(false);
     let mut spec = config["spec"].clone();
+    if !config["net"].is_null() {
+        // The network the host handed over: the container uses the guest's
+        // own namespace, where the NIC is.
+        let net: strata_runtime::network::Ipv4Interface =
+            serde_json::from_value(config["net"].clone()).context("the network configuration")?;
+        strata_runtime::network::take_over(&net, "eth0")?;
+    }
     mount_rootfs(readonly, !mounts_need_mountpoints(&spec))?;
     spec["root"]["path"] = serde_json::Value::String(GUEST_ROOTFS.into());
     // In the guest it is a container: one VM, not one inside another.

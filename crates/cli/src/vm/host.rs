@@ -78,7 +78,7 @@ pub fn create(opts: CreateVm) -> anyhow::Result<ContainerState> {
     let mut guest_spec = spec.clone();
     let shares = super::share::plan(&mut guest_spec, &bundle)?;
     guest_spec.set_hooks(guest_hooks(&spec));
-    let net_warning = own_namespaces(&mut guest_spec)?;
+    let netns = own_namespaces(&mut guest_spec)?;
     let root_spec = spec.root().as_ref().context("config.json has no root")?;
     let rootfs = if root_spec.path().is_absolute() { root_spec.path().clone() } else { bundle.join(root_spec.path()) };
     if !rootfs.is_dir() {
@@ -138,7 +138,7 @@ pub fn create(opts: CreateVm) -> anyhow::Result<ContainerState> {
         cgroup_shared: false,
         systemd_unit: None,
         rdt: None,
-        warnings: net_warning.into_iter().collect(),
+        warnings: Vec::new(),
     };
     std::fs::create_dir_all(opts.root).with_context(|| format!("create {}", opts.root.display()))?;
     let dir = StateDir::create(opts.root, opts.id, &st)?;
@@ -171,6 +171,8 @@ pub fn create(opts: CreateVm) -> anyhow::Result<ContainerState> {
             tty,
             id: opts.id.to_string(),
             spec: guest_spec,
+            netns,
+            net: None,
             readonly,
             shares,
             state_dir: state_dir.clone(),
@@ -184,6 +186,7 @@ pub fn create(opts: CreateVm) -> anyhow::Result<ContainerState> {
                 disks: vec![(image, true)],
                 // (Always: containers that join this one's VM come through it.)
                 share: Some(state_dir.join(super::share::SHARE_DIR)),
+                net: None,
                 // A kernel that comes with modules is a distribution's.
                 acpi: modules.is_some(),
                 run_dir: state_dir.clone(),
@@ -236,31 +239,31 @@ pub fn create(opts: CreateVm) -> anyhow::Result<ContainerState> {
 }
 
 /// The namespaces of a VM's first container are the guest kernel's: a
-/// path to one of the host's cannot be joined there. A network namespace
-/// (the one a CNI plugin set up for a pod) gives way to the guest's own,
-/// with a warning: the VM's network is its own. Any other is refused by
-/// field.
-fn own_namespaces(guest: &mut oci_spec::runtime::Spec) -> anyhow::Result<Option<String>> {
+/// path to one of the host's cannot be joined there. A network namespace's
+/// (the one a CNI plugin set up for a pod) is returned: its network is
+/// handed to the VM, and the container uses the guest's, where the VM's NIC
+/// is. Any other is refused by field.
+fn own_namespaces(guest: &mut oci_spec::runtime::Spec) -> anyhow::Result<Option<PathBuf>> {
     let Some(mut linux) = guest.linux().clone() else { return Ok(None) };
-    let Some(mut nss) = linux.namespaces().clone() else { return Ok(None) };
-    let mut warning = None;
-    for (i, ns) in nss.iter_mut().enumerate() {
-        let Some(path) = ns.path().clone() else { continue };
+    let Some(nss) = linux.namespaces().clone() else { return Ok(None) };
+    let mut netns = None;
+    let mut kept = Vec::new();
+    for (i, ns) in nss.into_iter().enumerate() {
+        let Some(path) = ns.path().clone() else {
+            kept.push(ns);
+            continue;
+        };
         if ns.typ() != oci_spec::runtime::LinuxNamespaceType::Network {
             bail!(
                 "linux.namespaces[{i}].path: {} is the host's, and a VM's namespaces are its guest kernel's",
                 path.display()
             );
         }
-        ns.set_path(None);
-        warning = Some(format!(
-            "linux.namespaces[{i}].path: the VM has a network of its own; {} is not joined",
-            path.display()
-        ));
+        netns = Some(path);
     }
-    linux.set_namespaces(Some(nss));
+    linux.set_namespaces(Some(kept));
     guest.set_linux(Some(linux));
-    Ok(warning)
+    Ok(netns)
 }
 
 /// The hooks a VM container's guest gets: startContainer hooks run there
@@ -484,16 +487,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_vms_first_container_gets_a_network_of_its_own_and_no_other_host_namespace() {
+    fn a_vms_first_container_hands_its_network_namespace_over_and_joins_no_other() {
         let mut spec: oci_spec::runtime::Spec = serde_json::from_value(serde_json::json!({
             "ociVersion": "1.0.2",
             "linux": {"namespaces": [{"type": "pid"}, {"type": "network", "path": "/var/run/netns/cni-1"}]},
         }))
         .unwrap();
-        let warning = own_namespaces(&mut spec).unwrap().expect("a warning");
-        assert!(warning.contains("linux.namespaces[1].path") && warning.contains("cni-1"), "{warning}");
+        let netns = own_namespaces(&mut spec).unwrap();
+        assert_eq!(netns.as_deref(), Some(Path::new("/var/run/netns/cni-1")));
+        // The container uses the guest's own network, where the VM's NIC is.
         let nss = spec.linux().as_ref().unwrap().namespaces().clone().unwrap();
-        assert!(nss.iter().all(|ns| ns.path().is_none()), "{nss:?}");
+        assert_eq!(nss.len(), 1, "{nss:?}");
+        assert_eq!(nss[0].typ(), oci_spec::runtime::LinuxNamespaceType::Pid);
         let mut spec: oci_spec::runtime::Spec = serde_json::from_value(serde_json::json!({
             "ociVersion": "1.0.2",
             "linux": {"namespaces": [{"type": "ipc", "path": "/proc/1/ns/ipc"}]},

@@ -36,6 +36,10 @@ pub(super) struct Monitor {
     pub tty: Option<OwnedFd>,
     pub id: String,
     pub spec: oci_spec::runtime::Spec,
+    /// A network namespace whose network the VM takes over.
+    pub netns: Option<PathBuf>,
+    /// What the guest's NIC takes over (filled in by the monitor).
+    pub net: Option<strata_runtime::network::Ipv4Interface>,
     pub readonly: bool,
     /// The bind mounts' sources, shared with the guest.
     pub shares: Vec<super::share::Share>,
@@ -84,7 +88,7 @@ pub(super) fn spawn(m: Monitor) -> anyhow::Result<(i32, Ack)> {
     }
 }
 
-fn child_main(m: Monitor, report: OwnedFd, ack: OwnedFd, parent: nix::unistd::Pid) -> i32 {
+fn child_main(mut m: Monitor, report: OwnedFd, ack: OwnedFd, parent: nix::unistd::Pid) -> i32 {
     // No PDEATHSIG: it would race with the creator's exit once it is done.
     // A creator that dies is seen at the acknowledgement (end of file).
     if nix::unistd::getppid() != parent {
@@ -111,6 +115,8 @@ fn child_main(m: Monitor, report: OwnedFd, ack: OwnedFd, parent: nix::unistd::Pi
             std::fs::write(cg.join("cgroup.procs"), "0").with_context(|| format!("join cgroup {}", cg.display()))?;
         }
         super::share::expose(&m.shares, &m.state_dir.join(super::share::SHARE_DIR))?;
+        // (The tap is QEMU's once it runs: this process's copy can go then.)
+        let _tap = hand_over_network(&mut m)?;
         boot(&m, begun)
     })();
     let mut booted = match booted {
@@ -129,6 +135,28 @@ fn child_main(m: Monitor, report: OwnedFd, ack: OwnedFd, parent: nix::unistd::Pi
         return 1;
     }
     serve(booted, signals)
+}
+
+/// Hands the network of the config's network namespace to the VM: its
+/// interface is bridged with a tap device that becomes the guest's NIC, and
+/// the guest takes its address.
+fn hand_over_network(m: &mut Monitor) -> anyhow::Result<Option<OwnedFd>> {
+    let Some(path) = &m.netns else { return Ok(None) };
+    let ns = File::open(path).with_context(|| format!("the network namespace {}", path.display()))?;
+    let Some((iface, tap)) = strata_runtime::network::hand_to_vm(ns.as_fd())
+        .with_context(|| format!("hand the network of {} to the VM", path.display()))?
+    else {
+        return Ok(None);
+    };
+    // A locally administered MAC of the container's own.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in m.id.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+    let b = h.to_be_bytes();
+    m.qemu.net = Some((tap.as_raw_fd(), [0x02, b[1], b[2], b[3], b[4], b[5]]));
+    m.net = Some(iface);
+    Ok(Some(tap))
 }
 
 /// Closes every descriptor but `keep` (the monitor outlives its creator and
@@ -249,6 +277,7 @@ fn boot_in(m: &Monitor, vm: &mut qemu::QemuVm, came_up: &mut bool, t: &mut Timin
         "id": m.id,
         "readonly": m.readonly,
         "share": !m.shares.is_empty(),
+        "net": m.net,
         "spec": m.spec,
     });
     let mut w = writer;
@@ -615,17 +644,21 @@ fn take_exec(mut conn: UnixStream, shared: &Arc<Shared>) -> anyhow::Result<()> {
             break;
         }
     }
-    // A joined container whose proxy is gone (killed by `delete --force`,
-    // or its `create` failed or died) goes too: now, or once the guest has
-    // made it.
-    let joined = match shared.members.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&n) {
-        Some(m) if member => {
-            m.abandoned = true;
-            m.joined
+    // A process whose proxy is gone goes too (an exec's, killed by a
+    // client's timeout; a joined container's, killed by `delete --force`, or
+    // whose `create` failed or died: now, or once the guest has made it).
+    let kill = if member {
+        match shared.members.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&n) {
+            Some(m) => {
+                m.abandoned = true;
+                m.joined
+            }
+            None => false,
         }
-        _ => false,
+    } else {
+        shared.execs.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&n)
     };
-    if joined {
+    if kill {
         let _ = shared.send(Msg::Signal(n, Signal::SIGKILL as i32));
     }
     Ok(())
