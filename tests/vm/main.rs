@@ -759,6 +759,24 @@ fn a_pods_containers_join_its_sandbox_in_one_vm() {
     let out = sb.rt(&["delete", "app"]);
     assert_eq!(out.code, 0, "{out:?}");
 
+    // A terminal: the guest's, relayed to the console socket's master.
+    let tty = member(&["sh", "-c", "tty; echo in-a-pod=$TERM"], true);
+    let mut c: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tty.path().join("config.json")).expect("config")).expect("json");
+    c["process"]["terminal"] = json!(true);
+    std::fs::write(tty.path().join("config.json"), serde_json::to_vec(&c).expect("json")).expect("config");
+    let mut console = strata_tests::ConsoleSocket::new();
+    let out = sb.rt(&["create", "--console-socket", &console.arg(), "--bundle", &tty.path().to_string_lossy(), "tty"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(sb.rt(&["start", "tty"]).code, 0);
+    let text = console.output();
+    assert!(text.contains("/dev/pts/") && text.contains("in-a-pod=xterm"), "{text:?}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sb.status("tty") != "stopped" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(sb.rt(&["delete", "tty"]).code, 0);
+
     // delete --force of a running one: the guest's container goes too.
     let doomed = member(&["sleep", "1000"], true);
     let out = sb.rt(&["create", "--bundle", &doomed.path().to_string_lossy(), "doomed"]);
@@ -795,4 +813,57 @@ fn a_pods_containers_join_its_sandbox_in_one_vm() {
     assert_eq!(out.code, 0, "{out:?}");
     gone(&sb.root.path().to_string_lossy());
     assert!(sb.leftover_state().is_empty(), "{:?}", sb.leftover_state());
+}
+
+/// A network namespace made for a test, deleted when dropped.
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "delete", &self.0]).status();
+    }
+}
+
+fn in_netns(ns: &str, script: &str) -> String {
+    let out = Command::new("ip").args(["netns", "exec", ns, "sh", "-c", script]).output().expect("ip netns exec");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_network_namespace_named_in_the_config_is_handed_to_the_vm_and_back() {
+    let test = "a_network_namespace_named_in_the_config_is_handed_to_the_vm_and_back";
+    let Some(_g) = ready(test) else { return };
+    if Command::new("ip").arg("-V").output().is_err() {
+        return skip(test, "the ip command (iproute2) is not installed");
+    }
+    // A namespace as a CNI plugin leaves it: an interface with an address
+    // and a default route.
+    let ns = Netns(format!("strata-vmnet-{}", std::process::id()));
+    let made = Command::new("ip").args(["netns", "add", &ns.0]).status().expect("ip netns add");
+    assert!(made.success());
+    in_netns(
+        &ns.0,
+        "ip link add eth0 type veth peer name peer0 && ip addr add 10.123.0.2/24 dev eth0 && \
+         ip link set eth0 up && ip link set peer0 up && ip route add default via 10.123.0.1",
+    );
+    let before = in_netns(&ns.0, "ip -4 -o addr show dev eth0; ip route");
+    assert!(before.contains("10.123.0.2/24") && before.contains("default via 10.123.0.1"), "{before}");
+    let mut b = Bundle::new(&["sh", "-c", "ip -4 -o addr show dev eth0; ip route"]);
+    let namespaces = b.config["linux"]["namespaces"].as_array_mut().expect("namespaces");
+    for n in namespaces.iter_mut() {
+        if n["type"] == "network" {
+            n["path"] = json!(format!("/var/run/netns/{}", ns.0));
+        }
+    }
+    let out = vm_run(&b, "vm-net");
+    assert_eq!(out.code, 0, "{out:?}");
+    // The guest's interface has the namespace's address and route.
+    assert!(out.stdout.contains("eth0") && out.stdout.contains("10.123.0.2/24"), "{}", out.stdout);
+    assert!(out.stdout.contains("default via 10.123.0.1"), "{}", out.stdout);
+    // And the namespace has them back, with nothing of the VM's left.
+    let after = in_netns(&ns.0, "ip -4 -o addr show dev eth0; ip route; ip -o link show");
+    assert!(after.contains("10.123.0.2/24") && after.contains("default via 10.123.0.1"), "{after}");
+    assert!(!after.contains("strata-br") && !after.contains("strata-tap"), "{after}");
+    assert!(processes_mentioning(&b.root.path().to_string_lossy()).is_empty(), "QEMU left behind");
+    assert!(b.leftover_state().is_empty(), "{:?}", b.leftover_state());
 }

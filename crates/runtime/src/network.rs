@@ -494,35 +494,70 @@ pub fn hand_to_vm(netns: BorrowedFd<'_>) -> Result<Option<(Ipv4Interface, OwnedF
     let Some((name, index, address)) = found else { return Ok(None) };
     let mtu = rt.mtu(index).map_err(|e| fail(&name, e))?.unwrap_or(1500);
     let gateway = rt.default_gateway().map_err(|e| fail("the default route", e))?;
-    let tap = tap_in(netns, VM_TAP)?;
-    let tap_index = rt
-        .index_of(VM_TAP)
-        .map_err(|e| fail(VM_TAP, e))?
-        .ok_or_else(|| Error::Init(format!("{VM_TAP} is not where it was made")))?;
-    rt.set_link_u32(tap_index, IFLA_MTU, mtu).map_err(|e| fail("the tap's MTU", e))?;
-    rt.add_bridge(VM_BRIDGE).map_err(|e| fail(VM_BRIDGE, e))?;
-    let bridge = rt
-        .index_of(VM_BRIDGE)
-        .map_err(|e| fail(VM_BRIDGE, e))?
-        .ok_or_else(|| Error::Init(format!("{VM_BRIDGE} is not where it was made")))?;
-    rt.delete_address(index, &address).map_err(|e| fail(&format!("the address of {name}"), e))?;
-    for port in [index, tap_index] {
-        rt.set_link_u32(port, IFLA_MASTER, bridge as u32).map_err(|e| fail("a bridge port", e))?;
-    }
-    for i in [bridge, tap_index, index] {
-        rt.set_up(i, true).map_err(|e| fail("up", e))?;
-    }
     let a = &address.addr;
-    Ok(Some((
-        Ipv4Interface {
-            name,
-            address: std::net::Ipv4Addr::new(a[0], a[1], a[2], a[3]),
-            prefix: address.prefix,
-            gateway,
-            mtu,
-        },
-        tap,
-    )))
+    let handed = Ipv4Interface {
+        name: name.clone(),
+        address: std::net::Ipv4Addr::new(a[0], a[1], a[2], a[3]),
+        prefix: address.prefix,
+        gateway,
+        mtu,
+    };
+    let made = (|| -> Result<OwnedFd> {
+        let tap = tap_in(netns, VM_TAP)?;
+        let tap_index = rt
+            .index_of(VM_TAP)
+            .map_err(|e| fail(VM_TAP, e))?
+            .ok_or_else(|| Error::Init(format!("{VM_TAP} is not where it was made")))?;
+        rt.set_link_u32(tap_index, IFLA_MTU, mtu).map_err(|e| fail("the tap's MTU", e))?;
+        rt.add_bridge(VM_BRIDGE).map_err(|e| fail(VM_BRIDGE, e))?;
+        let bridge = rt
+            .index_of(VM_BRIDGE)
+            .map_err(|e| fail(VM_BRIDGE, e))?
+            .ok_or_else(|| Error::Init(format!("{VM_BRIDGE} is not where it was made")))?;
+        rt.delete_address(index, &address).map_err(|e| fail(&format!("the address of {name}"), e))?;
+        for port in [index, tap_index] {
+            rt.set_link_u32(port, IFLA_MASTER, bridge as u32).map_err(|e| fail("a bridge port", e))?;
+        }
+        for i in [bridge, tap_index, index] {
+            rt.set_up(i, true).map_err(|e| fail("up", e))?;
+        }
+        Ok(tap)
+    })();
+    match made {
+        Ok(tap) => Ok(Some((handed, tap))),
+        Err(e) => {
+            // Half made: the namespace gets back what was taken (the tap
+            // went with its descriptor).
+            let _ = give_back(netns, &handed);
+            Err(e)
+        }
+    }
+}
+
+/// Gives back what [`hand_to_vm`] took, once the VM is gone: the bridge goes
+/// (the tap went with the VM's descriptor), and the interface gets its
+/// address and the default route again. Best effort: a namespace already
+/// gone (a pod's, removed with it) has nothing to give back to.
+pub fn give_back(netns: BorrowedFd<'_>, i: &Ipv4Interface) -> Result<()> {
+    let mut rt = Rtnl::open_in(netns)?;
+    let fail = |what: &str, e: nix::Error| Error::sys("rtnetlink", format!("giving the network back: {what}"), e);
+    if let Some(bridge) = rt.index_of(VM_BRIDGE).map_err(|e| fail(VM_BRIDGE, e))? {
+        rt.call(libc::RTM_DELLINK, 0, &ifinfomsg(bridge, 0, 0)).map_err(|e| fail(VM_BRIDGE, e))?;
+    }
+    let Some(index) = rt.index_of(&i.name).map_err(|e| fail(&i.name, e))? else { return Ok(()) };
+    let a = Address { family: libc::AF_INET as u8, prefix: i.prefix, addr: i.address.octets().to_vec() };
+    match rt.add_address(index, &a) {
+        Ok(()) | Err(nix::Error::EEXIST) => {}
+        Err(e) => return Err(fail(&format!("address {}/{}", i.address, i.prefix), e)),
+    }
+    rt.set_up(index, true).map_err(|e| fail("up", e))?;
+    if let Some(gw) = i.gateway {
+        match rt.add_default_route(index, gw) {
+            Ok(()) | Err(nix::Error::EEXIST) => {}
+            Err(e) => return Err(fail(&format!("default route via {gw}"), e)),
+        }
+    }
+    Ok(())
 }
 
 /// In a VM's guest: gives the interface the host handed over (the guest's

@@ -517,11 +517,15 @@ impl Agent {
             let pid_file = bundle.join("init.pid").to_string_lossy().into_owned();
             let dir = bundle.to_string_lossy().into_owned();
             let args = vec!["create", "--no-pivot", "--bundle", &dir, "--pid-file", &pid_file];
-            let Spawned { status, .. } = self.spawn_process(n, &id, args, false)?;
+            let terminal = spec["process"]["terminal"].as_bool().unwrap_or(false);
+            let Spawned { status, stdin: rx, console, .. } = self.spawn_process(n, &id, args, terminal)?;
             let code = status.recv().unwrap_or(255);
             if code != 0 {
                 self.finish_pumps(n);
                 bail!("strata create exited with status {code}");
+            }
+            if let Some((listener, path)) = console {
+                self.attach_terminal(n, take_master(listener, &path)?, rx)?;
             }
             let pid = read_pid(&pid_file)?;
             self.set_pid(n, pid);

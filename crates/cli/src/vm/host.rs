@@ -54,7 +54,7 @@ pub struct CreateVm<'a> {
 /// A pty on the host for a process in the guest with a terminal: its slave,
 /// raw (the guest's terminal does the line discipline), is what the monitor
 /// relays; its master is the caller's.
-fn host_terminal() -> anyhow::Result<(OwnedFd, OwnedFd)> {
+pub(super) fn host_terminal() -> anyhow::Result<(OwnedFd, OwnedFd)> {
     let pty = nix::pty::openpty(None, None).context("openpty")?;
     let mut t = nix::sys::termios::tcgetattr(&pty.slave).context("tcgetattr")?;
     nix::sys::termios::cfmakeraw(&mut t);

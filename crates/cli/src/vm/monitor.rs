@@ -122,6 +122,7 @@ fn child_main(mut m: Monitor, report: OwnedFd, ack: OwnedFd, parent: nix::unistd
     let mut booted = match booted {
         Ok(b) => b,
         Err(e) => {
+            give_network_back(&m);
             let _ = report.write_all(format!("{e:#}").as_bytes());
             return 1;
         }
@@ -132,9 +133,24 @@ fn child_main(mut m: Monitor, report: OwnedFd, ack: OwnedFd, parent: nix::unistd
     if !matches!(File::from(ack).read(&mut byte), Ok(1)) {
         // The creator failed after our report, or died: the VM goes with it.
         booted.vm.finish(Duration::ZERO);
+        give_network_back(&m);
         return 1;
     }
-    serve(booted, signals)
+    let code = serve(booted, signals);
+    give_network_back(&m);
+    code
+}
+
+/// A network namespace that outlives the VM (not a pod's, removed with it)
+/// gets back what the VM took.
+fn give_network_back(m: &Monitor) {
+    if let (Some(path), Some(iface)) = (&m.netns, &m.net) {
+        if let Ok(ns) = File::open(path) {
+            if let Err(e) = strata_runtime::network::give_back(ns.as_fd(), iface) {
+                eprintln!("strata: {e}");
+            }
+        }
+    }
 }
 
 /// Hands the network of the config's network namespace to the VM: its

@@ -25,7 +25,7 @@ use strata_runtime::state::{self, StateDir};
 use strata_runtime::{ContainerState, Status};
 use strata_vm::proto::Msg;
 
-use super::host::{connect_monitor, guest_hooks, run_runtime_hooks, write_pid_file, CreateVm};
+use super::host::{connect_monitor, guest_hooks, host_terminal, run_runtime_hooks, write_pid_file, CreateVm};
 use super::share::{Share, GUEST_SHARE};
 use super::{check_supported, is_vm, ISOLATION_ANNOTATION};
 
@@ -159,8 +159,9 @@ pub fn create_member(opts: CreateVm, sandbox: ContainerState) -> anyhow::Result<
     strata_runtime::id::validate(opts.id).map_err(|e| anyhow::anyhow!("{e}"))?;
     let spec = opts.spec;
     check_supported(&spec)?;
-    if spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false) {
-        bail!("process.terminal: a container that joins a VM's pod cannot have a terminal yet");
+    let terminal = spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
+    if terminal && opts.console_socket.is_none() {
+        bail!("process.terminal: create of a container with a terminal needs --console-socket");
     }
     if !matches!(sandbox.status, Status::Created | Status::Running) {
         bail!("container {:?}, whose VM this one joins, is {}", sandbox.id, sandbox.status);
@@ -229,7 +230,21 @@ pub fn create_member(opts: CreateVm, sandbox: ContainerState) -> anyhow::Result<
             .open(&fifo_path)
             .with_context(|| format!("open {}", fifo_path.display()))?;
         let mut sock = connect_monitor(&opts.root.join(&sandbox.id))?;
-        let mut fds: Vec<RawFd> = vec![0, 1, 2];
+        // With a terminal, the guest's is relayed to a pty here, whose
+        // master goes to the console socket; its slave is the stdio the
+        // monitor relays.
+        let tty = match (terminal, opts.console_socket) {
+            (true, Some(console)) => {
+                let (master, slave) = host_terminal()?;
+                strata_runtime::tty::send_master(console, master.as_raw_fd())?;
+                Some(slave)
+            }
+            _ => None,
+        };
+        let mut fds: Vec<RawFd> = match &tty {
+            Some(slave) => vec![slave.as_raw_fd(); 3],
+            None => vec![0, 1, 2],
+        };
         fds.extend(trees.iter().map(|t| t.as_raw_fd()));
         sendmsg::<()>(
             sock.as_raw_fd(),
@@ -240,6 +255,7 @@ pub fn create_member(opts: CreateVm, sandbox: ContainerState) -> anyhow::Result<
         )
         .context("pass the container's stdio and files to the VM's monitor")?;
         drop(trees);
+        drop(tty);
         let body = serde_json::json!({
             "id": opts.id,
             "spec": guest_spec,
