@@ -115,31 +115,12 @@ pub fn create(opts: CreateVm) -> anyhow::Result<ContainerState> {
         ))
     };
 
-    let mut annotations = spec.annotations().clone().unwrap_or_default();
-    annotations.insert(ISOLATION_ANNOTATION.to_string(), "vm".to_string());
-    let uid = nix::unistd::geteuid();
-    let mut st = ContainerState {
-        id: opts.id.to_string(),
-        pid: 0,
-        status: Status::Creating,
-        bundle,
-        rootfs,
-        created: state::now_rfc3339(),
-        annotations,
-        owner: if uid.is_root() { String::new() } else { uid.to_string() },
-        init_start_time: 0,
-        creator: strata_runtime::process::own_identity(),
-        config: spec.clone(),
-        cgroup: cgroup_at.as_ref().map(|(m, rel)| m.join(rel)),
-        cgroup_created: cgroup_at
-            .as_ref()
-            .map(|(m, rel)| cgroups::owned_parents(m, rel, cgroups::missing_dirs(m, rel)))
-            .unwrap_or_default(),
-        cgroup_shared: false,
-        systemd_unit: None,
-        rdt: None,
-        warnings: Vec::new(),
-    };
+    let mut st = creating(opts.id, bundle, rootfs, &spec);
+    st.cgroup = cgroup_at.as_ref().map(|(m, rel)| m.join(rel));
+    st.cgroup_created = cgroup_at
+        .as_ref()
+        .map(|(m, rel)| cgroups::owned_parents(m, rel, cgroups::missing_dirs(m, rel)))
+        .unwrap_or_default();
     std::fs::create_dir_all(opts.root).with_context(|| format!("create {}", opts.root.display()))?;
     let dir = StateDir::create(opts.root, opts.id, &st)?;
     let state_dir = dir.path().to_path_buf();
@@ -266,6 +247,33 @@ fn own_namespaces(guest: &mut oci_spec::runtime::Spec) -> anyhow::Result<Option<
     Ok(netns)
 }
 
+/// The state of VM container `id` as its create begins: `creating`, no
+/// process and no cgroup yet, the annotation that says it is a VM.
+pub(super) fn creating(id: &str, bundle: PathBuf, rootfs: PathBuf, spec: &oci_spec::runtime::Spec) -> ContainerState {
+    let mut annotations = spec.annotations().clone().unwrap_or_default();
+    annotations.insert(ISOLATION_ANNOTATION.to_string(), "vm".to_string());
+    let uid = nix::unistd::geteuid();
+    ContainerState {
+        id: id.to_string(),
+        pid: 0,
+        status: Status::Creating,
+        bundle,
+        rootfs,
+        created: state::now_rfc3339(),
+        annotations,
+        owner: if uid.is_root() { String::new() } else { uid.to_string() },
+        init_start_time: 0,
+        creator: strata_runtime::process::own_identity(),
+        config: spec.clone(),
+        cgroup: None,
+        cgroup_created: Vec::new(),
+        cgroup_shared: false,
+        systemd_unit: None,
+        rdt: None,
+        warnings: Vec::new(),
+    }
+}
+
 /// The hooks a VM container's guest gets: startContainer hooks run there
 /// (their paths are the container's); every other kind runs on the host.
 pub(super) fn guest_hooks(spec: &oci_spec::runtime::Spec) -> Option<oci_spec::runtime::Hooks> {
@@ -303,6 +311,18 @@ pub(super) fn connect_monitor(state_dir: &Path) -> anyhow::Result<UnixStream> {
     let dir = std::fs::File::open(state_dir).with_context(|| format!("open {}", state_dir.display()))?;
     let path = format!("/proc/self/fd/{}/{EXEC_SOCKET}", dir.as_raw_fd());
     UnixStream::connect(&path).with_context(|| format!("connect to the VM's monitor at {}", state_dir.display()))
+}
+
+/// Sends the first byte of a request to a VM's monitor, carrying `fds`.
+pub(super) fn pass_fds(sock: &UnixStream, fds: &[RawFd]) -> nix::Result<()> {
+    sendmsg::<()>(
+        sock.as_raw_fd(),
+        &[std::io::IoSlice::new(b"x")],
+        &[ControlMessage::ScmRights(fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map(drop)
 }
 
 /// Options of `exec` in a VM container.
@@ -347,14 +367,7 @@ pub fn exec(opts: ExecVm) -> anyhow::Result<i32> {
         Some((_, slave)) => [slave.as_raw_fd(); 3],
         None => [0, 1, 2],
     };
-    sendmsg::<()>(
-        sock.as_raw_fd(),
-        &[std::io::IoSlice::new(b"x")],
-        &[ControlMessage::ScmRights(&fds)],
-        MsgFlags::empty(),
-        None,
-    )
-    .context("pass stdio to the VM's monitor")?;
+    pass_fds(&sock, &fds).context("pass stdio to the VM's monitor")?;
     let request = match joined {
         Some(_) => Msg::ExecIn(
             0,

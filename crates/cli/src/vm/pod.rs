@@ -20,14 +20,15 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use anyhow::{bail, Context};
-use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use strata_runtime::state::{self, StateDir};
 use strata_runtime::{ContainerState, Status};
 use strata_vm::proto::Msg;
 
-use super::host::{connect_monitor, guest_hooks, host_terminal, run_runtime_hooks, write_pid_file, CreateVm};
+use super::host::{
+    connect_monitor, creating, guest_hooks, host_terminal, pass_fds, run_runtime_hooks, write_pid_file, CreateVm,
+};
 use super::share::{Share, GUEST_SHARE};
-use super::{check_supported, is_vm, ISOLATION_ANNOTATION};
+use super::{check_supported, is_vm};
 
 /// The prefix a joining container's namespace paths get in the guest, for
 /// the agent to replace with the first container's pid there.
@@ -191,30 +192,9 @@ pub fn create_member(opts: CreateVm, sandbox: ContainerState) -> anyhow::Result<
         );
     }
 
-    let mut annotations = spec.annotations().clone().unwrap_or_default();
-    annotations.insert(ISOLATION_ANNOTATION.to_string(), "vm".to_string());
-    annotations.insert(SANDBOX_ANNOTATION.to_string(), sandbox.id.clone());
-    let uid = nix::unistd::geteuid();
-    let mut st = ContainerState {
-        id: opts.id.to_string(),
-        pid: 0,
-        status: Status::Creating,
-        bundle,
-        rootfs,
-        created: state::now_rfc3339(),
-        annotations,
-        owner: if uid.is_root() { String::new() } else { uid.to_string() },
-        init_start_time: 0,
-        creator: strata_runtime::process::own_identity(),
-        config: spec.clone(),
-        // The VM's host cgroup is its first container's.
-        cgroup: None,
-        cgroup_created: Vec::new(),
-        cgroup_shared: false,
-        systemd_unit: None,
-        rdt: None,
-        warnings: Vec::new(),
-    };
+    // (No host cgroup of its own: the VM's is its first container's.)
+    let mut st = creating(opts.id, bundle, rootfs, &spec);
+    st.annotations.insert(SANDBOX_ANNOTATION.to_string(), sandbox.id.clone());
     std::fs::create_dir_all(opts.root).with_context(|| format!("create {}", opts.root.display()))?;
     let dir = StateDir::create(opts.root, opts.id, &st)?;
     let state_dir = dir.path().to_path_buf();
@@ -246,14 +226,7 @@ pub fn create_member(opts: CreateVm, sandbox: ContainerState) -> anyhow::Result<
             None => vec![0, 1, 2],
         };
         fds.extend(trees.iter().map(|t| t.as_raw_fd()));
-        sendmsg::<()>(
-            sock.as_raw_fd(),
-            &[std::io::IoSlice::new(b"x")],
-            &[ControlMessage::ScmRights(&fds)],
-            MsgFlags::empty(),
-            None,
-        )
-        .context("pass the container's stdio and files to the VM's monitor")?;
+        pass_fds(&sock, &fds).context("pass the container's stdio and files to the VM's monitor")?;
         drop(trees);
         drop(tty);
         let body = serde_json::json!({
