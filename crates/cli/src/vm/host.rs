@@ -54,12 +54,26 @@ pub struct CreateVm<'a> {
 /// A pty on the host for a process in the guest with a terminal: its slave,
 /// raw (the guest's terminal does the line discipline), is what the monitor
 /// relays; its master is the caller's.
-pub(super) fn host_terminal() -> anyhow::Result<(OwnedFd, OwnedFd)> {
+fn host_terminal() -> anyhow::Result<(OwnedFd, OwnedFd)> {
     let pty = nix::pty::openpty(None, None).context("openpty")?;
     let mut t = nix::sys::termios::tcgetattr(&pty.slave).context("tcgetattr")?;
     nix::sys::termios::cfmakeraw(&mut t);
     nix::sys::termios::tcsetattr(&pty.slave, nix::sys::termios::SetArg::TCSANOW, &t).context("tcsetattr")?;
     Ok((pty.master, pty.slave))
+}
+
+/// With a terminal and a console socket: a host pty whose master goes to the
+/// socket; its slave, returned, is the stdio the monitor relays to the
+/// guest's terminal.
+pub(super) fn console_terminal(terminal: bool, console: Option<RawFd>) -> anyhow::Result<Option<OwnedFd>> {
+    match (terminal, console) {
+        (true, Some(sock)) => {
+            let (master, slave) = host_terminal()?;
+            strata_runtime::tty::send_master(sock, master.as_raw_fd())?;
+            Ok(Some(slave))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// Creates a VM container: on success its guest is up, the container is
@@ -140,14 +154,7 @@ pub fn create(opts: CreateVm) -> anyhow::Result<ContainerState> {
         let fifo = state_dir.join(strata_runtime::container::EXEC_FIFO);
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
             .with_context(|| format!("mkfifo {}", fifo.display()))?;
-        let tty = match (terminal, opts.console_socket) {
-            (true, Some(sock)) => {
-                let (master, slave) = host_terminal()?;
-                strata_runtime::tty::send_master(sock, master.as_raw_fd())?;
-                Some(slave)
-            }
-            _ => None,
-        };
+        let tty = console_terminal(terminal, opts.console_socket)?;
         let monitor = Monitor {
             tty,
             id: opts.id.to_string(),

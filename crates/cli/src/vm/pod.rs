@@ -25,7 +25,7 @@ use strata_runtime::{ContainerState, Status};
 use strata_vm::proto::Msg;
 
 use super::host::{
-    connect_monitor, creating, guest_hooks, host_terminal, pass_fds, run_runtime_hooks, write_pid_file, CreateVm,
+    connect_monitor, console_terminal, creating, guest_hooks, pass_fds, run_runtime_hooks, write_pid_file, CreateVm,
 };
 use super::share::{Share, GUEST_SHARE};
 use super::{check_supported, is_vm};
@@ -210,17 +210,7 @@ pub fn create_member(opts: CreateVm, sandbox: ContainerState) -> anyhow::Result<
             .open(&fifo_path)
             .with_context(|| format!("open {}", fifo_path.display()))?;
         let mut sock = connect_monitor(&opts.root.join(&sandbox.id))?;
-        // With a terminal, the guest's is relayed to a pty here, whose
-        // master goes to the console socket; its slave is the stdio the
-        // monitor relays.
-        let tty = match (terminal, opts.console_socket) {
-            (true, Some(console)) => {
-                let (master, slave) = host_terminal()?;
-                strata_runtime::tty::send_master(console, master.as_raw_fd())?;
-                Some(slave)
-            }
-            _ => None,
-        };
+        let tty = console_terminal(terminal, opts.console_socket)?;
         let mut fds: Vec<RawFd> = match &tty {
             Some(slave) => vec![slave.as_raw_fd(); 3],
             None => vec![0, 1, 2],
