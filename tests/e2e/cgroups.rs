@@ -188,6 +188,36 @@ fn events_report_cpu_statistics() {
     assert!(ev["data"]["cpu"]["usage"]["total"].as_u64().unwrap_or(0) > 0, "{ev}");
 }
 
+/// A container without limits still has the controllers the host offers
+/// (as with runc): its memory, pids and hugetlb are accounted, which is what
+/// `events --stats` and the tools reading it show.
+#[test]
+fn the_hosts_controllers_account_a_container_without_limits() {
+    let test = "the_hosts_controllers_account_a_container_without_limits";
+    let Some(mount) = setup(test) else { return };
+    let offered: Vec<String> = controllers(&mount)
+        .split_whitespace()
+        .filter(|c| ["memory", "pids", "hugetlb", "io"].contains(c))
+        .map(String::from)
+        .collect();
+    if offered.is_empty() {
+        return skip(test, "the cgroup v2 root offers none of memory, pids, hugetlb, io");
+    }
+    let cg = TestCgroup::new(&mount, "every");
+    let mut b = Bundle::new(&["sleep", "100"]);
+    b.config["linux"]["cgroupsPath"] = json!(cg.path());
+    b.create("every").ok();
+    let have = controllers(&cg.dir());
+    for c in &offered {
+        assert!(have.split_whitespace().any(|h| h == c), "{c} is not enabled for the container: {have:?}");
+    }
+    if offered.iter().any(|c| c == "pids") {
+        b.rt(&["start", "every"]).ok();
+        let ev: serde_json::Value = serde_json::from_str(b.rt(&["events", "--stats", "every"]).ok()).expect("json");
+        assert!(ev["data"]["pids"]["current"].as_u64().unwrap_or(0) >= 1, "{ev}");
+    }
+}
+
 #[test]
 fn hugetlb_limits_are_applied_and_updated() {
     let Some(mount) = setup("hugetlb_limits_are_applied_and_updated") else { return };

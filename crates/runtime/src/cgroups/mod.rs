@@ -217,8 +217,9 @@ impl Cgroup {
     }
 
     /// Creates the cgroup at `rel` below `mount`, enabling `controllers` in
-    /// `cgroup.subtree_control` of every ancestor. Returns the cgroup and the
-    /// directories this call created (deepest last), for cleanup.
+    /// `cgroup.subtree_control` of every ancestor (and, where they can be,
+    /// the others each ancestor has). Returns the cgroup and the directories
+    /// this call created (deepest last), for cleanup.
     pub fn create(mount: &Path, rel: &Path, controllers: &[&str]) -> Result<(Cgroup, Vec<PathBuf>)> {
         check_available(mount, controllers)?;
         let mut created = Vec::new();
@@ -231,7 +232,7 @@ impl Cgroup {
             cur = mount.to_path_buf();
             let r = (|| -> Result<()> {
                 for comp in rel.components() {
-                    enable_controllers(&cur, controllers)?;
+                    enable_controllers(&cur, controllers, true)?;
                     cur.push(comp);
                     match std::fs::create_dir(&cur) {
                         Ok(()) => created.push(cur.clone()),
@@ -300,7 +301,9 @@ impl Cgroup {
             .map_err(|_| Error::Init(format!("{} is outside {}", self.dir.display(), mount.display())))?;
         let mut cur = mount.to_path_buf();
         for comp in rel.components() {
-            enable_controllers(&cur, controllers)?;
+            // (Only what is asked: systemd manages the controllers of its
+            // own cgroups, which this path may cross.)
+            enable_controllers(&cur, controllers, false)?;
             cur.push(comp);
         }
         Ok(())
@@ -484,18 +487,42 @@ fn check_available(mount: &Path, controllers: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Enables `controllers` for the children of `dir` (those not yet enabled).
-fn enable_controllers(dir: &Path, controllers: &[&str]) -> Result<()> {
-    if controllers.is_empty() {
+/// Enables `asked` for the children of `dir` (those not yet enabled); an
+/// error names the one that cannot be. With `every`, also every other
+/// controller `dir` has, where it can be: as with runc, a container without
+/// limits still has its memory, pids and io accounted, which is what tools
+/// that read its statistics expect.
+fn enable_controllers(dir: &Path, asked: &[&str], every: bool) -> Result<()> {
+    if asked.is_empty() && !every {
         return Ok(());
     }
     let enabled = read(dir, "cgroup.subtree_control").unwrap_or_default();
-    let missing: Vec<String> =
-        controllers.iter().filter(|c| !enabled.split_whitespace().any(|e| e == **c)).map(|c| format!("+{c}")).collect();
+    let is_on = |c: &str| enabled.split_whitespace().any(|e| e == c);
+    let available = if every { read(dir, "cgroup.controllers").unwrap_or_default() } else { String::new() };
+    let mut missing: Vec<&str> = available.split_whitespace().filter(|c| !is_on(c)).collect();
+    for c in asked {
+        if !is_on(c) && !missing.contains(c) {
+            missing.push(c);
+        }
+    }
     if missing.is_empty() {
         return Ok(());
     }
-    write(dir, "cgroup.subtree_control", &missing.join(" "))
+    let all: Vec<String> = missing.iter().map(|c| format!("+{c}")).collect();
+    let result = write(dir, "cgroup.subtree_control", &all.join(" "));
+    if result.is_ok() || missing.len() == 1 {
+        return result.or_else(|e| if asked.contains(&missing[0]) { Err(e) } else { Ok(()) });
+    }
+    // The kernel takes all or none: one at a time, so that one that cannot
+    // be (cpu beside a realtime thread, a domain controller below a cgroup
+    // with processes) leaves the others enabled.
+    for c in missing {
+        let r = write(dir, "cgroup.subtree_control", &format!("+{c}"));
+        if r.is_err() && asked.contains(&c) {
+            return r;
+        }
+    }
+    Ok(())
 }
 
 /// Removes directories deepest first, stopping at the first that is not empty
@@ -552,7 +579,11 @@ mod tests {
         // as soon as it exists, by pre-creating the path.
         let (cg, created) = Cgroup::create(&root, Path::new("strata/c1"), &["memory", "pids"]).expect("create");
         assert_eq!(created, vec![root.join("strata"), root.join("strata/c1")]);
-        assert_eq!(std::fs::read_to_string(root.join("cgroup.subtree_control")).expect("read"), "+memory +pids");
+        // Every controller the level has, not only those the limits need.
+        assert_eq!(
+            std::fs::read_to_string(root.join("cgroup.subtree_control")).expect("read"),
+            "+cpu +memory +pids +hugetlb"
+        );
         assert_eq!(std::fs::read_to_string(root.join("strata/cgroup.subtree_control")).expect("read"), "+memory +pids");
         let r: oci_spec::runtime::LinuxResources =
             serde_json::from_value(serde_json::json!({ "memory": { "limit": 4096 }, "pids": { "limit": 10 } }))

@@ -115,7 +115,8 @@ pub fn collect(dir: &Path) -> Value {
     });
     let mut pids = Map::new();
     put_nonzero(&mut pids, "current", current.unwrap_or(0));
-    put_nonzero(&mut pids, "limit", read_u64(dir, "pids.max").unwrap_or(0));
+    // No limit ("max") reads as 0, as runc reports it.
+    put_nonzero(&mut pids, "limit", read_u64(dir, "pids.max").filter(|&l| l != u64::MAX).unwrap_or(0));
     out.insert("pids".into(), Value::Object(pids));
 
     let mut blkio = Map::new();
@@ -227,11 +228,14 @@ mod tests {
         assert_eq!(s["cpu"]["usage"]["kernel"], 500_000);
         assert_eq!(s["cpu"]["throttling"]["throttledPeriods"], 1);
         assert_eq!(s["pids"]["current"], 4);
-        assert_eq!(s["pids"]["limit"], u64::MAX);
+        // No limit is runc's 0, which its omitempty leaves out.
+        assert_eq!(s["pids"].get("limit"), None, "{}", s["pids"]);
         assert_eq!(s["cpu"]["usage"]["user"], 1_000_000);
         assert_eq!(s["blkio"]["ioServiceBytesRecursive"][0]["value"], 4096);
         std::fs::write(d.join("hugetlb.2MB.current"), "4194304\n").expect("w");
+        std::fs::write(d.join("pids.max"), "64\n").expect("w");
         let s = collect(&d);
+        assert_eq!(s["pids"]["limit"], 64);
         assert_eq!(s["hugetlb"]["2MB"]["usage"], 4_194_304);
         assert_eq!(s["hugetlb"]["2MB"]["failcnt"], 0);
         // No memory files: the section is there, at zero, as runc prints it.
