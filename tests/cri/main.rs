@@ -575,6 +575,15 @@ fn vm_pod_checks(c: &mut Cri, scratch: &Path) {
         let (peer, got) = got.expect("the guest never connected to the gateway");
         assert_eq!(peer, ip, "the guest speaks from the pod's address");
         assert_eq!(got, "from-the-vm\n");
+        // Statistics of a container in the VM: its cgroup's in the guest.
+        let stats = rpc!(c, container_stats, cri::ContainerStatsRequest { container_id: b.clone() })
+            .expect("ContainerStats")
+            .stats
+            .expect("stats");
+        let cpu = stats.cpu.and_then(|c| c.usage_core_nano_seconds).map(|v| v.value).unwrap_or(0);
+        let memory = stats.memory.and_then(|m| m.working_set_bytes).map(|v| v.value).unwrap_or(0);
+        assert!(cpu > 0, "cpu time of a busy container in the VM: {cpu}");
+        assert!(memory > 0, "memory of a container in the VM: {memory}");
         let log = PathBuf::from(&pod_cfg.log_directory).join("vm-a.log");
         assert!(eventually(10, || std::fs::read_to_string(&log).is_ok_and(|t| t.contains(" stdout F a-up"))));
         // A container stops (its shell ignores TERM: KILL after the grace

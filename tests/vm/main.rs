@@ -735,6 +735,43 @@ fn a_pods_containers_join_its_sandbox_in_one_vm() {
     }
     assert_eq!(sleepers(), "0", "the exec outlived its proxy");
 
+    // Statistics, pause and resume act on the container's cgroup in the
+    // guest: its loop's cpu time stands still while it is paused.
+    let stats = |id: &str| {
+        let out = sb.rt(&["events", "--stats", id]);
+        assert_eq!(out.code, 0, "{out:?}");
+        let event: serde_json::Value = serde_json::from_str(&out.stdout).expect("an event");
+        assert_eq!(event["type"], "stats", "{event}");
+        event["data"].clone()
+    };
+    let cpu = |data: &serde_json::Value| data["cpu"]["usage"]["total"].as_u64().unwrap_or(0);
+    let data = stats("app");
+    assert!(cpu(&data) > 0, "cpu time of the guest's cgroup: {data}");
+    assert!(data["pids"]["current"].as_u64().unwrap_or(0) >= 1, "its processes: {data}");
+    // (Memory is accounted without a limit: every controller is enabled
+    // along the cgroup's path, as runc does.)
+    assert!(data["memory"]["usage"]["usage"].as_u64().unwrap_or(0) > 0, "its memory: {data}");
+    let out = sb.rt(&["pause", "app"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(sb.status("app"), "paused");
+    assert_eq!(sb.status("pod"), "running", "only the container is paused, not its VM");
+    let frozen = cpu(&stats("app"));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(cpu(&stats("app")), frozen, "a paused container ran");
+    let out = sb.rt(&["pause", "app"]);
+    assert_eq!(out.code, 1, "a second pause: {out:?}");
+    assert!(out.stderr.contains("paused"), "{}", out.stderr);
+    let out = sb.rt(&["resume", "app"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(sb.status("app"), "running");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cpu(&stats("app")) == frozen && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(cpu(&stats("app")) > frozen, "a resumed container stands still");
+    let out = sb.rt(&["resume", "app"]);
+    assert_eq!(out.code, 1, "resume of a running one: {out:?}");
+
     // A namespace that is not the sandbox's: refused by field, nothing left.
     let mut c: serde_json::Value =
         serde_json::from_slice(&std::fs::read(app.path().join("config.json")).expect("config")).expect("json");

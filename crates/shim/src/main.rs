@@ -8,6 +8,7 @@ mod io;
 mod oom;
 mod options;
 mod service;
+mod stats;
 mod vm;
 
 use containerd_shim::protos::protobuf::well_known_types::any::Any;

@@ -686,14 +686,24 @@ impl containerd_shim::Task for Service {
 
     fn pause(&self, _ctx: &TtrpcContext, req: PauseRequest) -> ttrpc::Result<Empty> {
         log::debug!("pause {:?}", req.id);
-        self.container(&req.id)?.pause().map_err(|e| err(Code::FAILED_PRECONDITION, e))?;
+        let container = self.container(&req.id)?;
+        if container.state().is_ok_and(|s| crate::vm::is_member(&s)) {
+            crate::vm::pause(&self.root, &req.id, true).map_err(|e| err(Code::FAILED_PRECONDITION, e))?;
+        } else {
+            container.pause().map_err(|e| err(Code::FAILED_PRECONDITION, e))?;
+        }
         self.publish("/tasks/paused", TaskPaused { container_id: req.id.clone(), ..Default::default() });
         Ok(Empty::new())
     }
 
     fn resume(&self, _ctx: &TtrpcContext, req: ResumeRequest) -> ttrpc::Result<Empty> {
         log::debug!("resume {:?}", req.id);
-        self.container(&req.id)?.resume().map_err(|e| err(Code::FAILED_PRECONDITION, e))?;
+        let container = self.container(&req.id)?;
+        if container.state().is_ok_and(|s| crate::vm::is_member(&s)) {
+            crate::vm::pause(&self.root, &req.id, false).map_err(|e| err(Code::FAILED_PRECONDITION, e))?;
+        } else {
+            container.resume().map_err(|e| err(Code::FAILED_PRECONDITION, e))?;
+        }
         self.publish("/tasks/resumed", TaskResumed { container_id: req.id.clone(), ..Default::default() });
         Ok(Empty::new())
     }
@@ -812,36 +822,15 @@ impl containerd_shim::Task for Service {
     }
 
     fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> ttrpc::Result<StatsResponse> {
-        use containerd_shim::protos::cgroups_v2::metrics::{CPUStat, MemoryStat, Metrics, PidsStat};
-        use containerd_shim::protos::protobuf::Message;
         let st = self.container(&req.id)?.state().map_err(internal)?;
-        let cg = st.cgroup().ok_or_else(|| err(Code::FAILED_PRECONDITION, "the task has no cgroup"))?;
-        let read = |f: &str| std::fs::read_to_string(cg.dir.join(f)).ok();
-        let num = |f: &str| read(f).and_then(|s| s.trim().parse::<u64>().ok());
-        let mut m = Metrics::new();
-        if let Some(text) = read("cpu.stat") {
-            let f = strata_runtime::cgroups::stats::flat_keyed(&text);
-            let g = |k: &str| f.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
-            let mut cpu = CPUStat::new();
-            (cpu.usage_usec, cpu.user_usec, cpu.system_usec) = (g("usage_usec"), g("user_usec"), g("system_usec"));
-            (cpu.nr_periods, cpu.nr_throttled, cpu.throttled_usec) =
-                (g("nr_periods"), g("nr_throttled"), g("throttled_usec"));
-            m.cpu = Some(cpu).into();
-        }
-        if let Some(current) = num("pids.current") {
-            let mut pids = PidsStat::new();
-            pids.current = current;
-            pids.limit = num("pids.max").unwrap_or(0);
-            m.pids = Some(pids).into();
-        }
-        if let Some(usage) = num("memory.current") {
-            let mut mem = MemoryStat::new();
-            mem.usage = usage;
-            mem.usage_limit = num("memory.max").unwrap_or(u64::MAX);
-            mem.swap_usage = num("memory.swap.current").unwrap_or(0);
-            mem.swap_limit = num("memory.swap.max").unwrap_or(0);
-            m.memory = Some(mem).into();
-        }
+        let m = if crate::vm::is_member(&st) {
+            // Its cgroup is in its VM's guest.
+            let data = crate::vm::stats(&self.root, &req.id).map_err(|e| err(Code::FAILED_PRECONDITION, e))?;
+            crate::stats::of_events(&data)
+        } else {
+            let cg = st.cgroup().ok_or_else(|| err(Code::FAILED_PRECONDITION, "the task has no cgroup"))?;
+            crate::stats::of_cgroup(&cg.dir)
+        };
         let mut any = containerd_shim::protos::protobuf::well_known_types::any::Any::new();
         any.type_url = "io.containerd.cgroups.v2.Metrics".into();
         any.value = m.write_to_bytes().map_err(internal)?;

@@ -33,6 +33,38 @@ pub fn joins_vm(root: &Path, spec: &oci_spec::runtime::Spec) -> bool {
         .is_some_and(|st| is_vm(&st))
 }
 
+/// Annotation on the state of a container that joined a VM (as the `strata`
+/// CLI writes it): its cgroup is in the guest.
+const SANDBOX_ANNOTATION: &str = "run.strata.vm.sandbox";
+
+/// Whether a container's state says it joined a VM.
+pub fn is_member(state: &strata_runtime::ContainerState) -> bool {
+    state.annotations.contains_key(SANDBOX_ANNOTATION)
+}
+
+/// A scratch log for one `strata` command that has no bundle to put it in.
+fn scratch_log() -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("strata-shim-{}-{n}.log", std::process::id()))
+}
+
+/// Pauses (or resumes) a task that joined a VM: its guest freezes (thaws)
+/// its cgroup there, and its state says so.
+pub fn pause(root: &Path, id: &str, pause: bool) -> Result<(), String> {
+    let null = || std::process::Stdio::null();
+    strata_vm::cli::run(root, &scratch_log(), &[if pause { "pause" } else { "resume" }, id], [null(), null(), null()])
+}
+
+/// The statistics of a task that joined a VM, from its cgroup in the guest
+/// (the data of `strata events --stats`, in runc's shape).
+pub fn stats(root: &Path, id: &str) -> Result<serde_json::Value, String> {
+    let out = strata_vm::cli::output(root, &scratch_log(), &["events", "--stats", id])?;
+    let event: serde_json::Value =
+        serde_json::from_slice(&out).map_err(|e| format!("the statistics of {id:?}: {e}"))?;
+    Ok(event["data"].clone())
+}
+
 /// Whether a container's state says it is a VM.
 pub fn is_vm(state: &strata_runtime::ContainerState) -> bool {
     state.annotations.get(ISOLATION_ANNOTATION).map(String::as_str) == Some("vm")

@@ -1,7 +1,9 @@
 //! Driving the `strata` binary for VM containers, from front ends that have
 //! threads (the shim, strata-fn): a VM's monitor is forked, which only a
 //! process without other threads may do safely, so they run `strata create`
-//! and `strata exec --detach` and use the library for everything else.
+//! and `strata exec --detach`. They use the library for everything else but
+//! what only a VM's guest can do: pausing, resuming and measuring a container
+//! that joined a VM (`strata pause`, `resume`, `events --stats`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -19,20 +21,36 @@ pub fn strata_binary() -> PathBuf {
 /// container's, which the monitor keeps). On failure, the error `strata`
 /// logged (to `log`, removed again), not what went to the container's stderr.
 pub fn run(root: &Path, log: &Path, args: &[&str], stdio: [Stdio; 3]) -> Result<(), String> {
-    let _ = std::fs::remove_file(log);
     let [stdin, stdout, stderr] = stdio;
-    let status = Command::new(strata_binary())
-        .arg("--root")
-        .arg(root)
-        .arg("--log")
-        .arg(log)
-        .args(["--log-format", "json"])
-        .args(args)
+    let status = command(root, log, args)
         .stdin(stdin)
         .stdout(stdout)
         .stderr(stderr)
         .status()
         .map_err(|e| format!("run {}: {e}", strata_binary().display()))?;
+    outcome(status, log, args)
+}
+
+/// Runs `strata --root ROOT ARGS` without input; returns what it printed.
+/// Errors as [`run`]'s.
+pub fn output(root: &Path, log: &Path, args: &[&str]) -> Result<Vec<u8>, String> {
+    let out = command(root, log, args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| format!("run {}: {e}", strata_binary().display()))?;
+    outcome(out.status, log, args).map(|()| out.stdout)
+}
+
+fn command(root: &Path, log: &Path, args: &[&str]) -> Command {
+    let _ = std::fs::remove_file(log);
+    let mut c = Command::new(strata_binary());
+    c.arg("--root").arg(root).arg("--log").arg(log).args(["--log-format", "json"]).args(args);
+    c
+}
+
+/// Success, or the error `strata` logged to `log` (which goes).
+fn outcome(status: std::process::ExitStatus, log: &Path, args: &[&str]) -> Result<(), String> {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let _ = std::fs::remove_file(log);
     if status.success() {

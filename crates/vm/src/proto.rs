@@ -61,6 +61,12 @@ pub enum Msg {
     /// Host → guest: run a process in one of the VM's containers as number
     /// N (JSON: `{"container": ID, "process": PROCESS}`).
     ExecIn(u32, Vec<u8>),
+    /// Host → guest: an operation on one of the VM's containers, numbered N
+    /// and answered by `Answer` N or `Error` N (JSON: `{"container": ID,
+    /// "op": "pause" | "resume" | "stats"}`).
+    Ask(u32, Vec<u8>),
+    /// Guest → host: the result of `Ask` N (JSON).
+    Answer(u32, Vec<u8>),
 }
 
 const READY: u8 = 1;
@@ -81,6 +87,8 @@ const JOIN: u8 = 15;
 const JOINED: u8 = 16;
 const BEGIN: u8 = 17;
 const EXEC_IN: u8 = 18;
+const ASK: u8 = 19;
+const ANSWER: u8 = 20;
 
 fn tagged(n: u32, rest: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(4 + rest.len());
@@ -111,6 +119,8 @@ impl Msg {
             Msg::Joined(n) => (JOINED, tagged(*n, &[])),
             Msg::Begin(n) => (BEGIN, tagged(*n, &[])),
             Msg::ExecIn(n, b) => (EXEC_IN, tagged(*n, b)),
+            Msg::Ask(n, b) => (ASK, tagged(*n, b)),
+            Msg::Answer(n, b) => (ANSWER, tagged(*n, b)),
         };
         let mut out = Vec::with_capacity(5 + payload.len());
         out.extend_from_slice(&((payload.len() + 1) as u32).to_le_bytes());
@@ -199,6 +209,8 @@ impl Msg {
                 }
             }
             EXEC_IN => split(payload).map(|(n, b)| Msg::ExecIn(n, b))?,
+            ASK => split(payload).map(|(n, b)| Msg::Ask(n, b))?,
+            ANSWER => split(payload).map(|(n, b)| Msg::Answer(n, b))?,
             k => return Err(bad(&format!("unknown kind {k}"))),
         }))
     }
@@ -229,6 +241,8 @@ mod tests {
             Msg::Joined(5),
             Msg::Begin(5),
             Msg::ExecIn(6, b"{\"container\":\"app\"}".to_vec()),
+            Msg::Ask(7, b"{\"container\":\"app\",\"op\":\"pause\"}".to_vec()),
+            Msg::Answer(7, b"null".to_vec()),
         ];
         let mut stream = Vec::new();
         for m in &all {

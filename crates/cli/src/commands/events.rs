@@ -37,13 +37,22 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Runs `strata events`.
 pub fn run(args: Args, root: &Path) -> anyhow::Result<i32> {
     let c = Container::load(root, &args.id)?;
+    // A container that joined a VM has its cgroup in the guest.
+    let in_vm = crate::vm::member(&c).is_some();
+    let stats = || -> anyhow::Result<serde_json::Value> {
+        if in_vm {
+            crate::vm::member_stats(&c, root)
+        } else {
+            Ok(c.stats()?)
+        }
+    };
     let mut ooms = oom_kills(&c);
     loop {
-        let data = match c.stats() {
+        let data = match stats() {
             Ok(d) => d,
             // Stopped since the last round: the stream ends.
             Err(_) if !args.stats && c.state()?.status == strata_runtime::Status::Stopped => return Ok(0),
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         };
         crate::outln!("{}", serde_json::json!({ "type": "stats", "id": args.id, "data": data }))?;
         if args.stats {

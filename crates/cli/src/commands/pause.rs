@@ -12,12 +12,20 @@ pub struct Args {
 
 /// Runs `strata pause`.
 pub fn pause(args: Args, root: &Path) -> anyhow::Result<i32> {
-    Container::load(root, &args.id)?.pause()?;
+    let c = Container::load(root, &args.id)?;
+    match crate::vm::member(&c) {
+        Some(_) => crate::vm::pause_member(root, &args.id, true)?,
+        None => c.pause()?,
+    }
     Ok(0)
 }
 
 /// Runs `strata resume`.
 pub fn resume(args: Args, root: &Path) -> anyhow::Result<i32> {
-    Container::load(root, &args.id)?.resume()?;
+    let c = Container::load(root, &args.id)?;
+    match crate::vm::member(&c) {
+        Some(_) => crate::vm::pause_member(root, &args.id, false)?,
+        None => c.resume()?,
+    }
     Ok(0)
 }

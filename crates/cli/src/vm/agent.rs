@@ -569,6 +569,26 @@ impl Agent {
         }
     }
 
+    /// Answers `Ask` N: pauses or resumes one of the VM's containers (its
+    /// cgroup in the guest), or reports its cgroup's statistics.
+    fn ask(&self, n: u32, body: &[u8]) {
+        let result = (|| -> anyhow::Result<serde_json::Value> {
+            let v: serde_json::Value = serde_json::from_slice(body).context("the question")?;
+            let id = v["container"].as_str().context("a question without its container")?;
+            let c = strata_runtime::Container::load(Path::new(GUEST_STATE), id)?;
+            Ok(match v["op"].as_str() {
+                Some("pause") => c.pause().map(|()| serde_json::Value::Null)?,
+                Some("resume") => c.resume().map(|()| serde_json::Value::Null)?,
+                Some("stats") => c.stats()?,
+                op => bail!("no operation {op:?} on a container"),
+            })
+        })();
+        match result.and_then(|v| Ok(serde_json::to_vec(&v)?)) {
+            Ok(b) => self.send(Msg::Answer(n, b)),
+            Err(e) => self.send(Msg::Error(n, format!("{e:#}"))),
+        }
+    }
+
     /// What the host sends once the container exists.
     fn listen(self: Arc<Self>, mut reader: File) {
         loop {
@@ -613,6 +633,10 @@ impl Agent {
                 Msg::Begin(n) if n != INIT => {
                     let me = self.clone();
                     std::thread::spawn(move || me.begin(n));
+                }
+                Msg::Ask(n, body) if n != INIT => {
+                    let me = self.clone();
+                    std::thread::spawn(move || me.ask(n, &body));
                 }
                 Msg::Stdin(n, b) => {
                     if let Some((_, Some(s))) = self.procs.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&n) {

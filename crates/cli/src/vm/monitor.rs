@@ -8,7 +8,8 @@
 //! - relays the workload's stdio between its own descriptors (the ones
 //!   `create` was given) and the guest;
 //! - forwards every signal it gets to the workload;
-//! - takes `exec`s on the state directory's socket;
+//! - takes `exec`s, containers that join the VM and questions about them
+//!   (pause, resume, statistics) on the state directory's socket;
 //! - exits with the workload's status once it ends, after the guest has
 //!   reset itself (QEMU dies with it in any case: it has PDEATHSIG).
 
@@ -361,6 +362,8 @@ struct Shared {
     share_dir: PathBuf,
     members: Mutex<HashMap<u32, Member>>,
     execs: Mutex<HashMap<u32, ExecClient>>,
+    /// Questions about containers in the VM, by number: where the answer goes.
+    asks: Mutex<HashMap<u32, UnixStream>>,
     next: AtomicU32,
     start: Mutex<Option<mpsc::Sender<Result<(), String>>>>,
 }
@@ -389,6 +392,7 @@ fn serve(b: Booted, signals: nix::sys::signal::SigSet) -> i32 {
         share_dir: exit_file.with_file_name(super::share::SHARE_DIR),
         members: Mutex::new(HashMap::new()),
         execs: Mutex::new(HashMap::new()),
+        asks: Mutex::new(HashMap::new()),
         next: AtomicU32::new(1),
         start: Mutex::new(None),
     });
@@ -461,6 +465,14 @@ fn serve(b: Booted, signals: nix::sys::signal::SigSet) -> i32 {
                 answer_start(&shared, Ok(()));
             }
             Msg::Error(INIT, e) => answer_start(&shared, Err(e)),
+            m @ (Msg::Answer(n, _) | Msg::Error(n, _))
+                if shared.asks.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&n) =>
+            {
+                let asker = shared.asks.lock().unwrap_or_else(|e| e.into_inner()).remove(&n);
+                if let Some(mut conn) = asker {
+                    let _ = m.write_to(&mut conn);
+                }
+            }
             Msg::Stdout(n, b) => with_exec(&shared, n, |c| {
                 let _ = c.out.write_all(&b);
             }),
@@ -503,8 +515,10 @@ fn serve(b: Booted, signals: nix::sys::signal::SigSet) -> i32 {
             _ => {}
         }
     };
-    // Clients of execs still running learn that the VM is gone.
+    // Clients of execs still running, and of questions not yet answered,
+    // learn that the VM is gone.
     shared.execs.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    shared.asks.lock().unwrap_or_else(|e| e.into_inner()).clear();
     vm.finish(Duration::from_secs(10));
     let json = timings.lock().unwrap_or_else(|e| e.into_inner()).json(Instant::now());
     let _ = std::fs::write(exit_file.with_file_name("timings.json"), json.to_string());
@@ -592,6 +606,7 @@ const MAX_PASSED: usize = 3 + 125;
 
 /// One `exec` from a client, or a container that joins the VM: its stdio
 /// (passed with the first byte), its request, then the signals it forwards.
+/// A first byte without descriptors comes with a question instead.
 fn take_exec(mut conn: UnixStream, shared: &Arc<Shared>) -> anyhow::Result<()> {
     let mut byte = [0u8; 1];
     let mut space = nix::cmsg_space!([RawFd; MAX_PASSED]);
@@ -608,6 +623,9 @@ fn take_exec(mut conn: UnixStream, shared: &Arc<Shared>) -> anyhow::Result<()> {
         }
         fds
     };
+    if fds.is_empty() {
+        return take_ask(conn, shared);
+    }
     if fds.len() < 3 {
         bail!("exec without its stdio");
     }
@@ -676,6 +694,21 @@ fn take_exec(mut conn: UnixStream, shared: &Arc<Shared>) -> anyhow::Result<()> {
     };
     if kill {
         let _ = shared.send(Msg::Signal(n, Signal::SIGKILL as i32));
+    }
+    Ok(())
+}
+
+/// A question about one of the VM's containers (pause, resume, its
+/// statistics): the guest's answer goes back on `conn`.
+fn take_ask(mut conn: UnixStream, shared: &Shared) -> anyhow::Result<()> {
+    let Some(Msg::Ask(_, body)) = Msg::read_from(&mut conn)? else {
+        bail!("expected a question about a container");
+    };
+    let n = shared.next.fetch_add(1, Ordering::Relaxed);
+    shared.asks.lock().unwrap_or_else(|e| e.into_inner()).insert(n, conn);
+    if let Err(e) = shared.send(Msg::Ask(n, body)) {
+        shared.asks.lock().unwrap_or_else(|e| e.into_inner()).remove(&n);
+        return Err(e.into());
     }
     Ok(())
 }

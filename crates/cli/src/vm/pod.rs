@@ -276,6 +276,70 @@ pub fn create_member(opts: CreateVm, sandbox: ContainerState) -> anyhow::Result<
     }
 }
 
+/// How long the guest may take to answer a question about a container.
+const ASK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The state of a container that joined a VM (`None` for any other).
+pub fn member(c: &strata_runtime::Container) -> Option<ContainerState> {
+    c.state().ok().filter(|st| st.annotations.contains_key(SANDBOX_ANNOTATION))
+}
+
+/// Has the guest do `op` on a container that joined its VM; returns the
+/// guest's answer.
+fn ask(root: &Path, st: &ContainerState, op: &str) -> anyhow::Result<serde_json::Value> {
+    let sandbox = st.annotations.get(SANDBOX_ANNOTATION).context("the container did not join a VM")?;
+    let mut sock = connect_monitor(&root.join(sandbox))?;
+    // A first byte without descriptors: a question follows.
+    sock.write_all(b"?").context("the VM's monitor")?;
+    sock.set_read_timeout(Some(ASK_TIMEOUT))?;
+    let body = serde_json::json!({ "container": st.id, "op": op });
+    Msg::Ask(0, serde_json::to_vec(&body)?).write_to(&mut sock).context("the VM's monitor")?;
+    match Msg::read_from(&mut sock) {
+        Ok(Some(Msg::Answer(_, b))) => serde_json::from_slice(&b).context("the guest's answer"),
+        Ok(Some(Msg::Error(_, e))) => bail!("in the VM of {sandbox:?}: {e}"),
+        Ok(Some(other)) => bail!("the VM's monitor said {other:?} to a question"),
+        Ok(None) => bail!("the VM of {sandbox:?} went away before it answered"),
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            bail!("the VM of {sandbox:?} did not answer within {} s", ASK_TIMEOUT.as_secs())
+        }
+        Err(e) => Err(e).context("the VM's monitor"),
+    }
+}
+
+/// `pause` (or `resume`) of a container that joined a VM: the guest freezes
+/// (thaws) its cgroup there, and its state says so. (Its host process, the
+/// proxy, only waits: it is not frozen.)
+pub fn pause_member(root: &Path, id: &str, pause: bool) -> anyhow::Result<()> {
+    let dir = StateDir::open(root, id)?;
+    let st = strata_runtime::Container::load(root, id)?.state()?;
+    let (allowed, reason) = if pause {
+        (matches!(st.status, Status::Created | Status::Running), "only a created or running container can be paused")
+    } else {
+        (st.status == Status::Paused, "only a paused container can be resumed")
+    };
+    if !allowed {
+        return Err(strata_runtime::Error::WrongStatus { id: st.id.clone(), status: st.status, reason }.into());
+    }
+    ask(root, &st, if pause { "pause" } else { "resume" })?;
+    let mut stored = dir.load()?.context("the container's state")?;
+    // Resumed, it is what it was: `created`, or `running` once started
+    // (which the state finds by the exec fifo, as for any container).
+    stored.status = if pause { Status::Paused } else { Status::Created };
+    dir.save(&stored)?;
+    Ok(())
+}
+
+/// The statistics of a container that joined a VM: its cgroup's, in the
+/// guest.
+pub fn member_stats(c: &strata_runtime::Container, root: &Path) -> anyhow::Result<serde_json::Value> {
+    let st = c.state()?;
+    if st.status == Status::Stopped {
+        let reason = "a stopped container has no statistics";
+        return Err(strata_runtime::Error::WrongStatus { id: st.id.clone(), status: st.status, reason }.into());
+    }
+    ask(root, &st, "stats")
+}
+
 /// The proxy: stands for a container in the guest until it exits.
 fn proxy_main(sock: UnixStream, fifo: File) -> i32 {
     let _ = nix::unistd::setsid();
