@@ -873,19 +873,47 @@ fn a_network_namespace_named_in_the_config_is_handed_to_the_vm_and_back() {
     if Command::new("ip").arg("-V").output().is_err() {
         return skip(test, "the ip command (iproute2) is not installed");
     }
-    // A namespace as a CNI plugin leaves it: an interface with an address
-    // and a default route.
+    // A namespace as a CNI plugin leaves it: an interface with an IPv4 and
+    // an IPv6 address and a default route of each family. The veth's peer,
+    // in a namespace of its own, has a neighbour's addresses for the guest
+    // to reach.
     let ns = Netns(format!("strata-vmnet-{}", std::process::id()));
-    let made = Command::new("ip").args(["netns", "add", &ns.0]).status().expect("ip netns add");
-    assert!(made.success());
+    let peer = Netns(format!("strata-vmpeer-{}", std::process::id()));
+    for n in [&ns, &peer] {
+        let made = Command::new("ip").args(["netns", "add", &n.0]).status().expect("ip netns add");
+        assert!(made.success());
+    }
     in_netns(
         &ns.0,
-        "ip link add eth0 type veth peer name peer0 && ip addr add 10.123.0.2/24 dev eth0 && \
-         ip link set eth0 up && ip link set peer0 up && ip route add default via 10.123.0.1",
+        &format!(
+            "ip link add eth0 type veth peer name peer0 netns {} && ip addr add 10.123.0.2/24 dev eth0 && \
+             ip -6 addr add fd00:123::2/64 dev eth0 nodad && ip link set eth0 up && \
+             ip route add default via 10.123.0.1 && ip -6 route add default via fd00:123::1 dev eth0",
+            peer.0
+        ),
     );
-    let before = in_netns(&ns.0, "ip -4 -o addr show dev eth0; ip route");
-    assert!(before.contains("10.123.0.2/24") && before.contains("default via 10.123.0.1"), "{before}");
-    let mut b = Bundle::new(&["sh", "-c", "ip -4 -o addr show dev eth0; ip route"]);
+    in_netns(
+        &peer.0,
+        "ip addr add 10.123.0.3/24 dev peer0 && ip -6 addr add fd00:123::3/64 dev peer0 nodad && \
+         ip link set peer0 up",
+    );
+    let config = "ip -o addr show dev eth0; ip route; ip -6 route";
+    let before = in_netns(&ns.0, config);
+    for want in ["10.123.0.2/24", "default via 10.123.0.1", "fd00:123::2/64", "default via fd00:123::1"] {
+        assert!(before.contains(want), "{want}: {before}");
+    }
+    let mut b = Bundle::new(&[
+        "sh",
+        "-c",
+        "ip -o addr show dev eth0; ip route; ip -f inet6 route; \
+         ping -c 2 -W 10 10.123.0.3 >/dev/null && echo ping4-ok; \
+         ping -6 -c 2 -W 10 fd00:123::3 >/dev/null && echo ping6-ok",
+    ]);
+    for set in ["bounding", "effective", "permitted"] {
+        if let Some(caps) = b.config["process"]["capabilities"][set].as_array_mut() {
+            caps.push(json!("CAP_NET_RAW"));
+        }
+    }
     let namespaces = b.config["linux"]["namespaces"].as_array_mut().expect("namespaces");
     for n in namespaces.iter_mut() {
         if n["type"] == "network" {
@@ -894,12 +922,17 @@ fn a_network_namespace_named_in_the_config_is_handed_to_the_vm_and_back() {
     }
     let out = vm_run(&b, "vm-net");
     assert_eq!(out.code, 0, "{out:?}");
-    // The guest's interface has the namespace's address and route.
-    assert!(out.stdout.contains("eth0") && out.stdout.contains("10.123.0.2/24"), "{}", out.stdout);
-    assert!(out.stdout.contains("default via 10.123.0.1"), "{}", out.stdout);
+    // The guest's interface has the namespace's addresses and routes, and
+    // reaches the neighbour over both families.
+    for want in ["eth0", "10.123.0.2/24", "default via 10.123.0.1", "fd00:123::2/64", "default via fd00:123::1"] {
+        assert!(out.stdout.contains(want), "{want}: {}", out.stdout);
+    }
+    assert!(out.stdout.contains("ping4-ok") && out.stdout.contains("ping6-ok"), "{}", out.stdout);
     // And the namespace has them back, with nothing of the VM's left.
-    let after = in_netns(&ns.0, "ip -4 -o addr show dev eth0; ip route; ip -o link show");
-    assert!(after.contains("10.123.0.2/24") && after.contains("default via 10.123.0.1"), "{after}");
+    let after = in_netns(&ns.0, &format!("{config}; ip -o link show"));
+    for want in ["10.123.0.2/24", "default via 10.123.0.1", "fd00:123::2/64", "default via fd00:123::1"] {
+        assert!(after.contains(want), "{want}: {after}");
+    }
     assert!(!after.contains("strata-br") && !after.contains("strata-tap"), "{after}");
     assert!(processes_mentioning(&b.root.path().to_string_lossy()).is_empty(), "QEMU left behind");
     assert!(b.leftover_state().is_empty(), "{:?}", b.leftover_state());

@@ -21,6 +21,7 @@ const IFLA_NET_NS_FD: u16 = 28;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 const IFA_FLAGS: u16 = 8;
+const IFA_F_NODAD: u8 = 0x02;
 const IFA_F_PERMANENT: u32 = 0x80;
 const RT_SCOPE_UNIVERSE: u8 = 0;
 const NLMSG_HDRLEN: usize = 16;
@@ -205,7 +206,11 @@ impl Rtnl {
     }
 
     fn add_address(&mut self, index: i32, a: &Address) -> nix::Result<()> {
-        let mut body = vec![a.family, a.prefix, 0, RT_SCOPE_UNIVERSE];
+        self.add_address_flags(index, a, 0)
+    }
+
+    fn add_address_flags(&mut self, index: i32, a: &Address, flags: u8) -> nix::Result<()> {
+        let mut body = vec![a.family, a.prefix, flags, RT_SCOPE_UNIVERSE];
         body.extend_from_slice(&(index as u32).to_ne_bytes());
         attr(&mut body, IFA_LOCAL, &a.addr);
         attr(&mut body, IFA_ADDRESS, &a.addr);
@@ -347,10 +352,11 @@ pub fn detach(plan: &[(String, String)], netns: BorrowedFd<'_>) -> Vec<String> {
 }
 
 // Handing a network namespace's network to a VM, and taking it over in the
-// guest. A pod's namespace (a CNI plugin's work) has one interface with an
-// IPv4 address and a default route; the VM's NIC is a tap device bridged
-// with that interface, and the guest's interface takes the address, so the
-// pod's traffic reaches the guest as it would the namespace.
+// guest. A pod's namespace (a CNI plugin's work) has one interface with
+// IPv4 and/or IPv6 addresses and default routes; the VM's NIC is a tap
+// device bridged with that interface, and the guest's interface takes the
+// addresses, so the pod's traffic reaches the guest as it would the
+// namespace.
 
 const IFLA_MTU: u16 = 4;
 const IFLA_MASTER: u16 = 10;
@@ -368,17 +374,36 @@ const NLA_F_NESTED: u16 = 0x8000;
 const VM_BRIDGE: &str = "strata-br";
 const VM_TAP: &str = "strata-tap";
 
-/// An interface's IPv4 configuration, as a VM's guest takes it over.
+/// An interface's configuration, as a VM's guest takes it over.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Ipv4Interface {
+pub struct VmInterface {
     /// The namespace's interface (and the guest's name for its own).
     pub name: String,
-    /// Address and prefix length.
-    pub address: std::net::Ipv4Addr,
-    pub prefix: u8,
-    /// The default route's gateway, if there is one.
+    /// Its permanent addresses of global scope, IPv4 and IPv6, with their
+    /// prefix lengths.
+    pub addresses: Vec<(std::net::IpAddr, u8)>,
+    /// The IPv4 default route's gateway, if there is one.
     pub gateway: Option<std::net::Ipv4Addr>,
+    /// The IPv6 default route's gateway, if there is one.
+    pub gateway6: Option<std::net::Ipv6Addr>,
     pub mtu: u32,
+}
+
+impl Address {
+    fn of(ip: std::net::IpAddr, prefix: u8) -> Address {
+        match ip {
+            std::net::IpAddr::V4(a) => Address { family: libc::AF_INET as u8, prefix, addr: a.octets().to_vec() },
+            std::net::IpAddr::V6(a) => Address { family: libc::AF_INET6 as u8, prefix, addr: a.octets().to_vec() },
+        }
+    }
+
+    fn ip(&self) -> Option<std::net::IpAddr> {
+        match self.addr.len() {
+            4 => <[u8; 4]>::try_from(self.addr.as_slice()).ok().map(std::net::IpAddr::from),
+            16 => <[u8; 16]>::try_from(self.addr.as_slice()).ok().map(std::net::IpAddr::from),
+            _ => None,
+        }
+    }
 }
 
 impl Rtnl {
@@ -411,10 +436,12 @@ impl Rtnl {
         self.call(libc::RTM_DELADDR, 0, &body).map(|_| ())
     }
 
-    /// The gateway of the main table's IPv4 default route.
-    fn default_gateway(&mut self) -> nix::Result<Option<std::net::Ipv4Addr>> {
+    /// The gateway of the main table's default route of `family` (its
+    /// address bytes: 4 or 16).
+    fn default_gateway(&mut self, family: u8) -> nix::Result<Option<Vec<u8>>> {
         let mut rtmsg = vec![0u8; 12];
-        rtmsg[0] = libc::AF_INET as u8;
+        rtmsg[0] = family;
+        let len = if family == libc::AF_INET6 as u8 { 16 } else { 4 };
         let replies = self.call(libc::RTM_GETROUTE, libc::NLM_F_DUMP as u16, &rtmsg)?;
         Ok(replies.iter().filter(|(k, b)| *k == libc::RTM_NEWROUTE && b.len() >= 12).find_map(|(_, b)| {
             let a = attrs(b, 12);
@@ -422,18 +449,49 @@ impl Rtnl {
                 .get(&RTA_TABLE)
                 .filter(|t| t.len() == 4)
                 .map_or(u32::from(b[4]), |t| u32::from_ne_bytes([t[0], t[1], t[2], t[3]]));
-            let gw = a.get(&RTA_GATEWAY).filter(|g| g.len() == 4)?;
-            (b[1] == 0 && table == u32::from(RT_TABLE_MAIN))
-                .then(|| std::net::Ipv4Addr::new(gw[0], gw[1], gw[2], gw[3]))
+            let gw = a.get(&RTA_GATEWAY).filter(|g| g.len() == len)?;
+            (b[0] == family && b[1] == 0 && table == u32::from(RT_TABLE_MAIN)).then(|| gw.to_vec())
         }))
     }
 
-    fn add_default_route(&mut self, index: i32, gateway: std::net::Ipv4Addr) -> nix::Result<()> {
-        let mut body =
-            vec![libc::AF_INET as u8, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST, 0, 0, 0, 0];
-        attr(&mut body, RTA_GATEWAY, &gateway.octets());
+    fn add_default_route(&mut self, index: i32, gateway: std::net::IpAddr) -> nix::Result<()> {
+        let (family, gw) = match gateway {
+            std::net::IpAddr::V4(g) => (libc::AF_INET as u8, g.octets().to_vec()),
+            std::net::IpAddr::V6(g) => (libc::AF_INET6 as u8, g.octets().to_vec()),
+        };
+        let mut body = vec![family, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST, 0, 0, 0, 0];
+        attr(&mut body, RTA_GATEWAY, &gw);
         attr(&mut body, RTA_OIF, &(index as u32).to_ne_bytes());
         self.call(libc::RTM_NEWROUTE, (libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16, &body).map(|_| ())
+    }
+
+    /// Both default routes' gateways.
+    fn default_gateways(&mut self) -> nix::Result<(Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>)> {
+        let v4 = self.default_gateway(libc::AF_INET as u8)?.and_then(|g| <[u8; 4]>::try_from(g.as_slice()).ok());
+        let v6 = self.default_gateway(libc::AF_INET6 as u8)?.and_then(|g| <[u8; 16]>::try_from(g.as_slice()).ok());
+        Ok((v4.map(std::net::Ipv4Addr::from), v6.map(std::net::Ipv6Addr::from)))
+    }
+
+    /// Gives interface `index` the addresses and default routes of `i`
+    /// (what is there already is kept). New IPv6 addresses skip duplicate
+    /// address detection: they were the namespace's a moment ago.
+    fn configure(&mut self, index: i32, i: &VmInterface, what: &str) -> Result<()> {
+        let fail = |step: &str, e: nix::Error| Error::sys("rtnetlink", format!("{what}: {step}"), e);
+        for (ip, prefix) in &i.addresses {
+            match self.add_address_flags(index, &Address::of(*ip, *prefix), IFA_F_NODAD) {
+                Ok(()) | Err(nix::Error::EEXIST) => {}
+                Err(e) => return Err(fail(&format!("address {ip}/{prefix}"), e)),
+            }
+        }
+        self.set_up(index, true).map_err(|e| fail("up", e))?;
+        let gateways = [i.gateway.map(std::net::IpAddr::V4), i.gateway6.map(std::net::IpAddr::V6)];
+        for gw in gateways.into_iter().flatten() {
+            match self.add_default_route(index, gw) {
+                Ok(()) | Err(nix::Error::EEXIST) => {}
+                Err(e) => return Err(fail(&format!("default route via {gw}"), e)),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -470,9 +528,10 @@ fn tap_in(netns: BorrowedFd<'_>, name: &str) -> Result<OwnedFd> {
 
 /// Hands the network of the namespace open at `netns` to a VM: a tap device
 /// (whose descriptor is returned) is bridged with the namespace's interface,
-/// whose IPv4 address moves off it for the guest to take. None when the
-/// namespace has no interface with an IPv4 address (nothing to hand over).
-pub fn hand_to_vm(netns: BorrowedFd<'_>) -> Result<Option<(Ipv4Interface, OwnedFd)>> {
+/// whose addresses (IPv4 and IPv6) move off it for the guest to take. None
+/// when the namespace has no interface with a permanent global address
+/// (nothing to hand over).
+pub fn hand_to_vm(netns: BorrowedFd<'_>) -> Result<Option<(VmInterface, OwnedFd)>> {
     let mut rt = Rtnl::open_in(netns)?;
     let fail = |what: &str, e: nix::Error| Error::sys("rtnetlink", format!("the VM's network: {what}"), e);
     let mut found = None;
@@ -481,25 +540,21 @@ pub fn hand_to_vm(netns: BorrowedFd<'_>) -> Result<Option<(Ipv4Interface, OwnedF
             continue;
         }
         let Some(index) = rt.index_of(&name).map_err(|e| fail(&name, e))? else { continue };
-        let v4 = rt
-            .addresses(index)
-            .map_err(|e| fail(&name, e))?
-            .into_iter()
-            .find(|a| a.family == libc::AF_INET as u8 && a.addr.len() == 4);
-        if let Some(a) = v4 {
-            found = Some((name, index, a));
+        let addresses: Vec<Address> =
+            rt.addresses(index).map_err(|e| fail(&name, e))?.into_iter().filter(|a| a.ip().is_some()).collect();
+        if !addresses.is_empty() {
+            found = Some((name, index, addresses));
             break;
         }
     }
-    let Some((name, index, address)) = found else { return Ok(None) };
+    let Some((name, index, addresses)) = found else { return Ok(None) };
     let mtu = rt.mtu(index).map_err(|e| fail(&name, e))?.unwrap_or(1500);
-    let gateway = rt.default_gateway().map_err(|e| fail("the default route", e))?;
-    let a = &address.addr;
-    let handed = Ipv4Interface {
+    let (gateway, gateway6) = rt.default_gateways().map_err(|e| fail("the default routes", e))?;
+    let handed = VmInterface {
         name: name.clone(),
-        address: std::net::Ipv4Addr::new(a[0], a[1], a[2], a[3]),
-        prefix: address.prefix,
+        addresses: addresses.iter().filter_map(|a| Some((a.ip()?, a.prefix))).collect(),
         gateway,
+        gateway6,
         mtu,
     };
     let made = (|| -> Result<OwnedFd> {
@@ -514,7 +569,9 @@ pub fn hand_to_vm(netns: BorrowedFd<'_>) -> Result<Option<(Ipv4Interface, OwnedF
             .index_of(VM_BRIDGE)
             .map_err(|e| fail(VM_BRIDGE, e))?
             .ok_or_else(|| Error::Init(format!("{VM_BRIDGE} is not where it was made")))?;
-        rt.delete_address(index, &address).map_err(|e| fail(&format!("the address of {name}"), e))?;
+        for a in &addresses {
+            rt.delete_address(index, a).map_err(|e| fail(&format!("the addresses of {name}"), e))?;
+        }
         for port in [index, tap_index] {
             rt.set_link_u32(port, IFLA_MASTER, bridge as u32).map_err(|e| fail("a bridge port", e))?;
         }
@@ -536,35 +593,23 @@ pub fn hand_to_vm(netns: BorrowedFd<'_>) -> Result<Option<(Ipv4Interface, OwnedF
 
 /// Gives back what [`hand_to_vm`] took, once the VM is gone: the bridge goes
 /// (the tap went with the VM's descriptor), and the interface gets its
-/// address and the default route again. Best effort: a namespace already
+/// addresses and default routes again. Best effort: a namespace already
 /// gone (a pod's, removed with it) has nothing to give back to.
-pub fn give_back(netns: BorrowedFd<'_>, i: &Ipv4Interface) -> Result<()> {
+pub fn give_back(netns: BorrowedFd<'_>, i: &VmInterface) -> Result<()> {
     let mut rt = Rtnl::open_in(netns)?;
     let fail = |what: &str, e: nix::Error| Error::sys("rtnetlink", format!("giving the network back: {what}"), e);
     if let Some(bridge) = rt.index_of(VM_BRIDGE).map_err(|e| fail(VM_BRIDGE, e))? {
         rt.call(libc::RTM_DELLINK, 0, &ifinfomsg(bridge, 0, 0)).map_err(|e| fail(VM_BRIDGE, e))?;
     }
     let Some(index) = rt.index_of(&i.name).map_err(|e| fail(&i.name, e))? else { return Ok(()) };
-    let a = Address { family: libc::AF_INET as u8, prefix: i.prefix, addr: i.address.octets().to_vec() };
-    match rt.add_address(index, &a) {
-        Ok(()) | Err(nix::Error::EEXIST) => {}
-        Err(e) => return Err(fail(&format!("address {}/{}", i.address, i.prefix), e)),
-    }
-    rt.set_up(index, true).map_err(|e| fail("up", e))?;
-    if let Some(gw) = i.gateway {
-        match rt.add_default_route(index, gw) {
-            Ok(()) | Err(nix::Error::EEXIST) => {}
-            Err(e) => return Err(fail(&format!("default route via {gw}"), e)),
-        }
-    }
-    Ok(())
+    rt.configure(index, i, "giving the network back")
 }
 
 /// In a VM's guest: gives the interface the host handed over (the guest's
-/// only NIC, `eth0`, called as it was on the host) its address, MTU and
-/// default route, and brings it and the loopback up. Waits up to 5 s for the
+/// only NIC, `eth0`, called as it was on the host) its addresses, MTU and
+/// default routes, and brings it and the loopback up. Waits up to 5 s for the
 /// NIC to appear.
-pub fn take_over(i: &Ipv4Interface, nic: &str) -> Result<()> {
+pub fn take_over(i: &VmInterface, nic: &str) -> Result<()> {
     let mut rt = Rtnl::open()?;
     let fail = |what: &str, e: nix::Error| Error::sys("rtnetlink", format!("the guest's network: {what}"), e);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -589,11 +634,29 @@ pub fn take_over(i: &Ipv4Interface, nic: &str) -> Result<()> {
             .ok_or_else(|| Error::Init(format!("{} is gone", i.name)))?;
     }
     rt.set_link_u32(index, IFLA_MTU, i.mtu).map_err(|e| fail("MTU", e))?;
-    let a = Address { family: libc::AF_INET as u8, prefix: i.prefix, addr: i.address.octets().to_vec() };
-    rt.add_address(index, &a).map_err(|e| fail(&format!("address {}/{}", i.address, i.prefix), e))?;
-    rt.set_up(index, true).map_err(|e| fail("up", e))?;
-    if let Some(gw) = i.gateway {
-        rt.add_default_route(index, gw).map_err(|e| fail(&format!("default route via {gw}"), e))?;
+    rt.configure(index, i, "the guest's network")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_of_both_families_keep_their_bytes_through_the_guest_config() {
+        let i = VmInterface {
+            name: "eth0".into(),
+            addresses: vec![("10.88.0.7".parse().expect("v4"), 16), ("fd00:88::7".parse().expect("v6"), 64)],
+            gateway: Some("10.88.0.1".parse().expect("gw")),
+            gateway6: Some("fe80::1".parse().expect("gw6")),
+            mtu: 1450,
+        };
+        let back: VmInterface = serde_json::from_value(serde_json::to_value(&i).expect("json")).expect("parse");
+        assert_eq!(back, i);
+        let rtnl: Vec<Address> = i.addresses.iter().map(|(ip, p)| Address::of(*ip, *p)).collect();
+        assert_eq!((rtnl[0].family, rtnl[0].addr.len()), (libc::AF_INET as u8, 4));
+        assert_eq!((rtnl[1].family, rtnl[1].addr.len(), rtnl[1].prefix), (libc::AF_INET6 as u8, 16, 64));
+        let ips: Vec<_> = rtnl.iter().map(Address::ip).collect();
+        assert_eq!(ips, i.addresses.iter().map(|(ip, _)| Some(*ip)).collect::<Vec<_>>());
+        assert_eq!(Address { family: 0, prefix: 0, addr: vec![1, 2, 3] }.ip(), None);
     }
-    Ok(())
 }

@@ -769,7 +769,7 @@ fn run(hvc: File, booted_ms: u64) -> anyhow::Result<()> {
     if !config["net"].is_null() {
         // The network the host handed over: the container uses the guest's
         // own namespace, where the NIC is.
-        let net: strata_runtime::network::Ipv4Interface =
+        let net: strata_runtime::network::VmInterface =
             serde_json::from_value(config["net"].clone()).context("the network configuration")?;
         strata_runtime::network::take_over(&net, "eth0")?;
     }

@@ -40,7 +40,7 @@ pub(super) struct Monitor {
     /// A network namespace whose network the VM takes over.
     pub netns: Option<PathBuf>,
     /// What the guest's NIC takes over (filled in by the monitor).
-    pub net: Option<strata_runtime::network::Ipv4Interface>,
+    pub net: Option<strata_runtime::network::VmInterface>,
     pub readonly: bool,
     /// The bind mounts' sources, shared with the guest.
     pub shares: Vec<super::share::Share>,
