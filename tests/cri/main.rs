@@ -584,6 +584,20 @@ fn vm_pod_checks(c: &mut Cri, scratch: &Path) {
         let memory = stats.memory.and_then(|m| m.working_set_bytes).map(|v| v.value).unwrap_or(0);
         assert!(cpu > 0, "cpu time of a busy container in the VM: {cpu}");
         assert!(memory > 0, "memory of a container in the VM: {memory}");
+        // Its limits change in the guest, on its cgroup there.
+        rpc!(
+            c,
+            update_container_resources,
+            cri::UpdateContainerResourcesRequest {
+                container_id: b.clone(),
+                linux: Some(cri::LinuxContainerResources { memory_limit_in_bytes: 100 << 20, ..Default::default() }),
+                ..Default::default()
+            }
+        )
+        .expect("UpdateContainerResources");
+        let r = exec_sync(c, &b, &["sh", "-c", "cat /sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup)/memory.max"], 20)
+            .expect("ExecSync");
+        assert_eq!(text(&r.stdout).trim(), (100u64 << 20).to_string(), "{}", text(&r.stderr));
         let log = PathBuf::from(&pod_cfg.log_directory).join("vm-a.log");
         assert!(eventually(10, || std::fs::read_to_string(&log).is_ok_and(|t| t.contains(" stdout F a-up"))));
         // A container stops (its shell ignores TERM: KILL after the grace

@@ -275,6 +275,7 @@ fn create_start_exec_pause_kill_and_delete_a_vm_container() {
         Bundle::new(&["sh", "-c", "trap 'echo got-term; exit 42' TERM; echo started; while :; do sleep 0.1; done"]);
     b.config["annotations"] = json!({ "run.strata.isolation": "vm" });
     b.config["linux"]["cgroupsPath"] = json!(format!("/strata-vm-test-{}", std::process::id()));
+    b.config["mounts"].as_array_mut().expect("mounts").push(cgroup_mount());
     b.write_config();
     let dir = b.dir.path().to_string_lossy().into_owned();
     let out_dir = strata_tests::TempDir::new("vmout");
@@ -348,10 +349,15 @@ fn create_start_exec_pause_kill_and_delete_a_vm_container() {
     } else {
         skip("create_start_exec_pause_kill_and_delete_a_vm_container", "pause and ps: no cgroup v2 here");
     }
-    // update cannot reach the guest's limits: refused by name.
+    // update: the limits hold in the guest, on the container's cgroup there.
     let out = b.rt(&["update", "--pids-limit", "10", "vm-life"]);
-    assert_ne!(out.code, 0);
-    assert!(out.stderr.contains("VM"), "{}", out.stderr);
+    assert_eq!(out.code, 0, "{out:?}");
+    let out = b.rt(&["exec", "vm-life", "sh", "-c", OWN_CGROUP_FILE.replace("FILE", "pids.max").as_str()]);
+    assert_eq!(out.stdout.trim(), "10", "{out:?}");
+    // Intel RDT is the host's: refused by name.
+    let out = b.rt(&["update", "--l3-cache-schema", "L3:0=f", "vm-life"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("RDT"), "{}", out.stderr);
 
     // kill --all goes to the workload (not to QEMU): its trap runs.
     let out = b.rt(&["kill", "--all", "vm-life", "TERM"]);
@@ -625,6 +631,15 @@ fn hooks_run_on_the_host_and_start_container_hooks_in_the_guest() {
     assert!(b.leftover_state().is_empty(), "{:?}", b.leftover_state());
 }
 
+/// A shell command printing FILE of the cgroup the shell is in (below
+/// /sys/fs/cgroup with or without a cgroup namespace).
+const OWN_CGROUP_FILE: &str = "cat /sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup)/FILE";
+
+/// The container's cgroup, read-only, at /sys/fs/cgroup.
+fn cgroup_mount() -> serde_json::Value {
+    json!({ "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "ro"] })
+}
+
 /// What QEMU serves from the shared folder of the VM whose state directory
 /// is `state_dir` (seen from its own mount namespace), None when no QEMU runs.
 fn served(state_dir: &std::path::Path) -> Option<Vec<String>> {
@@ -666,6 +681,7 @@ fn a_pods_containers_join_its_sandbox_in_one_vm() {
         let mut c = strata_tests::base_config(args);
         c["root"]["path"] = json!(strata_tests::shared_rootfs());
         c["hostname"] = serde_json::Value::Null;
+        c["mounts"].as_array_mut().expect("mounts").push(cgroup_mount());
         c["linux"]["namespaces"] = json!([
             { "type": "pid" }, { "type": "mount" }, { "type": "cgroup" },
             { "type": "network", "path": format!("/proc/{sandbox_pid}/ns/net") },
@@ -771,6 +787,10 @@ fn a_pods_containers_join_its_sandbox_in_one_vm() {
     assert!(cpu(&stats("app")) > frozen, "a resumed container stands still");
     let out = sb.rt(&["resume", "app"]);
     assert_eq!(out.code, 1, "resume of a running one: {out:?}");
+    let out = sb.rt(&["update", "--memory", "67108864", "app"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let out = sb.rt(&["exec", "app", "sh", "-c", OWN_CGROUP_FILE.replace("FILE", "memory.max").as_str()]);
+    assert_eq!(out.stdout.trim(), "67108864", "{out:?}");
 
     // A namespace that is not the sandbox's: refused by field, nothing left.
     let mut c: serde_json::Value =

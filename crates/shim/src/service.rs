@@ -790,10 +790,9 @@ impl containerd_shim::Task for Service {
             serde_json::from_slice(&any.value).map_err(|e| err(Code::INVALID_ARGUMENT, format!("resources: {e}")))?;
         let container = self.container(&req.id)?;
         if container.state().is_ok_and(|s| crate::vm::is_vm(&s)) {
-            return Err(err(
-                Code::UNIMPLEMENTED,
-                "a VM task's limits hold inside its guest; update cannot change them yet",
-            ));
+            // Its limits hold in the guest, where its cgroup is.
+            crate::vm::update(&self.root, &req.id, &resources).map_err(|e| err(Code::FAILED_PRECONDITION, e))?;
+            return Ok(Empty::new());
         }
         container.update(&resources).map_err(|e| err(Code::FAILED_PRECONDITION, e))?;
         Ok(Empty::new())

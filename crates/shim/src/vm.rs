@@ -3,8 +3,10 @@
 //! --detach`), whose VM monitor must be forked from a process without
 //! threads, which the shim is not. The monitor and exec proxies it leaves
 //! are re-parented to the shim (the subreaper of its tasks), so they are
-//! waited for as a container's init and execs are; every other RPC works on
-//! the state as for a container.
+//! waited for as a container's init and execs are. Update, and pause,
+//! resume and statistics of a task that joined a VM (whose cgroup is in the
+//! guest), run `strata` too; every other RPC works on the state as for a
+//! container.
 
 use crate::io::Stdio;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -54,6 +56,24 @@ fn scratch_log() -> PathBuf {
 pub fn pause(root: &Path, id: &str, pause: bool) -> Result<(), String> {
     let null = || std::process::Stdio::null();
     strata_vm::cli::run(root, &scratch_log(), &[if pause { "pause" } else { "resume" }, id], [null(), null(), null()])
+}
+
+/// Updates the limits of a VM task, or of one that joined a VM: its guest
+/// applies them to its cgroup there (`strata update`).
+pub fn update(root: &Path, id: &str, resources: &oci_spec::runtime::LinuxResources) -> Result<(), String> {
+    let log = scratch_log();
+    let file = log.with_extension("json");
+    let json = serde_json::to_vec(resources).map_err(|e| format!("resources: {e}"))?;
+    std::fs::write(&file, json).map_err(|e| format!("write {}: {e}", file.display()))?;
+    let null = || std::process::Stdio::null();
+    let result = strata_vm::cli::run(
+        root,
+        &log,
+        &["update", "--resources", &file.to_string_lossy(), id],
+        [null(), null(), null()],
+    );
+    let _ = std::fs::remove_file(&file);
+    result
 }
 
 /// The statistics of a task that joined a VM, from its cgroup in the guest

@@ -63,7 +63,8 @@ pub enum Msg {
     ExecIn(u32, Vec<u8>),
     /// Host → guest: an operation on one of the VM's containers, numbered N
     /// and answered by `Answer` N or `Error` N (JSON: `{"container": ID,
-    /// "op": "pause" | "resume" | "stats"}`).
+    /// "op": "pause" | "resume" | "stats" | "update"}`, with `"resources"`
+    /// for an update).
     Ask(u32, Vec<u8>),
     /// Guest → host: the result of `Ask` N (JSON).
     Answer(u32, Vec<u8>),

@@ -72,12 +72,6 @@ pub struct Args {
 
 /// Runs `strata update`.
 pub fn run(args: Args, root: &Path) -> anyhow::Result<i32> {
-    if strata_runtime::Container::load(root, &args.id)?.state().is_ok_and(|s| crate::vm::is_vm(&s)) {
-        anyhow::bail!(
-            "container {:?} runs in a VM: its limits hold inside the guest, and update cannot change them yet",
-            args.id
-        );
-    }
     let mut r: serde_json::Value = match &args.resources {
         Some(p) => {
             let mut text = String::new();
@@ -147,6 +141,17 @@ pub fn run(args: Args, root: &Path) -> anyhow::Result<i32> {
     let resources: LinuxResources = serde_json::from_value(r).context("invalid resources")?;
     let container = Container::load(root, &args.id)?;
     let rdt = args.l3_cache_schema.is_some() || args.mem_bw_schema.is_some();
+    if let Some(st) = container.state().ok().filter(crate::vm::is_vm) {
+        // Its limits hold in the guest, where the container's cgroup is.
+        if rdt {
+            anyhow::bail!(
+                "container {:?} runs in a VM: Intel RDT schemata are the host's, and its guest has none",
+                args.id
+            );
+        }
+        crate::vm::update(root, &st, &resources)?;
+        return Ok(0);
+    }
     // (Only RDT flags: no cgroup write at all.)
     if !rdt || resources != LinuxResources::default() {
         container.update(&resources)?;

@@ -569,8 +569,9 @@ impl Agent {
         }
     }
 
-    /// Answers `Ask` N: pauses or resumes one of the VM's containers (its
-    /// cgroup in the guest), or reports its cgroup's statistics.
+    /// Answers `Ask` N: pauses, resumes or updates one of the VM's
+    /// containers (its cgroup in the guest), or reports its cgroup's
+    /// statistics.
     fn ask(&self, n: u32, body: &[u8]) {
         let result = (|| -> anyhow::Result<serde_json::Value> {
             let v: serde_json::Value = serde_json::from_slice(body).context("the question")?;
@@ -580,6 +581,11 @@ impl Agent {
                 Some("pause") => c.pause().map(|()| serde_json::Value::Null)?,
                 Some("resume") => c.resume().map(|()| serde_json::Value::Null)?,
                 Some("stats") => c.stats()?,
+                Some("update") => {
+                    let r: oci_spec::runtime::LinuxResources =
+                        serde_json::from_value(v["resources"].clone()).context("the resources to update")?;
+                    c.update(&r).map(|()| serde_json::Value::Null)?
+                }
                 op => bail!("no operation {op:?} on a container"),
             })
         })();

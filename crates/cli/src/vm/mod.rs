@@ -20,7 +20,7 @@ mod share;
 
 pub use agent::agent_main;
 pub use host::{create, exec, CreateVm, ExecVm};
-pub use pod::{joins_vm, member, member_stats, pause_member};
+pub use pod::{joins_vm, member, member_stats, pause_member, update};
 
 use std::time::Duration;
 

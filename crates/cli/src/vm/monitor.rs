@@ -9,7 +9,7 @@
 //!   `create` was given) and the guest;
 //! - forwards every signal it gets to the workload;
 //! - takes `exec`s, containers that join the VM and questions about them
-//!   (pause, resume, statistics) on the state directory's socket;
+//!   (pause, resume, update, statistics) on the state directory's socket;
 //! - exits with the workload's status once it ends, after the guest has
 //!   reset itself (QEMU dies with it in any case: it has PDEATHSIG).
 
@@ -698,7 +698,7 @@ fn take_exec(mut conn: UnixStream, shared: &Arc<Shared>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A question about one of the VM's containers (pause, resume, its
+/// A question about one of the VM's containers (pause, resume, update, its
 /// statistics): the guest's answer goes back on `conn`.
 fn take_ask(mut conn: UnixStream, shared: &Shared) -> anyhow::Result<()> {
     let Some(Msg::Ask(_, body)) = Msg::read_from(&mut conn)? else {

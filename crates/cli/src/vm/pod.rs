@@ -284,15 +284,19 @@ pub fn member(c: &strata_runtime::Container) -> Option<ContainerState> {
     c.state().ok().filter(|st| st.annotations.contains_key(SANDBOX_ANNOTATION))
 }
 
-/// Has the guest do `op` on a container that joined its VM; returns the
-/// guest's answer.
-fn ask(root: &Path, st: &ContainerState, op: &str) -> anyhow::Result<serde_json::Value> {
-    let sandbox = st.annotations.get(SANDBOX_ANNOTATION).context("the container did not join a VM")?;
+/// Has the guest do `op` on a VM container, or on one that joined a VM,
+/// with `args` (more fields of the question); returns the guest's answer.
+fn ask(root: &Path, st: &ContainerState, op: &str, args: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+    // A VM container's own monitor, or that of the VM it joined.
+    let sandbox = st.annotations.get(SANDBOX_ANNOTATION).unwrap_or(&st.id);
     let mut sock = connect_monitor(&root.join(sandbox))?;
     // A first byte without descriptors: a question follows.
     sock.write_all(b"?").context("the VM's monitor")?;
     sock.set_read_timeout(Some(ASK_TIMEOUT))?;
-    let body = serde_json::json!({ "container": st.id, "op": op });
+    let mut body = serde_json::json!({ "container": st.id, "op": op });
+    if let (Some(b), serde_json::Value::Object(more)) = (body.as_object_mut(), args) {
+        b.extend(more);
+    }
     Msg::Ask(0, serde_json::to_vec(&body)?).write_to(&mut sock).context("the VM's monitor")?;
     match Msg::read_from(&mut sock) {
         Ok(Some(Msg::Answer(_, b))) => serde_json::from_slice(&b).context("the guest's answer"),
@@ -304,6 +308,16 @@ fn ask(root: &Path, st: &ContainerState, op: &str) -> anyhow::Result<serde_json:
         }
         Err(e) => Err(e).context("the VM's monitor"),
     }
+}
+
+/// `update` of a VM container, or of one that joined a VM: the guest applies
+/// the limits to the container's cgroup there (the VM's size stays).
+pub fn update(root: &Path, st: &ContainerState, resources: &oci_spec::runtime::LinuxResources) -> anyhow::Result<()> {
+    if st.status == Status::Stopped {
+        let reason = "a stopped container cannot be updated";
+        return Err(strata_runtime::Error::WrongStatus { id: st.id.clone(), status: st.status, reason }.into());
+    }
+    ask(root, st, "update", serde_json::json!({ "resources": resources })).map(drop)
 }
 
 /// `pause` (or `resume`) of a container that joined a VM: the guest freezes
@@ -320,7 +334,7 @@ pub fn pause_member(root: &Path, id: &str, pause: bool) -> anyhow::Result<()> {
     if !allowed {
         return Err(strata_runtime::Error::WrongStatus { id: st.id.clone(), status: st.status, reason }.into());
     }
-    ask(root, &st, if pause { "pause" } else { "resume" })?;
+    ask(root, &st, if pause { "pause" } else { "resume" }, serde_json::Value::Null)?;
     let mut stored = dir.load()?.context("the container's state")?;
     // Resumed, it is what it was: `created`, or `running` once started
     // (which the state finds by the exec fifo, as for any container).
@@ -337,7 +351,7 @@ pub fn member_stats(c: &strata_runtime::Container, root: &Path) -> anyhow::Resul
         let reason = "a stopped container has no statistics";
         return Err(strata_runtime::Error::WrongStatus { id: st.id.clone(), status: st.status, reason }.into());
     }
-    ask(root, &st, "stats")
+    ask(root, &st, "stats", serde_json::Value::Null)
 }
 
 /// The proxy: stands for a container in the guest until it exits.
