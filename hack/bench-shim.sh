@@ -23,16 +23,8 @@ n=$1; rounds=$2
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mkdir -p /run/containerd && mount -t tmpfs tmpfs /run/containerd
 T=$(mktemp -d)
-cat >"$T/config.toml" <<EOT
-version = 2
-root = "$T/root"
-state = "$T/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "$T/sock"
-[ttrpc]
-  address = "$T/sock.ttrpc"
-EOT
+. hack/lib/containerd.sh
+private_containerd_config "$T" "$T/sock"
 PATH=$PWD/target/release:$PATH containerd --config "$T/config.toml" >"$T/log" 2>&1 &
 daemon=$!
 trap "kill $daemon; wait $daemon 2>/dev/null; umount -l /run/containerd; rm -rf $T; rmdir /sys/fs/cgroup/bench 2>/dev/null || true" EXIT

@@ -59,8 +59,17 @@ fi
 version=$(dpkg-query -W -f '${Version}' linux-source-6.1 2>/dev/null || echo unknown)
 key=$( (echo "$version"; cat "$fragment") | sha256sum | cut -c1-16)
 out=$cache/kernel-$key
+# Kernels built for other options or sources are superseded (18 MB each):
+# only this one stays. (A build in progress elsewhere is a .tmp folder.)
+prune() {
+  local old
+  for old in "$cache"/kernel-*; do
+    case $old in "$out" | *.tmp) ;; *) rm -rf "$old" ;; esac
+  done
+}
 if [ -f "$out/vmlinux" ]; then
   ln -sfn "$out/vmlinux" "$cache/vmlinux"
+  [ "$print" = 1 ] || prune
   echo "kernel=$out/vmlinux"
   exit 0
 fi
@@ -96,4 +105,5 @@ strip --strip-debug "$out.tmp/vmlinux" 2>/dev/null || true
 rm -rf "$out"
 mv "$out.tmp" "$out"
 ln -sfn "$out/vmlinux" "$cache/vmlinux"
+prune
 echo "kernel=$out/vmlinux"

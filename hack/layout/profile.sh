@@ -81,17 +81,9 @@ exec "$W/calltrace" "$W/containerd-shim-strata-v2.syms" "$W/shim-traces/\$(date 
 EOT
 chmod +x "$W/bin/containerd-shim-strata-v2"
 mkdir -p /run/containerd && mount -t tmpfs tmpfs /run/containerd
-cat >"$W/config.toml" <<EOT
-version = 2
-root = "$W/root"
-state = "$W/cstate"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "$W/sock"
-[ttrpc]
-  address = "$W/sock.ttrpc"
-EOT
-PATH=$W/bin:$PATH containerd --config "$W/config.toml" >"$W/containerd.log" 2>&1 &
+. hack/lib/containerd.sh
+private_containerd_config "$W/containerd" "$W/sock"
+PATH=$W/bin:$PATH containerd --config "$W/containerd/config.toml" >"$W/containerd.log" 2>&1 &
 daemon=$!
 for _ in $(seq 100); do [ -S "$W/sock" ] && break; sleep 0.1; done
 ctr() { command ctr --address "$W/sock" --namespace layout "$@"; }

@@ -25,7 +25,16 @@ fi
 version=$(apt-cache show "$pkg" | awk '/^Version:/ {print $2; exit}')
 # (Keyed by the module list too: a new module makes a new folder.)
 out=$cache/stock-$pkg-$version-$(echo "${wanted[*]}" | sha256sum | cut -c1-8)
+# Stock kernels of other packages or module lists are superseded (65 MB
+# each): only this one stays. (A fetch in progress elsewhere is a .tmp folder.)
+prune() {
+  local old
+  for old in "$cache"/stock-linux-image-*; do
+    case $old in "$out" | *.tmp) ;; *) rm -rf "$old" ;; esac
+  done
+}
 if [ -f "$out/vmlinux" ] && [ -f "$out/modules/order" ]; then
+  [ "$print" = 1 ] || prune
   ln -sfn "$out/vmlinux" "$cache/stock-vmlinux"
   ln -sfn "$out/vmlinux" "$cache/vmlinux"
   echo "kernel=$out/vmlinux"
@@ -95,6 +104,7 @@ rm -rf "$out.tmp" "$out"
 mkdir -p "$out.tmp"
 mv "$work/vmlinux" "$work/modules" "$out.tmp/"
 mv "$out.tmp" "$out"
+prune
 ln -sfn "$out/vmlinux" "$cache/stock-vmlinux"
 ln -sfn "$out/vmlinux" "$cache/vmlinux"
 echo "kernel=$out/vmlinux"

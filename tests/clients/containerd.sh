@@ -24,16 +24,8 @@ CG=/sys/fs/cgroup/$NS
 
 # Every default path containerd and the runc shim use is ours in this namespace.
 mkdir -p /run/containerd && mount -t tmpfs tmpfs /run/containerd
-cat >"$T/config.toml" <<EOF
-version = 2
-root = "$T/root"
-state = "$T/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "$SOCK"
-[ttrpc]
-  address = "$SOCK.ttrpc"
-EOF
+. "$ROOT/hack/lib/containerd.sh"
+private_containerd_config "$T" "$SOCK"
 # containerd finds containerd-shim-strata-v2 on its PATH.
 PATH="$(dirname "$SHIM_BIN"):$PATH" start_daemon containerd containerd --config "$T/config.toml"
 wait_socket "$SOCK" || exit 1
