@@ -787,6 +787,20 @@ fn a_pods_containers_join_its_sandbox_in_one_vm() {
     assert!(cpu(&stats("app")) > frozen, "a resumed container stands still");
     let out = sb.rt(&["resume", "app"]);
     assert_eq!(out.code, 1, "resume of a running one: {out:?}");
+    // While the pod's VM is paused its guest answers nothing: what needs it
+    // fails at once, saying so, instead of waiting.
+    if sb.rt(&["pause", "pod"]).code == 0 {
+        for args in [&["events", "--stats", "app"][..], &["exec", "app", "true"], &["pause", "app"]] {
+            let asked = Instant::now();
+            let out = sb.rt(args);
+            assert_ne!(out.code, 0, "{args:?}: {out:?}");
+            assert!(out.stderr.contains("paused"), "{args:?}: {}", out.stderr);
+            assert!(asked.elapsed() < Duration::from_secs(5), "{args:?} waited for a paused VM");
+        }
+        assert_eq!(sb.rt(&["resume", "pod"]).code, 0);
+    } else {
+        skip("a_pods_containers_join_its_sandbox_in_one_vm", "pausing the VM: its host cgroup is not there");
+    }
     let out = sb.rt(&["update", "--memory", "67108864", "app"]);
     assert_eq!(out.code, 0, "{out:?}");
     let out = sb.rt(&["exec", "app", "sh", "-c", OWN_CGROUP_FILE.replace("FILE", "memory.max").as_str()]);

@@ -364,6 +364,9 @@ pub fn exec(opts: ExecVm) -> anyhow::Result<i32> {
     // A container that joined another's VM is reached through that one's
     // monitor.
     let joined = opts.state.annotations.get(super::pod::SANDBOX_ANNOTATION);
+    if joined.is_some() {
+        super::pod::check_vm_not_paused(opts.root, opts.state)?;
+    }
     let state_dir = opts.root.join(joined.unwrap_or(&opts.state.id));
     let mut sock = connect_monitor(&state_dir)?;
     // With a terminal, the guest process's is relayed to a pty of ours,

@@ -284,9 +284,21 @@ pub fn member(c: &strata_runtime::Container) -> Option<ContainerState> {
     c.state().ok().filter(|st| st.annotations.contains_key(SANDBOX_ANNOTATION))
 }
 
+/// Fails when the VM that `st`'s container runs in (its own, or the one it
+/// joined) is paused: its guest answers nothing until it is resumed.
+pub(super) fn check_vm_not_paused(root: &Path, st: &ContainerState) -> anyhow::Result<()> {
+    let vm = st.annotations.get(SANDBOX_ANNOTATION).unwrap_or(&st.id);
+    let status = if *vm == st.id { st.status } else { strata_runtime::Container::load(root, vm)?.state()?.status };
+    if status == Status::Paused {
+        bail!("the VM of {vm:?} is paused: its guest cannot act until it is resumed");
+    }
+    Ok(())
+}
+
 /// Has the guest do `op` on a VM container, or on one that joined a VM,
 /// with `args` (more fields of the question); returns the guest's answer.
 fn ask(root: &Path, st: &ContainerState, op: &str, args: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+    check_vm_not_paused(root, st)?;
     // A VM container's own monitor, or that of the VM it joined.
     let sandbox = st.annotations.get(SANDBOX_ANNOTATION).unwrap_or(&st.id);
     let mut sock = connect_monitor(&root.join(sandbox))?;
