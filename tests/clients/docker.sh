@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Docker 20.10 (Debian's dockerd, with the containerd it starts itself) with
-# `--add-runtime strata` as the default runtime; private data and exec roots,
+# `--add-runtime strata` as the default runtime (and strata-vm for VMs);
+# private data and exec roots,
 # networking and iptables off. Run through tests/clients/run.sh.
 set -uo pipefail
 SUITE=docker
@@ -12,10 +13,14 @@ for d in /run/docker /run/containerd /var/lib/docker /etc/docker; do
 done
 SOCK=$T/docker.sock
 echo '{}' >"$T/daemon.json"
+# Docker 20.10 passes no annotations: a VM is asked for by a runtime whose
+# binary is strata under the name strata-vm.
+ln -sf "$RUNTIME" "$T/strata-vm"
+VM_FLAGS=(--runtime strata-vm)
 start_daemon dockerd dockerd --config-file "$T/daemon.json" --data-root "$T/data" --exec-root "$T/exec" \
   --pidfile "$T/docker.pid" --host "unix://$SOCK" --iptables=false --ip6tables=false --ip-forward=false \
   --ip-masq=false --bridge=none --storage-driver vfs --exec-opt native.cgroupdriver=cgroupfs \
-  --add-runtime "strata=$RUNTIME" --default-runtime strata
+  --add-runtime "strata=$RUNTIME" --add-runtime "strata-vm=$T/strata-vm" --default-runtime strata
 wait_socket "$SOCK" || exit 1
 for _ in $(seq 100); do
   /usr/bin/docker -H "unix://$SOCK" info >/dev/null 2>&1 && break

@@ -203,9 +203,12 @@ fn main() {
         eprintln!("strata: --systemd-cgroup and --cgroup-manager disabled contradict each other");
         std::process::exit(1);
     }
+    let as_vm = vm::invoked_as_vm();
     match &mut cli.command {
-        Some(Command::Create(a)) => (a.no_cgroup, a.systemd_cgroup) = (no_cgroup, systemd),
-        Some(Command::Run(a)) => (a.create.no_cgroup, a.create.systemd_cgroup) = (no_cgroup, systemd),
+        Some(Command::Create(a)) => (a.no_cgroup, a.systemd_cgroup, a.vm) = (no_cgroup, systemd, a.vm || as_vm),
+        Some(Command::Run(a)) => {
+            (a.create.no_cgroup, a.create.systemd_cgroup, a.create.vm) = (no_cgroup, systemd, a.create.vm || as_vm)
+        }
         _ => {}
     }
     if cli.version {

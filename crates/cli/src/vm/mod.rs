@@ -44,6 +44,17 @@ pub fn is_agent() -> bool {
     std::process::id() == 1 && std::env::args_os().next().is_some_and(|a| a == "/init")
 }
 
+/// The name under which strata makes every container a VM, as `--vm` does
+/// (a link to the binary): for engines that cannot pass the annotation
+/// (Docker before 24: `dockerd --add-runtime strata-vm=PATH`), or a runc
+/// shim's `BinaryName`.
+pub const VM_NAME: &str = "strata-vm";
+
+/// Whether this process was invoked as [`VM_NAME`].
+pub fn invoked_as_vm() -> bool {
+    std::env::args_os().next().is_some_and(|a| std::path::Path::new(&a).file_name() == Some(VM_NAME.as_ref()))
+}
+
 /// Whether the config asks for a VM through its annotation.
 pub fn wants_vm(spec: &oci_spec::runtime::Spec) -> anyhow::Result<bool> {
     match spec.annotations().as_ref().and_then(|a| a.get(ISOLATION_ANNOTATION)).map(String::as_str) {
