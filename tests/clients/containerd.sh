@@ -26,8 +26,11 @@ CG=/sys/fs/cgroup/$NS
 mkdir -p /run/containerd && mount -t tmpfs tmpfs /run/containerd
 . "$ROOT/hack/lib/containerd.sh"
 private_containerd_config "$T" "$SOCK"
-# containerd finds containerd-shim-strata-v2 on its PATH.
-PATH="$(dirname "$SHIM_BIN"):$PATH" start_daemon containerd containerd --config "$T/config.toml"
+# containerd finds containerd-shim-strata-v2 on its PATH, and the same shim
+# as containerd-shim-strata-vm-v2 (the runtime io.containerd.strata-vm.v2).
+mkdir -p "$T/bin" && ln -sf "$SHIM_BIN" "$T/bin/containerd-shim-strata-vm-v2"
+SHIM_PATH="$(dirname "$SHIM_BIN"):$T/bin"
+PATH="$SHIM_PATH:$PATH" start_daemon containerd containerd --config "$T/config.toml"
 wait_socket "$SOCK" || exit 1
 
 ctr() { command ctr --address "$SOCK" --namespace "$NS" "$@"; }
@@ -208,6 +211,18 @@ if [ -e "$VM_KERNEL" ] && command -v qemu-system-x86_64 >/dev/null; then
     ctr task kill -s SIGKILL vmt2 && ctr task delete vmt2 >/dev/null; ctr container rm vmt2
   }
   check "a terminal in a VM task, and in an exec" vm_tty
+  if [ -n "${STRATA_SHIM:-}" ]; then
+    # The runtime io.containerd.strata-vm.v2 (strata's shim under the name
+    # containerd-shim-strata-vm-v2) puts every task in a VM, no annotation.
+    vm_runtime() {
+      local out host
+      host=$(cat /proc/sys/kernel/random/boot_id)
+      out=$(ctr run --runtime io.containerd.strata-vm.v2 --cpu-shares 0 --rm "$IMAGE_REF" vm6 sh -c 'cat /proc/sys/kernel/random/boot_id; exit 6')
+      same 6 "$?" && [ -n "$out" ] && [ "$out" != "$host" ] || return 1
+      same 0 "$(pgrep -f -c "qemu-system.*/vm6/" || true)"
+    }
+    check "the strata-vm runtime puts a task in a VM without an annotation" vm_runtime
+  fi
 else
   check "tasks in VMs" sh -c 'echo "no guest kernel or QEMU (hack/vm-assets.sh prepares both)"; exit 77'
 fi
@@ -220,7 +235,7 @@ if [ -n "${STRATA_SHIM:-}" ]; then
   }
   start_containerd() {
     rm -f "$SOCK" "$SOCK.ttrpc"
-    PATH="$(dirname "$SHIM_BIN"):$PATH" start_daemon containerd containerd --config "$T/config.toml"
+    PATH="$SHIM_PATH:$PATH" start_daemon containerd containerd --config "$T/config.toml"
     # (containerd goes first in DAEMONS, as kill_containerd expects.)
     DAEMONS=("${DAEMONS[@]: -1}" "${DAEMONS[@]:0:${#DAEMONS[@]}-1}")
     wait_socket "$SOCK"

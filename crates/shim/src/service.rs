@@ -427,7 +427,8 @@ impl containerd_shim::Task for Service {
             no_new_keyring: runtime_options.no_new_keyring,
             ..Default::default()
         };
-        let in_vm = opts.spec.as_ref().is_some_and(|s| crate::vm::wants_vm(s) || crate::vm::joins_vm(&self.root, s));
+        let in_vm = crate::vm::every_task_in_a_vm()
+            || opts.spec.as_ref().is_some_and(|s| crate::vm::wants_vm(s) || crate::vm::joins_vm(&self.root, s));
         // A VM's terminal master comes from the strata binary, not the library.
         let mut vm_master = None;
         let created = if in_vm {

@@ -17,6 +17,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Annotation that asks for a VM (as the `strata` CLI reads it).
 const ISOLATION_ANNOTATION: &str = "run.strata.isolation";
 
+/// The name under which the shim puts every task in a VM (a link to it):
+/// containerd's runtime `io.containerd.strata-vm.v2`, for a RuntimeClass
+/// whose pods all get one without an annotation of their own.
+const VM_SHIM_NAME: &str = "containerd-shim-strata-vm-v2";
+
+/// Whether this shim runs as [`VM_SHIM_NAME`].
+pub fn every_task_in_a_vm() -> bool {
+    static BY_NAME: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *BY_NAME.get_or_init(|| {
+        std::env::args_os().next().is_some_and(|a| Path::new(&a).file_name() == Some(VM_SHIM_NAME.as_ref()))
+    })
+}
+
 /// Whether a config asks for a VM.
 pub fn wants_vm(spec: &oci_spec::runtime::Spec) -> bool {
     spec.annotations().as_ref().and_then(|a| a.get(ISOLATION_ANNOTATION)).map(String::as_str) == Some("vm")
@@ -163,12 +176,14 @@ fn strata_with_terminal(
     Ok(master)
 }
 
-/// Creates task `id` in a VM; its state then names the monitor's pid.
-/// Returns the master of its terminal, with `terminal`.
+/// Creates task `id` in a VM (or in the VM of its pod); its state then
+/// names the monitor's (or the proxy's) pid. Returns the master of its
+/// terminal, with `terminal`.
 pub fn create(root: &Path, id: &str, bundle: &Path, stdio: &Stdio, terminal: bool) -> Result<Option<OwnedFd>, String> {
     let scratch = bundle.join(".strata-vm-create");
     let bundle = bundle.to_string_lossy();
-    strata_with_terminal(root, &scratch, &["create", "--bundle", &bundle, id], stdio, terminal)
+    // (--vm: the config may not say so, when this shim is the VM runtime.)
+    strata_with_terminal(root, &scratch, &["create", "--vm", "--bundle", &bundle, id], stdio, terminal)
 }
 
 /// Starts `process` in VM task `id`; returns the pid of its proxy on the
