@@ -504,18 +504,10 @@ fn vm_ready() -> Result<(), String> {
 fn vm_pod_checks(c: &mut Cri, scratch: &Path) {
     let mut pod_cfg = pod_config(scratch, Driver::Cgroupfs, "vm");
     pod_cfg.annotations.insert("run.strata.isolation".into(), "vm".into());
-    let pod = rpc!(
-        c,
-        run_pod_sandbox,
-        cri::RunPodSandboxRequest { config: Some(pod_cfg.clone()), runtime_handler: "strata-vm".into() }
-    )
-    .expect("RunPodSandbox")
-    .pod_sandbox_id;
-    let mut ids = Vec::new();
-    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let a = start(c, &pod, &pod_cfg, container_config("vm-a", "echo a-up; while :; do sleep 0.2; done"));
+    in_a_vm_pod(c, pod_cfg, "strata-vm", |c, pod, pod_cfg, ids| {
+        let a = start(c, pod, pod_cfg, container_config("vm-a", "echo a-up; while :; do sleep 0.2; done"));
         ids.push(a.clone());
-        let b = start(c, &pod, &pod_cfg, container_config("vm-b", "while :; do sleep 0.2; done"));
+        let b = start(c, pod, pod_cfg, container_config("vm-b", "while :; do sleep 0.2; done"));
         ids.push(b.clone());
         let look = |c: &mut Cri, id: &str| {
             let r = exec_sync(
@@ -550,7 +542,7 @@ fn vm_pod_checks(c: &mut Cri, scratch: &Path) {
                 .map(|n| n.ip)
                 .unwrap_or_default();
         assert!(ip.starts_with("10.88."), "the pod's address: {ip:?}");
-        let server = start(c, &pod, &pod_cfg, container_config("vm-server", "exec nc -ll -p 8080 -e /bin/echo hi"));
+        let server = start(c, pod, pod_cfg, container_config("vm-server", "exec nc -ll -p 8080 -e /bin/echo hi"));
         ids.push(server.clone());
         let reached = eventually(30, || {
             let Ok(mut conn) = std::net::TcpStream::connect_timeout(
@@ -623,30 +615,15 @@ fn vm_pod_checks(c: &mut Cri, scratch: &Path) {
         rpc!(c, remove_container, cri::RemoveContainerRequest { container_id: a.clone() }).expect("RemoveContainer");
         let r = exec_sync(c, &b, &["true"], 20).expect("ExecSync");
         assert_eq!(r.exit_code, 0, "the pod's other container still runs");
-    }));
-    if let Err(e) = checked {
-        let _ = rpc!(c, stop_pod_sandbox, cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() });
-        let _ = rpc!(c, remove_pod_sandbox, cri::RemovePodSandboxRequest { pod_sandbox_id: pod.clone() });
-        std::panic::resume_unwind(e);
-    }
-    remove_pod(c, &pod, &pod_cfg, Driver::Cgroupfs, &ids);
-    assert!(eventually(10, || sh("pgrep qemu-system").1.trim().is_empty()), "the pod's VM is left");
+    });
 }
 
 /// A pod of the RuntimeClass handler whose runtime is strata's VM shim
 /// (docs/containerd.md's `strata-microvm`): a VM without any annotation.
 fn vm_runtime_pod_checks(c: &mut Cri, scratch: &Path) {
     let pod_cfg = pod_config(scratch, Driver::Cgroupfs, "vmrt");
-    let pod = rpc!(
-        c,
-        run_pod_sandbox,
-        cri::RunPodSandboxRequest { config: Some(pod_cfg.clone()), runtime_handler: "strata-microvm".into() }
-    )
-    .expect("RunPodSandbox")
-    .pod_sandbox_id;
-    let mut ids = Vec::new();
-    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let a = start(c, &pod, &pod_cfg, container_config("vmrt-a", "while :; do sleep 0.2; done"));
+    in_a_vm_pod(c, pod_cfg, "strata-microvm", |c, pod, pod_cfg, ids| {
+        let a = start(c, pod, pod_cfg, container_config("vmrt-a", "while :; do sleep 0.2; done"));
         ids.push(a.clone());
         let r = exec_sync(c, &a, &["sh", "-c", "uname -r; hostname"], 20).expect("ExecSync");
         assert_eq!(r.exit_code, 0, "{}", text(&r.stderr));
@@ -656,7 +633,27 @@ fn vm_runtime_pod_checks(c: &mut Cri, scratch: &Path) {
         assert_ne!(out.lines().next(), Some(host_kernel.trim()), "the pod runs on a kernel of its own");
         let (_, qemus) = sh("pgrep -c qemu-system");
         assert_eq!(qemus.trim(), "1", "one VM for the pod");
-    }));
+    });
+}
+
+/// Runs pod `pod_cfg` with `handler`, then `checks` on it (which records the
+/// containers it starts in `ids`); the pod goes, pass or fail, and no QEMU
+/// may be left once it has.
+fn in_a_vm_pod(
+    c: &mut Cri,
+    pod_cfg: cri::PodSandboxConfig,
+    handler: &str,
+    checks: impl FnOnce(&mut Cri, &String, &cri::PodSandboxConfig, &mut Vec<String>),
+) {
+    let pod = rpc!(
+        c,
+        run_pod_sandbox,
+        cri::RunPodSandboxRequest { config: Some(pod_cfg.clone()), runtime_handler: handler.into() }
+    )
+    .expect("RunPodSandbox")
+    .pod_sandbox_id;
+    let mut ids = Vec::new();
+    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| checks(c, &pod, &pod_cfg, &mut ids)));
     if let Err(e) = checked {
         let _ = rpc!(c, stop_pod_sandbox, cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() });
         let _ = rpc!(c, remove_pod_sandbox, cri::RemovePodSandboxRequest { pod_sandbox_id: pod.clone() });
