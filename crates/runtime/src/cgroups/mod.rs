@@ -509,9 +509,8 @@ fn enable_controllers(dir: &Path, asked: &[&str], every: bool) -> Result<()> {
         return Ok(());
     }
     let all: Vec<String> = missing.iter().map(|c| format!("+{c}")).collect();
-    let result = write(dir, "cgroup.subtree_control", &all.join(" "));
-    if result.is_ok() || missing.len() == 1 {
-        return result.or_else(|e| if asked.contains(&missing[0]) { Err(e) } else { Ok(()) });
+    if missing.len() > 1 && write(dir, "cgroup.subtree_control", &all.join(" ")).is_ok() {
+        return Ok(());
     }
     // The kernel takes all or none: one at a time, so that one that cannot
     // be (cpu beside a realtime thread, a domain controller below a cgroup
