@@ -436,12 +436,10 @@ impl Rtnl {
         self.call(libc::RTM_DELADDR, 0, &body).map(|_| ())
     }
 
-    /// The gateway of the main table's default route of `family` (its
-    /// address bytes: 4 or 16).
-    fn default_gateway(&mut self, family: u8) -> nix::Result<Option<Vec<u8>>> {
+    /// The gateway of the main table's default route of `family`.
+    fn default_gateway(&mut self, family: u8) -> nix::Result<Option<std::net::IpAddr>> {
         let mut rtmsg = vec![0u8; 12];
         rtmsg[0] = family;
-        let len = if family == libc::AF_INET6 as u8 { 16 } else { 4 };
         let replies = self.call(libc::RTM_GETROUTE, libc::NLM_F_DUMP as u16, &rtmsg)?;
         Ok(replies.iter().filter(|(k, b)| *k == libc::RTM_NEWROUTE && b.len() >= 12).find_map(|(_, b)| {
             let a = attrs(b, 12);
@@ -449,8 +447,8 @@ impl Rtnl {
                 .get(&RTA_TABLE)
                 .filter(|t| t.len() == 4)
                 .map_or(u32::from(b[4]), |t| u32::from_ne_bytes([t[0], t[1], t[2], t[3]]));
-            let gw = a.get(&RTA_GATEWAY).filter(|g| g.len() == len)?;
-            (b[0] == family && b[1] == 0 && table == u32::from(RT_TABLE_MAIN)).then(|| gw.to_vec())
+            let gw = Address { family, prefix: 0, addr: a.get(&RTA_GATEWAY)?.to_vec() }.ip()?;
+            (b[0] == family && b[1] == 0 && table == u32::from(RT_TABLE_MAIN)).then_some(gw)
         }))
     }
 
@@ -467,9 +465,15 @@ impl Rtnl {
 
     /// Both default routes' gateways.
     fn default_gateways(&mut self) -> nix::Result<(Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>)> {
-        let v4 = self.default_gateway(libc::AF_INET as u8)?.and_then(|g| <[u8; 4]>::try_from(g.as_slice()).ok());
-        let v6 = self.default_gateway(libc::AF_INET6 as u8)?.and_then(|g| <[u8; 16]>::try_from(g.as_slice()).ok());
-        Ok((v4.map(std::net::Ipv4Addr::from), v6.map(std::net::Ipv6Addr::from)))
+        let v4 = match self.default_gateway(libc::AF_INET as u8)? {
+            Some(std::net::IpAddr::V4(g)) => Some(g),
+            _ => None,
+        };
+        let v6 = match self.default_gateway(libc::AF_INET6 as u8)? {
+            Some(std::net::IpAddr::V6(g)) => Some(g),
+            _ => None,
+        };
+        Ok((v4, v6))
     }
 
     /// Gives interface `index` the addresses and default routes of `i`
