@@ -2,7 +2,8 @@
 # Load test of strata-fn with the example echo function (bundles/echo): N
 # requests (default 10000), C at a time (default 8), over keep-alive
 # connections, for three ways of serving an event:
-#   warm pool  - strata-fn with containers created ahead (max_warm = C)
+#   warm pool  - strata-fn with containers created ahead (max_warm = C),
+#                again with --fresh-network-namespaces (none reused)
 #   no pool    - strata-fn creating each container on the request path
 #   runc run   - a naive baseline: one `runc run` per request
 # plus latency at concurrency 1 (warm, cold, runc run), from request received
@@ -78,14 +79,16 @@ print(\"| %s | %d | %d | %.0f | %.2f | %.2f | %d | %d |\" % (sys.argv[1], r[\"re
 echo "| mode | requests | concurrency | invocations/s | p50 ms | p99 ms | failed | warm starts |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
 serve "$c"; warm=$(load "$n" "$c"); row "warm pool" "$warm"
+serve "$c" --fresh-network-namespaces; fresh=$(load "$n" "$c"); row "warm pool, no namespace reused" "$fresh"
 serve 0; cold=$(load "$n" "$c"); row "no pool" "$cold"
 serve 0 --naive-runtime /usr/sbin/runc; naive=$(load "$naive_n" "$c"); row "runc run per request" "$naive"
 python3 -c "
 import json, sys
-w, n = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+w, n, f = json.loads(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3])
 print()
 print(\"target: warm pool >= 10x runc run per request in invocations/s: %.1fx\" % (w[\"per_second\"] / n[\"per_second\"]))
-" "$warm" "$naive"
+print(\"network namespaces reused / a new one each: %.2fx\" % (w[\"per_second\"] / f[\"per_second\"]))
+" "$warm" "$naive" "$fresh"
 echo
 echo "| concurrency 1 | requests | p50 to running ms | p99 to running ms | p50 to answer ms | p99 to answer ms |"
 echo "| --- | --- | --- | --- | --- | --- |"

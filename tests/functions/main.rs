@@ -309,6 +309,73 @@ fn a_function_can_talk_to_itself_over_loopback() {
     assert_eq!((a.status, String::from_utf8_lossy(&a.body).into_owned()), (200, "hi\n".to_string()));
 }
 
+/// What a function sees of its network namespace: its interfaces in /sys, and
+/// (as a digest) every counter and the unix sockets' table.
+const NETNS_DIGEST: &str =
+    "ls /sys/class/net; cat /proc/net/dev /proc/net/snmp /proc/net/snmp6 /proc/net/netstat /proc/net/unix | md5sum";
+
+/// A network namespace is handed to a later invocation only when it reads as
+/// one just made: one an invocation sent a packet in (a connection refused on
+/// 127.0.0.1) or only tried to (a counter of unroutable sends) is dropped,
+/// and every other invocation sees what a fresh namespace shows.
+#[test]
+fn network_namespaces_are_reused_only_when_they_read_as_new() {
+    let dir = TempDir::new("fn-netns-src");
+    let one_at_a_time = "[pool]\nmax_warm = 0";
+    let quiet = function(dir.path(), "quiet", &["sh", "-c", NETNS_DIGEST], one_at_a_time);
+    let traffic = format!("echo x | nc 127.0.0.1 1 2>/dev/null; {NETNS_DIGEST}");
+    let traffic = function(dir.path(), "traffic", &["sh", "-c", &traffic], one_at_a_time);
+    let counter = format!("echo x | nc -w 1 192.0.2.1 9 2>/dev/null; {NETNS_DIGEST}");
+    let counter = function(dir.path(), "counter", &["sh", "-c", &counter], one_at_a_time);
+    let digest = |s: &Server, name: &str| -> String {
+        let a = s.invoke(name, b"");
+        assert_eq!(a.status, 200, "{name}: {}", String::from_utf8_lossy(&a.body));
+        String::from_utf8_lossy(&a.body).into_owned()
+    };
+    // What a namespace just made shows, from a server that reuses none.
+    let fresh = {
+        let s = Server::start_with("netns-fresh", &["--fresh-network-namespaces"]);
+        s.deploy(&quiet);
+        let d = digest(&s, "quiet");
+        assert!(d.starts_with("lo\n"), "{d}");
+        assert_eq!(digest(&s, "quiet"), d, "two fresh namespaces differ");
+        assert_eq!(s.metric("strata_fn_netns_reused_total").unwrap_or(0.0), 0.0);
+        d
+    };
+    let s = Server::start_with("netns", &["--netns-keep-s", "2"]);
+    for f in [&quiet, &traffic, &counter] {
+        s.deploy(f);
+    }
+    let checked = || {
+        s.metric("strata_fn_netns_checked_total{result=\"clean\"}").unwrap_or(0.0)
+            + s.metric("strata_fn_netns_checked_total{result=\"dropped\"}").unwrap_or(0.0)
+    };
+    let mut events = 0.0;
+    let rounds = 4;
+    for _ in 0..rounds {
+        // Each event's namespace is checked before the next event, so the
+        // next one gets it if it was clean.
+        for name in ["quiet", "quiet", "traffic", "quiet", "quiet", "counter"] {
+            let d = digest(&s, name);
+            if name == "quiet" {
+                assert_eq!(d, fresh, "a reused namespace does not read as new");
+            } else {
+                assert_ne!(d, fresh, "{name} left no trace: the check proves nothing");
+            }
+            events += 1.0;
+            wait_for("the namespace's check", Duration::from_secs(10), || checked() == events);
+        }
+    }
+    let m = |l: &str| s.metric(l).unwrap_or(0.0);
+    assert_eq!(m("strata_fn_netns_checked_total{result=\"dropped\"}"), f64::from(2 * rounds));
+    assert_eq!(m("strata_fn_netns_checked_total{result=\"clean\"}"), f64::from(4 * rounds));
+    // Quiet ones were handed on: to the second quiet event after a drop, and
+    // to the noisy ones, which dropped them.
+    assert!(m("strata_fn_netns_reused_total") >= f64::from(3 * rounds), "{}", m("strata_fn_netns_reused_total"));
+    // Kept unused, they are dropped: an idle server holds none.
+    wait_for("the ready namespaces to be dropped", Duration::from_secs(10), || m("strata_fn_netns_ready") == 0.0);
+}
+
 #[test]
 fn a_large_config_reaches_the_container() {
     // 200 kB of environment: more than one message to a zygote holds.
@@ -446,8 +513,17 @@ fn sigkill_of_the_server_loses_no_accepted_event_and_leaves_no_container() {
 }
 
 /// Descriptors open in process `pid`.
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+/// The descriptors `pid` has open: network namespaces apart (the server
+/// keeps up to 32 checked ones ready for reuse, and their number follows the
+/// load), and the rest.
+fn open_fds(pid: u32) -> (usize, usize) {
+    let links: Vec<PathBuf> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .collect();
+    let net = links.iter().filter(|l| l.to_string_lossy().starts_with("net:[")).count();
+    (net, links.len() - net)
 }
 
 /// The mount namespaces `pid` holds open, other than its own.
@@ -565,7 +641,9 @@ fn kills_of_the_server_and_its_zygotes_at_random_moments_lose_no_event() {
         wait_for("the warm pool to settle", Duration::from_secs(10), || {
             s.metric("strata_fn_cleanup_backlog ") == Some(0.0)
         });
-        let fds = open_fds(server);
+        let (net, fds) = open_fds(server);
+        // Ready ones, the reference, and one per container (3 warm, 4 running).
+        assert!(net <= 32 + 1 + 7, "{net} network namespaces held");
         match fds_after_first {
             Some((pid, n)) if pid == server => assert!(fds <= n + 4, "server descriptors grew from {n} to {fds}"),
             _ => fds_after_first = Some((server, fds)),

@@ -10,6 +10,7 @@ pub mod error;
 pub mod function;
 pub mod http;
 pub mod metrics;
+pub mod netns;
 pub mod pool;
 pub mod runner;
 pub mod server;

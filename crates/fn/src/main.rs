@@ -124,6 +124,13 @@ enum Command {
         /// Processes creating containers (0: the server itself; see zygote.rs).
         #[arg(long, hide = true)]
         zygotes: Option<usize>,
+        /// Make a new network namespace for every invocation instead of
+        /// reusing one that provably holds nothing of the invocation before.
+        #[arg(long)]
+        fresh_network_namespaces: bool,
+        /// Seconds a reusable network namespace is kept unused (tests).
+        #[arg(long, hide = true, default_value_t = 30)]
+        netns_keep_s: u64,
         /// Benchmark baseline: run each invocation with `RUNTIME run` instead.
         #[arg(long, hide = true)]
         naive_runtime: Option<PathBuf>,
@@ -240,6 +247,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             systemd_cgroup,
             zygotes,
             naive_runtime,
+            fresh_network_namespaces,
+            netns_keep_s,
             drain_s,
             insecure_http,
             tls_cert,
@@ -306,6 +315,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 naive_runtime,
                 cgroup_parent,
                 systemd_cgroup,
+                fresh_network_namespaces,
+                netns_keep: std::time::Duration::from_secs(netns_keep_s.max(1)),
             };
             let server = Server::start(cfg, zygotes)?;
             let s = server.clone();

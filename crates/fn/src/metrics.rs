@@ -32,6 +32,11 @@ struct Reason {
     reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Check {
+    result: &'static str,
+}
+
 type Histograms = Family<Function, Histogram, fn() -> Histogram>;
 
 fn histogram() -> Histogram {
@@ -56,6 +61,11 @@ pub struct Metrics {
     cluster_queued: Gauge,
     /// Requests refused by the access control, by reason.
     denied: Family<Reason, Counter>,
+    netns_reused: Counter,
+    netns_checked: Family<Check, Counter>,
+    netns_ready: Gauge,
+    /// Scrapes that catch the namespace counters up, one at a time.
+    netns_catch_up: std::sync::Mutex<()>,
 }
 
 impl Default for Metrics {
@@ -75,6 +85,10 @@ impl Default for Metrics {
             cleanup: Gauge::default(),
             cluster_queued: Gauge::default(),
             denied: Family::default(),
+            netns_reused: Counter::default(),
+            netns_checked: Family::default(),
+            netns_ready: Gauge::default(),
+            netns_catch_up: Default::default(),
         };
         let r = &mut m.registry;
         r.register("strata_fn_invocations", "Invocations by outcome.", m.invocations.clone());
@@ -94,6 +108,17 @@ impl Default for Metrics {
             m.cluster_queued.clone(),
         );
         r.register("strata_fn_auth_denied", "Requests refused by the access control.", m.denied.clone());
+        r.register(
+            "strata_fn_netns_reused",
+            "Invocations whose container joined a reused network namespace.",
+            m.netns_reused.clone(),
+        );
+        r.register(
+            "strata_fn_netns_checked",
+            "Network namespaces checked after their invocation: clean (kept for reuse) or dropped (something was left in them).",
+            m.netns_checked.clone(),
+        );
+        r.register("strata_fn_netns_ready", "Network namespaces checked and ready for reuse.", m.netns_ready.clone());
         m
     }
 }
@@ -142,6 +167,7 @@ impl Metrics {
         running: u32,
         cleanup: usize,
         cluster: u64,
+        netns: Option<(usize, crate::netns::Counts)>,
     ) -> String {
         // Functions removed since the last scrape leave the pool gauge.
         self.pool.clear();
@@ -152,6 +178,17 @@ impl Metrics {
         self.running.set(i64::from(running));
         self.cleanup.set(cleanup as i64);
         self.cluster_queued.set(cluster.min(i64::MAX as u64) as i64);
+        if let Some((ready, c)) = netns {
+            // The pool counts; the counters catch up with them.
+            let _one = self.netns_catch_up.lock().unwrap_or_else(|e| e.into_inner());
+            let catch_up = |counter: &Counter, to: u64| {
+                counter.inc_by(to.saturating_sub(counter.get()));
+            };
+            catch_up(&self.netns_reused, c.reused);
+            catch_up(&self.netns_checked.get_or_create(&Check { result: "clean" }), c.clean);
+            catch_up(&self.netns_checked.get_or_create(&Check { result: "dropped" }), c.dropped);
+            self.netns_ready.set(ready as i64);
+        }
         let mut out = String::new();
         // Writing to a String does not fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -171,7 +208,8 @@ mod tests {
         m.observe("echo", Status::Timeout, false, ms, ms);
         m.rejected("echo");
         m.denied("invalid");
-        let out = m.render(&[("echo".into(), 3)], 5, 2, 1, 7);
+        let netns = crate::netns::Counts { reused: 4, clean: 5, dropped: 1 };
+        let out = m.render(&[("echo".into(), 3)], 5, 2, 1, 7, Some((2, netns)));
         for line in [
             "strata_fn_invocations_total{function=\"echo\",outcome=\"success\"} 1",
             "strata_fn_invocations_total{function=\"echo\",outcome=\"timeout\"} 1",
@@ -179,6 +217,10 @@ mod tests {
             "strata_fn_timeouts_total{function=\"echo\"} 1",
             "strata_fn_warm_starts_total{function=\"echo\"} 1",
             "strata_fn_cold_starts_total{function=\"echo\"} 1",
+            "strata_fn_netns_reused_total 4",
+            "strata_fn_netns_checked_total{result=\"clean\"} 5",
+            "strata_fn_netns_checked_total{result=\"dropped\"} 1",
+            "strata_fn_netns_ready 2",
             "strata_fn_latency_seconds_bucket{le=\"0.005\",function=\"echo\"} 2",
             "strata_fn_latency_seconds_bucket{le=\"0.003\",function=\"echo\"} 0",
             "strata_fn_latency_seconds_count{function=\"echo\"} 2",
@@ -192,7 +234,7 @@ mod tests {
         ] {
             assert!(out.lines().any(|l| l == line), "no {line:?} in\n{out}");
         }
-        let out = m.render(&[], 0, 0, 0, 0);
+        let out = m.render(&[], 0, 0, 0, 0, None);
         assert!(!out.contains("strata_fn_warm_pool_size{"), "a gone function's pool gauge stays:\n{out}");
     }
 }

@@ -11,6 +11,7 @@ use nix::sys::signal::Signal;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use strata_runtime::{Container, CreateOptions};
 
@@ -40,6 +41,11 @@ pub struct Prepared {
     /// RCU grace period) before anyone can see that exit, which the answer
     /// waits for.
     _mounts: Option<OwnedFd>,
+    /// Its network namespace, to be checked and reused (see netns.rs) once
+    /// its init has exited.
+    net: Option<OwnedFd>,
+    /// Its init was seen to exit (with it, every process of its pid namespace).
+    exited: bool,
 }
 
 /// What a run did.
@@ -115,6 +121,8 @@ pub struct Runner {
     closed: std::sync::atomic::AtomicBool,
     /// Creates and deletes under way (shutdown waits for them).
     busy: std::sync::atomic::AtomicUsize,
+    /// Network namespaces reused between invocations, unless turned off.
+    netns: Option<Arc<crate::netns::Pool>>,
 }
 
 /// Counts one create or delete under way.
@@ -174,7 +182,20 @@ impl Runner {
             seq: AtomicU64::new(0),
             closed: Default::default(),
             busy: Default::default(),
+            netns: None,
         }
+    }
+
+    /// Reuses network namespaces that provably hold nothing of the invocation
+    /// before (see netns.rs).
+    pub fn reuse_network_namespaces(&mut self, pool: Arc<crate::netns::Pool>) {
+        self.netns = Some(pool);
+    }
+
+    /// Network namespaces ready for reuse and the pool's counts, when reuse
+    /// is on.
+    pub fn netns_ready_and_counts(&self) -> Option<(usize, crate::netns::Counts)> {
+        self.netns.as_ref().map(|p| (p.ready(), p.counts()))
     }
 
     fn busy(&self) -> Busy<'_> {
@@ -247,7 +268,14 @@ impl Runner {
             return Err(crate::Error::Other("the server is shutting down".into()));
         }
         let id = format!("{}-{}-{}", self.prefix, f.name, self.seq.fetch_add(1, Ordering::Relaxed));
-        let spec = self.spec(f, &id, file)?;
+        let mut spec = self.spec(f, &id, file)?;
+        // A ready network namespace is joined (the zygote gets it as a
+        // descriptor and names its own number).
+        let pool = self.netns.as_ref().filter(|_| !f.vm);
+        let joined = pool.and_then(|p| p.take());
+        if let Some(ns) = &joined {
+            join_network(&mut spec, ns.as_raw_fd())?;
+        }
         let (stdin_r, stdin_w) = pipe()?;
         let (stdout_r, stdout_w) = pipe()?;
         let (stderr_r, stderr_w) = pipe()?;
@@ -258,8 +286,9 @@ impl Runner {
                 (pid, None, cgroup)
             }
             Some(z) => {
+                let fds: Vec<i32> = stdio.into_iter().chain(joined.as_ref().map(|ns| ns.as_raw_fd())).collect();
                 let (pid, index, cgroup) =
-                    z.create(&self.root, &id, &f.dir, spec, stdio, self.cgroup_parent.systemd())?;
+                    z.create(&self.root, &id, &f.dir, spec, &fds, self.cgroup_parent.systemd())?;
                 (pid, Some(index), cgroup)
             }
             None => {
@@ -277,6 +306,11 @@ impl Runner {
         };
         let mounts =
             if f.vm { None } else { std::fs::File::open(format!("/proc/{pid}/ns/mnt")).ok().map(OwnedFd::from) };
+        let net = match (pool, joined) {
+            (_, Some(ns)) => Some(ns),
+            (Some(_), None) => std::fs::File::open(format!("/proc/{pid}/ns/net")).ok().map(OwnedFd::from),
+            (None, None) => None,
+        };
         // Only the container holds its ends now.
         drop((stdin_r, stdout_w, stderr_w));
         for fd in [&stdin_w, &stdout_r, &stderr_r] {
@@ -293,6 +327,8 @@ impl Runner {
             zygote,
             vm: f.vm,
             _mounts: mounts,
+            net,
+            exited: false,
         })
     }
 
@@ -319,6 +355,9 @@ impl Runner {
                 }
             }
             p.reaped = true;
+        }
+        if let (true, Some(pool), Some(ns)) = (p.exited, &self.netns, p.net.take()) {
+            pool.give_back(ns);
         }
     }
 
@@ -463,6 +502,7 @@ impl Runner {
                     },
                     _ => {
                         exited = true;
+                        p.exited = true;
                         exit_seen = Some(Instant::now());
                         out.duration = running.elapsed();
                         // A zygote's child: its status is read while it is a
@@ -528,6 +568,17 @@ impl Runner {
         }
         n
     }
+}
+
+/// Makes `spec` join the network namespace open as descriptor `fd` (of the
+/// process that creates the container) instead of making one.
+pub(crate) fn join_network(spec: &mut serde_json::Value, fd: i32) -> crate::Result<()> {
+    let ns = spec["linux"]["namespaces"]
+        .as_array_mut()
+        .and_then(|a| a.iter_mut().find(|n| n["type"] == "network"))
+        .ok_or_else(|| crate::Error::Other("the config has no network namespace to join".into()))?;
+    ns["path"] = format!("/proc/self/fd/{fd}").into();
+    Ok(())
 }
 
 /// The naive baseline for benchmarks: one `RUNTIME run` per invocation, from a

@@ -38,6 +38,11 @@ pub struct Config {
     /// The systemd cgroup driver: `cgroup_parent` is a slice, each
     /// invocation a scope unit in it.
     pub systemd_cgroup: bool,
+    /// Every invocation makes a new network namespace: none is reused (see
+    /// netns.rs).
+    pub fresh_network_namespaces: bool,
+    /// How long a reusable network namespace is kept unused.
+    pub netns_keep: Duration,
 }
 
 impl Config {
@@ -55,6 +60,8 @@ impl Config {
             naive_runtime: None,
             cgroup_parent: "strata-fn".into(),
             systemd_cgroup: false,
+            fresh_network_namespaces: false,
+            netns_keep: crate::netns::KEEP_IDLE,
         }
     }
 }
@@ -246,7 +253,13 @@ impl Server {
             let _ = std::fs::remove_file(&link);
             std::os::unix::fs::symlink(&run_root, &link).map_err(|e| crate::Error::path(&link, e))?;
         }
-        let runner = Arc::new(Runner::new(run_root, cgroup_parent, &format!("{:x}", stamp % 0xfffff), zygotes));
+        let mut runner = Runner::new(run_root, cgroup_parent, &format!("{:x}", stamp % 0xfffff), zygotes);
+        if !cfg.fresh_network_namespaces && cfg.naive_runtime.is_none() {
+            if let Some(pool) = crate::netns::Pool::start(cfg.netns_keep) {
+                runner.reuse_network_namespaces(pool);
+            }
+        }
+        let runner = Arc::new(runner);
         let swept = runner.sweep();
         if swept > 0 {
             eprintln!("strata-fn: deleted {swept} container(s) left by an earlier run");
@@ -904,6 +917,7 @@ impl Server {
                             l.queue_depth(&names)
                         })
                         .unwrap_or(0),
+                    self.runner.netns_ready_and_counts(),
                 );
                 Response::new(200, crate::metrics::CONTENT_TYPE, body)
             }

@@ -26,6 +26,9 @@ enum Request {
         /// The systemd cgroup driver.
         #[serde(default)]
         systemd: bool,
+        /// A fourth descriptor is a network namespace to join.
+        #[serde(default)]
+        net: bool,
     },
     /// Reap, without an answer.
     Reap { pid: i32 },
@@ -171,7 +174,9 @@ fn serve(sock: OwnedFd) -> ! {
             Err(_) => strata_runtime_exit(),
         };
         let reply = match req {
-            Request::Create { root, id, bundle, spec, systemd } => create(&root, &id, bundle, spec, systemd, &fds),
+            Request::Create { root, id, bundle, spec, systemd, net } => {
+                create(&root, &id, bundle, spec, systemd, net, &fds)
+            }
             // Sent without waiting for an answer (the caller knows the status).
             Request::Reap { pid } => {
                 reap(pid);
@@ -192,9 +197,23 @@ fn strata_runtime_exit() -> ! {
     unsafe { libc::_exit(0) }
 }
 
-fn create(root: &Path, id: &str, bundle: PathBuf, spec: serde_json::Value, systemd: bool, fds: &[OwnedFd]) -> Reply {
-    if fds.len() != 3 {
-        return Reply::Failed { error: format!("create {id}: {} descriptors for stdio, not 3", fds.len()) };
+fn create(
+    root: &Path,
+    id: &str,
+    bundle: PathBuf,
+    mut spec: serde_json::Value,
+    systemd: bool,
+    net: bool,
+    fds: &[OwnedFd],
+) -> Reply {
+    let want = if net { 4 } else { 3 };
+    if fds.len() != want {
+        return Reply::Failed { error: format!("create {id}: {} descriptors, not {want}", fds.len()) };
+    }
+    if net {
+        if let Err(e) = crate::runner::join_network(&mut spec, fds[3].as_raw_fd()) {
+            return Reply::Failed { error: format!("create {id}: {e}") };
+        }
     }
     let spec = match serde_json::from_value(spec) {
         Ok(s) => s,
@@ -312,18 +331,27 @@ impl Zygotes {
 
     /// Creates container `id` through a zygote (the next live one in turn);
     /// returns its init's pid, the zygote that is its parent, and its cgroup.
+    /// `fds` are the container's stdin, stdout and stderr, then, if there is
+    /// a fourth, a network namespace for it to join.
     pub fn create(
         &self,
         root: &Path,
         id: &str,
         bundle: &Path,
         spec: serde_json::Value,
-        stdio: [RawFd; 3],
+        fds: &[RawFd],
         systemd: bool,
     ) -> crate::Result<(i32, usize, Option<PathBuf>)> {
         let n = self.zygotes.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let req = Request::Create { root: root.into(), id: id.into(), bundle: bundle.into(), spec, systemd };
+        let req = Request::Create {
+            root: root.into(),
+            id: id.into(),
+            bundle: bundle.into(),
+            spec,
+            systemd,
+            net: fds.len() == 4,
+        };
         let mut last = None;
         // A zygote found dead on the way is replaced; the create goes to the
         // next live one.
@@ -331,7 +359,7 @@ impl Zygotes {
             if self.zygotes[index].dead.load(Ordering::SeqCst) {
                 continue;
             }
-            match self.call(index, &req, &stdio) {
+            match self.call(index, &req, fds) {
                 Ok(Reply::Created { pid, cgroup }) => return Ok((pid, index, cgroup)),
                 Ok(Reply::Failed { error }) => return Err(crate::Error::Other(error)),
                 Ok(Reply::Reaped { .. }) => return Err(crate::Error::Zygote("the zygote answered out of turn".into())),
