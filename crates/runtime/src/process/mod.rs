@@ -1,8 +1,10 @@
 //! Creating container processes without re-executing the runtime.
 //!
-//! A single-threaded caller (the CLI) with nothing to join first clone3()s the
-//! container process itself, with all new-namespace flags and straight into its
-//! cgroup (CLONE_INTO_CGROUP). Otherwise the runtime forks once (through libc,
+//! A single-threaded caller (the CLI) with nothing to join first, other than a
+//! network, ipc or uts namespace, clone3()s the container process itself, with
+//! all new-namespace flags and straight into its cgroup (CLONE_INTO_CGROUP);
+//! the process joins those namespaces first thing. Otherwise the runtime forks
+//! once (through libc,
 //! so a multi-threaded caller such as a shim is safe: the child may allocate).
 //! That intermediate child is single-threaded; it joins existing namespaces,
 //! unshares a time namespace if asked (offsets must be written before anything
@@ -181,18 +183,31 @@ where
 }
 
 /// Whether the process can be cloned by the caller itself, without the
-/// intermediate: nothing to join or unshare first (namespaces, a time
-/// namespace, a cgroup to migrate into, a resctrl group, an adopting systemd),
-/// and a caller with a single thread, whose memory the clone may copy
-/// without libc's fork handlers (no other thread can hold a lock in it).
+/// intermediate: nothing to join or unshare first (a time namespace, a cgroup
+/// to migrate into, a resctrl group, an adopting systemd, namespaces other
+/// than those [`joinable_after_clone`]), and a caller with a single thread,
+/// whose memory the clone may copy without libc's fork handlers (no other
+/// thread can hold a lock in it).
 fn direct_possible(spec: &SpawnSpec<'_>) -> bool {
-    spec.namespaces.join.is_empty()
+    joinable_after_clone(spec.namespaces)
         && spec.namespaces.join_process.is_none()
         && !spec.namespaces.new_time
         && spec.rdt_tasks.is_none()
         && spec.adopt.is_none()
         && !matches!(spec.cgroup, Some(CgroupEntry::Migrate(_)))
         && sys::single_threaded()
+}
+
+/// Whether the namespaces to join can be joined by the cloned process itself:
+/// only network, ipc and uts namespaces (a process is in them as soon as it
+/// joins; none of them changes what the clone's new namespaces are), and
+/// only when the clone makes no user namespace (in one, the process would no
+/// longer have the privilege to join namespaces of the caller's).
+fn joinable_after_clone(plan: &NamespacePlan) -> bool {
+    use oci_spec::runtime::LinuxNamespaceType as T;
+    plan.join.is_empty()
+        || (!plan.clone_flags.contains(CloneFlags::CLONE_NEWUSER)
+            && plan.join.iter().all(|(t, _)| matches!(t, T::Network | T::Ipc | T::Uts)))
 }
 
 /// Clones the process straight from the caller, the intermediate's work done
@@ -223,13 +238,16 @@ where
             if !(crate::rootless() && spec.namespaces.new_user()) {
                 let _ = nix::sys::prctl::set_dumpable(false);
             }
+            // The namespaces to join (see joinable_after_clone), while their
+            // files are open; before anything of the container is set up.
+            let joined = spec.namespaces.join_all();
             let mut keep: Vec<RawFd> = spec.keep_fds.clone();
             keep.push(child_end.as_stream().as_raw_fd());
             keep.extend(spec.stdio.iter().flatten());
             close_all_but(3 + spec.preserve_fds as RawFd, &mut keep);
             reset_signals();
             let err = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                match spec.stdio.map(install_stdio).transpose() {
+                match joined.and_then(|()| spec.stdio.map(install_stdio).transpose()) {
                     Ok(_) => main(child_end),
                     Err(e) => e,
                 }
@@ -523,4 +541,34 @@ pub fn write_id_map(pid: i32, file: &str, maps: &[oci_spec::runtime::LinuxIdMapp
     let text: String = maps.iter().map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size())).collect();
     let path = format!("/proc/{pid}/{file}");
     std::fs::write(&path, text).map_err(|e| Error::io("write", path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::LinuxNamespaceType as T;
+
+    fn plan(clone_flags: CloneFlags, join: &[T]) -> NamespacePlan {
+        let join = join
+            .iter()
+            .map(|t| (*t, std::fs::File::open("/proc/self/ns/net").expect("a namespace file to stand in")))
+            .collect();
+        NamespacePlan { clone_flags, join, ..Default::default() }
+    }
+
+    #[test]
+    fn only_network_ipc_and_uts_namespaces_are_joined_after_the_clone() {
+        let new = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID;
+        assert!(joinable_after_clone(&plan(new, &[])));
+        // A pod's container: the sandbox's network, ipc and uts namespaces.
+        assert!(joinable_after_clone(&plan(new, &[T::Network, T::Ipc, T::Uts])));
+        // Those change what the clone makes, or where the process is only
+        // once it forks (pid), or its root (mount): joined before the clone.
+        for t in [T::Pid, T::Mount, T::User, T::Cgroup, T::Time] {
+            assert!(!joinable_after_clone(&plan(new, &[T::Network, t])), "{t:?}");
+        }
+        // In a new user namespace the process could no longer join the caller's.
+        assert!(!joinable_after_clone(&plan(new | CloneFlags::CLONE_NEWUSER, &[T::Network])));
+        assert!(joinable_after_clone(&plan(new | CloneFlags::CLONE_NEWUSER, &[])));
+    }
 }
