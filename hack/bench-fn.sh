@@ -16,19 +16,23 @@
 # completed per second until the queue is empty.
 # Runs in a private mount namespace with a pure cgroup v2 view and /run as a
 # tmpfs, as on a usual host. Prints Markdown tables.
-# Usage: hack/bench-fn.sh [N] [C] [NAIVE_N] [IDLE]
+# The four throughput rows run in ROUNDS rounds (default 3), interleaved, in a
+# new order each round, N / ROUNDS requests each (NAIVE_N / ROUNDS for runc);
+# the table gives medians and ranges, and the ratios are taken per round.
+# Usage: hack/bench-fn.sh [N] [C] [NAIVE_N] [IDLE] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-10000}
 c=${2:-8}
 naive_n=${3:-2000}
 idle=${4:-10000}
+rounds=${5:-3}
 command -v runc >/dev/null || hack/setup.sh --peers
 [ -d bundles/hello/rootfs/bin ] || hack/mkrootfs.sh bundles/hello/rootfs
 cargo build --release -q -p strata-fn
 exec unshare -m --propagation private bash -c '
 set -euo pipefail
-n=$1 c=$2 naive_n=$3 idle=$4
+n=$1 c=$2 naive_n=$3 idle=$4 rounds=$5
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mkdir -p /run/strata-fn && mount -t tmpfs tmpfs /run/strata-fn
 T=$(mktemp -d)
@@ -69,26 +73,41 @@ serve() {
   sleep 1
 }
 load() { "$B" load http://127.0.0.1:18099/functions/echo/invoke -n "$1" -c "$2" --data hello; }
-row() {
-  python3 -c "
-import json, sys
-r = json.loads(sys.argv[2])
-print(\"| %s | %d | %d | %.0f | %.2f | %.2f | %d | %d |\" % (sys.argv[1], r[\"requests\"], r[\"concurrency\"], r[\"per_second\"], r[\"p50_ms\"], r[\"p99_ms\"], r[\"failed\"], r[\"warm\"]))
-" "$1" "$2"
+# One round of one throughput mode; its JSON is appended to $T/rounds-MODE.
+throughput() {
+  case $1 in
+    warm) serve "$c"; load $((n / rounds)) "$c" ;;
+    fresh) serve "$c" --fresh-network-namespaces; load $((n / rounds)) "$c" ;;
+    cold) serve 0; load $((n / rounds)) "$c" ;;
+    naive) serve 0 --naive-runtime /usr/sbin/runc; load $((naive_n / rounds)) "$c" ;;
+  esac >>"$T/rounds-$1"
 }
-echo "| mode | requests | concurrency | invocations/s | p50 ms | p99 ms | failed | warm starts |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
-serve "$c"; warm=$(load "$n" "$c"); row "warm pool" "$warm"
-serve "$c" --fresh-network-namespaces; fresh=$(load "$n" "$c"); row "warm pool, no namespace reused" "$fresh"
-serve 0; cold=$(load "$n" "$c"); row "no pool" "$cold"
-serve 0 --naive-runtime /usr/sbin/runc; naive=$(load "$naive_n" "$c"); row "runc run per request" "$naive"
-python3 -c "
-import json, sys
-w, n, f = json.loads(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3])
+modes=(warm fresh cold naive)
+for r in $(seq 0 $((rounds - 1))); do
+  for k in 0 1 2 3; do throughput "${modes[$(((k + r) % 4))]}"; done
+done
+python3 - "$T" <<"EOPY"
+import json, statistics, sys
+t = sys.argv[1]
+rounds = {m: [json.loads(l) for l in open("%s/rounds-%s" % (t, m))] for m in ("warm", "fresh", "cold", "naive")}
+names = {"warm": "warm pool", "fresh": "warm pool, no namespace reused", "cold": "no pool", "naive": "runc run per request"}
+print("| mode | rounds x requests | concurrency | invocations/s | min-max | p50 ms | p99 ms | failed | warm starts |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+med = lambda rs, k: statistics.median(r[k] for r in rs)
+for m, rs in rounds.items():
+    ps = [r["per_second"] for r in rs]
+    print("| %s | %d x %d | %d | %.0f | %.0f-%.0f | %.2f | %.2f | %d | %d |" % (names[m], len(rs), rs[0]["requests"], rs[0]["concurrency"], statistics.median(ps), min(ps), max(ps), med(rs, "p50_ms"), med(rs, "p99_ms"), sum(r["failed"] for r in rs), sum(r["warm"] for r in rs)))
+ratio = lambda a, b: [x["per_second"] / y["per_second"] for x, y in zip(rounds[a], rounds[b])]
 print()
-print(\"target: warm pool >= 10x runc run per request in invocations/s: %.1fx\" % (w[\"per_second\"] / n[\"per_second\"]))
-print(\"network namespaces reused / a new one each: %.2fx\" % (w[\"per_second\"] / f[\"per_second\"]))
-" "$warm" "$naive" "$fresh"
+w = ratio("warm", "naive")
+print("target: warm pool >= 10x runc run per request in invocations/s: %.1fx (rounds %.1f-%.1f)" % (statistics.median(w), min(w), max(w)))
+f = ratio("warm", "fresh")
+print("network namespaces reused / a new one each: %.2fx (rounds %.2f-%.2f)" % (statistics.median(f), min(f), max(f)))
+# The median warm round, for the idle connections table.
+ws = sorted(rounds["warm"], key=lambda r: r["per_second"])
+open("%s/warm.json" % t, "w").write(json.dumps(ws[len(ws) // 2]))
+EOPY
+warm=$(cat "$T/warm.json")
 echo
 echo "| concurrency 1 | requests | p50 to running ms | p99 to running ms | p50 to answer ms | p99 to answer ms |"
 echo "| --- | --- | --- | --- | --- | --- |"
@@ -227,4 +246,4 @@ if command -v nats-server >/dev/null; then
 else
   echo "| 3 nodes, one nats-server | skipped: no nats-server (hack/setup.sh --tests installs it) | | | | | | |"
 fi
-' bash "$n" "$c" "$naive_n" "$idle"
+' bash "$n" "$c" "$naive_n" "$idle" "$rounds"
