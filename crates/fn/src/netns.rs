@@ -171,17 +171,24 @@ fn reference() -> Result<(OwnedFd, Vec<u8>), String> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| format!("unshare: {e}"))?;
     strata_runtime::network::loopback_up().map_err(|e| e.to_string())?;
     let home = std::fs::File::open("/proc/thread-self/ns/net").map_err(|e| format!("/proc/thread-self/ns/net: {e}"))?;
-    Ok((home.into(), snapshot()))
+    let reference = snapshot().map_err(|e| format!("/proc/thread-self/net: {e}"))?;
+    // A new namespace has no socket: counts that do not read so would make
+    // every comparison of them meaningless.
+    if reference.windows(SOCKETS_IN_USE.len()).any(|w| w == SOCKETS_IN_USE.as_bytes()) {
+        return Err("a new network namespace's sockstat does not read as empty".into());
+    }
+    Ok((home.into(), reference))
 }
 
+/// How the snapshot writes a sockstat file with a socket of the namespace's
+/// own (or one that does not read as expected).
+const SOCKETS_IN_USE: &str = ": sockets in use\n";
+
 /// What the kernel shows of this thread's network namespace.
-fn snapshot() -> Vec<u8> {
+fn snapshot() -> std::io::Result<Vec<u8>> {
     let mut all = Vec::with_capacity(16 << 10);
     // The directory is looked up once; its files by name in it.
-    let dir = match std::fs::File::open("/proc/thread-self/net") {
-        Ok(d) => d,
-        Err(e) => return format!("/proc/thread-self/net: {e}").into_bytes(),
-    };
+    let dir = std::fs::File::open("/proc/thread-self/net")?;
     let read = |name: &str, into: &mut Vec<u8>| -> std::io::Result<()> {
         let name = std::ffi::CString::new(name).map_err(std::io::Error::other)?;
         // SAFETY: openat reads the NUL-terminated name; the descriptor it
@@ -203,10 +210,15 @@ fn snapshot() -> Vec<u8> {
     }
     for f in SOCKSTATS {
         let mut text = Vec::new();
-        let counts = read(f, &mut text).ok().and_then(|()| own_sockets(&String::from_utf8_lossy(&text)));
-        all.extend_from_slice(format!("{f}: none of its own: {}\n", counts.is_some()).as_bytes());
+        all.extend_from_slice(f.as_bytes());
+        match read(f, &mut text) {
+            // (No sockstat6: the kernel has no IPv6, and no such socket.)
+            Err(e) => all.extend_from_slice(format!(": missing: {:?}\n", e.kind()).as_bytes()),
+            Ok(()) if own_sockets(&String::from_utf8_lossy(&text)).is_some() => all.extend_from_slice(b": none\n"),
+            Ok(()) => all.extend_from_slice(SOCKETS_IN_USE.as_bytes()),
+        }
     }
-    all
+    Ok(all)
 }
 
 /// The namespace's own socket counts in a `sockstat` file: None when there
@@ -240,8 +252,8 @@ fn check_loop(pool: std::sync::Weak<Pool>, rx: Receiver<OwnedFd>, (home, referen
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => return,
         };
-        let clean =
-            nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).is_ok() && snapshot() == reference;
+        let clean = nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).is_ok()
+            && snapshot().is_ok_and(|s| s == reference);
         // Home again, holding no container's namespace. Should that fail,
         // this thread stops and nothing more is reused.
         if nix::sched::setns(home.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).is_err() {
@@ -265,7 +277,35 @@ fn check_loop(pool: std::sync::Weak<Pool>, rx: Receiver<OwnedFd>, (home, referen
 
 #[cfg(test)]
 mod tests {
-    use super::own_sockets;
+    use super::{own_sockets, reference, snapshot};
+
+    /// In a namespace of its own (a thread's), a socket that never sent a
+    /// packet still makes the snapshot differ from the reference, and closed
+    /// it leaves none.
+    #[test]
+    fn a_socket_without_traffic_shows_in_the_snapshot() {
+        std::thread::spawn(|| {
+            let (_home, reference) = match reference() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("skipped: no network namespace of our own ({e}); needs root");
+                    return;
+                }
+            };
+            for bind in ["127.0.0.1:0", "[::1]:0"] {
+                let socket = std::net::UdpSocket::bind(bind).expect("bind");
+                assert!(snapshot().expect("snapshot") != reference, "{bind}: a socket does not show");
+                drop(socket);
+                assert!(snapshot().expect("snapshot") == reference, "{bind}: a closed socket shows");
+            }
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+            assert!(snapshot().expect("snapshot") != reference, "a listening socket does not show");
+            drop(listener);
+            assert!(snapshot().expect("snapshot") == reference);
+        })
+        .join()
+        .expect("the test's thread");
+    }
 
     #[test]
     fn only_the_namespaces_own_socket_counts_must_be_zero() {
