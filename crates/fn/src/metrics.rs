@@ -90,35 +90,36 @@ impl Default for Metrics {
             netns_ready: Gauge::default(),
             netns_catch_up: Default::default(),
         };
+        // (The library ends each help text with a period itself.)
         let r = &mut m.registry;
-        r.register("strata_fn_invocations", "Invocations by outcome.", m.invocations.clone());
-        r.register("strata_fn_errors", "Invocations that failed (non-zero exit or no run).", m.errors.clone());
-        r.register("strata_fn_timeouts", "Invocations stopped at their timeout.", m.timeouts.clone());
-        r.register("strata_fn_cold_starts", "Invocations that had to create their container.", m.cold.clone());
-        r.register("strata_fn_warm_starts", "Invocations that took a container from the warm pool.", m.warm.clone());
-        r.register("strata_fn_latency_seconds", "From request received to answer ready.", m.latency.clone());
-        r.register("strata_fn_run_seconds", "The function's process, start to exit.", m.run.clone());
-        r.register("strata_fn_warm_pool_size", "Containers created and waiting for an event.", m.pool.clone());
-        r.register("strata_fn_running", "Invocations running now.", m.running.clone());
-        r.register("strata_fn_async_queued", "Asynchronous events waiting (retries included).", m.queued.clone());
-        r.register("strata_fn_cleanup_backlog", "Used containers waiting to be deleted.", m.cleanup.clone());
+        r.register("strata_fn_invocations", "Invocations by outcome", m.invocations.clone());
+        r.register("strata_fn_errors", "Invocations that failed (non-zero exit or no run)", m.errors.clone());
+        r.register("strata_fn_timeouts", "Invocations stopped at their timeout", m.timeouts.clone());
+        r.register("strata_fn_cold_starts", "Invocations that had to create their container", m.cold.clone());
+        r.register("strata_fn_warm_starts", "Invocations that took a container from the warm pool", m.warm.clone());
+        r.register("strata_fn_latency_seconds", "From request received to answer ready", m.latency.clone());
+        r.register("strata_fn_run_seconds", "The function's process, start to exit", m.run.clone());
+        r.register("strata_fn_warm_pool_size", "Containers created and waiting for an event", m.pool.clone());
+        r.register("strata_fn_running", "Invocations running now", m.running.clone());
+        r.register("strata_fn_async_queued", "Asynchronous events waiting (retries included)", m.queued.clone());
+        r.register("strata_fn_cleanup_backlog", "Used containers waiting to be deleted", m.cleanup.clone());
         r.register(
             "strata_fn_cluster_queued",
-            "Events of the functions served here that JetStream has still to deliver or see acknowledged (cluster mode; 0 otherwise).",
+            "Events of the functions served here that JetStream has still to deliver or see acknowledged (cluster mode; 0 otherwise)",
             m.cluster_queued.clone(),
         );
-        r.register("strata_fn_auth_denied", "Requests refused by the access control.", m.denied.clone());
+        r.register("strata_fn_auth_denied", "Requests refused by the access control", m.denied.clone());
         r.register(
             "strata_fn_netns_reused",
-            "Invocations whose container joined a reused network namespace.",
+            "Invocations whose container joined a reused network namespace",
             m.netns_reused.clone(),
         );
         r.register(
             "strata_fn_netns_checked",
-            "Network namespaces checked after their invocation: clean (kept for reuse) or dropped (something was left in them).",
+            "Network namespaces checked after their invocation: clean (kept for reuse) or dropped (something was left in them)",
             m.netns_checked.clone(),
         );
-        r.register("strata_fn_netns_ready", "Network namespaces checked and ready for reuse.", m.netns_ready.clone());
+        r.register("strata_fn_netns_ready", "Network namespaces checked and ready for reuse", m.netns_ready.clone());
         m
     }
 }
@@ -230,10 +231,12 @@ mod tests {
             "strata_fn_cleanup_backlog 1",
             "strata_fn_cluster_queued 7",
             "strata_fn_auth_denied_total{reason=\"invalid\"} 1",
+            "# HELP strata_fn_running Invocations running now.",
             "# EOF",
         ] {
             assert!(out.lines().any(|l| l == line), "no {line:?} in\n{out}");
         }
+        assert!(!out.contains(".."), "a help text ends with two periods:\n{out}");
         let out = m.render(&[], 0, 0, 0, 0, None);
         assert!(!out.contains("strata_fn_warm_pool_size{"), "a gone function's pool gauge stays:\n{out}");
     }
