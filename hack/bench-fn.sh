@@ -27,6 +27,7 @@ c=${2:-8}
 naive_n=${3:-2000}
 idle=${4:-10000}
 rounds=${5:-3}
+[ "$rounds" -ge 1 ] 2>/dev/null || { echo "ROUNDS must be a number of at least 1, not \"$rounds\"" >&2; exit 2; }
 command -v runc >/dev/null || hack/setup.sh --peers
 [ -d bundles/hello/rootfs/bin ] || hack/mkrootfs.sh bundles/hello/rootfs
 cargo build --release -q -p strata-fn

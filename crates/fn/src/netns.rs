@@ -85,8 +85,6 @@ pub struct Counts {
 /// Namespaces ready for a container, and the thread that checks returned ones.
 pub struct Pool {
     ready: Mutex<Vec<(OwnedFd, Instant)>>,
-    /// How long a ready namespace is kept unused.
-    keep: Duration,
     checks: Mutex<Option<SyncSender<OwnedFd>>>,
     counts: Mutex<Counts>,
 }
@@ -99,12 +97,8 @@ impl Pool {
     pub fn start(keep: Duration) -> Option<Arc<Pool>> {
         let (tx, rx) = std::sync::mpsc::sync_channel(WAITING);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let pool = Arc::new(Pool {
-            ready: Mutex::new(Vec::new()),
-            keep,
-            checks: Mutex::new(Some(tx)),
-            counts: Default::default(),
-        });
+        let pool =
+            Arc::new(Pool { ready: Mutex::new(Vec::new()), checks: Mutex::new(Some(tx)), counts: Default::default() });
         let weak = Arc::downgrade(&pool);
         let spawned = std::thread::Builder::new().name("strata-fn-netns".into()).spawn(move || {
             let home = match reference() {
@@ -117,7 +111,7 @@ impl Pool {
                     return;
                 }
             };
-            check_loop(weak, rx, home);
+            check_loop(weak, rx, home, keep);
         });
         let started = match spawned {
             Ok(_) => ready_rx.recv().unwrap_or_else(|_| Err("the thread ended".into())),
@@ -238,15 +232,21 @@ fn own_sockets(text: &str) -> Option<()> {
     Some(())
 }
 
-fn check_loop(pool: std::sync::Weak<Pool>, rx: Receiver<OwnedFd>, (home, reference): (OwnedFd, Vec<u8>)) {
+/// Checks returned namespaces until the pool is gone; drops ready ones
+/// unused for `keep`.
+fn check_loop(
+    pool: std::sync::Weak<Pool>,
+    rx: Receiver<OwnedFd>,
+    (home, reference): (OwnedFd, Vec<u8>),
+    keep: Duration,
+) {
     // Off the request path, as the deletes are.
     // SAFETY: setpriority on this thread (who 0) has no memory effects.
     unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
     loop {
-        let Some(keep) = pool.upgrade().map(|p| p.keep) else { return };
         let got = rx.recv_timeout(keep / 2);
         let Some(pool) = pool.upgrade() else { return };
-        pool.ready.lock().unwrap_or_else(|e| e.into_inner()).retain(|(_, at)| at.elapsed() < pool.keep);
+        pool.ready.lock().unwrap_or_else(|e| e.into_inner()).retain(|(_, at)| at.elapsed() < keep);
         let ns = match got {
             Ok(ns) => ns,
             Err(RecvTimeoutError::Timeout) => continue,

@@ -4,8 +4,8 @@
 //! network, ipc or uts namespace, clone3()s the container process itself, with
 //! all new-namespace flags and straight into its cgroup (CLONE_INTO_CGROUP);
 //! the process joins those namespaces first thing. Otherwise the runtime forks
-//! once (through libc,
-//! so a multi-threaded caller such as a shim is safe: the child may allocate).
+//! once (through libc, so a multi-threaded caller such as a shim is safe: the
+//! child may allocate).
 //! That intermediate child is single-threaded; it joins existing namespaces,
 //! unshares a time namespace if asked (offsets must be written before anything
 //! lives in it), and clone3()s the real process with all new-namespace flags
